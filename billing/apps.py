@@ -1,0 +1,24 @@
+from django.apps import AppConfig
+
+
+class BillingConfig(AppConfig):
+    name = "billing"
+
+    def ready(self) -> None:
+        from auditlog.registry import auditlog
+
+        from . import models
+
+        # Charges are not registered: they change in bulk (imports, bulk review), and every
+        # review decision is recorded explicitly in ReviewLog instead.
+        for model in (
+            models.BillingSettings,
+            models.Source,
+            models.BillingPeriod,
+            models.PI,
+            models.Project,
+            models.AccountMapping,
+            models.Import,
+            models.FlagRule,
+        ):
+            auditlog.register(model)
