@@ -1,0 +1,230 @@
+"""Reading FOCUS files: CSV, CSV.gz or Parquet, streamed in record batches of strings.
+
+Headers are matched case-insensitively (and a few FOCUS 1.0-preview names are
+accepted), every column is read as text so that ids such as 12-digit AWS accounts stay
+strings and money is parsed exactly later, and `NULL` literals and empty cells are null.
+pandas' own read_csv cannot stream with the pyarrow engine, so this uses pyarrow.csv directly.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import gzip
+import io
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from .errors import IngestError, RowError
+
+# Canonical FOCUS names of every column the ingest uses.
+COLUMNS = [
+    "BillingPeriodStart",
+    "BillingPeriodEnd",
+    "ChargePeriodStart",
+    "ChargePeriodEnd",
+    "ChargeCategory",
+    "ListCost",
+    "ContractedCost",
+    "BilledCost",
+    "EffectiveCost",
+    "ConsumedQuantity",
+    "ConsumedUnit",
+    "PricingQuantity",
+    "PricingUnit",
+    "ResourceId",
+    "ResourceName",
+    "ServiceName",
+    "ServiceCategory",
+    "SubAccountId",
+    "RegionId",
+    "SkuId",
+    "Tags",
+    "BillingCurrency",
+]
+REQUIRED = ["BillingPeriodStart", "BilledCost"]
+IDENTIFIERS = ["ResourceId", "ResourceName", "ServiceName"]
+# Names used by FOCUS 1.0-preview and some exporters, mapped to the 1.x names.
+ALIASES = {
+    "region": "RegionId",
+    "usagequantity": "ConsumedQuantity",
+    "usageunit": "ConsumedUnit",
+    "chargetype": "ChargeCategory",
+    "amortizedcost": "EffectiveCost",
+}
+NULL_VALUES = ["", "NULL", "null", "Null", "None", "NaN", "nan", "N/A"]
+_CANONICAL = {name.lower(): name for name in COLUMNS}
+
+
+@dataclass
+class FocusFile:
+    path: Path
+    header: list[str]
+    columns: dict[str, str]  # canonical name -> name in the file
+    row_errors: list[RowError] = field(default_factory=list)
+
+    @property
+    def is_parquet(self) -> bool:
+        return self.path.name.lower().endswith(".parquet")
+
+    @property
+    def is_gzip(self) -> bool:
+        return self.path.name.lower().endswith(".gz")
+
+
+def _open_binary(path: Path) -> io.BufferedIOBase:
+    if path.name.lower().endswith(".gz"):
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return open(path, "rb")  # noqa: SIM115
+
+
+def _read_header_line(path: Path) -> str:
+    try:
+        with _open_binary(path) as fh:
+            raw = fh.readline(1024 * 1024)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise IngestError(f"cannot read {path.name}: {exc}") from exc
+    if not raw.strip():
+        raise IngestError(f"{path.name} is empty: no header line, no data")
+    if raw.startswith(codecs.BOM_UTF8):
+        raw = raw[len(codecs.BOM_UTF8) :]
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise IngestError(
+            f"{path.name} is not UTF-8 text (line 1, byte {exc.start}); export it as UTF-8"
+        ) from exc
+
+
+def open_focus_file(path: Path) -> FocusFile:
+    """Check the file's header and map its columns; raises IngestError naming what is wrong."""
+    if not path.is_file():
+        raise IngestError(f"file not found: {path}")
+    if path.stat().st_size == 0:
+        raise IngestError(f"{path.name} is empty: no header line, no data")
+    name = path.name.lower()
+    if name.endswith(".parquet"):
+        try:
+            import pyarrow.parquet as pq
+
+            header = list(pq.ParquetFile(path).schema_arrow.names)
+        except Exception as exc:  # pyarrow raises several types for a damaged file
+            raise IngestError(f"cannot read {path.name} as Parquet: {exc}") from exc
+    elif name.endswith((".csv", ".csv.gz", ".txt", ".txt.gz")):
+        line = _read_header_line(path)
+        header = next(csv.reader([line.rstrip("\r\n")]))
+    else:
+        raise IngestError(f"{path.name}: unsupported file type; expected .csv, .csv.gz or .parquet")
+
+    columns: dict[str, str] = {}
+    for raw_name in header:
+        key = raw_name.strip().lower()
+        canonical = _CANONICAL.get(key) or ALIASES.get(key)
+        if canonical and canonical not in columns:
+            columns[canonical] = raw_name
+
+    if len(header) == 1 and not columns.get("BilledCost"):
+        for delimiter, label in ((";", "semicolons"), ("\t", "tabs"), ("|", "pipes")):
+            if delimiter in header[0]:
+                raise IngestError(
+                    f"{path.name}: the header is one column separated by {label}; "
+                    "FOCUS CSV files must be comma-separated"
+                )
+    missing = [col for col in REQUIRED if col not in columns]
+    if missing:
+        raise IngestError(
+            f"{path.name}: missing required column{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+            f"(columns found: {', '.join(h.strip() for h in header[:12])}{' ...' if len(header) > 12 else ''})"
+        )
+    if not any(col in columns for col in IDENTIFIERS):
+        raise IngestError(
+            f"{path.name}: no column identifies the resource; need one of {', '.join(IDENTIFIERS)}"
+        )
+    return FocusFile(path=path, header=header, columns=columns)
+
+
+def iter_batches(focus: FocusFile, block_bytes: int) -> Iterator[pa.RecordBatch]:
+    """Yield record batches whose columns are the canonical names present, all strings (or null)."""
+    canonical_by_name = {v: k for k, v in focus.columns.items()}
+    if focus.is_parquet:
+        yield from _iter_parquet(focus, canonical_by_name, block_bytes)
+        return
+
+    def on_invalid_row(row: pacsv.InvalidRow) -> str:
+        focus.row_errors.append(
+            RowError(
+                line=row.number,
+                column="",
+                value=(row.text or "")[:200],
+                message=f"expected {row.expected_columns} fields, found {row.actual_columns}",
+            )
+        )
+        return "skip"
+
+    read_options = pacsv.ReadOptions(block_size=block_bytes, use_threads=True)
+    parse_options = pacsv.ParseOptions(invalid_row_handler=on_invalid_row, newlines_in_values=False)
+    convert_options = pacsv.ConvertOptions(
+        include_columns=list(canonical_by_name),
+        column_types={name: pa.string() for name in canonical_by_name},
+        null_values=NULL_VALUES,
+        strings_can_be_null=True,
+        quoted_strings_can_be_null=True,
+    )
+    stream = _open_binary(focus.path)
+    try:
+        try:
+            reader = pacsv.open_csv(
+                stream, read_options=read_options, parse_options=parse_options, convert_options=convert_options
+            )
+            for batch in reader:
+                yield batch.rename_columns([canonical_by_name[n] for n in batch.schema.names])
+        except pa.ArrowInvalid as exc:
+            raise _explain_arrow_error(focus, exc) from exc
+        except (OSError, EOFError, zlib.error) as exc:
+            raise IngestError(f"{focus.path.name}: the file could not be read to its end ({exc})") from exc
+    finally:
+        stream.close()
+
+
+def _iter_parquet(focus: FocusFile, canonical_by_name: dict[str, str], block_bytes: int) -> Iterator[pa.RecordBatch]:
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(focus.path)
+    for batch in pf.iter_batches(batch_size=max(10_000, block_bytes // 400), columns=list(canonical_by_name)):
+        arrays, names = [], []
+        for name in batch.schema.names:
+            arr = batch.column(name)
+            if not pa.types.is_string(arr.type):
+                arr = pc.cast(arr, pa.string())
+            arrays.append(arr)
+            names.append(canonical_by_name[name])
+        yield pa.RecordBatch.from_arrays(arrays, names=names)
+
+
+def _explain_arrow_error(focus: FocusFile, exc: Exception) -> IngestError:
+    text = str(exc)
+    if "UTF8" in text or "utf8" in text.lower():
+        line, offset = _first_non_utf8_line(focus.path)
+        if line:
+            return IngestError(
+                f"{focus.path.name} is not UTF-8 text: line {line}, byte {offset} cannot be decoded; "
+                "export it as UTF-8",
+                [RowError(line=line, column="", value="", message="invalid UTF-8")],
+            )
+    return IngestError(f"{focus.path.name}: cannot parse as CSV: {text.splitlines()[0]}")
+
+
+def _first_non_utf8_line(path: Path) -> tuple[int | None, int]:
+    with _open_binary(path) as fh:
+        for number, raw in enumerate(fh, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                return number, err.start
+    return None, 0

@@ -1,0 +1,309 @@
+"""Vectorised per-batch work: validate, parse money exactly, read tags, sum rows into charges.
+
+Money is cast from text to decimal128(38, 10) by pyarrow (exact; no float anywhere) and
+summed per charge key with pyarrow's group_by. Tags JSON is parsed once per distinct
+value, so an hourly export that repeats a resource's tags a million times parses them once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from chargeback.money import MONEY_PLACES, quantize_money
+
+from .errors import RowError
+
+MONEY_TYPE = pa.decimal128(38, MONEY_PLACES)
+MONEY_COLUMNS = ["BilledCost", "ListCost", "ContractedCost", "EffectiveCost"]
+_DATE = r"(?P<d>[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01]))"
+_TIME = r"(?:[T ](?P<t>[0-2][0-9]:[0-5][0-9](?::[0-5][0-9])?)(?:\.[0-9]+)?)?"
+_ZONE = r"(?:Z|[+-][0-9]{2}:?[0-9]{2}| ?UTC)?"
+TIMESTAMP_REGEX = f"^{_DATE}{_TIME}{_ZONE}$"
+
+# Charge key columns, in order: the rows that share them become one charge.
+KEY_COLUMNS = [
+    "period",
+    "attribution",
+    "sub_account_id",
+    "resource_id",
+    "resource_name",
+    "service_name",
+    "charge_category",
+]
+ATTRIBUTION_FIELDS = ("pi_email", "project_code", "fund_org", "cost_center", "reference_1", "reference_2")
+NO_ATTRIBUTION: tuple[str, ...] = ("",) * len(ATTRIBUTION_FIELDS)
+
+
+@dataclass
+class TagReader:
+    """Turns distinct Tags values into attribution ids; configured tag keys and prefixes."""
+
+    keys: dict[str, str]  # attribution field -> tag key (lower case)
+    prefixes: list[str]
+    attributions: list[tuple[str, ...]] = field(default_factory=lambda: [NO_ATTRIBUTION])
+    _attribution_ids: dict[tuple[str, ...], int] = field(default_factory=lambda: {NO_ATTRIBUTION: 0})
+    _cache: dict[str, int] = field(default_factory=dict)
+
+    def parse(self, text: str) -> dict:
+        text = text.strip()
+        if not text:
+            return {}
+        try:
+            value = json.loads(text)
+        except ValueError:
+            # Some Azure exports drop the outer braces: "k": "v", "k2": "v2"
+            if text.startswith("{"):
+                raise
+            value = json.loads("{" + text + "}")
+        if not isinstance(value, dict):
+            raise ValueError("Tags is not a JSON object")
+        return value
+
+    def normalise_key(self, key: str) -> str:
+        key = key.strip().lower()
+        for prefix in self.prefixes:
+            if key.startswith(prefix):
+                return key[len(prefix) :]
+        return key
+
+    def attribution_id(self, text: str) -> int:
+        """Attribution id of a Tags value; raises ValueError for malformed JSON."""
+        cached = self._cache.get(text)
+        if cached is not None:
+            return cached
+        tags = self.parse(text)
+        normalised = {self.normalise_key(str(k)): v for k, v in tags.items()}
+        values = []
+        for name in ATTRIBUTION_FIELDS:
+            raw = normalised.get(self.keys[name])
+            value = "" if raw is None else str(raw).strip()
+            if value.upper() in ("NULL", "NONE"):
+                value = ""
+            values.append(value.lower() if name == "pi_email" else value)
+        attribution = tuple(values)
+        ident = self._attribution_ids.get(attribution)
+        if ident is None:
+            ident = len(self.attributions)
+            self.attributions.append(attribution)
+            self._attribution_ids[attribution] = ident
+        self._cache[text] = ident
+        return ident
+
+
+@dataclass
+class BatchStats:
+    rows: int = 0
+    billed_total: Decimal = Decimal(0)
+    list_total: Decimal = Decimal(0)
+    rounded_values: int = 0
+    periods: Counter = field(default_factory=Counter)
+    first_line_of_period: dict[str, int] = field(default_factory=dict)
+
+
+def _errors_where(mask: pa.Array, column: pa.Array, name: str, first_line: int, message: str) -> list[RowError]:
+    indices = pc.indices_nonzero(mask).to_pylist()[:50]
+    values = column.take(pa.array(indices, type=pa.int64())).to_pylist() if indices else []
+    return [
+        RowError(line=first_line + i, column=name, value="" if v is None else str(v), message=message)
+        for i, v in zip(indices, values, strict=True)
+    ]
+
+
+def _parse_money(column: pa.Array, name: str, first_line: int, errors: list[RowError], stats: BatchStats) -> pa.Array:
+    try:
+        return pc.cast(column, MONEY_TYPE)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    # Slow path, only for a batch with a bad value or more than 10 decimal places.
+    values: list[Decimal | None] = []
+    for offset, text in enumerate(column.to_pylist()):
+        if text is None:
+            values.append(None)
+            continue
+        try:
+            value = Decimal(text.strip())
+            if not value.is_finite():
+                raise InvalidOperation
+        except InvalidOperation:
+            errors.append(RowError(first_line + offset, name, text, "not a number"))
+            values.append(None)
+            continue
+        rounded = quantize_money(value)
+        if rounded != value:
+            stats.rounded_values += 1
+        if abs(rounded) >= Decimal(10) ** (38 - MONEY_PLACES):
+            errors.append(RowError(first_line + offset, name, text, "amount out of range"))
+            values.append(None)
+            continue
+        values.append(rounded)
+    return pa.array(values, type=MONEY_TYPE)
+
+
+def _parse_timestamps(
+    column: pa.Array, name: str, first_line: int, errors: list[RowError], required: bool
+) -> pa.Array:
+    """Canonical 'YYYY-MM-DDTHH:MM:SS' strings (zone dropped: local time as written), null when absent."""
+    matched = pc.match_substring_regex(column, TIMESTAMP_REGEX)
+    bad = pc.and_(pc.is_valid(column), pc.invert(pc.fill_null(matched, False)))
+    if required:
+        bad = pc.or_(bad, pc.is_null(column))
+    if pc.any(bad).as_py():
+        errors.extend(_errors_where(bad, column, name, first_line, "not a date or timestamp (YYYY-MM-DD[THH:MM:SS][Z])"))
+        column = pc.if_else(bad, pa.scalar(None, pa.string()), column)
+    parts = pc.extract_regex(pc.fill_null(column, "0000-01-01"), TIMESTAMP_REGEX)
+    dates = pc.struct_field(parts, "d")
+    times = pc.struct_field(parts, "t")
+    times = pc.if_else(pc.equal(pc.utf8_length(times), 5), pc.binary_join_element_wise(times, ":00", ""), times)
+    times = pc.if_else(pc.equal(pc.utf8_length(times), 0), pa.scalar("00:00:00"), times)
+    canonical = pc.binary_join_element_wise(dates, pc.fill_null(times, "00:00:00"), "T")
+    return pc.if_else(pc.is_null(column), pa.scalar(None, pa.string()), canonical)
+
+
+def _text(batch: pa.RecordBatch, name: str) -> pa.Array:
+    if name in batch.schema.names:
+        return pc.fill_null(pc.utf8_trim_whitespace(batch.column(name)), "")
+    return pa.nulls(batch.num_rows, pa.string()).fill_null("")
+
+
+def transform_batch(
+    batch: pa.RecordBatch,
+    first_line: int,
+    tag_reader: TagReader,
+    errors: list[RowError],
+    stats: BatchStats,
+) -> pa.Table | None:
+    """Validate one batch and sum its rows per charge key; None when the batch had errors."""
+    n = batch.num_rows
+    names = batch.schema.names
+    errors_before = len(errors)
+
+    billed_raw = batch.column("BilledCost")
+    missing_billed = pc.is_null(billed_raw)
+    if pc.any(missing_billed).as_py():
+        errors.extend(_errors_where(missing_billed, billed_raw, "BilledCost", first_line, "BilledCost is empty"))
+    money = {}
+    for name in MONEY_COLUMNS:
+        if name in names:
+            money[name] = _parse_money(batch.column(name), name, first_line, errors, stats)
+    billed = money["BilledCost"]
+    # A missing list/contracted/effective cost counts as equal to the billed cost.
+    for name in ("ListCost", "ContractedCost", "EffectiveCost"):
+        money[name] = pc.coalesce(money[name], billed) if name in money else billed
+
+    period_start = _parse_timestamps(batch.column("BillingPeriodStart"), "BillingPeriodStart", first_line, errors, True)
+    periods = pc.utf8_slice_codeunits(pc.fill_null(period_start, ""), 0, 7)
+    charge_start = (
+        _parse_timestamps(batch.column("ChargePeriodStart"), "ChargePeriodStart", first_line, errors, False)
+        if "ChargePeriodStart" in names
+        else period_start
+    )
+    charge_end = (
+        _parse_timestamps(batch.column("ChargePeriodEnd"), "ChargePeriodEnd", first_line, errors, False)
+        if "ChargePeriodEnd" in names
+        else charge_start
+    )
+
+    if "Tags" in names:
+        tags_text = pc.fill_null(batch.column("Tags"), "")
+        encoded = pc.dictionary_encode(tags_text).combine_chunks() if isinstance(tags_text, pa.ChunkedArray) else pc.dictionary_encode(tags_text)
+        ids = []
+        for position, text in enumerate(encoded.dictionary.to_pylist()):
+            try:
+                ids.append(tag_reader.attribution_id(text))
+            except (ValueError, TypeError) as exc:
+                ids.append(0)
+                bad = pc.equal(encoded.indices, position)
+                errors.extend(_errors_where(bad, tags_text, "Tags", first_line, f"Tags is not valid JSON ({exc})")[:5])
+        attribution = pa.array(ids, type=pa.int32()).take(encoded.indices)
+        tags_column = tags_text
+    else:
+        attribution = pa.array([0] * n, type=pa.int32())
+        tags_column = pa.array([""] * n, type=pa.string())
+
+    if len(errors) > errors_before:
+        return None
+
+    quantity_name = "ConsumedQuantity" if "ConsumedQuantity" in names else "PricingQuantity"
+    if quantity_name in names:
+        try:
+            quantity = pc.cast(batch.column(quantity_name), MONEY_TYPE)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            quantity = _parse_money(batch.column(quantity_name), quantity_name, first_line, [], BatchStats())
+    else:
+        quantity = pa.nulls(n, MONEY_TYPE)
+    unit_name = "ConsumedUnit" if "ConsumedUnit" in names else "PricingUnit"
+
+    stats.rows += n
+    stats.billed_total += pc.sum(billed).as_py() or Decimal(0)
+    stats.list_total += pc.sum(money["ListCost"]).as_py() or Decimal(0)
+    counts = pc.value_counts(periods)
+    for item in counts.to_pylist():
+        period = item["values"]
+        if period not in stats.first_line_of_period:
+            stats.first_line_of_period[period] = first_line + pc.index(periods, period).as_py()
+        stats.periods[period] += item["counts"]
+
+    category = _text(batch, "ChargeCategory")
+    category = pc.if_else(pc.equal(category, ""), pa.scalar("Usage"), category)
+    table = pa.table(
+        {
+            "period": periods,
+            "attribution": attribution,
+            "sub_account_id": _text(batch, "SubAccountId"),
+            "resource_id": _text(batch, "ResourceId"),
+            "resource_name": _text(batch, "ResourceName"),
+            "service_name": _text(batch, "ServiceName"),
+            "charge_category": category,
+            "list_cost": money["ListCost"],
+            "contracted_cost": money["ContractedCost"],
+            "billed_cost": billed,
+            "effective_cost": money["EffectiveCost"],
+            "quantity": quantity,
+            "lines": pa.array(np.ones(n, dtype=np.int64)),
+            "charge_start": charge_start,
+            "charge_end": charge_end,
+            "service_category": _text(batch, "ServiceCategory"),
+            "region": _text(batch, "RegionId"),
+            "sku_id": _text(batch, "SkuId"),
+            "unit": _text(batch, unit_name),
+            "tags": tags_column,
+        }
+    )
+    return aggregate(table)
+
+
+_AGGREGATIONS = [
+    ("list_cost", "sum"),
+    ("contracted_cost", "sum"),
+    ("billed_cost", "sum"),
+    ("effective_cost", "sum"),
+    ("quantity", "sum"),
+    ("lines", "sum"),
+    ("charge_start", "min"),
+    ("charge_end", "max"),
+    # One representative value per charge for the descriptive columns.
+    ("service_category", "max"),
+    ("region", "max"),
+    ("sku_id", "max"),
+    ("unit", "max"),
+    ("tags", "max"),
+]
+
+
+def aggregate(table: pa.Table) -> pa.Table:
+    """Sum rows (or earlier partial sums, which have the same columns) that share a charge key."""
+    grouped = table.group_by(KEY_COLUMNS, use_threads=False).aggregate(_AGGREGATIONS)
+    suffixes = {f"{column}_{function}": column for column, function in _AGGREGATIONS}
+    return grouped.rename_columns([suffixes.get(name, name) for name in grouped.schema.names])
+
+
+def combine(partials: list[pa.Table]) -> pa.Table:
+    """Re-aggregate per-batch partial sums into one row per charge key."""
+    return aggregate(pa.concat_tables(partials))

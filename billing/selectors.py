@@ -1,0 +1,191 @@
+"""Reads and aggregates of the billing domain. Totals that reach people are exact Decimals."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from django.db.models import Count, Q, QuerySet, Sum
+
+from chargeback.errors import Refused
+from chargeback.money import ZERO
+
+from .models import PERIOD_REGEX, PI, BillingPeriod, BillingSettings, Charge, ChargeFlag, Import, Source
+
+BILLABLE_STATES = (Charge.ReviewState.OK, Charge.ReviewState.APPROVED)
+_PERIOD_IN_NAME = re.compile(r"(?<![0-9])(20[0-9]{2})[-_]?(0[1-9]|1[0-2])(?![0-9])")
+
+
+def billing_settings_get() -> BillingSettings:
+    """The singleton; created with defaults on first use."""
+    settings, _ = BillingSettings.objects.get_or_create(pk=1)
+    return settings
+
+
+def validate_period(period: str) -> str:
+    period = (period or "").strip()
+    if not re.fullmatch(PERIOD_REGEX, period):
+        raise Refused(f"invalid period {period!r}: expected YYYY-MM, e.g. 2025-01")
+    return period
+
+
+def period_get(period: str) -> BillingPeriod:
+    period = validate_period(period)
+    try:
+        return BillingPeriod.objects.get(period=period)
+    except BillingPeriod.DoesNotExist:
+        raise Refused(f"period {period} does not exist") from None
+
+
+def source_get(slug: str) -> Source:
+    try:
+        return Source.objects.get(slug=slug)
+    except Source.DoesNotExist:
+        known = ", ".join(Source.objects.values_list("slug", flat=True)) or "none yet"
+        raise Refused(f"unknown source {slug!r} (known: {known}); add it with `sources add`") from None
+
+
+def source_for_filename(name: str, sources: Iterable[Source] | None = None) -> Source | None:
+    """The source whose filename pattern matches the name (longest pattern wins), else a slug prefix."""
+    lower = name.lower()
+    candidates = list(sources if sources is not None else Source.objects.filter(is_active=True))
+    matches = [s for s in candidates if s.filename_pattern and fnmatch.fnmatch(lower, s.filename_pattern.lower())]
+    if matches:
+        return max(matches, key=lambda s: len(s.filename_pattern))
+    prefixed = [s for s in candidates if re.match(rf"{re.escape(s.slug.lower())}(?:[_.\-]|$)", lower)]
+    return max(prefixed, key=lambda s: len(s.slug)) if prefixed else None
+
+
+def period_from_filename(name: str) -> str | None:
+    """YYYY-MM, YYYYMM or YYYY_MM found in a file name."""
+    match = _PERIOD_IN_NAME.search(name)
+    return f"{match.group(1)}-{match.group(2)}" if match else None
+
+
+def exact_sum(queryset: QuerySet, field_name: str) -> Decimal:
+    """An exact Decimal sum (MoneyField sums are exact on SQLite and PostgreSQL alike)."""
+    return queryset.aggregate(total=Sum(field_name))["total"] or ZERO
+
+
+@dataclass
+class ProjectTotals:
+    pi_email: str
+    project_code: str
+    fund_org: str
+    charges: int = 0
+    list_total: Decimal = ZERO
+    billed_total: Decimal = ZERO
+    flagged_count: int = 0
+    flagged_billed: Decimal = ZERO
+
+    @property
+    def discount(self) -> Decimal:
+        return self.list_total - self.billed_total
+
+
+@dataclass
+class PeriodSummary:
+    period: BillingPeriod
+    charges: int = 0
+    pis: int = 0
+    projects: int = 0
+    flagged: int = 0
+    flagged_billed: Decimal = ZERO
+    rejected: int = 0
+    list_total: Decimal = ZERO
+    billed_total: Decimal = ZERO
+    billable_total: Decimal = ZERO
+    by_source: dict[str, Decimal] = field(default_factory=dict)
+    by_project: list[ProjectTotals] = field(default_factory=list)
+
+    @property
+    def discount(self) -> Decimal:
+        return self.list_total - self.billed_total
+
+
+def period_summary(period: BillingPeriod) -> PeriodSummary:
+    """Totals of every charge of the period (all review states), counts, and billed per PI × project."""
+    charges = Charge.objects.filter(period=period)
+    summary = PeriodSummary(period=period)
+    totals = charges.aggregate(
+        n=Count("id"), list_total=Sum("list_cost"), billed_total=Sum("billed_cost"),
+        pis=Count("pi", distinct=True), projects=Count("project", distinct=True),
+    )
+    summary.charges = totals["n"]
+    summary.list_total = totals["list_total"] or ZERO
+    summary.billed_total = totals["billed_total"] or ZERO
+    summary.pis = totals["pis"]
+    summary.projects = totals["projects"]
+    by_state = {
+        row["review_state"]: row
+        for row in charges.values("review_state").annotate(n=Count("id"), billed=Sum("billed_cost")).order_by()
+    }
+    summary.flagged = by_state.get("flagged", {}).get("n", 0)
+    summary.flagged_billed = by_state.get("flagged", {}).get("billed") or ZERO
+    summary.rejected = by_state.get("rejected", {}).get("n", 0)
+    summary.billable_total = sum(
+        ((by_state.get(s, {}).get("billed") or ZERO) for s in BILLABLE_STATES), ZERO
+    )
+    summary.by_source = {
+        row["source__slug"]: row["billed"] or ZERO
+        for row in charges.values("source__slug").annotate(billed=Sum("billed_cost")).order_by("source__slug")
+    }
+    summary.by_project = period_project_totals(period)
+    return summary
+
+
+def pi_period_projects(pi_email: str, period: BillingPeriod) -> list[ProjectTotals]:
+    """Per project of one PI in one period: charges, list, billed, flagged."""
+    email = pi_email.strip().lower()
+    if not PI.objects.filter(email=email).exists():
+        raise Refused(f"no PI with email {email}")
+    return period_project_totals(period, pi_email=email)
+
+
+def period_project_totals(period: BillingPeriod, *, pi_email: str | None = None) -> list[ProjectTotals]:
+    """Billed per PI × project (charges in every review state; flagged amounts shown apart)."""
+    charges = Charge.objects.filter(period=period)
+    if pi_email:
+        charges = charges.filter(pi_email=pi_email)
+    rows = (
+        charges.values("pi_email", "project_code")
+        .annotate(
+            n=Count("id"), list_total=Sum("list_cost"), billed=Sum("billed_cost"),
+            flagged=Count("id", filter=Q(review_state="flagged")),
+            flagged_billed=Sum("billed_cost", filter=Q(review_state="flagged")),
+        )
+        .order_by("pi_email", "project_code")
+    )
+    fund_orgs: dict[tuple[str, str], str] = {}
+    for email, code, fund_org in (
+        charges.exclude(fund_org="").values_list("pi_email", "project_code", "fund_org").distinct().order_by()
+    ):
+        fund_orgs.setdefault((email, code), fund_org)
+    return [
+        ProjectTotals(
+            pi_email=row["pi_email"], project_code=row["project_code"],
+            fund_org=fund_orgs.get((row["pi_email"], row["project_code"]), ""),
+            charges=row["n"], list_total=row["list_total"] or ZERO, billed_total=row["billed"] or ZERO,
+            flagged_count=row["flagged"], flagged_billed=row["flagged_billed"] or ZERO,
+        )
+        for row in rows
+    ]
+
+
+def flagged_charges(period: BillingPeriod | None = None, reason: str | None = None) -> QuerySet[Charge]:
+    charges = Charge.objects.filter(review_state=Charge.ReviewState.FLAGGED)
+    if period is not None:
+        charges = charges.filter(period=period)
+    if reason:
+        if reason.startswith("rule:"):
+            charges = charges.filter(flags__reason="rule", flags__rule__name=reason[5:])
+        else:
+            charges = charges.filter(id__in=ChargeFlag.objects.filter(reason=reason).values("charge_id"))
+    return charges.select_related("source", "period").order_by("id")
+
+
+def current_imports(source: Source, period: BillingPeriod) -> QuerySet[Import]:
+    return Import.objects.filter(source=source, period=period, status=Import.Status.COMPLETED)

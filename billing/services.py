@@ -1,0 +1,666 @@
+"""Every write of the billing domain. Each function is one transaction and enforces its rules,
+so the CLI, the admin, tasks and tests get the same behaviour."""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import re
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.core.files import File
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from chargeback.errors import Refused
+
+from . import selectors
+from .ingest import pipeline
+from .ingest.errors import IngestError
+from .ingest.flagging import FlagContext, summarize
+from .models import (
+    PI,
+    AccountMapping,
+    BillingPeriod,
+    Charge,
+    ChargeFlag,
+    FlagRule,
+    Import,
+    PeriodTransition,
+    Project,
+    ReviewLog,
+    Source,
+)
+
+logger = logging.getLogger(__name__)
+Status = BillingPeriod.Status
+
+
+# --- actors -------------------------------------------------------------------------------
+
+
+def actor_label(actor: Any = None, actor_name: str = "") -> str:
+    """Who did it: the user's name, an explicit label, or `cli:<os user>`."""
+    if actor is not None and getattr(actor, "is_authenticated", False):
+        return actor.get_username()
+    if actor_name:
+        return actor_name
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+def _actor_fields(actor: Any, actor_name: str) -> dict[str, Any]:
+    user = actor if actor is not None and getattr(actor, "is_authenticated", False) else None
+    return {"actor": user, "actor_name": actor_label(actor, actor_name)}
+
+
+# --- periods ------------------------------------------------------------------------------
+
+
+def _record_transition(period: BillingPeriod, from_status: str, to_status: str, note: str, actor: Any,
+                       actor_name: str) -> None:
+    PeriodTransition.objects.create(
+        period=period, from_status=from_status, to_status=to_status, note=note, **_actor_fields(actor, actor_name)
+    )
+
+
+def _locked_period(period: str) -> BillingPeriod:
+    return BillingPeriod.objects.select_for_update().get(pk=selectors.period_get(period).pk)
+
+
+@transaction.atomic
+def period_open(*, period: str, actor: Any = None, actor_name: str = "", note: str = "") -> BillingPeriod:
+    """Create an open period. An existing open period is returned as it is."""
+    period = selectors.validate_period(period)
+    existing = BillingPeriod.objects.select_for_update().filter(period=period).first()
+    if existing:
+        if existing.status == Status.OPEN:
+            return existing
+        hint = " (reopen it with a reason)" if existing.status == Status.CLOSED else ""
+        raise Refused(f"period {period} is {existing.status}{hint}")
+    created = BillingPeriod.objects.create(period=period, status=Status.OPEN)
+    _record_transition(created, "", Status.OPEN, note or "opened", actor, actor_name)
+    return created
+
+
+def period_ensure_open(*, period: str, actor: Any = None, actor_name: str = "") -> BillingPeriod:
+    """The period for an import: created open if new; refused when closed or finalized."""
+    try:
+        return period_open(period=period, actor=actor, actor_name=actor_name, note="created by import")
+    except Refused:
+        existing = selectors.period_get(period)
+        if existing.status == Status.FINALIZED:
+            raise Refused(f"period {period} is finalized: it accepts no imports") from None
+        raise Refused(
+            f"period {period} is closed: it accepts no imports; reopen it first "
+            f"(periods reopen {period} --reason ...)"
+        ) from None
+
+
+@transaction.atomic
+def period_close(*, period: str, actor: Any = None, actor_name: str = "", note: str = "") -> BillingPeriod:
+    obj = _locked_period(period)
+    if obj.status != Status.OPEN:
+        raise Refused(f"period {obj.period} is {obj.status}; only an open period can be closed")
+    obj.status, obj.closed_at = Status.CLOSED, timezone.now()
+    obj.save(update_fields=["status", "closed_at"])
+    _record_transition(obj, Status.OPEN, Status.CLOSED, note, actor, actor_name)
+    return obj
+
+
+@transaction.atomic
+def period_reopen(*, period: str, reason: str, actor: Any = None, actor_name: str = "") -> BillingPeriod:
+    if not (reason or "").strip():
+        raise Refused("a reason is required to reopen a period")
+    obj = _locked_period(period)
+    if obj.status != Status.CLOSED:
+        raise Refused(f"period {obj.period} is {obj.status}; only a closed period can be reopened")
+    obj.status, obj.closed_at = Status.OPEN, None
+    obj.save(update_fields=["status", "closed_at"])
+    _record_transition(obj, Status.CLOSED, Status.OPEN, reason.strip(), actor, actor_name)
+    return obj
+
+
+def period_finalize_problems(period: BillingPeriod) -> list[str]:
+    """Why the period cannot be finalized yet (empty when it can)."""
+    problems = []
+    if period.status != Status.CLOSED:
+        problems.append(f"period {period.period} is {period.status}; close it first")
+    flagged = Charge.objects.filter(period=period, review_state=Charge.ReviewState.FLAGGED).count()
+    if flagged:
+        problems.append(f"{flagged} charge{'s' if flagged != 1 else ''} still flagged; approve or reject them")
+    from statements.selectors import period_statement_problems
+
+    problems += period_statement_problems(period)
+    return problems
+
+
+@transaction.atomic
+def period_finalize(*, period: str, actor: Any = None, actor_name: str = "", note: str = "") -> BillingPeriod:
+    obj = _locked_period(period)
+    if obj.status == Status.FINALIZED:
+        raise Refused(f"period {obj.period} is already finalized")
+    problems = period_finalize_problems(obj)
+    if problems:
+        raise Refused(f"period {obj.period} cannot be finalized: " + "; ".join(problems))
+    obj.status, obj.finalized_at = Status.FINALIZED, timezone.now()
+    obj.save(update_fields=["status", "finalized_at"])
+    _record_transition(obj, Status.CLOSED, Status.FINALIZED, note, actor, actor_name)
+    return obj
+
+
+def _require_reviewable(period: BillingPeriod) -> None:
+    if period.status == Status.FINALIZED:
+        raise Refused(f"period {period.period} is finalized: no review changes")
+
+
+# --- sources, PIs, projects, mappings -----------------------------------------------------
+
+
+@transaction.atomic
+def source_create(
+    *, slug: str, display_name: str = "", filename_pattern: str = "", fund_org: str = "", account: str = ""
+) -> Source:
+    slug = (slug or "").strip().lower()
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", slug):
+        raise Refused(f"invalid source name {slug!r}: use lower-case letters, digits, '-' and '_'")
+    if Source.objects.filter(slug=slug).exists():
+        raise Refused(f"source {slug} already exists")
+    return Source.objects.create(
+        slug=slug,
+        display_name=display_name or slug.replace("_", " ").title(),
+        filename_pattern=filename_pattern or f"{slug}_*",
+        fund_org=fund_org,
+        account=account,
+    )
+
+
+@transaction.atomic
+def source_update(*, slug: str, **changes: str) -> Source:
+    source = selectors.source_get(slug)
+    allowed = {"display_name", "filename_pattern", "fund_org", "account"}
+    unknown = set(changes) - allowed
+    if unknown:
+        raise Refused(f"cannot change {', '.join(sorted(unknown))} of a source")
+    for name, value in changes.items():
+        if value is not None:
+            setattr(source, name, value)
+    source.save()
+    return source
+
+
+def _pi_get_or_create(email: str) -> PI:
+    email = (email or "").strip().lower()
+    if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
+        raise Refused(f"invalid PI email {email!r}")
+    pi, _ = PI.objects.get_or_create(email=email)
+    return pi
+
+
+@transaction.atomic
+def account_mapping_set(
+    *, sub_account_id: str, project_id: str, pi_email: str, fund_org: str = "", source: str | None = None,
+    note: str = "",
+) -> AccountMapping:
+    """Map a provider sub-account to a project (created under the PI when new)."""
+    sub_account_id = (sub_account_id or "").strip()
+    project_id = (project_id or "").strip()
+    if not sub_account_id:
+        raise Refused("a sub-account id is required")
+    if not project_id:
+        raise Refused("a project id is required")
+    pi = _pi_get_or_create(pi_email)
+    project = Project.objects.filter(project_id=project_id).select_related("pi").first()
+    if project is None:
+        project = Project.objects.create(project_id=project_id, pi=pi, fund_org=fund_org)
+    elif project.pi_id != pi.pk:
+        raise Refused(f"project {project_id} belongs to {project.pi.email}, not {pi.email}")
+    source_obj = selectors.source_get(source) if source else None
+    mapping, _ = AccountMapping.objects.update_or_create(
+        sub_account_id=sub_account_id,
+        source=source_obj,
+        defaults={"project": project, "fund_org": fund_org, "note": note},
+    )
+    return mapping
+
+
+# --- imports ------------------------------------------------------------------------------
+
+
+@dataclass
+class ImportOutcome:
+    """What an import did, or with dry_run what it would do."""
+
+    file_name: str
+    source: str
+    period: str = ""
+    dry_run: bool = False
+    import_id: int | None = None
+    status: str = ""
+    rows: int = 0
+    charges: int = 0
+    flagged: int = 0
+    list_total: Decimal = Decimal(0)
+    billed_total: Decimal = Decimal(0)
+    supersedes: list[int] = field(default_factory=list)
+    decisions_carried: int = 0
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class _DryRunRollback(Exception):
+    pass
+
+
+def import_file(
+    *,
+    path: Path | str,
+    source: str | Source,
+    period: str | None = None,
+    append: bool = False,
+    force: bool = False,
+    dry_run: bool = False,
+    actor: Any = None,
+    actor_name: str = "",
+    original_name: str | None = None,
+) -> ImportOutcome:
+    """Import one FOCUS file all or nothing. Raises Refused/IngestError; a real run that fails
+    leaves only its failed Import record."""
+    path = Path(path)
+    source_obj = source if isinstance(source, Source) else selectors.source_get(source)
+    if period:
+        period = selectors.validate_period(period)
+    if not path.is_file():
+        raise IngestError(f"file not found: {path}")
+    name = original_name or path.name
+    sha = pipeline.sha256_of(path)
+    if dry_run:
+        return _import_dry_run(path, source_obj, period, append, force, sha, name)
+    record = import_create(
+        path=path, source=source_obj, append=append, force=force, sha256=sha, actor=actor,
+        actor_name=actor_name, original_name=name,
+    )
+    return import_execute(import_id=record.pk, period=period, force=force)
+
+
+def _refuse_duplicate(sha: str, force: bool) -> None:
+    duplicate = Import.objects.filter(sha256=sha, status=Import.Status.COMPLETED).order_by("-id").first()
+    if duplicate and not force:
+        raise Refused(
+            f"already imported as #{duplicate.pk} ({duplicate.original_name}, {duplicate.source.slug} "
+            f"{duplicate.period}); use --force to import it again"
+        )
+
+
+def import_create(
+    *, path: Path, source: Source, append: bool = False, force: bool = False, sha256: str | None = None,
+    actor: Any = None, actor_name: str = "", original_name: str | None = None,
+) -> Import:
+    """Record a pending import and keep a copy of the file (refuses bytes imported before)."""
+    sha = sha256 or pipeline.sha256_of(path)
+    _refuse_duplicate(sha, force)
+    record = Import(
+        source=source, original_name=original_name or path.name, sha256=sha, size_bytes=path.stat().st_size,
+        append=append, status=Import.Status.PENDING, **_actor_fields(actor, actor_name),
+    )
+    with open(path, "rb") as fh:
+        record.file.save(record.original_name, File(fh), save=False)
+    record.save()
+    return record
+
+
+def _import_dry_run(path: Path, source: Source, period: str | None, append: bool, force: bool, sha: str,
+                    name: str) -> ImportOutcome:
+    _refuse_duplicate(sha, force)
+    outcome = ImportOutcome(file_name=name, source=source.slug, dry_run=True)
+    try:
+        with transaction.atomic():
+            record = Import.objects.create(
+                source=source, original_name=name, sha256=sha, append=append, status=Import.Status.RUNNING
+            )
+            _run_import(record, period, outcome, path=path)
+            raise _DryRunRollback
+    except _DryRunRollback:
+        pass
+    outcome.import_id = None
+    outcome.status = "dry-run"
+    return outcome
+
+
+def import_execute(*, import_id: int, period: str | None = None, force: bool = False) -> ImportOutcome:
+    """Run a pending import. On failure the Import is marked failed with its errors; nothing else stays."""
+    record = Import.objects.select_related("source").get(pk=import_id)
+    if record.status not in (Import.Status.PENDING, Import.Status.FAILED):
+        raise Refused(f"import #{record.pk} is {record.status}; it cannot run again")
+    Import.objects.filter(pk=record.pk).update(status=Import.Status.RUNNING, started_at=timezone.now())
+    outcome = ImportOutcome(file_name=record.original_name, source=record.source.slug, import_id=record.pk)
+    try:
+        with transaction.atomic():
+            _refuse_duplicate_other(record, force)
+            _run_import(record, period, outcome)
+    except IngestError as exc:
+        _mark_failed(record, exc.message, [e.as_dict() for e in exc.errors])
+        raise
+    except Refused as exc:
+        _mark_failed(record, str(exc), [])
+        raise
+    except Exception as exc:
+        logger.exception("import #%s failed", record.pk)
+        _mark_failed(record, f"internal error: {exc}", [])
+        raise
+    outcome.status = Import.Status.COMPLETED
+    return outcome
+
+
+def _refuse_duplicate_other(record: Import, force: bool) -> None:
+    duplicate = (
+        Import.objects.filter(sha256=record.sha256, status=Import.Status.COMPLETED).exclude(pk=record.pk).first()
+    )
+    if duplicate and not force:
+        raise Refused(f"already imported as #{duplicate.pk} ({duplicate.original_name}); use --force")
+
+
+def _mark_failed(record: Import, message: str, errors: list[dict]) -> None:
+    Import.objects.filter(pk=record.pk).update(
+        status=Import.Status.FAILED, error_message=message, errors=errors, finished_at=timezone.now()
+    )
+
+
+def _run_import(record: Import, period: str | None, outcome: ImportOutcome, path: Path | None = None) -> None:
+    """The work of an import, inside the caller's transaction."""
+    started = time.perf_counter()
+    settings = selectors.billing_settings_get()
+    if path is None:
+        if not record.file:
+            raise IngestError(f"import #{record.pk} has no stored file")
+        path = Path(record.file.path)
+    parsed = pipeline.parse_file(path, settings)
+    period_str = pipeline.check_periods(parsed, period, record.original_name)
+    period_obj = period_ensure_open(period=period_str, actor=record.actor, actor_name=record.actor_name)
+    period_obj = BillingPeriod.objects.select_for_update().get(pk=period_obj.pk)
+    if period_obj.status != Status.OPEN:
+        raise Refused(f"period {period_str} is {period_obj.status}: it accepts no imports")
+
+    replaced = [] if record.append else list(
+        selectors.current_imports(record.source, period_obj).exclude(pk=record.pk).order_by("id")
+    )
+    carried: dict[str, str] = {}
+    carried_from: dict[str, int] = {}
+    if replaced:
+        for fp, state, charge_id in Charge.objects.filter(
+            import_run__in=replaced,
+            review_state__in=[Charge.ReviewState.APPROVED, Charge.ReviewState.REJECTED],
+        ).values_list("fingerprint", "review_state", "id"):
+            carried[fp], carried_from[fp] = state, charge_id
+        _delete_charges_of(replaced)
+
+    context = FlagContext.load(settings)
+    resolved = pipeline.resolve_attributions(parsed, record.source, context)
+    written = pipeline.build_and_write(
+        parsed, period_id=period_obj.pk, period=period_str, source=record.source, import_id=record.pk,
+        resolved=resolved, context=context, carried_states=carried,
+    )
+    pipeline.write_flags(record.pk, written.fingerprints)
+    decisions = _log_carried_decisions(record, period_obj, carried, carried_from, replaced)
+
+    # No cost is ever dropped: the charges must add up to the file, exactly.
+    if written.billed_total != parsed.stats.billed_total:
+        raise IngestError(
+            f"internal check failed: charges sum to {written.billed_total}, the file to {parsed.stats.billed_total}"
+        )
+    warnings = []
+    if parsed.stats.rounded_values:
+        warnings.append(
+            f"{parsed.stats.rounded_values} amounts had more than 10 decimal places and were rounded half-even"
+        )
+    now = timezone.now()
+    Import.objects.filter(pk__in=[r.pk for r in replaced]).update(status=Import.Status.SUPERSEDED)
+    record.period = period_obj
+    record.status = Import.Status.COMPLETED
+    record.supersedes = replaced[-1] if replaced else None
+    record.rows_read = parsed.stats.rows
+    record.charges_created = written.charges
+    record.charges_flagged = written.flagged
+    record.decisions_carried = decisions
+    record.list_total = written.list_total
+    record.billed_total = written.billed_total
+    record.warnings = warnings
+    record.errors = []
+    record.error_message = ""
+    record.finished_at = now
+    record.save()
+
+    outcome.period = period_str
+    outcome.rows = parsed.stats.rows
+    outcome.charges = written.charges
+    outcome.flagged = written.flagged
+    outcome.list_total = written.list_total
+    outcome.billed_total = written.billed_total
+    outcome.supersedes = [r.pk for r in replaced]
+    outcome.decisions_carried = decisions
+    outcome.warnings = warnings
+    outcome.seconds = time.perf_counter() - started
+
+
+def _delete_charges_of(imports: list[Import]) -> None:
+    """Remove the charges of superseded imports; their review history stays (charge set to null)."""
+    charges = Charge.objects.filter(import_run__in=imports)
+    ReviewLog.objects.filter(charge__in=charges).update(charge=None)
+    ChargeFlag.objects.filter(charge__in=charges)._raw_delete(ChargeFlag.objects.db)  # type: ignore[attr-defined]
+    charges._raw_delete(charges.db)  # type: ignore[attr-defined]
+
+
+def _log_carried_decisions(record: Import, period: BillingPeriod, carried: dict[str, str],
+                           carried_from: dict[str, int], replaced: list[Import]) -> int:
+    if not carried:
+        return 0
+    batch = uuid.uuid4()
+    logs = [
+        ReviewLog(
+            charge_id=charge_id, period=period, action=ReviewLog.Action.CARRY_OVER,
+            from_state=Charge.ReviewState.FLAGGED if flag_summary else Charge.ReviewState.OK, to_state=state,
+            billed_cost=billed, note=f"carried over from import #{replaced[-1].pk} (charge #{carried_from[fp]})",
+            actor=record.actor, actor_name=record.actor_name or "import", batch=batch,
+        )
+        for charge_id, fp, state, billed, flag_summary in Charge.objects.filter(
+            import_run=record, fingerprint__in=list(carried)
+        ).values_list("id", "fingerprint", "review_state", "billed_cost", "flag_summary")
+    ]
+    ReviewLog.objects.bulk_create(logs, batch_size=5000)
+    return len(logs)
+
+
+# --- review -------------------------------------------------------------------------------
+
+
+@dataclass
+class ReviewOutcome:
+    action: str
+    count: int
+    billed_total: Decimal
+    batch: uuid.UUID | None
+    skipped: int = 0
+
+
+def _review(
+    *, charge_ids: Iterable[int] | None, period: str | None, action: str, to_state: str, note: str,
+    actor: Any, actor_name: str, only_flagged: bool,
+) -> ReviewOutcome:
+    charges = Charge.objects.all()
+    if charge_ids is not None:
+        ids = sorted({int(i) for i in charge_ids})
+        if not ids:
+            raise Refused("no charges given")
+        found = set(Charge.objects.filter(id__in=ids).values_list("id", flat=True))
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise Refused(f"no charge with id {', '.join(map(str, missing[:10]))}")
+        charges = charges.filter(id__in=ids)
+    if period:
+        charges = charges.filter(period=selectors.period_get(period))
+    if charge_ids is None and not period:
+        raise Refused("give charge ids or a period")
+    finalized = (
+        BillingPeriod.objects.filter(charges__in=charges, status=Status.FINALIZED).values_list("period", flat=True)
+        .distinct()
+    )
+    if finalized:
+        raise Refused(f"period {', '.join(finalized)} is finalized: no review changes")
+    if only_flagged:
+        charges = charges.filter(review_state=Charge.ReviewState.FLAGGED)
+    rows = list(charges.exclude(review_state=to_state).values_list("id", "review_state", "billed_cost", "period_id"))
+    skipped = (len(ids) - len(rows)) if charge_ids is not None else 0
+    batch = uuid.uuid4()
+    fields = _actor_fields(actor, actor_name)
+    ReviewLog.objects.bulk_create(
+        [
+            ReviewLog(charge_id=cid, period_id=pid, action=action, from_state=state, to_state=to_state,
+                      billed_cost=billed, note=note, batch=batch, **fields)
+            for cid, state, billed, pid in rows
+        ],
+        batch_size=5000,
+    )
+    changed_ids = [r[0] for r in rows]
+    for start in range(0, len(changed_ids), 5000):
+        Charge.objects.filter(id__in=changed_ids[start : start + 5000]).update(review_state=to_state)
+    return ReviewOutcome(action=action, count=len(rows), billed_total=sum((r[2] for r in rows), Decimal(0)),
+                         batch=batch if rows else None, skipped=skipped)
+
+
+@transaction.atomic
+def charges_approve(
+    *, charge_ids: Iterable[int] | None = None, period: str | None = None, note: str = "",
+    actor: Any = None, actor_name: str = "",
+) -> ReviewOutcome:
+    """Approve charges (by id, or every flagged charge of a period): they bill despite their flags."""
+    return _review(charge_ids=charge_ids, period=period, action=ReviewLog.Action.APPROVE,
+                   to_state=Charge.ReviewState.APPROVED, note=note.strip(), actor=actor, actor_name=actor_name,
+                   only_flagged=charge_ids is None)
+
+
+@transaction.atomic
+def charges_reject(
+    *, charge_ids: Iterable[int] | None = None, period: str | None = None, note: str,
+    actor: Any = None, actor_name: str = "",
+) -> ReviewOutcome:
+    """Reject charges: they never bill. A note saying why is required."""
+    if not (note or "").strip():
+        raise Refused("a note is required to reject charges")
+    return _review(charge_ids=charge_ids, period=period, action=ReviewLog.Action.REJECT,
+                   to_state=Charge.ReviewState.REJECTED, note=note.strip(), actor=actor, actor_name=actor_name,
+                   only_flagged=charge_ids is None)
+
+
+@transaction.atomic
+def charge_correct_attribution(
+    *, charge_id: int, pi_email: str, project_id: str, fund_org: str = "", note: str = "",
+    actor: Any = None, actor_name: str = "",
+) -> Charge:
+    """Correct who pays for a charge; the rules run again on the corrected values."""
+    charge = Charge.objects.select_for_update().select_related("period", "source").get(pk=charge_id)
+    _require_reviewable(charge.period)
+    pi = _pi_get_or_create(pi_email)
+    project_id = (project_id or "").strip()
+    project = Project.objects.filter(project_id=project_id).select_related("pi").first() if project_id else None
+    if project_id and project is None:
+        project = Project.objects.create(project_id=project_id, pi=pi, fund_org=fund_org.strip())
+    before = {"pi_email": charge.pi_email, "project_code": charge.project_code, "fund_org": charge.fund_org}
+    charge.pi, charge.pi_email = pi, pi.email
+    charge.project, charge.project_code = project, project_id
+    charge.fund_org = fund_org.strip() or (project.fund_org if project else "")
+    charge.attribution_source = "manual"
+    old_state = charge.review_state
+    flags = _flags_for_charge(charge, FlagContext.load(selectors.billing_settings_get()))
+    ChargeFlag.objects.filter(charge=charge).delete()
+    ChargeFlag.objects.bulk_create(
+        [ChargeFlag(charge=charge, reason=f.reason, rule_id=f.rule_id, detail=f.detail[:300]) for f in flags]
+    )
+    charge.flag_summary = summarize(flags)
+    if old_state in (Charge.ReviewState.OK, Charge.ReviewState.FLAGGED):
+        charge.review_state = Charge.ReviewState.FLAGGED if flags else Charge.ReviewState.OK
+    charge.save()
+    ReviewLog.objects.create(
+        charge=charge, period=charge.period, action=ReviewLog.Action.CORRECT, from_state=old_state,
+        to_state=charge.review_state, billed_cost=charge.billed_cost, note=note,
+        details={"before": before, "after": {"pi_email": charge.pi_email, "project_code": project_id,
+                                              "fund_org": charge.fund_org}},
+        **_actor_fields(actor, actor_name),
+    )
+    return charge
+
+
+def _flags_for_charge(charge: Charge, context: FlagContext) -> list:
+    owner = charge.project.pi.email if charge.project_id and charge.project else None
+    flags = context.attribution_flags(
+        has_pi=charge.pi_id is not None, project_code=charge.project_code, fund_org=charge.fund_org,
+        project_owner_email=owner, pi_email=charge.pi_email,
+    )
+    values = {name: getattr(charge, name) or "" for name, _ in FlagRule.FIELD_CHOICES}
+    return flags + context.rule_flags(values, charge.source_id)
+
+
+@transaction.atomic
+def period_reevaluate_flags(*, period: str, actor: Any = None, actor_name: str = "") -> int:
+    """Run the rules again over the period's undecided (ok/flagged) charges; returns how many changed state."""
+    period_obj = selectors.period_get(period)
+    _require_reviewable(period_obj)
+    context = FlagContext.load(selectors.billing_settings_get())
+    changed = 0
+    undecided = Charge.objects.filter(
+        period=period_obj, review_state__in=[Charge.ReviewState.OK, Charge.ReviewState.FLAGGED]
+    ).select_related("project__pi")
+    batch = uuid.uuid4()
+    fields = _actor_fields(actor, actor_name)
+    for charge in undecided.iterator(chunk_size=5000):
+        flags = _flags_for_charge(charge, context)
+        summary = summarize(flags)
+        state = Charge.ReviewState.FLAGGED if flags else Charge.ReviewState.OK
+        if summary == charge.flag_summary and state == charge.review_state:
+            continue
+        ChargeFlag.objects.filter(charge=charge).delete()
+        ChargeFlag.objects.bulk_create(
+            [ChargeFlag(charge=charge, reason=f.reason, rule_id=f.rule_id, detail=f.detail[:300]) for f in flags]
+        )
+        if state != charge.review_state:
+            changed += 1
+            ReviewLog.objects.create(
+                charge=charge, period=period_obj, action=ReviewLog.Action.REEVALUATE, from_state=charge.review_state,
+                to_state=state, billed_cost=charge.billed_cost, note=summary, batch=batch, **fields,
+            )
+        Charge.objects.filter(pk=charge.pk).update(flag_summary=summary, review_state=state)
+    return changed
+
+
+@transaction.atomic
+def flag_rule_save(*, name: str, pattern: str, fields: list[str], mode: str = FlagRule.Mode.FLAG_IF_MATCH,
+                   description: str = "", source: str | None = None, is_active: bool = True,
+                   rule_id: int | None = None) -> FlagRule:
+    """Create or update a flag rule; an invalid regex or unknown field is refused with the reason."""
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise Refused(f"invalid regular expression {pattern!r}: {exc}") from None
+    known = {name for name, _ in FlagRule.FIELD_CHOICES}
+    unknown = [f for f in fields if f not in known]
+    if not fields or unknown:
+        raise Refused(f"unknown field(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(sorted(known))}")
+    values = {"name": name.strip(), "pattern": pattern, "fields": list(fields), "mode": mode,
+              "description": description, "is_active": is_active,
+              "source": selectors.source_get(source) if source else None}
+    try:
+        if rule_id:
+            FlagRule.objects.filter(pk=rule_id).update(**values)
+            return FlagRule.objects.get(pk=rule_id)
+        return FlagRule.objects.create(**values)
+    except IntegrityError:
+        raise Refused(f"a flag rule named {name!r} already exists") from None
+
