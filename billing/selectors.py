@@ -52,7 +52,9 @@ def source_for_filename(name: str, sources: Iterable[Source] | None = None) -> S
     """The source whose filename pattern matches the name (longest pattern wins), else a slug prefix."""
     lower = name.lower()
     candidates = list(sources if sources is not None else Source.objects.filter(is_active=True))
-    matches = [s for s in candidates if s.filename_pattern and fnmatch.fnmatch(lower, s.filename_pattern.lower())]
+    matches = [
+        s for s in candidates if s.filename_pattern and fnmatch.fnmatch(lower, s.filename_pattern.lower())
+    ]
     if matches:
         return max(matches, key=lambda s: len(s.filename_pattern))
     prefixed = [s for s in candidates if re.match(rf"{re.escape(s.slug.lower())}(?:[_.\-]|$)", lower)]
@@ -111,24 +113,27 @@ def period_summary(period: BillingPeriod) -> PeriodSummary:
     charges = Charge.objects.filter(period=period)
     summary = PeriodSummary(period=period)
     totals = charges.aggregate(
-        n=Count("id"), list_total=Sum("list_cost"), billed_total=Sum("billed_cost"),
-        pis=Count("pi", distinct=True), projects=Count("project", distinct=True),
+        n=Count("id"),
+        list_total=Sum("list_cost"),
+        billed_total=Sum("billed_cost"),
+        pis=Count("pi", distinct=True),
+        projects=Count("project", distinct=True),
     )
     summary.charges = totals["n"]
     summary.list_total = totals["list_total"] or ZERO
     summary.billed_total = totals["billed_total"] or ZERO
     summary.pis = totals["pis"]
     summary.projects = totals["projects"]
-    by_state = {
-        row["review_state"]: row
-        for row in charges.values("review_state").annotate(n=Count("id"), billed=Sum("billed_cost")).order_by()
-    }
-    summary.flagged = by_state.get("flagged", {}).get("n", 0)
-    summary.flagged_billed = by_state.get("flagged", {}).get("billed") or ZERO
-    summary.rejected = by_state.get("rejected", {}).get("n", 0)
-    summary.billable_total = sum(
-        ((by_state.get(s, {}).get("billed") or ZERO) for s in BILLABLE_STATES), ZERO
-    )
+    counts: dict[str, int] = {}
+    billed: dict[str, Decimal] = {}
+    for state, n, total in (
+        charges.values_list("review_state").annotate(n=Count("id"), billed=Sum("billed_cost")).order_by()
+    ):
+        counts[state], billed[state] = n, total or ZERO
+    summary.flagged = counts.get("flagged", 0)
+    summary.flagged_billed = billed.get("flagged", ZERO)
+    summary.rejected = counts.get("rejected", 0)
+    summary.billable_total = sum((billed.get(s, ZERO) for s in BILLABLE_STATES), ZERO)
     summary.by_source = {
         row["source__slug"]: row["billed"] or ZERO
         for row in charges.values("source__slug").annotate(billed=Sum("billed_cost")).order_by("source__slug")
@@ -153,7 +158,9 @@ def period_project_totals(period: BillingPeriod, *, pi_email: str | None = None)
     rows = (
         charges.values("pi_email", "project_code")
         .annotate(
-            n=Count("id"), list_total=Sum("list_cost"), billed=Sum("billed_cost"),
+            n=Count("id"),
+            list_total=Sum("list_cost"),
+            billed=Sum("billed_cost"),
             flagged=Count("id", filter=Q(review_state="flagged")),
             flagged_billed=Sum("billed_cost", filter=Q(review_state="flagged")),
         )
@@ -166,10 +173,14 @@ def period_project_totals(period: BillingPeriod, *, pi_email: str | None = None)
         fund_orgs.setdefault((email, code), fund_org)
     return [
         ProjectTotals(
-            pi_email=row["pi_email"], project_code=row["project_code"],
+            pi_email=row["pi_email"],
+            project_code=row["project_code"],
             fund_org=fund_orgs.get((row["pi_email"], row["project_code"]), ""),
-            charges=row["n"], list_total=row["list_total"] or ZERO, billed_total=row["billed"] or ZERO,
-            flagged_count=row["flagged"], flagged_billed=row["flagged_billed"] or ZERO,
+            charges=row["n"],
+            list_total=row["list_total"] or ZERO,
+            billed_total=row["billed"] or ZERO,
+            flagged_count=row["flagged"],
+            flagged_billed=row["flagged_billed"] or ZERO,
         )
         for row in rows
     ]

@@ -4,6 +4,8 @@ so the CLI, the admin, tasks and tests get the same behaviour."""
 from __future__ import annotations
 
 import getpass
+import hashlib
+import io
 import logging
 import re
 import time
@@ -12,9 +14,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from django.conf import settings as django_settings
 from django.core.files import File
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -66,10 +67,15 @@ def _actor_fields(actor: Any, actor_name: str) -> dict[str, Any]:
 # --- periods ------------------------------------------------------------------------------
 
 
-def _record_transition(period: BillingPeriod, from_status: str, to_status: str, note: str, actor: Any,
-                       actor_name: str) -> None:
+def _record_transition(
+    period: BillingPeriod, from_status: str, to_status: str, note: str, actor: Any, actor_name: str
+) -> None:
     PeriodTransition.objects.create(
-        period=period, from_status=from_status, to_status=to_status, note=note, **_actor_fields(actor, actor_name)
+        period=period,
+        from_status=from_status,
+        to_status=to_status,
+        note=note,
+        **_actor_fields(actor, actor_name),
     )
 
 
@@ -137,7 +143,9 @@ def period_finalize_problems(period: BillingPeriod) -> list[str]:
         problems.append(f"period {period.period} is {period.status}; close it first")
     flagged = Charge.objects.filter(period=period, review_state=Charge.ReviewState.FLAGGED).count()
     if flagged:
-        problems.append(f"{flagged} charge{'s' if flagged != 1 else ''} still flagged; approve or reject them")
+        problems.append(
+            f"{flagged} charge{'s' if flagged != 1 else ''} still flagged; approve or reject them"
+        )
     from statements.selectors import period_statement_problems
 
     problems += period_statement_problems(period)
@@ -208,7 +216,12 @@ def _pi_get_or_create(email: str) -> PI:
 
 @transaction.atomic
 def account_mapping_set(
-    *, sub_account_id: str, project_id: str, pi_email: str, fund_org: str = "", source: str | None = None,
+    *,
+    sub_account_id: str,
+    project_id: str,
+    pi_email: str,
+    fund_org: str = "",
+    source: str | None = None,
     note: str = "",
 ) -> AccountMapping:
     """Map a provider sub-account to a project (created under the PI when new)."""
@@ -255,6 +268,7 @@ class ImportOutcome:
     decisions_carried: int = 0
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 class _DryRunRollback(Exception):
@@ -282,12 +296,16 @@ def import_file(
     if not path.is_file():
         raise IngestError(f"file not found: {path}")
     name = original_name or path.name
-    sha = pipeline.sha256_of(path)
     if dry_run:
-        return _import_dry_run(path, source_obj, period, append, force, sha, name)
+        return _import_dry_run(path, source_obj, period, append, force, pipeline.sha256_of(path), name)
     record = import_create(
-        path=path, source=source_obj, append=append, force=force, sha256=sha, actor=actor,
-        actor_name=actor_name, original_name=name,
+        path=path,
+        source=source_obj,
+        append=append,
+        force=force,
+        actor=actor,
+        actor_name=actor_name,
+        original_name=name,
     )
     return import_execute(import_id=record.pk, period=period, force=force)
 
@@ -301,25 +319,58 @@ def _refuse_duplicate(sha: str, force: bool) -> None:
         )
 
 
+class _HashingReader(io.RawIOBase):
+    """Hashes a file while Django's storage copies it, so large files are read once for both."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self._fh = fh
+        self.digest = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._fh.read(size)
+        self.digest.update(data)
+        return data
+
+
 def import_create(
-    *, path: Path, source: Source, append: bool = False, force: bool = False, sha256: str | None = None,
-    actor: Any = None, actor_name: str = "", original_name: str | None = None,
+    *,
+    path: Path,
+    source: Source,
+    append: bool = False,
+    force: bool = False,
+    actor: Any = None,
+    actor_name: str = "",
+    original_name: str | None = None,
 ) -> Import:
-    """Record a pending import and keep a copy of the file (refuses bytes imported before)."""
-    sha = sha256 or pipeline.sha256_of(path)
-    _refuse_duplicate(sha, force)
+    """Record a pending import with a stored copy of the file; refuses bytes imported before."""
     record = Import(
-        source=source, original_name=original_name or path.name, sha256=sha, size_bytes=path.stat().st_size,
-        append=append, status=Import.Status.PENDING, **_actor_fields(actor, actor_name),
+        source=source,
+        original_name=original_name or path.name,
+        size_bytes=path.stat().st_size,
+        append=append,
+        status=Import.Status.PENDING,
+        **_actor_fields(actor, actor_name),
     )
     with open(path, "rb") as fh:
-        record.file.save(record.original_name, File(fh), save=False)
+        reader = _HashingReader(fh)
+        stream = File(reader, name=record.original_name)  # type: ignore[arg-type]
+        record.file.save(record.original_name, stream, save=False)
+    record.sha256 = reader.digest.hexdigest()
+    try:
+        _refuse_duplicate(record.sha256, force)
+    except Refused:
+        record.file.delete(save=False)
+        raise
     record.save()
     return record
 
 
-def _import_dry_run(path: Path, source: Source, period: str | None, append: bool, force: bool, sha: str,
-                    name: str) -> ImportOutcome:
+def _import_dry_run(
+    path: Path, source: Source, period: str | None, append: bool, force: bool, sha: str, name: str
+) -> ImportOutcome:
     _refuse_duplicate(sha, force)
     outcome = ImportOutcome(file_name=name, source=source.slug, dry_run=True)
     try:
@@ -363,7 +414,9 @@ def import_execute(*, import_id: int, period: str | None = None, force: bool = F
 
 def _refuse_duplicate_other(record: Import, force: bool) -> None:
     duplicate = (
-        Import.objects.filter(sha256=record.sha256, status=Import.Status.COMPLETED).exclude(pk=record.pk).first()
+        Import.objects.filter(sha256=record.sha256, status=Import.Status.COMPLETED)
+        .exclude(pk=record.pk)
+        .first()
     )
     if duplicate and not force:
         raise Refused(f"already imported as #{duplicate.pk} ({duplicate.original_name}); use --force")
@@ -384,33 +437,43 @@ def _run_import(record: Import, period: str | None, outcome: ImportOutcome, path
             raise IngestError(f"import #{record.pk} has no stored file")
         path = Path(record.file.path)
     parsed = pipeline.parse_file(path, settings)
+    outcome.timings["parse"] = time.perf_counter() - started
     period_str = pipeline.check_periods(parsed, period, record.original_name)
     period_obj = period_ensure_open(period=period_str, actor=record.actor, actor_name=record.actor_name)
     period_obj = BillingPeriod.objects.select_for_update().get(pk=period_obj.pk)
     if period_obj.status != Status.OPEN:
         raise Refused(f"period {period_str} is {period_obj.status}: it accepts no imports")
 
-    replaced = [] if record.append else list(
-        selectors.current_imports(record.source, period_obj).exclude(pk=record.pk).order_by("id")
+    replaced = (
+        []
+        if record.append
+        else list(selectors.current_imports(record.source, period_obj).exclude(pk=record.pk).order_by("id"))
     )
-    carried: dict[str, str] = {}
-    carried_from: dict[str, int] = {}
+    carried: dict[tuple, list[pipeline.CarriedDecision]] = {}
     if replaced:
-        for fp, state, charge_id in Charge.objects.filter(
+        for row in Charge.objects.filter(
             import_run__in=replaced,
             review_state__in=[Charge.ReviewState.APPROVED, Charge.ReviewState.REJECTED],
-        ).values_list("fingerprint", "review_state", "id"):
-            carried[fp], carried_from[fp] = state, charge_id
+        ).values_list(*pipeline.IDENTITY_FIELDS, "review_state", "billed_cost", "list_cost", "id"):
+            carried.setdefault(tuple(row[:-4]), []).append(pipeline.CarriedDecision(*row[-4:]))
         _delete_charges_of(replaced)
 
     context = FlagContext.load(settings)
     resolved = pipeline.resolve_attributions(parsed, record.source, context)
+    outcome.timings["attribute"] = time.perf_counter() - started - sum(outcome.timings.values())
     written = pipeline.build_and_write(
-        parsed, period_id=period_obj.pk, period=period_str, source=record.source, import_id=record.pk,
-        resolved=resolved, context=context, carried_states=carried,
+        parsed,
+        period_id=period_obj.pk,
+        period=period_str,
+        source=record.source,
+        import_id=record.pk,
+        resolved=resolved,
+        context=context,
+        carried=carried,
     )
-    pipeline.write_flags(record.pk, written.fingerprints)
-    decisions = _log_carried_decisions(record, period_obj, carried, carried_from, replaced)
+    outcome.timings["write"] = time.perf_counter() - started - sum(outcome.timings.values())
+    pipeline.write_flags(record.pk, written.flags)
+    decisions = _log_carried_decisions(record, period_obj, written.carried, replaced)
 
     # No cost is ever dropped: the charges must add up to the file, exactly.
     if written.billed_total != parsed.stats.billed_total:
@@ -459,21 +522,34 @@ def _delete_charges_of(imports: list[Import]) -> None:
     charges._raw_delete(charges.db)  # type: ignore[attr-defined]
 
 
-def _log_carried_decisions(record: Import, period: BillingPeriod, carried: dict[str, str],
-                           carried_from: dict[str, int], replaced: list[Import]) -> int:
+def _log_carried_decisions(
+    record: Import, period: BillingPeriod, carried: dict[tuple, int], replaced: list[Import]
+) -> int:
+    """One ReviewLog entry per decision carried over to an unchanged charge of the new import."""
     if not carried:
         return 0
     batch = uuid.uuid4()
+    decided = {
+        charge_id: (state, billed, "flagged" if summary else "ok")
+        for charge_id, state, billed, summary in Charge.objects.filter(
+            import_run=record, review_state__in=["approved", "rejected"]
+        ).values_list("id", "review_state", "billed_cost", "flag_summary")
+    }
     logs = [
         ReviewLog(
-            charge_id=charge_id, period=period, action=ReviewLog.Action.CARRY_OVER,
-            from_state=Charge.ReviewState.FLAGGED if flag_summary else Charge.ReviewState.OK, to_state=state,
-            billed_cost=billed, note=f"carried over from import #{replaced[-1].pk} (charge #{carried_from[fp]})",
-            actor=record.actor, actor_name=record.actor_name or "import", batch=batch,
+            charge_id=charge_id,
+            period=period,
+            action=ReviewLog.Action.CARRY_OVER,
+            from_state=decided[charge_id][2],
+            to_state=decided[charge_id][0],
+            billed_cost=decided[charge_id][1],
+            note=f"carried over from import #{replaced[-1].pk} (charge #{carried[ident]})",
+            actor=record.actor,
+            actor_name=record.actor_name or "import",
+            batch=batch,
         )
-        for charge_id, fp, state, billed, flag_summary in Charge.objects.filter(
-            import_run=record, fingerprint__in=list(carried)
-        ).values_list("id", "fingerprint", "review_state", "billed_cost", "flag_summary")
+        for charge_id, ident in pipeline.charge_identities(record.pk, id__in=list(decided))
+        if ident in carried
     ]
     ReviewLog.objects.bulk_create(logs, batch_size=5000)
     return len(logs)
@@ -492,8 +568,15 @@ class ReviewOutcome:
 
 
 def _review(
-    *, charge_ids: Iterable[int] | None, period: str | None, action: str, to_state: str, note: str,
-    actor: Any, actor_name: str, only_flagged: bool,
+    *,
+    charge_ids: Iterable[int] | None,
+    period: str | None,
+    action: str,
+    to_state: str,
+    note: str,
+    actor: Any,
+    actor_name: str,
+    only_flagged: bool,
 ) -> ReviewOutcome:
     charges = Charge.objects.all()
     if charge_ids is not None:
@@ -510,21 +593,33 @@ def _review(
     if charge_ids is None and not period:
         raise Refused("give charge ids or a period")
     finalized = (
-        BillingPeriod.objects.filter(charges__in=charges, status=Status.FINALIZED).values_list("period", flat=True)
+        BillingPeriod.objects.filter(charges__in=charges, status=Status.FINALIZED)
+        .values_list("period", flat=True)
         .distinct()
     )
     if finalized:
         raise Refused(f"period {', '.join(finalized)} is finalized: no review changes")
     if only_flagged:
         charges = charges.filter(review_state=Charge.ReviewState.FLAGGED)
-    rows = list(charges.exclude(review_state=to_state).values_list("id", "review_state", "billed_cost", "period_id"))
+    rows = list(
+        charges.exclude(review_state=to_state).values_list("id", "review_state", "billed_cost", "period_id")
+    )
     skipped = (len(ids) - len(rows)) if charge_ids is not None else 0
     batch = uuid.uuid4()
     fields = _actor_fields(actor, actor_name)
     ReviewLog.objects.bulk_create(
         [
-            ReviewLog(charge_id=cid, period_id=pid, action=action, from_state=state, to_state=to_state,
-                      billed_cost=billed, note=note, batch=batch, **fields)
+            ReviewLog(
+                charge_id=cid,
+                period_id=pid,
+                action=action,
+                from_state=state,
+                to_state=to_state,
+                billed_cost=billed,
+                note=note,
+                batch=batch,
+                **fields,
+            )
             for cid, state, billed, pid in rows
         ],
         batch_size=5000,
@@ -532,45 +627,80 @@ def _review(
     changed_ids = [r[0] for r in rows]
     for start in range(0, len(changed_ids), 5000):
         Charge.objects.filter(id__in=changed_ids[start : start + 5000]).update(review_state=to_state)
-    return ReviewOutcome(action=action, count=len(rows), billed_total=sum((r[2] for r in rows), Decimal(0)),
-                         batch=batch if rows else None, skipped=skipped)
+    return ReviewOutcome(
+        action=action,
+        count=len(rows),
+        billed_total=sum((r[2] for r in rows), Decimal(0)),
+        batch=batch if rows else None,
+        skipped=skipped,
+    )
 
 
 @transaction.atomic
 def charges_approve(
-    *, charge_ids: Iterable[int] | None = None, period: str | None = None, note: str = "",
-    actor: Any = None, actor_name: str = "",
+    *,
+    charge_ids: Iterable[int] | None = None,
+    period: str | None = None,
+    note: str = "",
+    actor: Any = None,
+    actor_name: str = "",
 ) -> ReviewOutcome:
     """Approve charges (by id, or every flagged charge of a period): they bill despite their flags."""
-    return _review(charge_ids=charge_ids, period=period, action=ReviewLog.Action.APPROVE,
-                   to_state=Charge.ReviewState.APPROVED, note=note.strip(), actor=actor, actor_name=actor_name,
-                   only_flagged=charge_ids is None)
+    return _review(
+        charge_ids=charge_ids,
+        period=period,
+        action=ReviewLog.Action.APPROVE,
+        to_state=Charge.ReviewState.APPROVED,
+        note=note.strip(),
+        actor=actor,
+        actor_name=actor_name,
+        only_flagged=charge_ids is None,
+    )
 
 
 @transaction.atomic
 def charges_reject(
-    *, charge_ids: Iterable[int] | None = None, period: str | None = None, note: str,
-    actor: Any = None, actor_name: str = "",
+    *,
+    charge_ids: Iterable[int] | None = None,
+    period: str | None = None,
+    note: str,
+    actor: Any = None,
+    actor_name: str = "",
 ) -> ReviewOutcome:
     """Reject charges: they never bill. A note saying why is required."""
     if not (note or "").strip():
         raise Refused("a note is required to reject charges")
-    return _review(charge_ids=charge_ids, period=period, action=ReviewLog.Action.REJECT,
-                   to_state=Charge.ReviewState.REJECTED, note=note.strip(), actor=actor, actor_name=actor_name,
-                   only_flagged=charge_ids is None)
+    return _review(
+        charge_ids=charge_ids,
+        period=period,
+        action=ReviewLog.Action.REJECT,
+        to_state=Charge.ReviewState.REJECTED,
+        note=note.strip(),
+        actor=actor,
+        actor_name=actor_name,
+        only_flagged=charge_ids is None,
+    )
 
 
 @transaction.atomic
 def charge_correct_attribution(
-    *, charge_id: int, pi_email: str, project_id: str, fund_org: str = "", note: str = "",
-    actor: Any = None, actor_name: str = "",
+    *,
+    charge_id: int,
+    pi_email: str,
+    project_id: str,
+    fund_org: str = "",
+    note: str = "",
+    actor: Any = None,
+    actor_name: str = "",
 ) -> Charge:
     """Correct who pays for a charge; the rules run again on the corrected values."""
     charge = Charge.objects.select_for_update().select_related("period", "source").get(pk=charge_id)
     _require_reviewable(charge.period)
     pi = _pi_get_or_create(pi_email)
     project_id = (project_id or "").strip()
-    project = Project.objects.filter(project_id=project_id).select_related("pi").first() if project_id else None
+    project = (
+        Project.objects.filter(project_id=project_id).select_related("pi").first() if project_id else None
+    )
     if project_id and project is None:
         project = Project.objects.create(project_id=project_id, pi=pi, fund_org=fund_org.strip())
     before = {"pi_email": charge.pi_email, "project_code": charge.project_code, "fund_org": charge.fund_org}
@@ -589,10 +719,17 @@ def charge_correct_attribution(
         charge.review_state = Charge.ReviewState.FLAGGED if flags else Charge.ReviewState.OK
     charge.save()
     ReviewLog.objects.create(
-        charge=charge, period=charge.period, action=ReviewLog.Action.CORRECT, from_state=old_state,
-        to_state=charge.review_state, billed_cost=charge.billed_cost, note=note,
-        details={"before": before, "after": {"pi_email": charge.pi_email, "project_code": project_id,
-                                              "fund_org": charge.fund_org}},
+        charge=charge,
+        period=charge.period,
+        action=ReviewLog.Action.CORRECT,
+        from_state=old_state,
+        to_state=charge.review_state,
+        billed_cost=charge.billed_cost,
+        note=note,
+        details={
+            "before": before,
+            "after": {"pi_email": charge.pi_email, "project_code": project_id, "fund_org": charge.fund_org},
+        },
         **_actor_fields(actor, actor_name),
     )
     return charge
@@ -601,8 +738,11 @@ def charge_correct_attribution(
 def _flags_for_charge(charge: Charge, context: FlagContext) -> list:
     owner = charge.project.pi.email if charge.project_id and charge.project else None
     flags = context.attribution_flags(
-        has_pi=charge.pi_id is not None, project_code=charge.project_code, fund_org=charge.fund_org,
-        project_owner_email=owner, pi_email=charge.pi_email,
+        has_pi=charge.pi_id is not None,
+        project_code=charge.project_code,
+        fund_org=charge.fund_org,
+        project_owner_email=owner,
+        pi_email=charge.pi_email,
     )
     values = {name: getattr(charge, name) or "" for name, _ in FlagRule.FIELD_CHOICES}
     return flags + context.rule_flags(values, charge.source_id)
@@ -628,22 +768,40 @@ def period_reevaluate_flags(*, period: str, actor: Any = None, actor_name: str =
             continue
         ChargeFlag.objects.filter(charge=charge).delete()
         ChargeFlag.objects.bulk_create(
-            [ChargeFlag(charge=charge, reason=f.reason, rule_id=f.rule_id, detail=f.detail[:300]) for f in flags]
+            [
+                ChargeFlag(charge=charge, reason=f.reason, rule_id=f.rule_id, detail=f.detail[:300])
+                for f in flags
+            ]
         )
         if state != charge.review_state:
             changed += 1
             ReviewLog.objects.create(
-                charge=charge, period=period_obj, action=ReviewLog.Action.REEVALUATE, from_state=charge.review_state,
-                to_state=state, billed_cost=charge.billed_cost, note=summary, batch=batch, **fields,
+                charge=charge,
+                period=period_obj,
+                action=ReviewLog.Action.REEVALUATE,
+                from_state=charge.review_state,
+                to_state=state,
+                billed_cost=charge.billed_cost,
+                note=summary,
+                batch=batch,
+                **fields,
             )
         Charge.objects.filter(pk=charge.pk).update(flag_summary=summary, review_state=state)
     return changed
 
 
 @transaction.atomic
-def flag_rule_save(*, name: str, pattern: str, fields: list[str], mode: str = FlagRule.Mode.FLAG_IF_MATCH,
-                   description: str = "", source: str | None = None, is_active: bool = True,
-                   rule_id: int | None = None) -> FlagRule:
+def flag_rule_save(
+    *,
+    name: str,
+    pattern: str,
+    fields: list[str],
+    mode: str = FlagRule.Mode.FLAG_IF_MATCH,
+    description: str = "",
+    source: str | None = None,
+    is_active: bool = True,
+    rule_id: int | None = None,
+) -> FlagRule:
     """Create or update a flag rule; an invalid regex or unknown field is refused with the reason."""
     try:
         re.compile(pattern)
@@ -652,10 +810,18 @@ def flag_rule_save(*, name: str, pattern: str, fields: list[str], mode: str = Fl
     known = {name for name, _ in FlagRule.FIELD_CHOICES}
     unknown = [f for f in fields if f not in known]
     if not fields or unknown:
-        raise Refused(f"unknown field(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(sorted(known))}")
-    values = {"name": name.strip(), "pattern": pattern, "fields": list(fields), "mode": mode,
-              "description": description, "is_active": is_active,
-              "source": selectors.source_get(source) if source else None}
+        raise Refused(
+            f"unknown field(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(sorted(known))}"
+        )
+    values = {
+        "name": name.strip(),
+        "pattern": pattern,
+        "fields": list(fields),
+        "mode": mode,
+        "description": description,
+        "is_active": is_active,
+        "source": selectors.source_get(source) if source else None,
+    }
     try:
         if rule_id:
             FlagRule.objects.filter(pk=rule_id).update(**values)
@@ -663,4 +829,3 @@ def flag_rule_save(*, name: str, pattern: str, fields: list[str], mode: str = Fl
         return FlagRule.objects.create(**values)
     except IntegrityError:
         raise Refused(f"a flag rule named {name!r} already exists") from None
-

@@ -23,9 +23,25 @@ CENT = Decimal("0.01")
 ZERO = Decimal(0)
 
 CURRENCY_SYMBOLS = {
-    "USD": "$", "CAD": "CA$", "AUD": "A$", "NZD": "NZ$", "EUR": "€", "GBP": "£", "CHF": "CHF ",
-    "JPY": "¥", "CNY": "CN¥", "INR": "₹", "SEK": "kr ", "NOK": "kr ", "DKK": "kr ", "ZAR": "R ",
-    "BRL": "R$", "MXN": "MX$", "SGD": "S$", "HKD": "HK$", "KRW": "₩",
+    "USD": "$",
+    "CAD": "CA$",
+    "AUD": "A$",
+    "NZD": "NZ$",
+    "EUR": "€",
+    "GBP": "£",
+    "CHF": "CHF ",
+    "JPY": "¥",
+    "CNY": "CN¥",
+    "INR": "₹",
+    "SEK": "kr ",
+    "NOK": "kr ",
+    "DKK": "kr ",
+    "ZAR": "R ",
+    "BRL": "R$",
+    "MXN": "MX$",
+    "SGD": "S$",
+    "HKD": "HK$",
+    "KRW": "₩",
 }
 # ISO 4217 minor units that differ from 2.
 CURRENCY_MINOR_UNITS = {"JPY": 0, "KRW": 0, "ISK": 0, "CLP": 0, "BHD": 3, "KWD": 3, "OMR": 3, "JOD": 3}
@@ -69,7 +85,10 @@ def money_json(value: Decimal | None, currency: str = "USD") -> dict[str, Any] |
     """Money in JSON output: the exact amount as a string and the rounded minor units."""
     if value is None:
         return None
-    return {"amount": format(value.normalize() if value == 0 else value, "f"), "cents": to_cents(value, currency)}
+    return {
+        "amount": format(value.normalize() if value == 0 else value, "f"),
+        "cents": to_cents(value, currency),
+    }
 
 
 def parse_money(text: str) -> Decimal:

@@ -37,7 +37,9 @@ class CompiledRule:
             found = self.regex.search(value) is not None
             if found != self.must_match:
                 verb = "does not match" if self.must_match else "matches"
-                return Flag(FlagReason.RULE, f"{self.name}: {name} {value!r} {verb} {self.regex.pattern}", self.id)
+                return Flag(
+                    FlagReason.RULE, f"{self.name}: {name} {value!r} {verb} {self.regex.pattern}", self.id
+                )
         return None
 
 
@@ -64,7 +66,13 @@ class FlagContext:
         return cls(fund_org_regex=regex, rules=rules)
 
     def attribution_flags(
-        self, *, has_pi: bool, project_code: str, fund_org: str, project_owner_email: str | None, pi_email: str
+        self,
+        *,
+        has_pi: bool,
+        project_code: str,
+        fund_org: str,
+        project_owner_email: str | None,
+        pi_email: str,
     ) -> list[Flag]:
         """Flags that depend only on who pays."""
         if not has_pi:
@@ -76,7 +84,9 @@ class FlagContext:
             flags.append(Flag(FlagReason.MISSING_FUND_ORG, "no fund/org"))
         elif self.fund_org_regex and not self.fund_org_regex.fullmatch(fund_org):
             flags.append(
-                Flag(FlagReason.INVALID_FUND_ORG, f"{fund_org!r} does not match {self.fund_org_regex.pattern}")
+                Flag(
+                    FlagReason.INVALID_FUND_ORG, f"{fund_org!r} does not match {self.fund_org_regex.pattern}"
+                )
             )
         if project_owner_email and project_owner_email != pi_email:
             flags.append(

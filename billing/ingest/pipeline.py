@@ -7,35 +7,75 @@ anything wrong with the file (the caller records it on the Import and nothing is
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
+from itertools import repeat
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from django.conf import settings as django_settings
+from django.db import connection
 
 from billing.models import PI, AccountMapping, BillingSettings, Charge, ChargeFlag, Project, Source
+from chargeback.money import MONEY_PLACES, SQLITE_MONEY_LIMIT
 
 from . import reader, transform
 from .errors import IngestError, RowError
 from .flagging import Flag, FlagContext, summarize
-from .writer import CHARGE_COLUMNS, write_charges
+from .writer import write_charges
 
 # Re-aggregate partial sums once this many accumulate, so memory follows charges, not rows.
 COMBINE_EVERY_ROWS = 500_000
+# Rows handed to the vectorised transform at once (the reader's blocks are smaller).
+TRANSFORM_ROWS = 100_000
+MONEY_NAMES = ("list_cost", "contracted_cost", "billed_cost", "effective_cost")
+RULE_FIELDS = (
+    "resource_id",
+    "resource_name",
+    "service_name",
+    "service_category",
+    "charge_category",
+    "sub_account_id",
+    "region",
+    "sku_id",
+)
+TEXT_COLUMNS = {
+    "sub_account_id",
+    "resource_id",
+    "resource_name",
+    "service_name",
+    "charge_category",
+    "service_category",
+    "region",
+    "sku_id",
+    "unit",
+    "tags",
+    "period",
+}
 
 
 @dataclass
 class ParsedFile:
     """A file read and summed into one row per charge key, not yet written."""
 
-    charges: pa.Table
+    charges: pa.Table  # text columns hold ids into `texts`
     stats: transform.BatchStats
     tag_reader: transform.TagReader
+    texts: transform.Encoder
     periods: list[str]
+    # Attribution ids whose tags name no PI: resolved per sub-account (account mappings).
+    needs_mapping: list[bool] = field(default_factory=list)
+
+    def column(self, name: str) -> list:
+        """A charge column as Python values, text ids turned back into strings."""
+        values = self.charges.column(name).to_pylist()
+        if name in TEXT_COLUMNS:
+            strings = self.texts.values
+            return [strings[i] for i in values]
+        return values
 
 
 @dataclass
@@ -50,6 +90,7 @@ class Resolution:
     reference_2: str
     source: str  # tags, project, mapping, none
     flags: list[Flag] = field(default_factory=list)
+    summary: str = ""
 
 
 @dataclass
@@ -58,7 +99,9 @@ class WriteResult:
     flagged: int = 0
     billed_total: Decimal = Decimal(0)
     list_total: Decimal = Decimal(0)
-    fingerprints: dict[str, list[Flag]] = field(default_factory=dict)
+    # Flags of flagged charges, and decisions carried over, by charge identity.
+    flags: dict[tuple, list[Flag]] = field(default_factory=dict)
+    carried: dict[tuple, int] = field(default_factory=dict)
 
 
 def sha256_of(path: Path) -> str:
@@ -84,14 +127,13 @@ def parse_file(path: Path, billing_settings: BillingSettings) -> ParsedFile:
         prefixes=[p.lower() for p in billing_settings.tag_prefix_list],
     )
     stats = transform.BatchStats()
+    texts = transform.Encoder()
     errors: list[RowError] = []
     partials: list[pa.Table] = []
     pending_rows = 0
     first_line = 2  # line 1 is the header
-    for batch in reader.iter_batches(focus, django_settings.OPENCHARGEBACK_INGEST_BLOCK_BYTES):
-        if batch.num_rows == 0:
-            continue
-        partial = transform.transform_batch(batch, first_line, tag_reader, errors, stats)
+    for batch in _regrouped(reader.iter_batches(focus, django_settings.OPENCHARGEBACK_INGEST_BLOCK_BYTES)):
+        partial = transform.transform_batch(batch, first_line, tag_reader, texts, errors, stats)
         first_line += batch.num_rows
         if len(errors) >= IngestError.MAX_ROW_ERRORS:
             break
@@ -112,7 +154,31 @@ def parse_file(path: Path, billing_settings: BillingSettings) -> ParsedFile:
     if stats.rows == 0:
         raise IngestError(f"{path.name} has a header but no data rows")
     charges = transform.combine(partials) if len(partials) > 1 else partials[0]
-    return ParsedFile(charges=charges, stats=stats, tag_reader=tag_reader, periods=sorted(stats.periods))
+    return ParsedFile(
+        charges=charges, stats=stats, tag_reader=tag_reader, texts=texts, periods=sorted(stats.periods)
+    )
+
+
+def _regrouped(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Join the reader's small blocks (small blocks keep its memory low) into larger batches."""
+    pending: list[pa.RecordBatch] = []
+    rows = 0
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        pending.append(batch)
+        rows += batch.num_rows
+        if rows >= TRANSFORM_ROWS:
+            yield _concat(pending)
+            pending, rows = [], 0
+    if pending:
+        yield _concat(pending)
+
+
+def _concat(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+    if len(batches) == 1:
+        return batches[0]
+    return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
 
 
 def check_periods(parsed: ParsedFile, expected: str | None, name: str) -> str:
@@ -133,90 +199,199 @@ def check_periods(parsed: ParsedFile, expected: str | None, name: str) -> str:
     return found[0]
 
 
-def resolve_attributions(parsed: ParsedFile, source: Source, context: FlagContext) -> dict[tuple[int, str], Resolution]:
-    """Who pays for each (attribution, sub-account) in the file; creates PIs and projects on first sight."""
+def resolve_attributions(
+    parsed: ParsedFile, source: Source, context: FlagContext
+) -> dict[tuple[int, str], Resolution]:
+    """Who pays for each attribution of the file (and, where tags name no PI, each sub-account).
+
+    Tags first; when they name no PI, the tagged project's owner; then the sub-account's
+    AccountMapping; else unattributed. PIs and projects are created on first sight.
+    Keys are (attribution id, sub-account) for attributions resolved by mapping, else (id, "").
+    """
     table = parsed.charges
     attributions = parsed.tag_reader.attributions
-    pairs = pa.table({"a": table.column("attribution"), "s": table.column("sub_account_id")}).group_by(["a", "s"]).aggregate([])
-    used: set[tuple[int, str]] = set(zip(pairs.column("a").to_pylist(), pairs.column("s").to_pylist(), strict=True))
+    used = set(pc.unique(table.column("attribution")).to_pylist())
 
-    # Tags first; when they name no PI, the project's owner, then the sub-account's mapping.
-    codes = {attributions[a][1] for a, _ in used if attributions[a][1]}
-    projects = {p.project_id: p for p in Project.objects.filter(project_id__in=codes).select_related("pi")}
-    need_mapping = {s for a, s in used if not attributions[a][0] and not (attributions[a][1] in projects) and s}
-    mappings: dict[str, AccountMapping] = {}
-    for mapping in AccountMapping.objects.filter(sub_account_id__in=need_mapping).select_related("project__pi"):
-        if mapping.source_id == source.pk or mapping.sub_account_id not in mappings:
-            mappings[mapping.sub_account_id] = mapping
+    codes = {attributions[a][1] for a in used if attributions[a][1]}
+    emails = {attributions[a][0] for a in used if attributions[a][0]}
+    pis = dict(PI.objects.filter(email__in=emails).values_list("email", "pk"))
+    missing_pis = sorted(emails - set(pis))
+    if missing_pis:
+        PI.objects.bulk_create([PI(email=email) for email in missing_pis], ignore_conflicts=True)
+        pis.update(PI.objects.filter(email__in=missing_pis).values_list("email", "pk"))
 
-    emails = {attributions[a][0] for a, _ in used if attributions[a][0]}
-    pis = {pi.email: pi for pi in PI.objects.filter(email__in=emails)}
-    new_pis = [PI(email=email) for email in sorted(emails - set(pis))]
-    if new_pis:
-        PI.objects.bulk_create(new_pis)
-        pis.update({pi.email: pi for pi in PI.objects.filter(email__in=[p.email for p in new_pis])})
-
+    project_fields = (
+        "project_id",
+        "pk",
+        "pi_id",
+        "pi__email",
+        "fund_org",
+        "cost_center",
+        "reference_1",
+        "reference_2",
+    )
+    projects = {
+        row[0]: row for row in Project.objects.filter(project_id__in=codes).values_list(*project_fields)
+    }
     new_projects: dict[str, Project] = {}
-    for a, _ in sorted(used):
+    for a in sorted(used):
         email, code, fund_org, cost_center, ref1, ref2 = attributions[a]
         if email and code and code not in projects and code not in new_projects:
             new_projects[code] = Project(
-                project_id=code, pi=pis[email], fund_org=fund_org, cost_center=cost_center,
-                reference_1=ref1, reference_2=ref2,
+                project_id=code,
+                pi_id=pis[email],
+                fund_org=fund_org,
+                cost_center=cost_center,
+                reference_1=ref1,
+                reference_2=ref2,
             )
     if new_projects:
-        Project.objects.bulk_create(new_projects.values())
+        Project.objects.bulk_create(new_projects.values(), ignore_conflicts=True)
         projects.update(
-            {p.project_id: p for p in Project.objects.filter(project_id__in=list(new_projects)).select_related("pi")}
+            {
+                row[0]: row
+                for row in Project.objects.filter(project_id__in=list(new_projects)).values_list(
+                    *project_fields
+                )
+            }
         )
 
+    needs_mapping = [False] * len(attributions)
+    for a in used:
+        needs_mapping[a] = not attributions[a][0] and attributions[a][1] not in projects
+    parsed.needs_mapping = needs_mapping
+    keys: set[tuple[int, str]] = {(a, "") for a in used if not needs_mapping[a]}
+    mapped_ids = [a for a in used if needs_mapping[a]]
+    if mapped_ids:
+        subset = table.filter(pc.is_in(table.column("attribution"), pa.array(mapped_ids, type=pa.int32())))
+        pairs = pa.table({"a": subset.column("attribution"), "s": subset.column("sub_account_id")})
+        pairs = pairs.group_by(["a", "s"]).aggregate([])
+        strings = parsed.texts.values
+        keys |= {
+            (a, strings[sid])
+            for a, sid in zip(pairs.column("a").to_pylist(), pairs.column("s").to_pylist(), strict=True)
+        }
+    subs = {sub for _, sub in keys if sub}
+    mappings: dict[str, AccountMapping] = {}
+    for mapping in AccountMapping.objects.filter(sub_account_id__in=subs).select_related("project__pi"):
+        # A mapping for this source wins over one for every source.
+        if mapping.source_id in (None, source.pk) and (
+            mapping.source_id == source.pk or mapping.sub_account_id not in mappings
+        ):
+            mappings[mapping.sub_account_id] = mapping
+
     resolved: dict[tuple[int, str], Resolution] = {}
-    for a, sub in used:
+    flag_cache: dict[tuple, tuple[list[Flag], str]] = {}
+    for a, sub in keys:
         email, code, fund_org, cost_center, ref1, ref2 = attributions[a]
         project = projects.get(code) if code else None
+        owner = project[3] if project else None
         if email:
-            res = Resolution(pis[email].pk, project.pk if project else None, email, code,
-                             fund_org or (project.fund_org if project else ""), cost_center, ref1, ref2, "tags")
+            res = Resolution(
+                pis[email],
+                project[1] if project else None,
+                email,
+                code,
+                fund_org or (project[4] if project else ""),
+                cost_center,
+                ref1,
+                ref2,
+                "tags",
+            )
         elif project:
-            res = Resolution(project.pi_id, project.pk, project.pi.email, code, fund_org or project.fund_org,
-                             cost_center or project.cost_center, ref1 or project.reference_1,
-                             ref2 or project.reference_2, "project")
+            res = Resolution(
+                project[2],
+                project[1],
+                project[3],
+                code,
+                fund_org or project[4],
+                cost_center or project[5],
+                ref1 or project[6],
+                ref2 or project[7],
+                "project",
+            )
         elif sub in mappings:
             m = mappings[sub]
-            res = Resolution(m.project.pi_id, m.project_id, m.project.pi.email, m.project.project_id,
-                             m.fund_org or m.project.fund_org, m.project.cost_center, m.project.reference_1,
-                             m.project.reference_2, "mapping")
+            res = Resolution(
+                m.project.pi_id,
+                m.project_id,
+                m.project.pi.email,
+                m.project.project_id,
+                m.fund_org or m.project.fund_org,
+                m.project.cost_center,
+                m.project.reference_1,
+                m.project.reference_2,
+                "mapping",
+            )
+            owner = m.project.pi.email
         else:
             res = Resolution(None, None, email, code, fund_org, cost_center, ref1, ref2, "none")
-        owner = project.pi.email if project else None
-        res.flags = context.attribution_flags(
-            has_pi=res.pi_id is not None, project_code=res.project_code, fund_org=res.fund_org,
-            project_owner_email=owner, pi_email=res.pi_email,
-        )
+        flag_key = (res.pi_id is not None, res.project_code, res.fund_org, owner, res.pi_email)
+        if flag_key not in flag_cache:
+            flags = context.attribution_flags(
+                has_pi=res.pi_id is not None,
+                project_code=res.project_code,
+                fund_org=res.fund_org,
+                project_owner_email=owner,
+                pi_email=res.pi_email,
+            )
+            flag_cache[flag_key] = (flags, summarize(flags))
+        res.flags, res.summary = flag_cache[flag_key]
         resolved[(a, sub)] = res
     return resolved
 
 
-def fingerprint(period: str, source_slug: str, res: Resolution, row: dict) -> str:
-    """Identity and amounts of a charge: equal fingerprints mean 'unchanged' on re-import."""
-    parts = [
-        period, source_slug, res.pi_email, res.project_code, res.fund_org, res.cost_center,
-        res.reference_1, res.reference_2, row["sub_account_id"], row["resource_id"], row["resource_name"],
-        row["service_name"], row["charge_category"], str(row["billed_cost"]), str(row["list_cost"]),
-    ]
-    return hashlib.sha1("\x1f".join(parts).encode(), usedforsecurity=False).hexdigest()
+IDENTITY_FIELDS = (
+    "pi_email",
+    "project_code",
+    "fund_org",
+    "cost_center",
+    "reference_1",
+    "reference_2",
+    "sub_account_id",
+    "resource_id",
+    "resource_name",
+    "service_name",
+    "charge_category",
+)
 
 
-def _tags(text: str, cache: dict[str, dict]) -> dict:
+@dataclass(frozen=True)
+class CarriedDecision:
+    """A review decision of a superseded charge, carried to an unchanged charge of the new file."""
+
+    state: str
+    billed: Decimal
+    listed: Decimal
+    charge_id: int
+
+
+def decimal_units(column: pa.ChunkedArray) -> np.ndarray:
+    """The unscaled integers of a decimal128(38, 10) column, i.e. amounts in 10^-10 units.
+
+    decimal128 stores each value as a 128-bit little-endian integer; when the high word is
+    only the sign extension of the low word, the low word is the exact int64 value.
+    """
+    parts = []
+    for chunk in column.chunks:
+        words = np.frombuffer(chunk.buffers()[1], dtype=np.int64)[
+            chunk.offset * 2 : (chunk.offset + len(chunk)) * 2
+        ]
+        low, high = words[0::2], words[1::2]
+        if not np.array_equal(high, low >> 63):
+            raise IngestError(
+                f"an amount exceeds what SQLite stores exactly (±{SQLITE_MONEY_LIMIT:,.2f}); use PostgreSQL"
+            )
+        parts.append(low)
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def tags_json(text: str) -> str:
+    """A Tags value as stored: already validated JSON, braces restored where an export dropped them."""
+    text = text.strip()
     if not text:
-        return {}
-    if text not in cache:
-        try:
-            value = json.loads(text)
-        except ValueError:
-            value = json.loads("{" + text + "}")
-        cache[text] = value if isinstance(value, dict) else {}
-    return cache[text]
+        return "{}"
+    return text if text.startswith("{") else "{" + text + "}"
 
 
 def build_and_write(
@@ -228,63 +403,151 @@ def build_and_write(
     import_id: int,
     resolved: dict[tuple[int, str], Resolution],
     context: FlagContext,
-    carried_states: dict[str, str],
+    carried: dict[tuple, list[CarriedDecision]],
 ) -> WriteResult:
     """Write every charge of the parsed file; returns totals and the flags of flagged charges."""
     result = WriteResult()
-    tags_cache: dict[str, dict] = {}
+
+    sqlite = connection.vendor == "sqlite"
+    time_format = "%Y-%m-%d %H:%M:%S" if sqlite else "%Y-%m-%d %H:%M:%S+00"
+
+    def db_money(column: pa.ChunkedArray) -> list:
+        # SQLite stores 10^-10 units as integers (see MoneyField); COPY takes decimal text.
+        if sqlite:
+            return decimal_units(column).tolist()
+        return pc.cast(column, pa.string()).to_pylist()
+
+    def as_decimal(value: int | str) -> Decimal:
+        return Decimal(value).scaleb(-MONEY_PLACES) if sqlite else Decimal(value)
 
     def rows() -> Iterator[tuple]:
         table = parsed.charges
+        strings = parsed.texts.values
+        needs_mapping = parsed.needs_mapping
+        tags_cache: dict[int, str] = {}
+        flagged, ok = Charge.ReviewState.FLAGGED.value, Charge.ReviewState.OK.value
         for offset in range(0, table.num_rows, 50_000):
-            for row in table.slice(offset, 50_000).to_pylist():
-                res = resolved[(row["attribution"], row["sub_account_id"])]
-                flags = list(res.flags)
+            part = table.slice(offset, 50_000)
+            n = part.num_rows
+            col = {name: part.column(name).to_pylist() for name in ("attribution", "lines", "tags")}
+            for name in TEXT_COLUMNS - {"period", "tags"}:
+                col[name] = [strings[i] for i in part.column(name).to_pylist()]
+            for name in ("charge_start", "charge_end"):
+                col[name] = pc.strftime(part.column(name), time_format).to_pylist()
+            for name in MONEY_NAMES:
+                col[name] = db_money(part.column(name))
+            col["quantity"] = pc.cast(pc.round(part.column("quantity"), 6), pa.string()).to_pylist()
+            res = [
+                resolved[(a, sub if needs_mapping[a] else "")]
+                for a, sub in zip(col["attribution"], col["sub_account_id"], strict=True)
+            ]
+            states = [flagged if r.flags else ok for r in res]
+            summaries = [r.summary for r in res]
+            # Per-charge work only where rules, flags or carried decisions need it.
+            for i in range(n) if (context.rules or carried or any(r.flags for r in res)) else ():
+                r = res[i]
+                flags = r.flags
                 if context.rules:
-                    values = {
-                        "pi_email": res.pi_email, "project_code": res.project_code, "fund_org": res.fund_org,
-                        "cost_center": res.cost_center, "reference_1": res.reference_1,
-                        "reference_2": res.reference_2, **{k: row[k] for k in (
-                            "resource_id", "resource_name", "service_name", "service_category",
-                            "charge_category", "sub_account_id", "region", "sku_id")},
-                    }
-                    flags += context.rule_flags(values, source.pk)
-                billed, listed = row["billed_cost"], row["list_cost"]
-                fp = fingerprint(period, source.slug, res, row)
-                state = carried_states.get(fp) or (Charge.ReviewState.FLAGGED if flags else Charge.ReviewState.OK)
-                if flags:
-                    result.fingerprints[fp] = flags
-                if state == Charge.ReviewState.FLAGGED:
-                    result.flagged += 1
-                result.charges += 1
-                result.billed_total += billed
-                result.list_total += listed
-                quantity = row["quantity"]
-                yield (
-                    period_id, source.pk, import_id, res.pi_id, res.project_id, res.pi_email, res.project_code,
-                    res.fund_org, res.cost_center, res.reference_1, res.reference_2, res.source,
-                    row["resource_id"], row["resource_name"], row["service_name"], row["service_category"],
-                    row["charge_category"], row["sub_account_id"], row["region"], row["sku_id"],
-                    None if quantity is None else quantity.quantize(Decimal("0.000001")), row["unit"],
-                    listed, row["contracted_cost"], billed, row["effective_cost"], row["lines"],
-                    row["charge_start"], row["charge_end"], _tags(row["tags"], tags_cache), state,
-                    summarize(flags), fp,
+                    values = {name: col[name][i] for name in RULE_FIELDS}
+                    values.update(
+                        pi_email=r.pi_email,
+                        project_code=r.project_code,
+                        fund_org=r.fund_org,
+                        cost_center=r.cost_center,
+                        reference_1=r.reference_1,
+                        reference_2=r.reference_2,
+                    )
+                    rule_flags = context.rule_flags(values, source.pk)
+                    if rule_flags:
+                        flags = flags + rule_flags
+                        states[i], summaries[i] = flagged, summarize(flags)
+                if not flags and not carried:
+                    continue
+                ident = (
+                    r.pi_email,
+                    r.project_code,
+                    r.fund_org,
+                    r.cost_center,
+                    r.reference_1,
+                    r.reference_2,
+                    col["sub_account_id"][i],
+                    col["resource_id"][i],
+                    col["resource_name"][i],
+                    col["service_name"][i],
+                    col["charge_category"][i],
                 )
+                if flags:
+                    result.flags[ident] = flags
+                for decision in carried.get(ident, ()):
+                    if (decision.billed, decision.listed) == (
+                        as_decimal(col["billed_cost"][i]),
+                        as_decimal(col["list_cost"][i]),
+                    ):
+                        states[i] = decision.state
+                        result.carried[ident] = decision.charge_id
+                        break
+            result.flagged += states.count(flagged)
+            tags = []
+            for tag_id in col["tags"]:
+                text = tags_cache.get(tag_id)
+                if text is None:
+                    text = tags_cache[tag_id] = tags_json(strings[tag_id])
+                tags.append(text)
+            columns = [
+                repeat(period_id, n),
+                repeat(source.pk, n),
+                repeat(import_id, n),
+                [r.pi_id for r in res],
+                [r.project_id for r in res],
+                [r.pi_email for r in res],
+                [r.project_code for r in res],
+                [r.fund_org for r in res],
+                [r.cost_center for r in res],
+                [r.reference_1 for r in res],
+                [r.reference_2 for r in res],
+                [r.source for r in res],
+                col["resource_id"],
+                col["resource_name"],
+                col["service_name"],
+                col["service_category"],
+                col["charge_category"],
+                col["sub_account_id"],
+                col["region"],
+                col["sku_id"],
+                col["quantity"],
+                col["unit"],
+                col["list_cost"],
+                col["contracted_cost"],
+                col["billed_cost"],
+                col["effective_cost"],
+                col["lines"],
+                col["charge_start"],
+                col["charge_end"],
+                tags,
+                states,
+                summaries,
+            ]
+            yield from zip(*columns, strict=True)
 
-    assert len(CHARGE_COLUMNS) == 33
-    write_charges(rows())
+    result.charges = write_charges(rows())
+    result.billed_total = pc.sum(parsed.charges.column("billed_cost")).as_py() or Decimal(0)
+    result.list_total = pc.sum(parsed.charges.column("list_cost")).as_py() or Decimal(0)
     return result
 
 
-def write_flags(import_id: int, fingerprints: dict[str, list[Flag]]) -> None:
-    if not fingerprints:
+def charge_identities(import_id: int, **filters: object) -> Iterator[tuple[int, tuple]]:
+    """(id, identity) of the import's charges, identity in IDENTITY_FIELDS order."""
+    for row in Charge.objects.filter(import_run_id=import_id, **filters).values_list("id", *IDENTITY_FIELDS):
+        yield row[0], tuple(row[1:])
+
+
+def write_flags(import_id: int, flags: dict[tuple, list[Flag]]) -> None:
+    """Record every flag reason of the import's flagged charges (charges are matched by identity)."""
+    if not flags:
         return
-    ids = dict(
-        Charge.objects.filter(import_run_id=import_id).exclude(flag_summary="").values_list("fingerprint", "id")
-    )
-    flags = [
-        ChargeFlag(charge_id=ids[fp], reason=flag.reason, rule_id=flag.rule_id, detail=flag.detail[:300])
-        for fp, charge_flags in fingerprints.items()
-        for flag in charge_flags
+    rows = [
+        ChargeFlag(charge_id=charge_id, reason=flag.reason, rule_id=flag.rule_id, detail=flag.detail[:300])
+        for charge_id, ident in charge_identities(import_id, flag_summary__gt="")
+        for flag in flags.get(ident, ())
     ]
-    ChargeFlag.objects.bulk_create(flags, batch_size=5000)
+    ChargeFlag.objects.bulk_create(rows, batch_size=5000)

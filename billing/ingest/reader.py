@@ -80,7 +80,7 @@ class FocusFile:
 def _open_binary(path: Path) -> io.BufferedIOBase:
     if path.name.lower().endswith(".gz"):
         return gzip.open(path, "rb")  # type: ignore[return-value]
-    return open(path, "rb")  # noqa: SIM115
+    return open(path, "rb")
 
 
 def _read_header_line(path: Path) -> str:
@@ -179,7 +179,10 @@ def iter_batches(focus: FocusFile, block_bytes: int) -> Iterator[pa.RecordBatch]
     try:
         try:
             reader = pacsv.open_csv(
-                stream, read_options=read_options, parse_options=parse_options, convert_options=convert_options
+                stream,
+                read_options=read_options,
+                parse_options=parse_options,
+                convert_options=convert_options,
             )
             for batch in reader:
                 yield batch.rename_columns([canonical_by_name[n] for n in batch.schema.names])
@@ -191,7 +194,9 @@ def iter_batches(focus: FocusFile, block_bytes: int) -> Iterator[pa.RecordBatch]
         stream.close()
 
 
-def _iter_parquet(focus: FocusFile, canonical_by_name: dict[str, str], block_bytes: int) -> Iterator[pa.RecordBatch]:
+def _iter_parquet(
+    focus: FocusFile, canonical_by_name: dict[str, str], block_bytes: int
+) -> Iterator[pa.RecordBatch]:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 

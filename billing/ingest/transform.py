@@ -8,6 +8,7 @@ value, so an hourly export that repeats a resource's tags a million times parses
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -41,15 +42,41 @@ ATTRIBUTION_FIELDS = ("pi_email", "project_code", "fund_org", "cost_center", "re
 NO_ATTRIBUTION: tuple[str, ...] = ("",) * len(ATTRIBUTION_FIELDS)
 
 
+class Encoder:
+    """Gives each distinct string a small integer id, the same across batches, so that
+    group_by works on integers and each distinct value is handled in Python only once."""
+
+    def __init__(self) -> None:
+        self.values: list[str] = []
+        self._ids: dict[str, int] = {}
+
+    def id_of(self, value: str) -> int:
+        ident = self._ids.get(value)
+        if ident is None:
+            ident = self._ids[value] = len(self.values)
+            self.values.append(value)
+        return ident
+
+    def encode(self, column: pa.Array) -> pa.Array:
+        encoded = pc.dictionary_encode(column)
+        ids = np.fromiter(
+            (self.id_of(v) for v in encoded.dictionary.to_pylist()),
+            dtype=np.int32,
+            count=len(encoded.dictionary),
+        )
+        return pa.array(ids).take(encoded.indices)
+
+
 @dataclass
 class TagReader:
-    """Turns distinct Tags values into attribution ids; configured tag keys and prefixes."""
+    """Reads attribution out of Tags values (configured keys, provider prefixes tolerated)."""
 
     keys: dict[str, str]  # attribution field -> tag key (lower case)
     prefixes: list[str]
     attributions: list[tuple[str, ...]] = field(default_factory=lambda: [NO_ATTRIBUTION])
+    tag_texts: Encoder = field(default_factory=Encoder)
     _attribution_ids: dict[tuple[str, ...], int] = field(default_factory=lambda: {NO_ATTRIBUTION: 0})
-    _cache: dict[str, int] = field(default_factory=dict)
+    _field_of_key: dict[str, int | None] = field(default_factory=dict)
 
     def parse(self, text: str) -> dict:
         text = text.strip()
@@ -66,35 +93,92 @@ class TagReader:
             raise ValueError("Tags is not a JSON object")
         return value
 
-    def normalise_key(self, key: str) -> str:
-        key = key.strip().lower()
+    def _field_index(self, key: str) -> int | None:
+        """Which attribution field a raw tag key feeds (cached: keys repeat on every row)."""
+        if key in self._field_of_key:
+            return self._field_of_key[key]
+        normalised = key.strip().lower()
         for prefix in self.prefixes:
-            if key.startswith(prefix):
-                return key[len(prefix) :]
-        return key
+            if normalised.startswith(prefix):
+                normalised = normalised[len(prefix) :]
+                break
+        index = None
+        for i, name in enumerate(ATTRIBUTION_FIELDS):
+            if self.keys[name] == normalised:
+                index = i
+                break
+        self._field_of_key[key] = index
+        return index
 
     def attribution_id(self, text: str) -> int:
-        """Attribution id of a Tags value; raises ValueError for malformed JSON."""
-        cached = self._cache.get(text)
-        if cached is not None:
-            return cached
-        tags = self.parse(text)
-        normalised = {self.normalise_key(str(k)): v for k, v in tags.items()}
-        values = []
-        for name in ATTRIBUTION_FIELDS:
-            raw = normalised.get(self.keys[name])
-            value = "" if raw is None else str(raw).strip()
-            if value.upper() in ("NULL", "NONE"):
-                value = ""
-            values.append(value.lower() if name == "pi_email" else value)
-        attribution = tuple(values)
+        """Attribution id of one Tags value; raises ValueError for malformed JSON."""
+        values = ["", "", "", "", "", ""]
+        for key, raw in self.parse(text).items():
+            index = self._field_index(str(key))
+            if index is None or raw is None:
+                continue
+            values[index] = str(raw)
+        return self._id_of(tuple(_clean(v, i) for i, v in enumerate(values)))
+
+    def _id_of(self, attribution: tuple[str, ...]) -> int:
         ident = self._attribution_ids.get(attribution)
         if ident is None:
             ident = len(self.attributions)
             self.attributions.append(attribution)
             self._attribution_ids[attribution] = ident
-        self._cache[text] = ident
         return ident
+
+    def _key_regex(self, name: str) -> str:
+        prefixes = "|".join(re.escape(p) for p in self.prefixes)
+        key = re.escape(self.keys[name])
+        return rf'"(?i:(?:{prefixes})?{key})"\s*:\s*(?:"(?P<s>[^"]*)"|(?P<n>[^",}}\s]+))'
+
+    def attribution_ids(
+        self, texts: pa.Array, rows: pa.Array, column: pa.Array, first_line: int, errors: list[RowError]
+    ) -> np.ndarray:
+        """Attribution ids of distinct Tags values, vectorised.
+
+        Plain JSON objects (no escapes) have their fields read by RE2 in C++ and are checked
+        with json.loads; anything else (escapes, Azure's brace-less form) goes through JSON.
+        """
+        ids = np.zeros(len(texts), dtype=np.int32)
+        plain = pc.fill_null(pc.match_substring_regex(texts, r"^\s*\{[^\\]*\}\s*$"), False)
+        columns = []
+        for index, name in enumerate(ATTRIBUTION_FIELDS):
+            found = pc.extract_regex(texts, self._key_regex(name))
+            value = pc.coalesce(pc.struct_field(found, "s"), pc.struct_field(found, "n"))
+            value = pc.utf8_trim_whitespace(pc.fill_null(value, ""))
+            value = pc.if_else(pc.match_substring_regex(value, "^(?i:null|none)$"), "", value)
+            columns.append(pc.utf8_lower(value) if index == 0 else value)
+        joined = pc.binary_join_element_wise(*columns, "\x1f")
+        encoded = pc.dictionary_encode(joined)
+        id_of_joined = np.fromiter(
+            (self._id_of(tuple(v.split("\x1f"))) for v in encoded.dictionary.to_pylist()),
+            dtype=np.int32,
+            count=len(encoded.dictionary),
+        )
+        ids[:] = id_of_joined[encoded.indices.to_numpy(zero_copy_only=False)]
+        plain_flags = plain.to_numpy(zero_copy_only=False)
+        for position, text in enumerate(texts.to_pylist()):
+            try:
+                if plain_flags[position]:
+                    if text.strip():
+                        json.loads(text)
+                else:
+                    ids[position] = self.attribution_id(text)
+            except (ValueError, TypeError) as exc:
+                bad = pc.equal(rows, position)
+                errors.extend(
+                    _errors_where(bad, column, "Tags", first_line, f"Tags is not valid JSON ({exc})")[:5]
+                )
+        return ids
+
+
+def _clean(value: str, index: int) -> str:
+    value = value.strip()
+    if value.upper() in ("NULL", "NONE"):
+        return ""
+    return value.lower() if index == 0 else value
 
 
 @dataclass
@@ -107,7 +191,9 @@ class BatchStats:
     first_line_of_period: dict[str, int] = field(default_factory=dict)
 
 
-def _errors_where(mask: pa.Array, column: pa.Array, name: str, first_line: int, message: str) -> list[RowError]:
+def _errors_where(
+    mask: pa.Array, column: pa.Array, name: str, first_line: int, message: str
+) -> list[RowError]:
     indices = pc.indices_nonzero(mask).to_pylist()[:50]
     values = column.take(pa.array(indices, type=pa.int64())).to_pylist() if indices else []
     return [
@@ -116,7 +202,9 @@ def _errors_where(mask: pa.Array, column: pa.Array, name: str, first_line: int, 
     ]
 
 
-def _parse_money(column: pa.Array, name: str, first_line: int, errors: list[RowError], stats: BatchStats) -> pa.Array:
+def _parse_money(
+    column: pa.Array, name: str, first_line: int, errors: list[RowError], stats: BatchStats
+) -> pa.Array:
     try:
         return pc.cast(column, MONEY_TYPE)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -155,12 +243,16 @@ def _parse_timestamps(
     if required:
         bad = pc.or_(bad, pc.is_null(column))
     if pc.any(bad).as_py():
-        errors.extend(_errors_where(bad, column, name, first_line, "not a date or timestamp (YYYY-MM-DD[THH:MM:SS][Z])"))
+        errors.extend(
+            _errors_where(bad, column, name, first_line, "not a date or timestamp (YYYY-MM-DD[THH:MM:SS][Z])")
+        )
         column = pc.if_else(bad, pa.scalar(None, pa.string()), column)
     parts = pc.extract_regex(pc.fill_null(column, "0000-01-01"), TIMESTAMP_REGEX)
     dates = pc.struct_field(parts, "d")
     times = pc.struct_field(parts, "t")
-    times = pc.if_else(pc.equal(pc.utf8_length(times), 5), pc.binary_join_element_wise(times, ":00", ""), times)
+    times = pc.if_else(
+        pc.equal(pc.utf8_length(times), 5), pc.binary_join_element_wise(times, ":00", ""), times
+    )
     times = pc.if_else(pc.equal(pc.utf8_length(times), 0), pa.scalar("00:00:00"), times)
     canonical = pc.binary_join_element_wise(dates, pc.fill_null(times, "00:00:00"), "T")
     return pc.if_else(pc.is_null(column), pa.scalar(None, pa.string()), canonical)
@@ -169,17 +261,25 @@ def _parse_timestamps(
 def _text(batch: pa.RecordBatch, name: str) -> pa.Array:
     if name in batch.schema.names:
         return pc.fill_null(pc.utf8_trim_whitespace(batch.column(name)), "")
-    return pa.nulls(batch.num_rows, pa.string()).fill_null("")
+    return pc.fill_null(pa.nulls(batch.num_rows, pa.string()), "")
+
+
+def _timestamps(canonical: pa.Array) -> pa.Array:
+    return pc.cast(canonical, pa.timestamp("s"))
 
 
 def transform_batch(
     batch: pa.RecordBatch,
     first_line: int,
     tag_reader: TagReader,
+    texts: Encoder,
     errors: list[RowError],
     stats: BatchStats,
 ) -> pa.Table | None:
-    """Validate one batch and sum its rows per charge key; None when the batch had errors."""
+    """Validate one batch and sum its rows per charge key; None when the batch had errors.
+
+    Text columns come back as ids into `texts`, Tags as (attribution id, tags text id).
+    """
     n = batch.num_rows
     names = batch.schema.names
     errors_before = len(errors)
@@ -187,7 +287,9 @@ def transform_batch(
     billed_raw = batch.column("BilledCost")
     missing_billed = pc.is_null(billed_raw)
     if pc.any(missing_billed).as_py():
-        errors.extend(_errors_where(missing_billed, billed_raw, "BilledCost", first_line, "BilledCost is empty"))
+        errors.extend(
+            _errors_where(missing_billed, billed_raw, "BilledCost", first_line, "BilledCost is empty")
+        )
     money = {}
     for name in MONEY_COLUMNS:
         if name in names:
@@ -197,7 +299,9 @@ def transform_batch(
     for name in ("ListCost", "ContractedCost", "EffectiveCost"):
         money[name] = pc.coalesce(money[name], billed) if name in money else billed
 
-    period_start = _parse_timestamps(batch.column("BillingPeriodStart"), "BillingPeriodStart", first_line, errors, True)
+    period_start = _parse_timestamps(
+        batch.column("BillingPeriodStart"), "BillingPeriodStart", first_line, errors, True
+    )
     periods = pc.utf8_slice_codeunits(pc.fill_null(period_start, ""), 0, 7)
     charge_start = (
         _parse_timestamps(batch.column("ChargePeriodStart"), "ChargePeriodStart", first_line, errors, False)
@@ -212,30 +316,22 @@ def transform_batch(
 
     if "Tags" in names:
         tags_text = pc.fill_null(batch.column("Tags"), "")
-        encoded = pc.dictionary_encode(tags_text).combine_chunks() if isinstance(tags_text, pa.ChunkedArray) else pc.dictionary_encode(tags_text)
-        ids = []
-        for position, text in enumerate(encoded.dictionary.to_pylist()):
-            try:
-                ids.append(tag_reader.attribution_id(text))
-            except (ValueError, TypeError) as exc:
-                ids.append(0)
-                bad = pc.equal(encoded.indices, position)
-                errors.extend(_errors_where(bad, tags_text, "Tags", first_line, f"Tags is not valid JSON ({exc})")[:5])
-        attribution = pa.array(ids, type=pa.int32()).take(encoded.indices)
-        tags_column = tags_text
+        encoded = pc.dictionary_encode(tags_text)
+        attribution_ids = tag_reader.attribution_ids(
+            encoded.dictionary, encoded.indices, tags_text, first_line, errors
+        )
+        attribution = pa.array(attribution_ids).take(encoded.indices)
+        tags = texts.encode(tags_text)
     else:
-        attribution = pa.array([0] * n, type=pa.int32())
-        tags_column = pa.array([""] * n, type=pa.string())
+        attribution = pa.array(np.zeros(n, dtype=np.int32))
+        tags = pa.array(np.full(n, texts.id_of(""), dtype=np.int32))
 
     if len(errors) > errors_before:
         return None
 
     quantity_name = "ConsumedQuantity" if "ConsumedQuantity" in names else "PricingQuantity"
     if quantity_name in names:
-        try:
-            quantity = pc.cast(batch.column(quantity_name), MONEY_TYPE)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            quantity = _parse_money(batch.column(quantity_name), quantity_name, first_line, [], BatchStats())
+        quantity = _parse_money(batch.column(quantity_name), quantity_name, first_line, [], BatchStats())
     else:
         quantity = pa.nulls(n, MONEY_TYPE)
     unit_name = "ConsumedUnit" if "ConsumedUnit" in names else "PricingUnit"
@@ -243,8 +339,7 @@ def transform_batch(
     stats.rows += n
     stats.billed_total += pc.sum(billed).as_py() or Decimal(0)
     stats.list_total += pc.sum(money["ListCost"]).as_py() or Decimal(0)
-    counts = pc.value_counts(periods)
-    for item in counts.to_pylist():
+    for item in pc.value_counts(periods).to_pylist():
         period = item["values"]
         if period not in stats.first_line_of_period:
             stats.first_line_of_period[period] = first_line + pc.index(periods, period).as_py()
@@ -254,26 +349,26 @@ def transform_batch(
     category = pc.if_else(pc.equal(category, ""), pa.scalar("Usage"), category)
     table = pa.table(
         {
-            "period": periods,
+            "period": texts.encode(periods),
             "attribution": attribution,
-            "sub_account_id": _text(batch, "SubAccountId"),
-            "resource_id": _text(batch, "ResourceId"),
-            "resource_name": _text(batch, "ResourceName"),
-            "service_name": _text(batch, "ServiceName"),
-            "charge_category": category,
+            "sub_account_id": texts.encode(_text(batch, "SubAccountId")),
+            "resource_id": texts.encode(_text(batch, "ResourceId")),
+            "resource_name": texts.encode(_text(batch, "ResourceName")),
+            "service_name": texts.encode(_text(batch, "ServiceName")),
+            "charge_category": texts.encode(category),
             "list_cost": money["ListCost"],
             "contracted_cost": money["ContractedCost"],
             "billed_cost": billed,
             "effective_cost": money["EffectiveCost"],
             "quantity": quantity,
             "lines": pa.array(np.ones(n, dtype=np.int64)),
-            "charge_start": charge_start,
-            "charge_end": charge_end,
-            "service_category": _text(batch, "ServiceCategory"),
-            "region": _text(batch, "RegionId"),
-            "sku_id": _text(batch, "SkuId"),
-            "unit": _text(batch, unit_name),
-            "tags": tags_column,
+            "charge_start": _timestamps(charge_start),
+            "charge_end": _timestamps(charge_end),
+            "service_category": texts.encode(_text(batch, "ServiceCategory")),
+            "region": texts.encode(_text(batch, "RegionId")),
+            "sku_id": texts.encode(_text(batch, "SkuId")),
+            "unit": texts.encode(_text(batch, unit_name)),
+            "tags": tags,
         }
     )
     return aggregate(table)

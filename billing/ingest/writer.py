@@ -7,9 +7,9 @@ writes up to a million charges, so rows are built as tuples of database-ready va
 from __future__ import annotations
 
 import io
-import json
-from collections.abc import Iterable, Sequence
-from decimal import Decimal
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from queue import Queue
 
 from django.db import connection
 
@@ -48,39 +48,21 @@ CHARGE_COLUMNS = [
     "tags",
     "review_state",
     "flag_summary",
-    "fingerprint",
 ]
-MONEY_INDEXES = [CHARGE_COLUMNS.index(c) for c in ("list_cost", "contracted_cost", "billed_cost", "effective_cost")]
-TIME_INDEXES = [CHARGE_COLUMNS.index(c) for c in ("charge_period_start", "charge_period_end")]
-TAGS_INDEX = CHARGE_COLUMNS.index("tags")
-QUANTITY_INDEX = CHARGE_COLUMNS.index("quantity")
 SQLITE_BATCH = 2000
-
-
-def _sqlite_row(row: Sequence) -> tuple:
-    values = list(row)
-    for i in MONEY_INDEXES:
-        values[i] = int(values[i].scaleb(10))
-    for i in TIME_INDEXES:
-        if values[i]:
-            values[i] = values[i].replace("T", " ")
-    if values[QUANTITY_INDEX] is not None:
-        values[QUANTITY_INDEX] = str(values[QUANTITY_INDEX])
-    values[TAGS_INDEX] = json.dumps(values[TAGS_INDEX])
-    return tuple(values)
 
 
 def _copy_text(value: object) -> str:
     if value is None:
         return "\\N"
-    if isinstance(value, Decimal):
-        return format(value, "f")
     text = str(value)
     return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
 def write_charges(rows: Iterable[Sequence]) -> int:
-    """Insert charge rows (tuples in CHARGE_COLUMNS order, Python values); returns the count."""
+    """Insert charge rows, tuples in CHARGE_COLUMNS order of database-ready values (money as
+    10^-10 integer units on SQLite and decimal text on PostgreSQL, timestamps as UTC text,
+    tags as JSON text); returns the count."""
     table = Charge._meta.db_table
     count = 0
     if connection.vendor == "postgresql":
@@ -90,12 +72,7 @@ def write_charges(rows: Iterable[Sequence]) -> int:
             with raw.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
                 buffer = io.StringIO()
                 for row in rows:
-                    values = list(row)
-                    values[TAGS_INDEX] = json.dumps(values[TAGS_INDEX])
-                    for i in TIME_INDEXES:
-                        if values[i]:
-                            values[i] = values[i] + "+00"
-                    buffer.write("\t".join(_copy_text(v) for v in values))
+                    buffer.write("\t".join(_copy_text(v) for v in row))
                     buffer.write("\n")
                     count += 1
                     if count % 10_000 == 0:
@@ -105,16 +82,42 @@ def write_charges(rows: Iterable[Sequence]) -> int:
         return count
 
     placeholders = ", ".join(["%s"] * len(CHARGE_COLUMNS))
-    sql = f"INSERT INTO {table} ({', '.join(CHARGE_COLUMNS)}) VALUES ({placeholders})"
-    batch: list[tuple] = []
+    sql = f"INSERT INTO {table} ({', '.join(CHARGE_COLUMNS)}) VALUES ({placeholders})"  # noqa: S608 - fixed names
     with connection.cursor() as cursor:
-        for row in rows:
-            batch.append(_sqlite_row(row))
-            if len(batch) >= SQLITE_BATCH:
-                cursor.executemany(sql, batch)
-                count += len(batch)
-                batch = []
-        if batch:
+        for batch in _batches_in_background(rows, SQLITE_BATCH):
             cursor.executemany(sql, batch)
             count += len(batch)
     return count
+
+
+def _batches_in_background(rows: Iterable[Sequence], size: int) -> Iterator[list]:
+    """Build row batches in a second thread: SQLite releases the GIL while it inserts, so the two
+    overlap on a multi-core machine. The thread never touches the database connection."""
+    queue: Queue = Queue(maxsize=8)
+    done = object()
+    failure: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            batch: list = []
+            for row in rows:
+                batch.append(row)
+                if len(batch) >= size:
+                    queue.put(batch)
+                    batch = []
+            if batch:
+                queue.put(batch)
+        except BaseException as exc:  # handed to the consumer, re-raised there
+            failure.append(exc)
+        finally:
+            queue.put(done)
+
+    thread = threading.Thread(target=produce, name="charge-rows", daemon=True)
+    thread.start()
+    try:
+        while (item := queue.get()) is not done:
+            yield item
+    finally:
+        thread.join(timeout=60)
+    if failure:
+        raise failure[0]
