@@ -200,3 +200,629 @@ def flagged_charges(period: BillingPeriod | None = None, reason: str | None = No
 
 def current_imports(source: Source, period: BillingPeriod) -> QuerySet[Import]:
     return Import.objects.filter(source=source, period=period, status=Import.Status.COMPLETED)
+
+
+# --- reads for the CLI's lists ------------------------------------------------------------
+
+
+@dataclass
+class PeriodOverview:
+    """One line of `periods list`: a period with its counts and exact totals."""
+
+    period: BillingPeriod
+    charges: int = 0
+    flagged: int = 0
+    flagged_billed: Decimal = ZERO
+    list_total: Decimal = ZERO
+    billed_total: Decimal = ZERO
+
+    @property
+    def discount(self) -> Decimal:
+        return self.list_total - self.billed_total
+
+
+def periods_overview() -> list[PeriodOverview]:
+    """Every period, newest first, with charges, flagged and exact totals. List and billed come
+    from the completed imports (exact sums of the charges each wrote; amounts never change after
+    import) when their charge counts agree with the period's charges, else from the charges."""
+    flagged_q = Q(review_state=Charge.ReviewState.FLAGGED)
+    counts = {
+        row["period_id"]: row
+        for row in Charge.objects.values("period_id")
+        .annotate(n=Count("id"), flagged=Count("id", filter=flagged_q))
+        .order_by()
+    }
+    flagged_billed = {
+        period_id: total or ZERO
+        for period_id, total in Charge.objects.filter(flagged_q)
+        .values("period_id")
+        .annotate(billed=Sum("billed_cost"))
+        .values_list("period_id", "billed")
+        .order_by()
+    }
+    imported = {
+        row["period_id"]: row
+        for row in Import.objects.filter(status=Import.Status.COMPLETED, period__isnull=False)
+        .values("period_id")
+        .annotate(n=Sum("charges_created"), list_total=Sum("list_total"), billed=Sum("billed_total"))
+        .order_by()
+    }
+    result = []
+    for period in BillingPeriod.objects.order_by("-period"):
+        row = PeriodOverview(period=period)
+        count = counts.get(period.pk)
+        if count:
+            row.charges, row.flagged = count["n"], count["flagged"]
+            row.flagged_billed = flagged_billed.get(period.pk, ZERO)
+            totals = imported.get(period.pk)
+            if totals is not None and totals["n"] == row.charges:
+                row.list_total = totals["list_total"] or ZERO
+                row.billed_total = totals["billed"] or ZERO
+            else:
+                charges = Charge.objects.filter(period=period)
+                row.list_total = exact_sum(charges, "list_cost")
+                row.billed_total = exact_sum(charges, "billed_cost")
+        result.append(row)
+    return result
+
+
+def sources_all() -> QuerySet[Source]:
+    return Source.objects.order_by("slug")
+
+
+def account_mappings_all() -> QuerySet:
+    """Every sub-account mapping with its project, PI and source."""
+    from .models import AccountMapping
+
+    return AccountMapping.objects.select_related("project__pi", "source").order_by(
+        "sub_account_id", "source__slug"
+    )
+
+
+def import_completed_with_sha256(sha256: str) -> Import | None:
+    """The completed import of exactly these bytes, if any (what a re-import would be refused for)."""
+    return Import.objects.filter(sha256=sha256, status=Import.Status.COMPLETED).order_by("-id").first()
+
+
+# --- reads for the admin: large periods, dashboard, review queue ---------------------------
+# (imports are local so this section stays self-contained at the end of the module)
+
+
+def period_charge_id_range(period: BillingPeriod) -> tuple[int, int] | None:
+    """Lowest and highest charge id of the period, from the first and last charge of each of its
+    imports (two index lookups per import instead of a scan of the period)."""
+    from django.db.models import Max, Min
+
+    ends: list[int] = []
+    for import_id in Import.objects.filter(period=period).values_list("id", flat=True):
+        ids = Charge.objects.filter(import_run_id=import_id).values_list("id", flat=True)
+        first = ids.order_by("id").first()
+        if first is not None:
+            ends += [first, ids.order_by("-id").first() or first]
+    if ends:
+        return min(ends), max(ends)
+    bounds = Charge.objects.filter(period=period).aggregate(lo=Min("id"), hi=Max("id"))
+    return (bounds["lo"], bounds["hi"]) if bounds["lo"] is not None else None
+
+
+def charges_in_period(
+    queryset: QuerySet[Charge], period: BillingPeriod, *, use_index: bool
+) -> QuerySet[Charge]:
+    """The charges of `queryset` in `period`, filtered so that a newest-first page stays fast.
+
+    On SQLite a filter on the period alone makes the planner pick a (period, ...) index and sort
+    every charge of the period to find the newest 100 (half a second at a million charges).
+    Unless another indexed column is filtered too (`use_index`), the period is matched without
+    its index (`+period_id`) inside the period's id range, so SQLite walks the primary key
+    backwards and stops after one page. PostgreSQL plans this well from its statistics.
+    """
+    from django.db import connections
+    from django.db.models import BigIntegerField, F, Func
+    from django.db.models.lookups import Exact
+
+    if use_index or connections[queryset.db].vendor != "sqlite":
+        return queryset.filter(period=period)
+    bounds = period_charge_id_range(period)
+    if bounds is None:
+        return queryset.none()
+    unindexed = Func(F("period_id"), template="+%(expressions)s", output_field=BigIntegerField())
+    return queryset.filter(Exact(unindexed, period.pk), id__gte=bounds[0], id__lte=bounds[1])
+
+
+CHARGE_TEXT_SEARCH_FIELDS = (
+    "resource_id",
+    "resource_name",
+    "fund_org",
+    "reference_1",
+    "reference_2",
+    "sub_account_id",
+)
+
+
+def charges_search(queryset: QuerySet[Charge], term: str) -> QuerySet[Charge]:
+    """Charges matching a search term: `#123` or `123` is a charge id; a term naming PIs (email,
+    name) or projects (id, name, fund/org, references) finds their charges through the indexed
+    PI/project columns; any other term is looked for in resource ids and names, fund/orgs,
+    references and sub-accounts of the charges themselves (a scan)."""
+    term = (term or "").strip()
+    if not term:
+        return queryset
+    if term.lstrip("#").isdigit() and len(term) < 19:
+        by_id = Q(id=int(term.lstrip("#")))
+        if term.startswith("#"):
+            return queryset.filter(by_id)
+    else:
+        by_id = Q(pk__in=[])
+    from .models import Project
+
+    pi_ids = list(
+        PI.objects.filter(Q(email__icontains=term) | Q(name__icontains=term)).values_list("id", flat=True)[
+            :500
+        ]
+    )
+    project_ids = list(
+        Project.objects.filter(
+            Q(project_id__icontains=term)
+            | Q(name__icontains=term)
+            | Q(fund_org__icontains=term)
+            | Q(reference_1__icontains=term)
+            | Q(reference_2__icontains=term)
+        ).values_list("id", flat=True)[:500]
+    )
+    if pi_ids or project_ids:
+        return queryset.filter(by_id | Q(pi_id__in=pi_ids) | Q(project_id__in=project_ids))
+    text = by_id
+    for name in CHARGE_TEXT_SEARCH_FIELDS:
+        text |= Q(**{f"{name}__icontains": term})
+    return queryset.filter(text)
+
+
+def charges_with_flag(queryset: QuerySet[Charge], key: str) -> QuerySet[Charge]:
+    """Charges carrying a flag reason (`missing_fund_org`, ...) or a rule's flag (`rule:<id>`)."""
+    if key.startswith("rule:"):
+        try:
+            flags = ChargeFlag.objects.filter(reason="rule", rule_id=int(key[5:]))
+        except ValueError:
+            return queryset.none()
+    else:
+        flags = ChargeFlag.objects.filter(reason=key)
+    return queryset.filter(id__in=flags.values("charge_id"))
+
+
+def period_default() -> BillingPeriod | None:
+    """The period to show when none is chosen: the latest with a completed import, else the latest."""
+    latest_imported = (
+        BillingPeriod.objects.filter(imports__status=Import.Status.COMPLETED).order_by("-period").first()
+    )
+    return latest_imported or BillingPeriod.objects.order_by("-period").first()
+
+
+@dataclass
+class SourceTotal:
+    slug: str
+    name: str
+    charges: int = 0
+    list_total: Decimal = ZERO
+    billed_total: Decimal = ZERO
+
+
+@dataclass
+class PeriodTotals:
+    """Exact money and review counts of one period, cheap enough for every page view."""
+
+    period: BillingPeriod
+    charges: int = 0
+    imports: int = 0
+    list_total: Decimal = ZERO
+    billed_total: Decimal = ZERO
+    flagged: int = 0
+    flagged_billed: Decimal = ZERO
+    rejected: int = 0
+    rejected_billed: Decimal = ZERO
+    by_source: list[SourceTotal] = field(default_factory=list)
+
+    @property
+    def discount(self) -> Decimal:
+        return self.list_total - self.billed_total
+
+    @property
+    def discount_percent(self) -> Decimal | None:
+        if not self.list_total:
+            return None
+        return (self.discount * 100 / self.list_total).quantize(Decimal("0.1"))
+
+
+def period_totals(period: BillingPeriod) -> PeriodTotals:
+    """List, billed and charges of the period from its completed imports (each import's totals
+    are the exact sums of the charges it wrote, and amounts never change after import), checked
+    against the period's charge count; flagged and rejected counts and money from the
+    (period, review state) index. Falls back to summing the charges if the counts disagree.
+
+    Cached under the period's fingerprint (see period_fingerprint), so a changed period is
+    recomputed on its next read and an unchanged one costs two small queries."""
+    from django.core.cache import cache
+
+    key = f"openchargeback:totals:v1:{period.pk}:{period_fingerprint(period)}"
+    totals = cache.get(key)
+    if totals is None:
+        totals = _period_totals(period)
+        cache.set(key, totals, RANKINGS_CACHE_SECONDS)
+    totals.period = period
+    return totals
+
+
+def _period_totals(period: BillingPeriod) -> PeriodTotals:
+    totals = PeriodTotals(period=period)
+    for row in (
+        Import.objects.filter(period=period, status=Import.Status.COMPLETED)
+        .values("source__slug", "source__display_name")
+        .annotate(
+            n=Count("id"),
+            charges=Sum("charges_created"),
+            listed=Sum("list_total"),
+            billed=Sum("billed_total"),
+        )
+        .order_by("source__slug")
+    ):
+        totals.imports += row["n"]
+        totals.by_source.append(
+            SourceTotal(
+                slug=row["source__slug"],
+                name=row["source__display_name"],
+                charges=row["charges"] or 0,
+                list_total=row["listed"] or ZERO,
+                billed_total=row["billed"] or ZERO,
+            )
+        )
+    totals.charges = Charge.objects.filter(period=period).count()
+    if totals.charges != sum(s.charges for s in totals.by_source):
+        # Charges not written by an import (or an import's totals out of step): sum them instead.
+        by_source = {
+            row["source__slug"]: row
+            for row in Charge.objects.filter(period=period)
+            .values("source__slug", "source__display_name")
+            .annotate(charges=Count("id"), listed=Sum("list_cost"), billed=Sum("billed_cost"))
+            .order_by("source__slug")
+        }
+        totals.by_source = [
+            SourceTotal(
+                slug=slug,
+                name=row["source__display_name"],
+                charges=row["charges"],
+                list_total=row["listed"] or ZERO,
+                billed_total=row["billed"] or ZERO,
+            )
+            for slug, row in by_source.items()
+        ]
+    totals.list_total = sum((s.list_total for s in totals.by_source), ZERO)
+    totals.billed_total = sum((s.billed_total for s in totals.by_source), ZERO)
+    for state, n, billed in (
+        Charge.objects.filter(
+            period=period, review_state__in=[Charge.ReviewState.FLAGGED, Charge.ReviewState.REJECTED]
+        )
+        .values_list("review_state")
+        .annotate(n=Count("id"), billed=Sum("billed_cost"))
+        .order_by()
+    ):
+        if state == Charge.ReviewState.FLAGGED:
+            totals.flagged, totals.flagged_billed = n, billed or ZERO
+        else:
+            totals.rejected, totals.rejected_billed = n, billed or ZERO
+    return totals
+
+
+@dataclass
+class RankedTotal:
+    key: str  # PI email or project id ("" for unattributed)
+    label: str  # PI name, or the project's PI
+    charges: int = 0
+    list_total: Decimal = ZERO
+    billed_total: Decimal = ZERO
+
+
+@dataclass
+class PeriodRankings:
+    """Who the money of a period goes to: counts, top PIs and projects, services (cached)."""
+
+    pis: int = 0
+    projects: int = 0
+    unattributed_charges: int = 0
+    unattributed_billed: Decimal = ZERO
+    top_pis: list[RankedTotal] = field(default_factory=list)
+    top_projects: list[RankedTotal] = field(default_factory=list)
+    services: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def period_fingerprint(period: BillingPeriod) -> str:
+    """Changes whenever the period's charges may have changed: an import started, finished or was
+    superseded, or a review decision, correction or re-evaluation was logged (two small queries)."""
+    import hashlib
+
+    from .models import ReviewLog
+
+    imports = list(Import.objects.filter(period=period).order_by("id").values_list("id", "status"))
+    last_log = (
+        ReviewLog.objects.filter(period=period)
+        .order_by("-created_at")
+        .values_list("id", "created_at")
+        .first()
+    )
+    state = repr((period.pk, str(period.created_at), imports, last_log and (last_log[0], str(last_log[1]))))
+    return hashlib.sha256(state.encode()).hexdigest()[:32]
+
+
+RANKINGS_CACHE_SECONDS = 30 * 24 * 3600
+
+
+def period_rankings(period: BillingPeriod, *, top: int = 10, refresh: bool = False) -> PeriodRankings:
+    """PIs and projects of the period ranked by billed (every review state), and its services.
+
+    Grouping a million charges takes a second or two, so the result is cached under the period's
+    fingerprint: a changed period gets a new key and the next read computes it again (imports and
+    admin review actions warm it through billing.tasks.period_rankings_warm)."""
+    import time
+
+    from django.core.cache import cache
+
+    from .models import Project
+
+    key = f"openchargeback:rankings:v1:{period.pk}:{top}:{period_fingerprint(period)}"
+    if not refresh:
+        cached = cache.get(key)
+        if cached is not None:
+            return cached
+    started = time.perf_counter()
+    groups = (
+        charges_in_period(Charge.objects.all(), period, use_index=False)
+        .values_list("pi_id", "project_id")
+        .annotate(n=Count("id"), listed=Sum("list_cost"), billed=Sum("billed_cost"))
+        .order_by()
+    )
+    per_pi: dict[int, RankedTotal] = {}
+    per_project: dict[int, RankedTotal] = {}
+    result = PeriodRankings()
+    for pi_id, project_id, n, listed, billed in groups:
+        listed, billed = listed or ZERO, billed or ZERO
+        if pi_id is None:
+            result.unattributed_charges += n
+            result.unattributed_billed += billed
+        else:
+            entry = per_pi.setdefault(pi_id, RankedTotal(key="", label=""))
+            entry.charges += n
+            entry.list_total += listed
+            entry.billed_total += billed
+        if project_id is not None:
+            entry = per_project.setdefault(project_id, RankedTotal(key="", label=""))
+            entry.charges += n
+            entry.list_total += listed
+            entry.billed_total += billed
+    result.pis, result.projects = len(per_pi), len(per_project)
+
+    def ranked(entries: dict[int, RankedTotal]) -> list[tuple[int, RankedTotal]]:
+        return sorted(entries.items(), key=lambda item: (-item[1].billed_total, item[0]))[:top]
+
+    top_pis = ranked(per_pi)
+    names = PI.objects.in_bulk([pk for pk, _ in top_pis])
+    for pk, entry in top_pis:
+        entry.key, entry.label = names[pk].email, names[pk].name
+        result.top_pis.append(entry)
+    top_projects = ranked(per_project)
+    projects = Project.objects.select_related("pi").in_bulk([pk for pk, _ in top_projects])
+    for pk, entry in top_projects:
+        entry.key, entry.label = projects[pk].project_id, projects[pk].pi.email
+        result.top_projects.append(entry)
+    result.services = list(
+        Charge.objects.filter(period=period)
+        .values_list("service_name", flat=True)
+        .distinct()
+        .order_by("service_name")
+    )
+    result.seconds = time.perf_counter() - started
+    cache.set(key, result, RANKINGS_CACHE_SECONDS)
+    return result
+
+
+@dataclass
+class SourceHistory:
+    """Billed per source for a run of periods (oldest first), for the dashboard's chart."""
+
+    periods: list[str] = field(default_factory=list)
+    sources: list[tuple[str, str]] = field(default_factory=list)  # (slug, display name)
+    billed: dict[str, list[Decimal]] = field(default_factory=dict)  # slug -> one amount per period
+
+    def total(self, index: int) -> Decimal:
+        return sum((series[index] for series in self.billed.values()), ZERO)
+
+
+def billed_by_source_history(until: BillingPeriod, count: int = 12) -> SourceHistory:
+    """Billed per source of the `count` periods up to `until`, from completed imports' totals."""
+    periods = list(
+        BillingPeriod.objects.filter(period__lte=until.period)
+        .order_by("-period")
+        .values_list("id", "period")[:count]
+    )[::-1]
+    history = SourceHistory(periods=[p for _, p in periods])
+    position = {pk: i for i, (pk, _) in enumerate(periods)}
+    rows = (
+        Import.objects.filter(status=Import.Status.COMPLETED, period_id__in=position)
+        .values_list("period_id", "source__slug", "source__display_name")
+        .annotate(billed=Sum("billed_total"))
+        .order_by("source__slug")
+    )
+    for period_id, slug, name, billed in rows:
+        if slug not in history.billed:
+            history.sources.append((slug, name))
+            history.billed[slug] = [ZERO] * len(periods)
+        history.billed[slug][position[period_id]] += billed or ZERO
+    return history
+
+
+@dataclass
+class ReasonGroup:
+    """Flagged charges of a period sharing one flag reason (a charge with two reasons is in both)."""
+
+    key: str  # a FlagReason value, or "rule:<id>"
+    label: str
+    count: int = 0
+    billed: Decimal = ZERO
+
+
+def review_queue_groups(period: BillingPeriod) -> list[ReasonGroup]:
+    """The period's flagged charges grouped by flag reason, largest amount first."""
+    from .models import FlagReason
+
+    labels = dict(FlagReason.choices)
+    groups = []
+    for reason, rule_id, rule_name, n, billed in (
+        ChargeFlag.objects.filter(charge__period=period, charge__review_state=Charge.ReviewState.FLAGGED)
+        .values_list("reason", "rule_id", "rule__name")
+        .annotate(n=Count("charge_id"), billed=Sum("charge__billed_cost"))
+        .order_by()
+    ):
+        if reason == FlagReason.RULE:
+            key = f"rule:{rule_id}" if rule_id else "rule"
+            label = f"Rule: {rule_name}" if rule_name else "Flag rule (deleted)"
+        else:
+            key, label = reason, labels.get(reason, reason)
+        groups.append(ReasonGroup(key=key, label=label, count=n, billed=billed or ZERO))
+    return sorted(groups, key=lambda g: (-g.billed, g.label))
+
+
+@dataclass
+class SelectionSummary:
+    """What a review action would touch: how many charges, how much money, in which states and periods."""
+
+    count: int = 0
+    billed: Decimal = ZERO
+    by_state: dict[str, int] = field(default_factory=dict)
+    periods: list[str] = field(default_factory=list)
+    finalized: list[str] = field(default_factory=list)
+
+
+def charges_selection_summary(queryset: QuerySet[Charge]) -> SelectionSummary:
+    summary = SelectionSummary()
+    periods = dict(BillingPeriod.objects.values_list("id", "status"))
+    names = dict(BillingPeriod.objects.values_list("id", "period"))
+    for period_id, state, n, billed in (
+        queryset.order_by()
+        .values_list("period_id", "review_state")
+        .annotate(n=Count("id"), billed=Sum("billed_cost"))
+        .order_by()
+    ):
+        summary.count += n
+        summary.billed += billed or ZERO
+        summary.by_state[state] = summary.by_state.get(state, 0) + n
+        if names[period_id] not in summary.periods:
+            summary.periods.append(names[period_id])
+            if periods[period_id] == BillingPeriod.Status.FINALIZED:
+                summary.finalized.append(names[period_id])
+    summary.periods.sort()
+    summary.finalized.sort()
+    return summary
+
+
+@dataclass
+class RulePreview:
+    """What a flag rule would flag among a period's charges, before it is saved."""
+
+    period: BillingPeriod
+    checked: int = 0
+    matched: int = 0
+    matched_billed: Decimal = ZERO
+    newly_flagged: int = 0  # ok charges that re-evaluation would flag
+    newly_flagged_billed: Decimal = ZERO
+    decided: int = 0  # approved/rejected matches: re-evaluation leaves them alone
+    samples: list[dict] = field(default_factory=list)
+
+
+def flag_rule_preview(
+    *,
+    period: BillingPeriod,
+    pattern: str,
+    fields: list[str],
+    mode: str,
+    source_id: int | None = None,
+    samples: int = 25,
+) -> RulePreview:
+    """Run a rule that is not saved yet over the period's charges (the same matching code the
+    import and re-evaluation use). Refuses an invalid regular expression with the reason."""
+    from .ingest.flagging import CompiledRule
+    from .models import FlagRule
+
+    try:
+        regex = re.compile(pattern)
+    except re.error as exc:
+        raise Refused(f"invalid regular expression {pattern!r}: {exc}") from None
+    known = {name for name, _ in FlagRule.FIELD_CHOICES}
+    fields = [f for f in fields if f in known]
+    if not fields:
+        raise Refused("choose at least one field for the rule")
+    rule = CompiledRule(
+        id=0,
+        name="preview",
+        regex=regex,
+        fields=tuple(fields),
+        must_match=mode == FlagRule.Mode.FLAG_UNLESS_MATCH,
+        source_id=source_id,
+    )
+    charges = Charge.objects.filter(period=period)
+    if source_id:
+        charges = charges.filter(source_id=source_id)
+    preview = RulePreview(period=period)
+    decided = {Charge.ReviewState.APPROVED, Charge.ReviewState.REJECTED}
+    rows = charges.values_list("id", "review_state", "billed_cost", "source_id", *fields).order_by("id")
+    for row in rows.iterator(chunk_size=5000):
+        preview.checked += 1
+        flag = rule.applies(dict(zip(fields, row[4:], strict=True)), row[3])
+        if flag is None:
+            continue
+        preview.matched += 1
+        preview.matched_billed += row[2]
+        if row[1] in decided:
+            preview.decided += 1
+        elif row[1] == Charge.ReviewState.OK:
+            preview.newly_flagged += 1
+            preview.newly_flagged_billed += row[2]
+        if len(preview.samples) < samples:
+            preview.samples.append(
+                {"id": row[0], "state": row[1], "billed": row[2], "detail": flag.detail.split(": ", 1)[-1]}
+            )
+    return preview
+
+
+def periods_with_totals(queryset: QuerySet[BillingPeriod]) -> QuerySet[BillingPeriod]:
+    """Periods annotated for lists: charges, list and billed (from completed imports), flagged
+    charges and PIs (from the period's indexes)."""
+    from django.db.models import IntegerField, OuterRef, Subquery
+
+    from chargeback.money import MoneyField
+
+    completed = (
+        Import.objects.filter(period=OuterRef("pk"), status=Import.Status.COMPLETED)
+        .order_by()
+        .values("period")
+    )
+    charges = Charge.objects.filter(period=OuterRef("pk")).order_by().values("period")
+    return queryset.annotate(
+        charge_count=Subquery(
+            completed.annotate(s=Sum("charges_created")).values("s"), output_field=IntegerField()
+        ),
+        list_sum=Subquery(completed.annotate(s=Sum("list_total")).values("s"), output_field=MoneyField()),
+        billed_sum=Subquery(completed.annotate(s=Sum("billed_total")).values("s"), output_field=MoneyField()),
+        flagged_count=Subquery(
+            charges.filter(review_state=Charge.ReviewState.FLAGGED).annotate(n=Count("id")).values("n"),
+            output_field=IntegerField(),
+        ),
+        pi_count=Subquery(
+            charges.filter(pi__isnull=False).annotate(n=Count("pi_id", distinct=True)).values("n"),
+            output_field=IntegerField(),
+        ),
+    )
+
+
+def period_rankings_cached(period: BillingPeriod, *, top: int = 10) -> PeriodRankings | None:
+    """The period's rankings if they are in the cache and current; never computes them."""
+    from django.core.cache import cache
+
+    return cache.get(f"openchargeback:rankings:v1:{period.pk}:{top}:{period_fingerprint(period)}")

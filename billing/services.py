@@ -357,7 +357,10 @@ def import_create(
     with open(path, "rb") as fh:
         reader = _HashingReader(fh)
         stream = File(reader, name=record.original_name)  # type: ignore[arg-type]
-        record.file.save(record.original_name, stream, save=False)
+        # A folder of its own keeps the copy's name (no "_x7Gq2Lm" suffix on a name stored before), so
+        # messages about the file name the file the user gave.
+        unique = f"{uuid.uuid4().hex[:12]}/{Path(record.original_name).name}"
+        record.file.save(unique, stream, save=False)
     record.sha256 = reader.digest.hexdigest()
     try:
         _refuse_duplicate(record.sha256, force)
@@ -436,7 +439,7 @@ def _run_import(record: Import, period: str | None, outcome: ImportOutcome, path
         if not record.file:
             raise IngestError(f"import #{record.pk} has no stored file")
         path = Path(record.file.path)
-    parsed = pipeline.parse_file(path, settings)
+    parsed = pipeline.parse_file(path, settings, record.original_name)
     outcome.timings["parse"] = time.perf_counter() - started
     period_str = pipeline.check_periods(parsed, period, record.original_name)
     period_obj = period_ensure_open(period=period_str, actor=record.actor, actor_name=record.actor_name)
@@ -829,3 +832,119 @@ def flag_rule_save(
         return FlagRule.objects.create(**values)
     except IntegrityError:
         raise Refused(f"a flag rule named {name!r} already exists") from None
+
+
+# --- for the admin: decisions on many charges, settings, reference data --------------------
+
+REVIEW_CHUNK = 10_000
+
+
+@transaction.atomic
+def charges_review(
+    *,
+    action: str,
+    charge_ids: Iterable[int],
+    note: str = "",
+    actor: Any = None,
+    actor_name: str = "",
+) -> ReviewOutcome:
+    """Approve or reject any number of charges in one transaction: charges_approve/charges_reject
+    over chunks of ids small enough for every database's parameter limit (same rules, same log)."""
+    if action not in (ReviewLog.Action.APPROVE, ReviewLog.Action.REJECT):
+        raise Refused(f"unknown review action {action!r}: approve or reject")
+    if action == ReviewLog.Action.REJECT and not (note or "").strip():
+        raise Refused("a note is required to reject charges")
+    ids = sorted({int(i) for i in charge_ids})
+    if not ids:
+        raise Refused("no charges given")
+    total = ReviewOutcome(action=action, count=0, billed_total=Decimal(0), batch=None)
+    for start in range(0, len(ids), REVIEW_CHUNK):
+        chunk = ids[start : start + REVIEW_CHUNK]
+        if action == ReviewLog.Action.APPROVE:
+            outcome = charges_approve(charge_ids=chunk, note=note, actor=actor, actor_name=actor_name)
+        else:
+            outcome = charges_reject(charge_ids=chunk, note=note, actor=actor, actor_name=actor_name)
+        total.count += outcome.count
+        total.billed_total += outcome.billed_total
+        total.skipped += outcome.skipped
+        total.batch = total.batch or outcome.batch
+    return total
+
+
+@transaction.atomic
+def billing_settings_update(**changes: Any) -> Any:
+    """Change the installation's billing settings; a bad currency code or regex is refused."""
+    from .models import BillingSettings
+
+    obj = BillingSettings.objects.select_for_update().get(pk=selectors.billing_settings_get().pk)
+    editable = {f.name for f in BillingSettings._meta.concrete_fields} - {"id", "updated_at"}
+    unknown = set(changes) - editable
+    if unknown:
+        raise Refused(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    if "currency_code" in changes:
+        code = (changes["currency_code"] or "").strip().upper()
+        if not re.fullmatch(r"[A-Z]{3}", code):
+            raise Refused(
+                f"invalid currency code {changes['currency_code']!r}: use an ISO 4217 code such as USD"
+            )
+        changes["currency_code"] = code
+    if changes.get("fund_org_regex"):
+        try:
+            re.compile(changes["fund_org_regex"])
+        except re.error as exc:
+            raise Refused(f"invalid fund/org regex {changes['fund_org_regex']!r}: {exc}") from None
+    for key in ("tag_pi_email", "tag_project_id"):
+        if key in changes and not (changes[key] or "").strip():
+            raise Refused(f"{BillingSettings._meta.get_field(key).verbose_name} cannot be empty")
+    for name, value in changes.items():
+        setattr(obj, name, value.strip() if isinstance(value, str) else value)
+    obj.save()
+    return obj
+
+
+@transaction.atomic
+def pi_update(*, email: str, name: str | None = None, department: str | None = None) -> PI:
+    """Edit a PI's name or department (the email identifies them and stays)."""
+    pi = PI.objects.select_for_update().filter(email=(email or "").strip().lower()).first()
+    if pi is None:
+        raise Refused(f"no PI with email {email}")
+    if name is not None:
+        pi.name = name.strip()
+    if department is not None:
+        pi.department = department.strip()
+    pi.save()
+    return pi
+
+
+PROJECT_EDITABLE = (
+    "name",
+    "fund_org",
+    "cost_center",
+    "reference_1",
+    "reference_2",
+    "gl_account",
+    "is_active",
+)
+
+
+@transaction.atomic
+def project_update(*, project_id: str, **changes: Any) -> Project:
+    """Edit a project's details. Charges keep the attribution they were imported or corrected with."""
+    project = Project.objects.select_for_update().filter(project_id=(project_id or "").strip()).first()
+    if project is None:
+        raise Refused(f"no project {project_id}")
+    unknown = set(changes) - set(PROJECT_EDITABLE)
+    if unknown:
+        raise Refused(f"cannot change {', '.join(sorted(unknown))} of a project")
+    for name, value in changes.items():
+        setattr(project, name, value.strip() if isinstance(value, str) else value)
+    project.save()
+    return project
+
+
+@transaction.atomic
+def account_mapping_delete(*, mapping_id: int) -> None:
+    """Remove a sub-account mapping; charges already imported keep their attribution."""
+    deleted, _ = AccountMapping.objects.filter(pk=mapping_id).delete()
+    if not deleted:
+        raise Refused(f"no account mapping #{mapping_id}")

@@ -11,6 +11,9 @@ import os
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
+
+from chargeback.logging import build_logging
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -33,7 +36,8 @@ ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[:
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    # django.contrib.admin with the OpenChargeback site (dashboard on the index, branding).
+    "billing.admin_site.OpenChargebackAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -47,9 +51,11 @@ INSTALLED_APPS = [
     "billing",
     "statements",
     "journals",
+    "chargeback",  # operational commands (serve, worker, backup, restore, import-config) and tasks
 ]
 
 MIDDLEWARE = [
+    "chargeback.health.HealthCheckMiddleware",  # /healthz, ahead of host checks and redirects
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -97,6 +103,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Cache: the admin keeps per-period rankings (top PIs/projects) here, keyed by what they depend on,
+# so a stale entry is never read. Per process by default; CACHE_URL=redis://... shares it.
+CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://openchargeback")}
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -110,8 +120,9 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = DATA_DIR / "static"
-STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise warns about a missing directory before collectstatic
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(DATA_DIR / "static")))
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns about a missing directory before collectstatic
+STATICFILES_DIRS = [BASE_DIR / "static"]  # project-wide assets: the admin's CSS, upload script
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(DATA_DIR / "media")))
 STORAGES = {
@@ -134,8 +145,26 @@ CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # worker logs go through LOGGING below (LOG_FORMAT)
+# Periodic tasks (the `beat` service): on this day of each month, remind the billing admins of
+# past months whose period is still open.
+CELERY_BEAT_SCHEDULE = {
+    "remind-open-periods": {
+        "task": "chargeback.tasks.remind_open_periods",
+        "schedule": crontab(
+            minute="0", hour="8", day_of_month=str(env.int("OPENCHARGEBACK_REMINDER_DAY", default=3))
+        ),
+    },
+}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
+# A task whose worker dies mid-run is delivered again (every task is idempotent); the broker hands
+# an unacknowledged message to another worker after visibility_timeout seconds (Redis). JSON, e.g.
+# CELERY_BROKER_TRANSPORT_OPTIONS='{"visibility_timeout": 3600}'.
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_BROKER_TRANSPORT_OPTIONS = env.json("CELERY_BROKER_TRANSPORT_OPTIONS", default={"visibility_timeout": 3600})
+CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="celery")
+CELERY_RESULT_EXPIRES = 7 * 24 * 3600
 
 CRISPY_TEMPLATE_PACK = "bootstrap4"
 
@@ -143,10 +172,23 @@ CRISPY_TEMPLATE_PACK = "bootstrap4"
 OPENCHARGEBACK_INGEST_BLOCK_BYTES = env.int("OPENCHARGEBACK_INGEST_BLOCK_BYTES", default=4 * 1024 * 1024)
 OPENCHARGEBACK_UPLOAD_MAX_BYTES = env.int("OPENCHARGEBACK_UPLOAD_MAX_BYTES", default=2 * 1024**3)
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="WARNING")},
-}
+# Statements: the email subject is a Django template (organization, period, period_label, pi_name,
+# pi_email, count, total); PDFs on letter or a4 paper; a delivery left "sending" longer than this
+# many seconds (its worker died mid-send) is marked failed, never re-sent by itself.
+OPENCHARGEBACK_STATEMENT_EMAIL_SUBJECT = env.str(
+    "OPENCHARGEBACK_STATEMENT_EMAIL_SUBJECT",
+    default="{{ organization }}: your statement{{ count|pluralize }} for {{ period_label }} ({{ total }} due)",
+)
+OPENCHARGEBACK_PDF_PAGE_SIZE = env.str("OPENCHARGEBACK_PDF_PAGE_SIZE", default="letter")
+OPENCHARGEBACK_SENDING_STALE_SECONDS = env.int("OPENCHARGEBACK_SENDING_STALE_SECONDS", default=900)
+
+# Logs: LOG_FORMAT json | kv (key=value) | plain, one line per record, on stderr.
+LOGGING = build_logging(
+    env.str("LOG_FORMAT", default="plain"),
+    env.str("LOG_LEVEL", default="WARNING"),
+)
+
+# Behind a TLS-terminating reverse proxy that sets X-Forwarded-Proto (docs/deploy.md).
+if env.bool("TRUST_X_FORWARDED_PROTO", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True

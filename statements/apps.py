@@ -3,3 +3,13 @@ from django.apps import AppConfig
 
 class StatementsConfig(AppConfig):
     name = "statements"
+
+    def ready(self) -> None:
+        from auditlog.registry import auditlog
+
+        from . import models
+
+        # Lines and the detail snapshot are part of an immutable version: the statement's own
+        # entries (issued, sent, superseded) say what happened to it.
+        auditlog.register(models.Statement, exclude_fields=["details", "content_hash"])
+        auditlog.register(models.Delivery)

@@ -1,1 +1,206 @@
-"""Models of the statements app."""
+"""Statements (one per period × PI × project, versioned) and their email deliveries.
+
+A statement version is immutable once issued: regeneration that changes its content issues
+a new version and marks the old one superseded (kept, with its PDF). The statement number
+(`2025-01-0007`) stays with the PI × project for every version of the period.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from chargeback.money import MoneyField
+
+
+def statement_pdf_path(instance: Statement, filename: str) -> str:
+    return f"statements/{instance.period.period}/{filename}"
+
+
+class Statement(models.Model):
+    class State(models.TextChoices):
+        ISSUED = "issued", "Issued"
+        SENT = "sent", "Sent"
+        SUPERSEDED = "superseded", "Superseded"
+
+    period = models.ForeignKey("billing.BillingPeriod", on_delete=models.PROTECT, related_name="statements")
+    pi = models.ForeignKey("billing.PI", on_delete=models.PROTECT, related_name="statements")
+    project_code = models.CharField("project id", max_length=200, blank=True, default="")
+    project = models.ForeignKey(
+        "billing.Project", null=True, blank=True, on_delete=models.PROTECT, related_name="statements"
+    )
+    sequence = models.PositiveIntegerField(help_text="Number within the period; the same for every version.")
+    number = models.CharField(max_length=20, db_index=True, help_text="YYYY-MM-NNNN")
+    version = models.PositiveIntegerField(default=1)
+    state = models.CharField(max_length=12, choices=State.choices, default=State.ISSUED)
+
+    # What the statement says about whom (a snapshot: later edits of the PI or project do not
+    # change an issued version).
+    pi_email = models.EmailField()
+    pi_name = models.CharField(max_length=200, blank=True, default="")
+    pi_department = models.CharField(max_length=200, blank=True, default="")
+    project_name = models.CharField(max_length=200, blank=True, default="")
+    fund_org = models.CharField("fund/org", max_length=100, blank=True, default="")
+    cost_center = models.CharField(max_length=100, blank=True, default="")
+    reference_1 = models.CharField(max_length=200, blank=True, default="")
+    reference_2 = models.CharField(max_length=200, blank=True, default="")
+    currency = models.CharField(max_length=3, default="USD")
+
+    # Totals under the cent rule: Σ of the rounded lines.
+    list_total = MoneyField(default=0)
+    discount_total = MoneyField(default=0)
+    billed_total = MoneyField("amount due", default=0)
+    charge_count = models.PositiveIntegerField(default=0)
+    # Charges of this PI × project awaiting review (flagged): not billed, noted on the PDF.
+    held_back_count = models.PositiveIntegerField(default=0)
+    held_back_amount = MoneyField(default=0, help_text="Billed cost of the flagged charges, rounded once.")
+    rejected_count = models.PositiveIntegerField(default=0)
+
+    details = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Detail by resource: [source, service, kind, resource id, resource name, quantity, unit, "
+        "list, billed, charges] with exact amounts as strings.",
+    )
+    content_hash = models.CharField(max_length=64, help_text="sha256 of what the statement says.")
+
+    pdf = models.FileField(upload_to=statement_pdf_path, max_length=300, blank=True)
+    pdf_sha256 = models.CharField(max_length=64, blank=True, default="")
+    pdf_bytes = models.PositiveIntegerField(default=0)
+    rendered_at = models.DateTimeField(null=True, blank=True)
+    render_error = models.TextField(blank=True, default="")
+
+    supersedes = models.OneToOneField(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="superseded_by"
+    )
+    note = models.CharField(max_length=300, blank=True, default="")
+    issued_at = models.DateTimeField()
+    sent_at = models.DateTimeField(null=True, blank=True)
+    superseded_at = models.DateTimeField(null=True, blank=True)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    actor_name = models.CharField(max_length=150, blank=True, default="")
+
+    class Meta:
+        ordering = ["period__period", "sequence", "-version"]
+        permissions = [("send_statements", "Can send statement emails")]
+        indexes = [
+            models.Index(fields=["period", "state"], name="statement_period_state"),
+            models.Index(fields=["period", "pi", "project_code"], name="statement_period_pi_project"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["period", "sequence", "version"], name="statement_number_version"
+            ),
+            models.UniqueConstraint(
+                fields=["period", "pi", "project_code", "version"], name="statement_pi_project_version"
+            ),
+            models.UniqueConstraint(
+                fields=["period", "pi", "project_code"],
+                condition=~Q(state="superseded"),
+                name="statement_one_current",
+            ),
+            models.CheckConstraint(
+                condition=Q(state__in=["issued", "sent", "superseded"]), name="statement_state"
+            ),
+            models.CheckConstraint(condition=Q(version__gte=1), name="statement_version_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return self.label
+
+    @property
+    def label(self) -> str:
+        """'2025-01-0007 v2'."""
+        return f"{self.number} v{self.version}"
+
+    @property
+    def is_current(self) -> bool:
+        return self.state != self.State.SUPERSEDED
+
+    @property
+    def pdf_filename(self) -> str:
+        return f"statement-{self.number}-v{self.version}.pdf"
+
+
+class StatementLine(models.Model):
+    """One source × service of a statement (credits and adjustments on their own lines):
+    the exact sums of its charges, and the amounts rounded once under the cent rule."""
+
+    statement = models.ForeignKey(Statement, on_delete=models.CASCADE, related_name="lines")
+    position = models.PositiveIntegerField()
+    source = models.ForeignKey("billing.Source", on_delete=models.PROTECT, related_name="+")
+    source_name = models.CharField(max_length=100)
+    service_name = models.CharField(max_length=200, blank=True, default="")
+    kind = models.CharField(
+        max_length=20, blank=True, default="", help_text="Empty for usage; Credit or Adjustment otherwise."
+    )
+    charge_count = models.PositiveIntegerField(default=0)
+    list_exact = MoneyField(default=0)
+    billed_exact = MoneyField(default=0)
+    list_amount = MoneyField(default=0)
+    discount_amount = MoneyField(default=0)
+    amount = MoneyField(default=0)
+
+    class Meta:
+        ordering = ["statement", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["statement", "position"], name="statement_line_position")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source_name} · {self.service_name}"
+
+
+class Delivery(models.Model):
+    """One email to one recipient with one PI's statements of a period.
+
+    queued → sending → sent | failed. A delivery is claimed (queued → sending, in one
+    conditional UPDATE) before the message goes out, so a retried or repeated task never
+    sends it twice; a failed one can be queued again on request.
+    """
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        SENDING = "sending", "Sending"
+        SENT = "sent", "Sent"
+        FAILED = "failed", "Failed"
+
+    period = models.ForeignKey("billing.BillingPeriod", on_delete=models.PROTECT, related_name="deliveries")
+    pi = models.ForeignKey("billing.PI", on_delete=models.PROTECT, related_name="deliveries")
+    recipient = models.EmailField()
+    statements = models.ManyToManyField(Statement, related_name="deliveries")
+    set_key = models.CharField(max_length=64, help_text="sha256 of the statement ids it carries.")
+    resend_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="resends"
+    )
+    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
+    attempts = models.PositiveIntegerField(default=0)
+    subject = models.CharField(max_length=300, blank=True, default="")
+    error = models.TextField(blank=True, default="")
+    message_id = models.CharField(max_length=300, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    failed_at = models.DateTimeField(null=True, blank=True)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    actor_name = models.CharField(max_length=150, blank=True, default="")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "deliveries"
+        indexes = [models.Index(fields=["period", "state"], name="delivery_period_state")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["period", "pi", "set_key"],
+                condition=Q(resend_of__isnull=True),
+                name="delivery_once_per_statement_set",
+            ),
+            models.CheckConstraint(
+                condition=Q(state__in=["queued", "sending", "sent", "failed"]), name="delivery_state"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.recipient} ({self.period_id}, {self.state})"

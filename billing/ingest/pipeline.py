@@ -7,6 +7,7 @@ anything wrong with the file (the caller records it on the Import and nothing is
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -26,6 +27,8 @@ from . import reader, transform
 from .errors import IngestError, RowError
 from .flagging import Flag, FlagContext, summarize
 from .writer import write_charges
+
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
 # Re-aggregate partial sums once this many accumulate, so memory follows charges, not rows.
 COMBINE_EVERY_ROWS = 500_000
@@ -112,9 +115,10 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def parse_file(path: Path, billing_settings: BillingSettings) -> ParsedFile:
+def parse_file(path: Path, billing_settings: BillingSettings, name: str | None = None) -> ParsedFile:
     """Stream the file through validation and per-key summing; raises IngestError on bad input."""
-    focus = reader.open_focus_file(path)
+    focus = reader.open_focus_file(path, name)
+    label = focus.name
     tag_reader = transform.TagReader(
         keys={
             "pi_email": billing_settings.tag_pi_email.lower(),
@@ -147,12 +151,12 @@ def parse_file(path: Path, billing_settings: BillingSettings) -> ParsedFile:
     if errors:
         errors.sort(key=lambda e: e.line or 0)
         raise IngestError(
-            f"{path.name}: {len(errors)}{'+' if len(errors) >= IngestError.MAX_ROW_ERRORS else ''} "
+            f"{label}: {len(errors)}{'+' if len(errors) >= IngestError.MAX_ROW_ERRORS else ''} "
             f"bad row{'s' if len(errors) != 1 else ''}; nothing was imported",
             errors,
         )
     if stats.rows == 0:
-        raise IngestError(f"{path.name} has a header but no data rows")
+        raise IngestError(f"{label} has a header but no data rows")
     charges = transform.combine(partials) if len(partials) > 1 else partials[0]
     return ParsedFile(
         charges=charges, stats=stats, tag_reader=tag_reader, texts=texts, periods=sorted(stats.periods)
@@ -213,7 +217,9 @@ def resolve_attributions(
     used = set(pc.unique(table.column("attribution")).to_pylist())
 
     codes = {attributions[a][1] for a in used if attributions[a][1]}
-    emails = {attributions[a][0] for a in used if attributions[a][0]}
+    # A PI tag that is not an email address ("n/a", "TBD") names nobody: those rows are attributed as
+    # if untagged (project owner, account mapping, else unattributed and flagged), never to a PI "n/a".
+    emails = {attributions[a][0] for a in used if _EMAIL.fullmatch(attributions[a][0])}
     pis = dict(PI.objects.filter(email__in=emails).values_list("email", "pk"))
     missing_pis = sorted(emails - set(pis))
     if missing_pis:
@@ -236,7 +242,7 @@ def resolve_attributions(
     new_projects: dict[str, Project] = {}
     for a in sorted(used):
         email, code, fund_org, cost_center, ref1, ref2 = attributions[a]
-        if email and code and code not in projects and code not in new_projects:
+        if email in pis and code and code not in projects and code not in new_projects:
             new_projects[code] = Project(
                 project_id=code,
                 pi_id=pis[email],
@@ -258,7 +264,7 @@ def resolve_attributions(
 
     needs_mapping = [False] * len(attributions)
     for a in used:
-        needs_mapping[a] = not attributions[a][0] and attributions[a][1] not in projects
+        needs_mapping[a] = attributions[a][0] not in pis and attributions[a][1] not in projects
     parsed.needs_mapping = needs_mapping
     keys: set[tuple[int, str]] = {(a, "") for a in used if not needs_mapping[a]}
     mapped_ids = [a for a in used if needs_mapping[a]]
@@ -286,7 +292,7 @@ def resolve_attributions(
         email, code, fund_org, cost_center, ref1, ref2 = attributions[a]
         project = projects.get(code) if code else None
         owner = project[3] if project else None
-        if email:
+        if email in pis:
             res = Resolution(
                 pis[email],
                 project[1] if project else None,

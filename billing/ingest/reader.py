@@ -66,60 +66,72 @@ class FocusFile:
     path: Path
     header: list[str]
     columns: dict[str, str]  # canonical name -> name in the file
+    name: str = ""  # the name people know the file by (the upload's, not the stored copy's)
     row_errors: list[RowError] = field(default_factory=list)
 
     @property
     def is_parquet(self) -> bool:
-        return self.path.name.lower().endswith(".parquet")
+        return _magic(self.path) == "parquet"
 
-    @property
-    def is_gzip(self) -> bool:
-        return self.path.name.lower().endswith(".gz")
+
+def _magic(path: Path) -> str:
+    """The file's kind from its first bytes (stored copies may have lost their suffix)."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head[:2] == b"\x1f\x8b":
+        return "gzip"
+    if head == b"PAR1":
+        return "parquet"
+    return "text"
 
 
 def _open_binary(path: Path) -> io.BufferedIOBase:
-    if path.name.lower().endswith(".gz"):
+    if _magic(path) == "gzip":
         return gzip.open(path, "rb")  # type: ignore[return-value]
     return open(path, "rb")
 
 
-def _read_header_line(path: Path) -> str:
+def _read_header_line(path: Path, label: str) -> str:
     try:
         with _open_binary(path) as fh:
             raw = fh.readline(1024 * 1024)
     except (OSError, EOFError, zlib.error) as exc:
-        raise IngestError(f"cannot read {path.name}: {exc}") from exc
+        raise IngestError(f"cannot read {label}: {exc}") from exc
     if not raw.strip():
-        raise IngestError(f"{path.name} is empty: no header line, no data")
+        raise IngestError(f"{label} is empty: no header line, no data")
     if raw.startswith(codecs.BOM_UTF8):
         raw = raw[len(codecs.BOM_UTF8) :]
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise IngestError(
-            f"{path.name} is not UTF-8 text (line 1, byte {exc.start}); export it as UTF-8"
+            f"{label} is not UTF-8 text (line 1, byte {exc.start}); export it as UTF-8"
         ) from exc
 
 
-def open_focus_file(path: Path) -> FocusFile:
-    """Check the file's header and map its columns; raises IngestError naming what is wrong."""
+def open_focus_file(path: Path, name: str | None = None) -> FocusFile:
+    """Check the file's header and map its columns; raises IngestError naming what is wrong.
+
+    `name` is the file name used in messages (defaults to the path's).
+    """
+    label = name or path.name
     if not path.is_file():
         raise IngestError(f"file not found: {path}")
     if path.stat().st_size == 0:
-        raise IngestError(f"{path.name} is empty: no header line, no data")
-    name = path.name.lower()
-    if name.endswith(".parquet"):
+        raise IngestError(f"{label} is empty: no header line, no data")
+    kind = _magic(path)
+    if label.lower().endswith((".xlsx", ".xls", ".zip", ".json", ".pdf")):
+        raise IngestError(f"{label}: unsupported file type; expected .csv, .csv.gz or .parquet")
+    if kind == "parquet":
         try:
             import pyarrow.parquet as pq
 
             header = list(pq.ParquetFile(path).schema_arrow.names)
         except Exception as exc:  # pyarrow raises several types for a damaged file
-            raise IngestError(f"cannot read {path.name} as Parquet: {exc}") from exc
-    elif name.endswith((".csv", ".csv.gz", ".txt", ".txt.gz")):
-        line = _read_header_line(path)
-        header = next(csv.reader([line.rstrip("\r\n")]))
+            raise IngestError(f"cannot read {label} as Parquet: {exc}") from exc
     else:
-        raise IngestError(f"{path.name}: unsupported file type; expected .csv, .csv.gz or .parquet")
+        line = _read_header_line(path, label)
+        header = next(csv.reader([line.rstrip("\r\n")]))
 
     columns: dict[str, str] = {}
     for raw_name in header:
@@ -132,20 +144,20 @@ def open_focus_file(path: Path) -> FocusFile:
         for delimiter, label in ((";", "semicolons"), ("\t", "tabs"), ("|", "pipes")):
             if delimiter in header[0]:
                 raise IngestError(
-                    f"{path.name}: the header is one column separated by {label}; "
+                    f"{label}: the header is one column separated by {label}; "
                     "FOCUS CSV files must be comma-separated"
                 )
     missing = [col for col in REQUIRED if col not in columns]
     if missing:
         raise IngestError(
-            f"{path.name}: missing required column{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+            f"{label}: missing required column{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
             f"(columns found: {', '.join(h.strip() for h in header[:12])}{' ...' if len(header) > 12 else ''})"
         )
     if not any(col in columns for col in IDENTIFIERS):
         raise IngestError(
-            f"{path.name}: no column identifies the resource; need one of {', '.join(IDENTIFIERS)}"
+            f"{label}: no column identifies the resource; need one of {', '.join(IDENTIFIERS)}"
         )
-    return FocusFile(path=path, header=header, columns=columns)
+    return FocusFile(path=path, header=header, columns=columns, name=label)
 
 
 def iter_batches(focus: FocusFile, block_bytes: int) -> Iterator[pa.RecordBatch]:
@@ -166,7 +178,9 @@ def iter_batches(focus: FocusFile, block_bytes: int) -> Iterator[pa.RecordBatch]
         )
         return "skip"
 
-    read_options = pacsv.ReadOptions(block_size=block_bytes, use_threads=True)
+    # use_threads=False: pyarrow only knows an invalid row's line number (InvalidRow.number) when it
+    # parses serially; the streaming reader is no slower for it.
+    read_options = pacsv.ReadOptions(block_size=block_bytes, use_threads=False)
     parse_options = pacsv.ParseOptions(invalid_row_handler=on_invalid_row, newlines_in_values=False)
     convert_options = pacsv.ConvertOptions(
         include_columns=list(canonical_by_name),
@@ -189,7 +203,7 @@ def iter_batches(focus: FocusFile, block_bytes: int) -> Iterator[pa.RecordBatch]
         except pa.ArrowInvalid as exc:
             raise _explain_arrow_error(focus, exc) from exc
         except (OSError, EOFError, zlib.error) as exc:
-            raise IngestError(f"{focus.path.name}: the file could not be read to its end ({exc})") from exc
+            raise IngestError(f"{focus.name or focus.path.name}: the file could not be read to its end ({exc})") from exc
     finally:
         stream.close()
 
@@ -218,11 +232,11 @@ def _explain_arrow_error(focus: FocusFile, exc: Exception) -> IngestError:
         line, offset = _first_non_utf8_line(focus.path)
         if line:
             return IngestError(
-                f"{focus.path.name} is not UTF-8 text: line {line}, byte {offset} cannot be decoded; "
+                f"{focus.name or focus.path.name} is not UTF-8 text: line {line}, byte {offset} cannot be decoded; "
                 "export it as UTF-8",
                 [RowError(line=line, column="", value="", message="invalid UTF-8")],
             )
-    return IngestError(f"{focus.path.name}: cannot parse as CSV: {text.splitlines()[0]}")
+    return IngestError(f"{focus.name or focus.path.name}: cannot parse as CSV: {text.splitlines()[0]}")
 
 
 def _first_non_utf8_line(path: Path) -> tuple[int | None, int]:

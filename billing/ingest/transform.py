@@ -7,6 +7,7 @@ value, so an hourly export that repeats a resource's tags a million times parses
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 from collections import Counter
@@ -255,7 +256,25 @@ def _parse_timestamps(
     )
     times = pc.if_else(pc.equal(pc.utf8_length(times), 0), pa.scalar("00:00:00"), times)
     canonical = pc.binary_join_element_wise(dates, pc.fill_null(times, "00:00:00"), "T")
-    return pc.if_else(pc.is_null(column), pa.scalar(None, pa.string()), canonical)
+    canonical = pc.if_else(pc.is_null(column), pa.scalar(None, pa.string()), canonical)
+    try:
+        pc.cast(canonical, pa.timestamp("s"))
+    except pa.ArrowInvalid:
+        # The pattern matched a date or time that does not exist (2025-02-30, 25:00): report the rows
+        # instead of failing later with an internal error.
+        bad_values = [v for v in pc.unique(canonical).to_pylist() if v and not _is_real_timestamp(v)]
+        bad = pc.fill_null(pc.is_in(canonical, pa.array(bad_values, pa.string())), False)
+        errors.extend(_errors_where(bad, column, name, first_line, "no such date or time"))
+        canonical = pc.if_else(bad, pa.scalar(None, pa.string()), canonical)
+    return canonical
+
+
+def _is_real_timestamp(text: str) -> bool:
+    try:
+        datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _text(batch: pa.RecordBatch, name: str) -> pa.Array:

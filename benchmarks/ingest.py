@@ -1,0 +1,234 @@
+"""Ingest benchmark: a large synthetic FOCUS file into SQLite and PostgreSQL.
+
+    .venv/bin/python benchmarks/ingest.py [--rows 1000000] [--skip-postgres]
+
+The file comes from ../shared/tools/focus_synth.py (AWS, daily grain by default) and is cached
+under benchmarks/out/ (git-ignored), so later runs skip generating it. Each database run is a
+fresh child process with its own data directory and database, so the peak memory reported
+(ru_maxrss of that child) belongs to that run alone. PostgreSQL runs when 127.0.0.1:5432
+answers: a database is created for the run and dropped afterwards.
+
+Prints rows, charges, seconds, rows/s, peak MB, the import's own timing breakdown and whether
+Σ billed equals the generator's manifest. Asserts nothing; compare figures on one machine only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = Path(__file__).resolve().parent / "out"
+SYNTH = ROOT.parent / "shared" / "tools" / "focus_synth.py"
+POSTGRES_SERVER = "postgres://postgres@127.0.0.1:5432"
+RESULT_MARK = "BENCHMARK-RESULT "
+TARGET_SECONDS = 20.0
+TARGET_MB = 1536.0
+
+
+def synthetic_file(rows: int, provider: str, grain: str, seed: int) -> tuple[Path, dict]:
+    """The cached synthetic file and its manifest, generated on first use."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / f"{provider}_2025-01_{rows}_{grain}_seed{seed}.csv"
+    manifest = Path(f"{path}.manifest.json")
+    if not (path.is_file() and manifest.is_file()):
+        print(f"generating {path.name} ({rows:,} rows, {grain}) ...", flush=True)
+        started = time.perf_counter()
+        partial = path.with_name(f"partial-{os.getpid()}-{path.name}")
+        subprocess.run(
+            [
+                sys.executable,
+                str(SYNTH),
+                str(partial),
+                f"--rows={rows}",
+                f"--provider={provider}",
+                f"--grain={grain}",
+                f"--seed={seed}",
+            ],
+            check=True,
+        )
+        Path(f"{partial}.manifest.json").replace(manifest)
+        partial.replace(path)
+        print(f"  generated in {time.perf_counter() - started:.1f} s", flush=True)
+    else:
+        print(f"using cached {path.relative_to(ROOT)}", flush=True)
+    return path, json.loads(manifest.read_text())
+
+
+# --- the child: one import into one fresh database ------------------------------------------------
+
+
+def child(file: Path, provider: str) -> None:
+    """Runs in a fresh process with DATABASE_URL and OPENCHARGEBACK_DATA_DIR set by the parent."""
+    sys.path.insert(0, str(ROOT))
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chargeback.settings")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connection
+    from django.db.models import Sum
+
+    from billing import services
+    from billing.models import Charge, Import
+
+    started = time.perf_counter()
+    call_command("migrate", verbosity=0)
+    migrate_seconds = time.perf_counter() - started
+    services.source_create(slug=provider)
+
+    started = time.perf_counter()
+    outcome = services.import_file(path=file, source=provider, period="2025-01", actor_name="benchmark")
+    seconds = time.perf_counter() - started
+
+    record = Import.objects.get(pk=outcome.import_id)
+    tagged = Charge.objects.filter(attribution_source="tags")
+    by_pi = {
+        email: str(total)
+        for email, total in tagged.values_list("pi_email").annotate(total=Sum("billed_cost")).order_by()
+    }
+    result = {
+        "vendor": connection.vendor,
+        "rows": outcome.rows,
+        "charges": Charge.objects.count(),
+        "flagged": outcome.flagged,
+        "seconds": seconds,
+        "run_seconds": outcome.seconds,
+        "timings": outcome.timings,
+        "migrate_seconds": migrate_seconds,
+        "billed_all": str(Charge.objects.aggregate(s=Sum("billed_cost"))["s"]),
+        "billed_tagged": str(tagged.aggregate(s=Sum("billed_cost"))["s"]),
+        "import_billed": str(record.billed_total),
+        "by_pi": by_pi,
+        # Linux reports kilobytes.
+        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    print(RESULT_MARK + json.dumps(result), flush=True)
+
+
+# --- the parent -------------------------------------------------------------------------------------
+
+
+def run_child(label: str, file: Path, provider: str, database_url: str, data_dir: Path) -> dict | None:
+    env = dict(os.environ)
+    env.pop("OPENCHARGEBACK_CONFIG", None)
+    env.update(
+        DATABASE_URL=database_url,
+        OPENCHARGEBACK_DATA_DIR=str(data_dir),
+        MEDIA_ROOT=str(data_dir / "media"),
+        DJANGO_SETTINGS_MODULE="chargeback.settings",
+    )
+    print(f"\n[{label}] importing ...", flush=True)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", str(file), "--provider", provider],
+        env=env,
+        cwd=data_dir,  # no stray ./.env is read
+        capture_output=True,
+        text=True,
+    )
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_MARK)]
+    if proc.returncode != 0 or not lines:
+        print(f"[{label}] FAILED (exit {proc.returncode})\n{proc.stdout}{proc.stderr}", flush=True)
+        return None
+    return json.loads(lines[-1][len(RESULT_MARK) :])
+
+
+def report(label: str, result: dict, manifest: dict) -> None:
+    from decimal import Decimal
+
+    rows, seconds = result["rows"], result["seconds"]
+    tagged_ok = Decimal(result["billed_tagged"]) == Decimal(manifest["billed_total"])
+    pis_ok = {k: Decimal(v) for k, v in result["by_pi"].items()} == {
+        k: Decimal(v) for k, v in manifest["billed_by_pi"].items()
+    }
+    import_ok = Decimal(result["billed_all"]) == Decimal(result["import_billed"])
+    timings = ", ".join(f"{name} {value:.2f} s" for name, value in result["timings"].items())
+    store = seconds - result["run_seconds"]
+    print(f"[{label}] rows            {rows:,}")
+    print(f"[{label}] charges         {result['charges']:,} ({result['flagged']:,} flagged)")
+    print(f"[{label}] seconds         {seconds:.2f} (store+hash {store:.2f} s; {timings})")
+    print(f"[{label}] rows/s          {rows / seconds:,.0f}")
+    print(f"[{label}] peak MB         {result['peak_mb']:,.0f}")
+    print(f"[{label}] Σ billed        all charges {result['billed_all']}, tagged {result['billed_tagged']}")
+    print(
+        f"[{label}] vs manifest     tagged Σ {'EQUAL' if tagged_ok else 'DIFFERENT'} "
+        f"({manifest['billed_total']}); per PI {'EQUAL' if pis_ok else 'DIFFERENT'}; "
+        f"charges = Import.billed_total {'yes' if import_ok else 'NO'}"
+    )
+    if label == "sqlite":
+        within = seconds <= TARGET_SECONDS and result["peak_mb"] <= TARGET_MB
+        print(
+            f"[{label}] target          ≤ {TARGET_SECONDS:.0f} s and ≤ {TARGET_MB / 1024:.1f} GB: "
+            f"{'met' if within else 'NOT met'}"
+        )
+
+
+def postgres_reachable() -> bool:
+    import psycopg
+
+    try:
+        with psycopg.connect(f"{POSTGRES_SERVER}/postgres", connect_timeout=3):
+            return True
+    except psycopg.Error:
+        return False
+
+
+def run_postgres(file: Path, provider: str, manifest: dict) -> None:
+    import psycopg
+
+    if not postgres_reachable():
+        print(f"\n[postgres] skipped: {POSTGRES_SERVER} is not reachable")
+        return
+    name = f"ocb_bench_{os.getpid()}"
+    with psycopg.connect(f"{POSTGRES_SERVER}/postgres", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        with tempfile.TemporaryDirectory(prefix="ocb-bench-pg-") as tmp:
+            result = run_child("postgres", file, provider, f"{POSTGRES_SERVER}/{name}", Path(tmp))
+        if result:
+            report("postgres", result, manifest)
+    finally:
+        with psycopg.connect(f"{POSTGRES_SERVER}/postgres", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--provider", default="aws", choices=["aws", "azure", "gcp", "hpc"])
+    parser.add_argument("--grain", default="daily", choices=["hourly", "daily", "monthly"])
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--skip-postgres", action="store_true", help="SQLite only")
+    parser.add_argument("--child", metavar="FILE", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child:
+        child(Path(args.child), args.provider)
+        return
+
+    file, manifest = synthetic_file(args.rows, args.provider, args.grain, args.seed)
+    size_mb = file.stat().st_size / 1024**2
+    print(
+        f"file: {file.name}, {size_mb:,.0f} MB, {manifest['rows']:,} rows, manifest Σ billed (tagged) "
+        f"{manifest['billed_total']}, {manifest['untagged_rows']:,} untagged rows"
+    )
+
+    with tempfile.TemporaryDirectory(prefix="ocb-bench-sqlite-") as tmp:
+        result = run_child("sqlite", file, args.provider, f"sqlite:///{tmp}/bench.sqlite3", Path(tmp))
+    if result:
+        report("sqlite", result, manifest)
+    if not args.skip_postgres:
+        run_postgres(file, args.provider, manifest)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""The OpenChargeback admin site: Django's admin with the reviewer's dashboard on its index page.
+
+Installed through `OpenChargebackAdminConfig` (in INSTALLED_APPS instead of
+"django.contrib.admin"), so `admin.site` and `@admin.register` everywhere use this site.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.contrib.admin.apps import AdminConfig
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
+
+
+class OpenChargebackAdminSite(admin.AdminSite):
+    site_header = "OpenChargeback"
+    site_title = "OpenChargeback"
+    index_title = "Dashboard"
+    index_template = "admin/index.html"
+
+    def index(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> TemplateResponse:
+        """The admin index with the dashboard of the chosen period (remembered per user)."""
+        from billing import views
+
+        context = {**views.dashboard_context(request), **(extra_context or {})}
+        return super().index(request, extra_context=context)
+
+
+class OpenChargebackAdminConfig(AdminConfig):
+    default_site = "billing.admin_site.OpenChargebackAdminSite"

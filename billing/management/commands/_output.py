@@ -1,0 +1,210 @@
+"""Output shared by the billing commands (a leading underscore: not a command itself)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from billing.selectors import PeriodSummary, ProjectTotals
+from billing.services import ImportOutcome
+from chargeback.commands import ReportingCommand, refusal_errors, refusal_text
+from chargeback.errors import Refused
+from chargeback.money import ZERO
+
+UNATTRIBUTED = "(unattributed)"
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    return f"{n:,} {word if n == 1 else (many or word + 's')}"
+
+
+# --- imports ------------------------------------------------------------------------------
+
+
+@dataclass
+class FileResult:
+    """One file of an ingest: its outcome, or why it failed, or why it was skipped."""
+
+    path: Path
+    outcome: ImportOutcome | None = None
+    error: Refused | None = None
+    skipped: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def file_message(name: str, text: str) -> str:
+    """'name: message', unless the message names the file already (ingest errors do)."""
+    return text if text.startswith(name) else f"{name}: {text}"
+
+
+def file_result_json(cmd: ReportingCommand, result: FileResult) -> dict[str, Any]:
+    doc: dict[str, Any] = {"file": str(result.path), "ok": result.ok}
+    if result.skipped:
+        doc["skipped"] = result.skipped
+    if result.error is not None:
+        doc["error"] = str(result.error)
+        doc["errors"] = refusal_errors(result.error)
+    out = result.outcome
+    if out is not None:
+        doc.update(
+            {
+                "source": out.source,
+                "period": out.period,
+                "import_id": out.import_id,
+                "status": out.status,
+                "dry_run": out.dry_run,
+                "rows": out.rows,
+                "charges": out.charges,
+                "flagged": out.flagged,
+                "list": cmd.money(out.list_total),
+                "billed": cmd.money(out.billed_total),
+                "discount": cmd.money(out.list_total - out.billed_total),
+                "supersedes": out.supersedes,
+                "decisions_carried": out.decisions_carried,
+                "warnings": out.warnings,
+                "seconds": round(out.seconds, 3),
+            }
+        )
+    return doc
+
+
+def file_result_text(cmd: ReportingCommand, result: FileResult) -> None:
+    name = result.path.name
+    if result.skipped:
+        cmd.line(f"{name}: skipped, {result.skipped}")
+        return
+    if result.error is not None:
+        cmd.stderr.write(f"error: {file_message(name, refusal_text(result.error))}")
+        return
+    out = result.outcome
+    assert out is not None
+    where = f"{out.source} {out.period}"
+    head = (
+        f"{name} → {where}, dry run (nothing written)"
+        if out.dry_run
+        else f"{name} → {where}, import #{out.import_id}"
+    )
+    cmd.line(head)
+    cmd.line(
+        f"  rows {out.rows:,} · charges {out.charges:,} · flagged {out.flagged:,} · "
+        f"list {cmd.fmt(out.list_total)} · billed {cmd.fmt(out.billed_total)} · {out.seconds:.2f} s"
+    )
+    if out.supersedes:
+        verb = "would supersede" if out.dry_run else "superseded"
+        cmd.line(f"  {verb} import {', '.join(f'#{i}' for i in out.supersedes)}")
+    if out.decisions_carried:
+        cmd.line(f"  {plural(out.decisions_carried, 'review decision')} carried over")
+    for warning in out.warnings:
+        cmd.line(f"  warning: {warning}")
+
+
+def import_totals(results: list[FileResult]) -> dict[str, Any]:
+    done = [r.outcome for r in results if r.outcome is not None]
+    return {
+        "rows": sum(o.rows for o in done),
+        "charges": sum(o.charges for o in done),
+        "flagged": sum(o.flagged for o in done),
+        "list": sum((o.list_total for o in done), ZERO),
+        "billed": sum((o.billed_total for o in done), ZERO),
+    }
+
+
+# --- period summary -----------------------------------------------------------------------
+
+
+def project_totals_json(cmd: ReportingCommand, row: ProjectTotals) -> dict[str, Any]:
+    return {
+        "pi_email": row.pi_email,
+        "project_id": row.project_code,
+        "fund_org": row.fund_org,
+        "charges": row.charges,
+        "list": cmd.money(row.list_total),
+        "billed": cmd.money(row.billed_total),
+        "discount": cmd.money(row.discount),
+        "flagged": row.flagged_count,
+        "flagged_billed": cmd.money(row.flagged_billed),
+    }
+
+
+def period_summary_json(cmd: ReportingCommand, summary: PeriodSummary) -> dict[str, Any]:
+    period = summary.period
+    return {
+        "period": period.period,
+        "status": period.status,
+        "charges": summary.charges,
+        "pis": summary.pis,
+        "projects": summary.projects,
+        "flagged": summary.flagged,
+        "flagged_billed": cmd.money(summary.flagged_billed),
+        "rejected": summary.rejected,
+        "list": cmd.money(summary.list_total),
+        "billed": cmd.money(summary.billed_total),
+        "discount": cmd.money(summary.discount),
+        "billable": cmd.money(summary.billable_total),
+        "by_source": {slug: cmd.money(billed) for slug, billed in summary.by_source.items()},
+        "by_pi_project": [project_totals_json(cmd, row) for row in summary.by_project],
+    }
+
+
+def period_summary_text(cmd: ReportingCommand, summary: PeriodSummary) -> None:
+    period = summary.period
+    cmd.line(f"Period {period.period} ({period.status})")
+    cmd.line(
+        f"  {plural(summary.charges, 'charge')} · {plural(summary.pis, 'PI')} · "
+        f"{plural(summary.projects, 'project')} · {summary.flagged:,} flagged "
+        f"({cmd.fmt(summary.flagged_billed)}) · {summary.rejected:,} rejected"
+    )
+    cmd.line(
+        f"  list {cmd.fmt(summary.list_total)} · discount {cmd.fmt(summary.discount)} · "
+        f"billed {cmd.fmt(summary.billed_total)} · billable (ok + approved) {cmd.fmt(summary.billable_total)}"
+    )
+    if summary.by_source:
+        cmd.line()
+        cmd.table(
+            ["SOURCE", "BILLED"],
+            [[slug, cmd.fmt(billed)] for slug, billed in summary.by_source.items()],
+            right=[1],
+        )
+    if summary.by_project:
+        cmd.line()
+        project_table(cmd, summary.by_project, with_pi=True)
+
+
+def project_table(cmd: ReportingCommand, rows: list[ProjectTotals], *, with_pi: bool) -> None:
+    headers = ["PROJECT", "FUND/ORG", "CHARGES", "LIST", "BILLED", "FLAGGED", "FLAGGED BILLED"]
+    if with_pi:
+        headers.insert(0, "PI")
+    body = []
+    for row in rows:
+        line: list[Any] = [
+            row.project_code or "-",
+            row.fund_org or "-",
+            f"{row.charges:,}",
+            cmd.fmt(row.list_total),
+            cmd.fmt(row.billed_total),
+            f"{row.flagged_count:,}",
+            cmd.fmt(row.flagged_billed),
+        ]
+        if with_pi:
+            line.insert(0, row.pi_email or UNATTRIBUTED)
+        body.append(line)
+    offset = 1 if with_pi else 0
+    cmd.table(headers, body, right=[i + offset for i in (2, 3, 4, 5, 6)])
+
+
+def totals_of(rows: list[ProjectTotals]) -> ProjectTotals:
+    """The sum of several rows (e.g. all projects of a PI)."""
+    return ProjectTotals(
+        pi_email=rows[0].pi_email if rows else "",
+        project_code="",
+        fund_org="",
+        charges=sum(r.charges for r in rows),
+        list_total=sum((r.list_total for r in rows), ZERO),
+        billed_total=sum((r.billed_total for r in rows), ZERO),
+        flagged_count=sum(r.flagged_count for r in rows),
+        flagged_billed=sum((r.flagged_billed for r in rows), ZERO),
+    )

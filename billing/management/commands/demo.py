@@ -1,0 +1,177 @@
+"""openchargeback demo: migrate, then load the fictional month fixtures/demo/ (2026-10) end to end.
+
+Idempotent: sources and the mapping that exist are kept, files imported before are skipped,
+the admin user is created only once (its password is printed that one time).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import CommandParser
+
+from billing import selectors, services
+from billing.ingest import pipeline
+from chargeback.commands import AlreadyReported, ReportingCommand
+from chargeback.errors import Refused
+
+from ._output import FileResult, file_result_json, file_result_text, period_summary_json, period_summary_text
+
+DEMO_PERIOD = "2026-10"
+DEMO_SOURCES = [
+    ("aws", "Amazon Web Services"),
+    ("azure", "Microsoft Azure"),
+    ("gcp", "Google Cloud"),
+    ("hpc", "HPC cluster"),
+    ("storage", "Research storage"),
+]
+CREDIT_ACCOUNT = "4500"
+DEMO_MAPPING = {
+    "sub_account_id": "210987654321",
+    "project_id": "astro-survey",
+    "pi_email": "carmen.diaz@university.example",
+    "fund_org": "NSF-2025-0931",
+    "note": "demo: shared AWS networking account of the astro survey",
+}
+ADMIN_USERNAME = "admin"
+PASSWORD_ENV = "OPENCHARGEBACK_DEMO_PASSWORD"  # noqa: S105 (the variable's name, not a password)
+
+
+class Command(ReportingCommand):
+    help = (
+        "Set up the database and load the demo month (fixtures/demo/, period 2026-10): sources, an account "
+        "mapping, five FOCUS files and an admin user. Safe to run again."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--dir",
+            type=Path,
+            default=Path(settings.BASE_DIR) / "fixtures" / "demo",
+            help="folder with the demo files (default: fixtures/demo of the installation)",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        folder: Path = options["dir"]
+        files = sorted(folder.glob(f"*_{DEMO_PERIOD}.csv"))
+        if not files:
+            raise Refused(f"no demo files *_{DEMO_PERIOD}.csv in {folder}")
+
+        migrate_out = io.StringIO() if self.is_json else self.stdout
+        if not self.is_json:
+            self.line("Setting up the database …")
+        call_command("migrate", interactive=False, verbosity=0 if self.is_json else 1, stdout=migrate_out)
+
+        created, existing = self._sources()
+        mapping = services.account_mapping_set(**DEMO_MAPPING)
+        if not self.is_json:
+            self.line()
+            self.line(
+                f"Sources: {', '.join(created) or 'none'} added; {', '.join(existing) or 'none'} already there."
+            )
+            self.line(
+                f"Account mapping: {mapping.sub_account_id} → {mapping.project.project_id} "
+                f"({mapping.project.pi.email}, {mapping.fund_org})"
+            )
+            self.line()
+
+        results = [self._import(path) for path in files]
+        admin = self._admin()
+        summary = selectors.period_summary(selectors.period_get(DEMO_PERIOD))
+        failed = [r for r in results if not r.ok]
+        next_steps = [
+            "openchargeback runserver",
+            "open http://127.0.0.1:8000/admin/ and log in as admin",
+            f"openchargeback periods show {DEMO_PERIOD}",
+            f"openchargeback review list -p {DEMO_PERIOD}",
+        ]
+
+        if self.is_json:
+            self.emit(
+                {
+                    "period": DEMO_PERIOD,
+                    "sources": {"created": created, "existing": existing},
+                    "mapping": {
+                        "sub_account_id": mapping.sub_account_id,
+                        "project_id": mapping.project.project_id,
+                        "pi_email": mapping.project.pi.email,
+                        "fund_org": mapping.fund_org,
+                    },
+                    "files": [file_result_json(self, r) for r in results],
+                    "imported": sum(1 for r in results if r.ok and not r.skipped),
+                    "skipped": sum(1 for r in results if r.skipped),
+                    "failed": len(failed),
+                    "admin": admin,
+                    "summary": period_summary_json(self, summary),
+                    "next_steps": next_steps,
+                }
+            )
+        else:
+            self.line()
+            period_summary_text(self, summary)
+            self.line()
+            if admin["created"]:
+                self.line(f"Admin user created: {ADMIN_USERNAME} / {admin['password']}")
+                self.line("  (shown only this once; change it with `openchargeback changepassword admin`)")
+            else:
+                self.line(f"Admin user {ADMIN_USERNAME!r} already exists; its password is unchanged.")
+            self.line()
+            self.line("Next steps:")
+            self.line("  openchargeback runserver")
+            self.line("  then open http://127.0.0.1:8000/admin/ and log in as admin")
+            self.line(f"  openchargeback periods show {DEMO_PERIOD}")
+            self.line(f"  openchargeback review list -p {DEMO_PERIOD}")
+        if failed:
+            message = f"{len(failed)} demo file(s) could not be imported: " + ", ".join(
+                r.path.name for r in failed
+            )
+            self.stderr.write(f"error: {message}")
+            raise AlreadyReported(message)
+
+    def _sources(self) -> tuple[list[str], list[str]]:
+        known = {s.slug for s in selectors.sources_all()}
+        created, existing = [], []
+        for slug, display_name in DEMO_SOURCES:
+            if slug in known:
+                existing.append(slug)
+                continue
+            services.source_create(
+                slug=slug,
+                display_name=display_name,
+                filename_pattern=f"{slug}_*",
+                fund_org=f"RC-RECOVERY-{slug.upper()}",
+                account=CREDIT_ACCOUNT,
+            )
+            created.append(slug)
+        return created, existing
+
+    def _import(self, path: Path) -> FileResult:
+        previous = selectors.import_completed_with_sha256(pipeline.sha256_of(path))
+        if previous is not None:
+            result = FileResult(path=path, skipped=f"already imported as #{previous.pk}")
+        else:
+            try:
+                outcome = services.import_file(
+                    path=path, source=path.name.split("_", 1)[0], period=DEMO_PERIOD, actor_name="demo"
+                )
+                result = FileResult(path=path, outcome=outcome)
+            except Refused as exc:
+                result = FileResult(path=path, error=exc)
+        if result.error is not None or not self.is_json:
+            file_result_text(self, result)
+        return result
+
+    def _admin(self) -> dict[str, Any]:
+        users = get_user_model()
+        if users.objects.filter(username=ADMIN_USERNAME).exists():
+            return {"username": ADMIN_USERNAME, "created": False, "password": None}
+        password = os.environ.get(PASSWORD_ENV) or secrets.token_urlsafe(12)
+        users.objects.create_superuser(ADMIN_USERNAME, "admin@university.example", password)
+        return {"username": ADMIN_USERNAME, "created": True, "password": password}

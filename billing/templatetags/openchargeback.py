@@ -1,0 +1,42 @@
+"""Template filters of the admin pages: money in the installation's currency."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django import template
+
+from chargeback.money import format_money
+
+register = template.Library()
+
+
+@register.filter
+def money(value: Decimal | None, currency: str = "USD") -> str:
+    """{{ amount|money:currency }} → "$1,234.50" (half-up to the minor unit)."""
+    if value is None or value == "":
+        return "—"
+    return format_money(Decimal(value), currency or "USD")
+
+
+@register.filter
+def percent_of(part: Decimal | int | None, whole: Decimal | int | None) -> str:
+    """{{ discount|percent_of:list }} → "12.5 %"."""
+    if not part or not whole:
+        return "—"
+    return f"{Decimal(part) * 100 / Decimal(whole):.1f} %"
+
+
+@register.filter
+def flag_labels(summary: str | None) -> list[str]:
+    """A charge's flag summary ("missing_fund_org, rule:test") as labels for people."""
+    from billing.models import FlagReason
+
+    labels = dict(FlagReason.choices)
+    result = []
+    for item in (summary or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        result.append(f"Rule: {item[5:]}" if item.startswith("rule:") else str(labels.get(item, item)))
+    return result

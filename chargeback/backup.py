@@ -1,0 +1,648 @@
+"""Backup and restore of a whole installation: database + media, one archive, verified.
+
+An archive (`.tar.gz`) holds:
+
+- `database/openchargeback.sqlite3` (SQLite online backup API) or
+  `database/openchargeback.pgdump` (`pg_dump --format=custom`): a consistent snapshot;
+- `media/...`: every file under MEDIA_ROOT (stored imports, statement PDFs, journals);
+- `manifest.json`, last: format, app version, database vendor, the applied migrations,
+  the sha256 and size of every other member, and figures taken *from the snapshot itself*:
+  row counts per table, the exact sum of every money column, and per period the charges and
+  billed totals by review state and by source.
+
+Restore works on an installation without data (a fresh `migrate` is fine); it refuses one
+that has data unless forced. Before anything is written it checks every checksum, that the
+archive is complete, that the database vendor matches, and that this version knows every
+migration of the backup (a backup of a newer version is refused). The database is replaced
+in one transaction (SQLite backup API; PostgreSQL: one `psql --single-transaction`), the
+media are staged beside MEDIA_ROOT and moved in afterwards, and the restored figures are
+compared with the manifest. Then pending migrations of this version are applied.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import datetime as dt
+import hashlib
+import io
+import json
+import logging
+import os
+import sqlite3
+import subprocess
+import tarfile
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
+
+from django.apps import apps
+from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db.migrations.loader import MigrationLoader
+from django.db.migrations.recorder import MigrationRecorder
+from django.db.models import Count, Sum
+
+from chargeback.errors import Refused
+from chargeback.money import MoneyField
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "openchargeback-backup"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+SQLITE_MEMBER = "database/openchargeback.sqlite3"
+POSTGRES_MEMBER = "database/openchargeback.pgdump"
+MEDIA_PREFIX = "media/"
+# Apps whose rows make an installation "not empty" (BillingSettings is a singleton of defaults).
+DATA_APPS = ("accounts", "billing", "statements", "journals", "auditlog")
+NOT_DATA_MODELS = {"billing.billingsettings"}
+CHUNK = 1024 * 1024
+
+
+# --- figures ------------------------------------------------------------------------------
+
+
+def app_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("openchargeback")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def _money(value: Decimal | None) -> str:
+    return str(value if value is not None else Decimal("0E-10"))
+
+
+def _concrete_models() -> list[Any]:
+    return [m for m in apps.get_models() if m._meta.managed and not m._meta.proxy]
+
+
+def collect_stats(using: str = DEFAULT_DB_ALIAS) -> dict[str, Any]:
+    """Row counts per table, exact money sums per column, and per-period billing totals.
+
+    Only tables and columns present in that database are read, so the same function describes
+    a snapshot made by an older version of the schema.
+    """
+    connection = connections[using]
+    with connection.cursor() as cursor:
+        tables = set(connection.introspection.table_names(cursor))
+        columns = {
+            table: {c.name for c in connection.introspection.get_table_description(cursor, table)}
+            for table in tables
+        }
+        counts: dict[str, int] = {}
+        for model in _concrete_models():
+            table = model._meta.db_table
+            if table in tables and table not in counts:
+                cursor.execute(f"SELECT COUNT(*) FROM {connection.ops.quote_name(table)}")  # noqa: S608
+                counts[table] = int(cursor.fetchone()[0])
+    money: dict[str, str] = {}
+    for model in _concrete_models():
+        table = model._meta.db_table
+        fields = [
+            f
+            for f in model._meta.concrete_fields
+            if isinstance(f, MoneyField) and f.column in columns.get(table, ())
+        ]
+        if not fields:
+            continue
+        sums = model._default_manager.using(using).aggregate(**{f.name: Sum(f.name) for f in fields})
+        for f in fields:
+            money[f"{model._meta.label_lower}.{f.name}"] = _money(sums[f.name])
+    return {
+        "tables": dict(sorted(counts.items())),
+        "money": dict(sorted(money.items())),
+        "periods": _period_totals(using, columns),
+    }
+
+
+def _period_totals(using: str, columns: dict[str, set[str]]) -> dict[str, Any]:
+    from billing.models import BillingPeriod, Charge
+
+    needed = {"period_id", "source_id", "review_state", "list_cost", "billed_cost"}
+    if not needed <= columns.get(Charge._meta.db_table, set()) or BillingPeriod._meta.db_table not in columns:
+        return {}
+    periods: dict[str, Any] = {}
+    for p in BillingPeriod.objects.using(using).order_by("period").values("period", "status"):
+        periods[p["period"]] = {
+            "status": p["status"],
+            "charges": 0,
+            "list_total": Decimal(0),
+            "billed_total": Decimal(0),
+            "billed_by_state": {},
+            "billed_by_source": {},
+        }
+    rows = (
+        Charge.objects.using(using)
+        .values_list("period__period", "review_state", "source__slug")
+        .annotate(n=Count("id"), listed=Sum("list_cost"), billed=Sum("billed_cost"))
+        .order_by()
+    )
+    for period, state, source, n, listed, billed in rows:
+        p = periods[period]
+        billed = billed or Decimal(0)
+        p["charges"] += n
+        p["list_total"] += listed or Decimal(0)
+        p["billed_total"] += billed
+        p["billed_by_state"][state] = p["billed_by_state"].get(state, Decimal(0)) + billed
+        p["billed_by_source"][source] = p["billed_by_source"].get(source, Decimal(0)) + billed
+    for p in periods.values():
+        p["list_total"], p["billed_total"] = _money(p["list_total"]), _money(p["billed_total"])
+        for key in ("billed_by_state", "billed_by_source"):
+            p[key] = {k: _money(v) for k, v in sorted(p[key].items())}
+    return periods
+
+
+def applied_migrations(using: str = DEFAULT_DB_ALIAS) -> dict[str, list[str]]:
+    recorder = MigrationRecorder(connections[using])
+    if not recorder.has_table():
+        return {}
+    state: dict[str, list[str]] = {}
+    for app_label, name in sorted(recorder.applied_migrations()):
+        state.setdefault(app_label, []).append(name)
+    return state
+
+
+def compare_stats(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:
+    """Differences between two `collect_stats` results, as readable lines (empty: identical)."""
+    problems = []
+    for section in ("tables", "money", "periods"):
+        want, got = expected.get(section, {}), actual.get(section, {})
+        for key in sorted(set(want) | set(got)):
+            if want.get(key) != got.get(key):
+                problems.append(f"{section} {key}: expected {want.get(key)!r}, found {got.get(key)!r}")
+    return problems
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _vendor() -> str:
+    return connections[DEFAULT_DB_ALIAS].vendor
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class _HashingReader(io.RawIOBase):
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw, self.digest, self.size = raw, hashlib.sha256(), 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self.digest.update(data)
+        self.size += len(data)
+        return data
+
+
+@contextlib.contextmanager
+def _sqlite_alias(path: Path) -> Iterator[str]:
+    """A temporary Django database alias on an SQLite file (the ORM can read a snapshot)."""
+    alias = f"snapshot_{uuid.uuid4().hex[:8]}"
+    config = copy.deepcopy(connections.settings[DEFAULT_DB_ALIAS])
+    config.update(NAME=str(path), OPTIONS={}, TEST={"NAME": str(path)})
+    connections.settings[alias] = config
+    try:
+        yield alias
+    finally:
+        with contextlib.suppress(Exception):
+            connections[alias].close()
+        with contextlib.suppress(Exception):
+            del connections[alias]
+        connections.settings.pop(alias, None)
+
+
+def _pg_command(
+    executable: str, parameters: list[str], dbname: bool = True
+) -> tuple[list[str], dict[str, str]]:
+    from django.db.backends.postgresql.client import DatabaseClient
+
+    settings_dict = connections[DEFAULT_DB_ALIAS].settings_dict
+    args, env = DatabaseClient.settings_to_cmd_args_env(settings_dict, parameters)
+    if not dbname and args[-1] == (settings_dict.get("NAME") or "postgres"):
+        args = args[:-1]
+    return [executable, *args[1:]], {**os.environ, **(env or {})}
+
+
+def _run(cmd: list[str], env: dict[str, str], what: str) -> None:
+    try:
+        result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    except FileNotFoundError:
+        raise Refused(f"{what}: {cmd[0]} is not installed (install the PostgreSQL client tools)") from None
+    if result.returncode != 0:
+        raise Refused(f"{what} failed: {result.stderr.strip() or result.stdout.strip()}")
+
+
+# --- backup -------------------------------------------------------------------------------
+
+
+@dataclass
+class BackupOutcome:
+    path: Path
+    size_bytes: int
+    manifest: dict[str, Any]
+
+
+def default_archive_name(now: dt.datetime | None = None) -> str:
+    now = now or dt.datetime.now(dt.UTC)
+    return f"openchargeback-{now:%Y%m%d-%H%M%S}.tar.gz"
+
+
+def _sqlite_functions(conn: sqlite3.Connection) -> None:
+    from django.db.backends.sqlite3._functions import register
+
+    register(conn)
+
+
+def _snapshot_sqlite(dest: Path) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    connection = connections[DEFAULT_DB_ALIAS]
+    connection.ensure_connection()
+    target = sqlite3.connect(dest)
+    _sqlite_functions(target)  # CHECK constraints use Django's REGEXP
+    try:
+        connection.connection.backup(target)  # online backup: a consistent copy while others write
+        target.execute("PRAGMA journal_mode=DELETE")
+        check = target.execute("PRAGMA integrity_check").fetchone()[0]
+    finally:
+        target.close()
+    if check != "ok":
+        raise Refused(f"the database snapshot fails SQLite's integrity check: {check}")
+    with _sqlite_alias(dest) as alias:
+        return collect_stats(alias), applied_migrations(alias)
+
+
+def _snapshot_postgres(dest: Path) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    connection = connections[DEFAULT_DB_ALIAS]
+    connection.ensure_connection()
+    # pg_dump reads the snapshot this transaction exports, and the figures come from it too.
+    with transaction.atomic(using=DEFAULT_DB_ALIAS):
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            cursor.execute("SELECT pg_export_snapshot()")
+            snapshot = cursor.fetchone()[0]
+        cmd, env = _pg_command(
+            "pg_dump",
+            ["--format=custom", "--no-owner", "--no-privileges", f"--snapshot={snapshot}", f"--file={dest}"],
+        )
+        _run(cmd, env, "pg_dump")
+        return collect_stats(), applied_migrations()
+
+
+def _media_files(root: Path) -> list[tuple[Path, str]]:
+    if not root.is_dir():
+        return []
+    files = []
+    for path in sorted(root.rglob("*")):
+        if path.is_symlink():
+            logger.warning("backup: skipping symbolic link %s", path)
+            continue
+        if path.is_file():
+            files.append((path, MEDIA_PREFIX + path.relative_to(root).as_posix()))
+    return files
+
+
+def _add(tar: tarfile.TarFile, path: Path, arcname: str, files: dict[str, Any]) -> None:
+    info = tar.gettarinfo(str(path), arcname)
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    with path.open("rb") as fh:
+        reader = _HashingReader(fh)
+        tar.addfile(info, reader)  # type: ignore[arg-type]
+    files[arcname] = {"sha256": reader.digest.hexdigest(), "size": info.size}
+
+
+def backup_create(*, path: str | Path, overwrite: bool = False) -> BackupOutcome:
+    """Write one archive of the database and the media to PATH (a file, or a directory for a dated name)."""
+    target = Path(path)
+    if target.is_dir():
+        target = target / default_archive_name()
+    if target.exists() and not overwrite:
+        raise Refused(f"{target} already exists (choose another name, or --overwrite)")
+    if not target.parent.is_dir():
+        raise Refused(f"directory {target.parent} does not exist")
+    vendor = _vendor()
+    if vendor not in ("sqlite", "postgresql"):
+        raise Refused(f"backups support SQLite and PostgreSQL, not {vendor}")
+    media_root = Path(settings.MEDIA_ROOT)
+    with tempfile.TemporaryDirectory(prefix=".backup-", dir=target.parent) as work:
+        member = SQLITE_MEMBER if vendor == "sqlite" else POSTGRES_MEMBER
+        snapshot = Path(work) / Path(member).name
+        stats, migrations = (_snapshot_sqlite if vendor == "sqlite" else _snapshot_postgres)(snapshot)
+        partial = Path(work) / "archive.tar.gz"
+        files: dict[str, Any] = {}
+        with tarfile.open(partial, "w:gz", compresslevel=6) as tar:
+            _add(tar, snapshot, member, files)
+            for file_path, arcname in _media_files(media_root):
+                _add(tar, file_path, arcname, files)
+            manifest = {
+                "format": FORMAT,
+                "format_version": FORMAT_VERSION,
+                "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+                "app_version": app_version(),
+                "database": {"vendor": vendor, "member": member},
+                "currency": _currency(),
+                "migrations": migrations,
+                "stats": stats,
+                "media": {
+                    "files": sum(1 for k in files if k.startswith(MEDIA_PREFIX)),
+                    "bytes": sum(v["size"] for k, v in files.items() if k.startswith(MEDIA_PREFIX)),
+                },
+                "files": files,
+            }
+            data = json.dumps(manifest, indent=2, sort_keys=True).encode()
+            info = tarfile.TarInfo(MANIFEST)
+            info.size, info.mtime, info.mode = len(data), int(dt.datetime.now().timestamp()), 0o644
+            tar.addfile(info, io.BytesIO(data))
+        os.replace(partial, target)
+    logger.info(
+        "backup written",
+        extra={"event": "backup", "path": str(target), "files": len(files), "vendor": vendor},
+    )
+    return BackupOutcome(path=target, size_bytes=target.stat().st_size, manifest=manifest)
+
+
+def _currency() -> str:
+    try:
+        from billing.models import BillingSettings
+
+        row = BillingSettings.objects.filter(pk=1).values_list("currency_code", flat=True).first()
+    except Exception:
+        return ""
+    return row or ""
+
+
+# --- reading an archive ------------------------------------------------------------------
+
+
+def _safe_member_name(name: str) -> str:
+    pure = PurePosixPath(name)
+    if pure.is_absolute() or ".." in pure.parts or not pure.parts or name.startswith("/"):
+        raise Refused(f"unsafe path in archive: {name!r}")
+    return pure.as_posix()
+
+
+def extract_verified(archive: str | Path, into: Path) -> dict[str, Any]:
+    """Extract ARCHIVE into a directory, checking every member against the manifest. Returns the manifest."""
+    archive = Path(archive)
+    if not archive.is_file():
+        raise Refused(f"backup {archive} not found")
+    found: dict[str, dict[str, Any]] = {}
+    manifest: dict[str, Any] | None = None
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            for member in tar:
+                name = _safe_member_name(member.name)
+                if member.isdir():
+                    continue
+                if not member.isfile():
+                    raise Refused(f"unexpected entry in archive: {name!r} is not a regular file")
+                source = tar.extractfile(member)
+                assert source is not None
+                if name == MANIFEST:
+                    manifest = json.loads(source.read(50 * 1024 * 1024))
+                    continue
+                dest = into / name
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                digest, size = hashlib.sha256(), 0
+                with dest.open("wb") as out:
+                    while chunk := source.read(CHUNK):
+                        digest.update(chunk)
+                        size += len(chunk)
+                        out.write(chunk)
+                found[name] = {"sha256": digest.hexdigest(), "size": size}
+    except (tarfile.TarError, EOFError, OSError, json.JSONDecodeError) as exc:
+        raise Refused(f"cannot read backup {archive}: {exc.__class__.__name__}: {exc}") from None
+    if manifest is None:
+        raise Refused(f"{archive} has no {MANIFEST}: not an OpenChargeback backup, or incomplete")
+    if manifest.get("format") != FORMAT:
+        raise Refused(f"{archive} is not an OpenChargeback backup")
+    if int(manifest.get("format_version", 0)) > FORMAT_VERSION:
+        raise Refused(
+            f"{archive} uses backup format {manifest.get('format_version')}; this version reads {FORMAT_VERSION}"
+        )
+    expected = manifest.get("files", {})
+    problems = [f"missing from archive: {n}" for n in sorted(set(expected) - set(found))]
+    problems += [f"not in manifest: {n}" for n in sorted(set(found) - set(expected))]
+    problems += [
+        f"checksum mismatch: {n}"
+        for n in sorted(set(expected) & set(found))
+        if expected[n].get("sha256") != found[n]["sha256"] or expected[n].get("size") != found[n]["size"]
+    ]
+    if problems:
+        raise Refused(f"backup {archive} is damaged; nothing was restored:\n  " + "\n  ".join(problems))
+    return manifest
+
+
+def backup_verify(*, path: str | Path) -> dict[str, Any]:
+    """Check an archive's checksums and completeness without touching the installation."""
+    with tempfile.TemporaryDirectory(prefix=".verify-") as work:
+        manifest = extract_verified(path, Path(work))
+        member = manifest["database"]["member"]
+        if member == SQLITE_MEMBER:
+            with _sqlite_alias(Path(work) / member) as alias:
+                problems = compare_stats(manifest["stats"], collect_stats(alias))
+            if problems:
+                raise Refused(
+                    "the database in the backup does not match its manifest:\n  " + "\n  ".join(problems)
+                )
+    return manifest
+
+
+# --- restore ------------------------------------------------------------------------------
+
+
+@dataclass
+class RestoreOutcome:
+    path: Path
+    manifest: dict[str, Any]
+    media_files: int = 0
+    migrated: list[str] = field(default_factory=list)
+    previous_media: Path | None = None
+
+
+def installation_data() -> dict[str, int]:
+    """Tables of this installation that hold data (rows of users, billing, statements, journals, audit)."""
+    connection = connections[DEFAULT_DB_ALIAS]
+    with connection.cursor() as cursor:
+        tables = set(connection.introspection.table_names(cursor))
+        found = {}
+        for model in _concrete_models():
+            label = model._meta.label_lower
+            table = model._meta.db_table
+            is_data = model._meta.app_label in DATA_APPS or label == "auth.user"
+            if not is_data or label in NOT_DATA_MODELS or table not in tables:
+                continue
+            cursor.execute(f"SELECT COUNT(*) FROM {connection.ops.quote_name(table)}")  # noqa: S608
+            n = int(cursor.fetchone()[0])
+            if n:
+                found[table] = n
+    return found
+
+
+def _check_migrations_known(manifest: dict[str, Any]) -> None:
+    loader = MigrationLoader(None, ignore_no_migrations=True)
+    known = set(loader.disk_migrations)
+    unknown = [
+        f"{app}.{name}"
+        for app, names in manifest.get("migrations", {}).items()
+        for name in names
+        if (app, name) not in known
+    ]
+    if unknown:
+        raise Refused(
+            f"the backup was made by a newer version ({manifest.get('app_version')}) with migrations this "
+            f"version does not know: {', '.join(unknown[:10])}; upgrade OpenChargeback first"
+        )
+
+
+def _restore_sqlite(snapshot: Path, manifest: dict[str, Any]) -> None:
+    with _sqlite_alias(snapshot) as alias:
+        problems = compare_stats(manifest["stats"], collect_stats(alias))
+    if problems:
+        raise Refused("the database in the backup does not match its manifest:\n  " + "\n  ".join(problems))
+    connection = connections[DEFAULT_DB_ALIAS]
+    if connection.in_atomic_block:
+        raise Refused("restore cannot run inside a transaction")
+    connection.close()
+    connection.ensure_connection()
+    source = sqlite3.connect(f"file:{snapshot}?mode=ro", uri=True)
+    try:
+        # The backup API replaces the target's pages under one lock: all or nothing.
+        source.backup(connection.connection)
+    except sqlite3.Error as exc:
+        raise Refused(f"restoring the SQLite database failed, nothing was changed: {exc}") from None
+    finally:
+        source.close()
+        connection.close()
+
+
+def _restore_postgres(dump: Path, work: Path) -> None:
+    connection = connections[DEFAULT_DB_ALIAS]
+    if connection.in_atomic_block:
+        raise Refused("restore cannot run inside a transaction")
+    with connection.cursor() as cursor:
+        tables = [t.name for t in connection.introspection.get_table_list(cursor) if t.type in ("t", "p")]
+    connection.close()
+    # One psql transaction: drop what `migrate` created, then the dump's schema and data.
+    prelude = work / "prelude.sql"
+    drops = "".join(f"DROP TABLE IF EXISTS {connection.ops.quote_name(t)} CASCADE;\n" for t in tables)
+    prelude.write_text(drops)
+    restore_cmd = ["pg_restore", "--no-owner", "--no-privileges", "--file=-", str(dump)]
+    psql_cmd, env = _pg_command(
+        "psql",
+        [
+            "--no-psqlrc",
+            "--quiet",
+            "--single-transaction",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-f",
+            str(prelude),
+            "-f",
+            "-",
+        ],
+    )
+    try:
+        producer = subprocess.Popen(restore_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except FileNotFoundError:
+        raise Refused("pg_restore is not installed (install the PostgreSQL client tools)") from None
+    try:
+        consumer = subprocess.run(
+            psql_cmd, stdin=producer.stdout, env=env, capture_output=True, text=True, check=False
+        )
+    except FileNotFoundError:
+        producer.kill()
+        raise Refused("psql is not installed (install the PostgreSQL client tools)") from None
+    finally:
+        assert producer.stdout is not None
+        producer.stdout.close()
+    producer_err = producer.stderr.read().decode(errors="replace") if producer.stderr else ""
+    if producer.wait() != 0:
+        raise Refused(f"pg_restore failed, nothing was changed: {producer_err.strip()}")
+    if consumer.returncode != 0:
+        raise Refused(
+            f"restoring the PostgreSQL database failed, nothing was changed: {consumer.stderr.strip()}"
+        )
+
+
+def _swap_media(staged: Path, media_root: Path) -> Path | None:
+    """Move the staged media into MEDIA_ROOT; existing files move aside to a dated folder first."""
+    media_root.mkdir(parents=True, exist_ok=True)
+    previous = None
+    existing = list(media_root.iterdir())
+    if existing:
+        previous = media_root.with_name(f"{media_root.name}.before-restore-{dt.datetime.now():%Y%m%d-%H%M%S}")
+        previous.mkdir()
+        for entry in existing:
+            entry.rename(previous / entry.name)
+    if staged.is_dir():
+        for entry in staged.iterdir():
+            entry.rename(media_root / entry.name)
+    return previous
+
+
+def backup_restore(*, path: str | Path, force: bool = False, migrate: bool = True) -> RestoreOutcome:
+    """Restore an archive onto this installation (which must hold no data unless `force`)."""
+    archive = Path(path)
+    media_root = Path(settings.MEDIA_ROOT)
+    media_root.parent.mkdir(parents=True, exist_ok=True)
+    # Staged beside MEDIA_ROOT: moving the files in is a rename on the same file system.
+    with tempfile.TemporaryDirectory(prefix=".restore-", dir=media_root.parent) as tmp:
+        work = Path(tmp)
+        manifest = extract_verified(archive, work)
+        vendor = manifest["database"]["vendor"]
+        if vendor != _vendor():
+            raise Refused(
+                f"the backup holds a {vendor} database and this installation uses {_vendor()}; "
+                "restore onto the same kind of database"
+            )
+        _check_migrations_known(manifest)
+        data = installation_data()
+        if data and not force:
+            listed = ", ".join(f"{t} ({n})" for t, n in sorted(data.items())[:8])
+            raise Refused(
+                f"this installation already holds data: {listed}; restore onto an empty installation, "
+                "or --force to replace it"
+            )
+        snapshot = work / manifest["database"]["member"]
+        if vendor == "sqlite":
+            _restore_sqlite(snapshot, manifest)
+        else:
+            _restore_postgres(snapshot, work)
+        previous = _swap_media(work / "media", media_root)
+    problems = compare_stats(manifest["stats"], collect_stats())
+    if problems:
+        raise Refused(
+            "the restored database does not match the backup's manifest:\n  " + "\n  ".join(problems)
+        )
+    outcome = RestoreOutcome(
+        path=archive, manifest=manifest, media_files=manifest["media"]["files"], previous_media=previous
+    )
+    if migrate:
+        outcome.migrated = _migrate_to_head()
+    logger.info("backup restored", extra={"event": "restore", "path": str(archive), "vendor": vendor})
+    return outcome
+
+
+def _migrate_to_head() -> list[str]:
+    from django.core.management import call_command
+
+    before = {(a, n) for a, names in applied_migrations().items() for n in names}
+    call_command("migrate", interactive=False, verbosity=0)
+    after = {(a, n) for a, names in applied_migrations().items() for n in names}
+    return [f"{a}.{n}" for a, n in sorted(after - before)]

@@ -1,0 +1,73 @@
+"""openchargeback send -p YYYY-MM [--pi EMAIL] [--resend-failed] [--no-wait] [--timeout S]"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import CommandParser
+
+from billing.selectors import period_get, validate_period
+from chargeback.commands import AlreadyReported, ReportingCommand
+from statements import selectors, services
+
+from ._statements import failure_message, queue_json, queue_text, report_json, report_text, run_and_wait
+
+
+class Command(ReportingCommand):
+    help = (
+        "Email each PI their current statements of a period (one message, every PDF attached). A PI "
+        "already sent their current statements gets nothing; a retried or repeated send never emails "
+        "twice. --resend-failed queues failed deliveries again."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("-p", "--period", required=True, help="billing period YYYY-MM")
+        parser.add_argument("--pi", metavar="EMAIL", help="only this PI")
+        parser.add_argument("--resend-failed", action="store_true", help="queue failed deliveries again")
+        parser.add_argument(
+            "--no-wait", action="store_true", help="with workers: return once the tasks are queued"
+        )
+        parser.add_argument(
+            "--timeout", type=float, default=0, help="seconds to wait for the workers (default: no limit)"
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        period = validate_period(options["period"])
+        queue = services.deliveries_queue(
+            period=period, pi_email=options["pi"], resend_failed=options["resend_failed"]
+        )
+        if not self.is_json:
+            queue_text(self, queue)
+        delivery_ids = [d.pk for d in queue.to_send]
+        # PDFs still missing (an interrupted generate) render in parallel ahead of the emails.
+        unrendered = list(
+            selectors.current_statements(period_get(period), pi_email=options["pi"])
+            .filter(pdf="", deliveries__in=delivery_ids)
+            .values_list("pk", flat=True)
+            .distinct()
+        )
+        report = run_and_wait(
+            self, unrendered, delivery_ids, wait=not options["no_wait"], timeout=options["timeout"]
+        )
+        problems = failure_message(report)
+        if self.is_json:
+            document: dict[str, Any] = {"period": period, "pi": options["pi"], **queue_json(queue)}
+            document["run"] = report_json(report)
+            if problems:
+                document["error"] = problems
+            self.emit(document)
+        else:
+            if not delivery_ids:
+                self.line(
+                    f"Nothing to send for {period}: "
+                    + (
+                        f"{len(queue.already_sent)} PI(s) already have their current statements."
+                        if queue.already_sent
+                        else "no unsent statements."
+                    )
+                )
+            report_text(self, report, pdfs=len(unrendered), emails=len(delivery_ids))
+        if problems:
+            if not self.is_json:
+                self.stderr.write(f"error: {problems}")
+            raise AlreadyReported(problems)

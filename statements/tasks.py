@@ -1,0 +1,112 @@
+"""Celery tasks: thin wrappers around the services, safe to run twice.
+
+`dispatch` renders PDFs in parallel and sends each PI's email once all of that PI's PDFs exist:
+one chord per PI (render tasks as its header, the PI's send as its body). Without a broker the
+tasks run eagerly in the caller, PI by PI. Progress is read from the database
+(`selectors.dispatch_progress`), so restarts and several workers report into the same figures.
+
+Every task survives redelivery (acks_late, reject on worker lost): a render of a statement that
+already has its PDF does nothing, and a delivery is claimed before sending, so a repeated send
+returns without emailing again. The send task renders any PDF still missing itself, so a chord
+that fires early (a header task ran twice) or late never sends an incomplete email.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+
+from celery import chord, shared_task
+from celery.canvas import Signature
+from django.conf import settings
+
+from . import services
+from .models import Delivery, Statement
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(name="statements.render_pdf", acks_late=True, reject_on_worker_lost=True, ignore_result=False)
+def render_statement_pdf(statement_id: int) -> int:
+    """Render one statement's PDF (nothing to do when it exists); a failure is recorded on the statement."""
+    try:
+        services.statement_render_pdf(statement_id=statement_id)
+    except Statement.DoesNotExist:
+        logger.warning("statement #%s no longer exists", statement_id)
+    except Exception as exc:
+        logger.exception("rendering statement #%s failed", statement_id)
+        services.statement_record_render_error(
+            statement_id=statement_id, error=f"{type(exc).__name__}: {exc}"
+        )
+    return statement_id
+
+
+@shared_task(name="statements.send_delivery", acks_late=True, reject_on_worker_lost=True, ignore_result=False)
+def send_delivery(delivery_id: int) -> str:
+    """Send one delivery at most once (see services.delivery_send)."""
+    return services.delivery_send(delivery_id=delivery_id)
+
+
+def _eager() -> bool:
+    return bool(getattr(settings, "CELERY_TASK_ALWAYS_EAGER", False))
+
+
+def dispatch_signatures(
+    statement_ids: Iterable[int], delivery_ids: Iterable[int]
+) -> list[tuple[Signature, int]]:
+    """One signature per PI: chord(render each of the PI's statements needing a PDF → send the
+    PI's delivery), or a send alone, or renders alone for PIs with nothing to send. Each comes
+    with how many units of work (PDFs + emails) it covers."""
+    render_ids = set(statement_ids)
+    delivery_ids = list(delivery_ids)
+    pi_of = dict(Statement.objects.filter(pk__in=render_ids).values_list("pk", "pi_id"))
+    renders_by_pi: dict[int, list[int]] = defaultdict(list)
+    for statement_id in sorted(render_ids):
+        if statement_id in pi_of:
+            renders_by_pi[pi_of[statement_id]].append(statement_id)
+
+    signatures: list[tuple[Signature, int]] = []
+    covered: set[int] = set()
+    deliveries = Delivery.objects.filter(pk__in=delivery_ids).order_by("recipient", "pk")
+    carried: dict[int, set[int]] = defaultdict(set)
+    for delivery_id, statement_id in Delivery.statements.through.objects.filter(
+        delivery_id__in=delivery_ids
+    ).values_list("delivery_id", "statement_id"):
+        carried[delivery_id].add(statement_id)
+    for delivery in deliveries:
+        needed = sorted(carried[delivery.pk] & render_ids - covered)
+        covered.update(needed)
+        send = send_delivery.si(delivery.pk)
+        if needed:
+            header = [render_statement_pdf.si(sid) for sid in needed]
+            signatures.append((chord(header, send), len(needed) + 1))
+        else:
+            signatures.append((send, 1))
+    for _pi_id, ids in renders_by_pi.items():
+        for statement_id in ids:
+            if statement_id not in covered:
+                signatures.append((render_statement_pdf.si(statement_id), 1))
+    return signatures
+
+
+def dispatch(
+    statement_ids: Iterable[int],
+    delivery_ids: Iterable[int] = (),
+    *,
+    on_progress: Callable[[int], None] | None = None,
+) -> bool:
+    """Start rendering and sending. Returns True when everything already ran (eager mode:
+    `on_progress(units)` after each PI), False when workers will do it (wait with
+    selectors.dispatch_progress)."""
+    signatures = dispatch_signatures(statement_ids, delivery_ids)
+    if _eager():
+        for signature, units in signatures:
+            # apply(): in this process, without a producer (there is no broker to talk to).
+            signature.apply()
+            if on_progress:
+                on_progress(units)
+        return True
+    for signature, _units in signatures:
+        signature.apply_async()
+    return False

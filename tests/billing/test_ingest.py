@@ -1,0 +1,1133 @@
+"""FOCUS ingest end to end: the reference month, synthetic files, real-world quirks, bad input,
+all-or-nothing writes (including a process killed mid-import), re-import, append and dry run."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import gzip
+import io
+import itertools
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from collections import defaultdict
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from django.db.models import Sum
+
+from billing import selectors, services
+from billing.ingest import pipeline, writer
+from billing.ingest.errors import IngestError, RowError
+from billing.models import (
+    PI,
+    BillingPeriod,
+    BillingSettings,
+    Charge,
+    ChargeFlag,
+    Import,
+    Project,
+    ReviewLog,
+)
+from chargeback.errors import Refused
+from tests.conftest import ROOT
+from tests.factories import ProjectFactory
+
+pytestmark = pytest.mark.django_db
+
+UTC = dt.UTC
+D = Decimal
+
+
+# --- helpers ----------------------------------------------------------------------------------------
+
+HEADER = [
+    "BillingPeriodStart",
+    "BillingPeriodEnd",
+    "ChargePeriodStart",
+    "ChargePeriodEnd",
+    "ListCost",
+    "BilledCost",
+    "ResourceId",
+    "ResourceName",
+    "ServiceName",
+    "SubAccountId",
+    "Tags",
+]
+ADA = {"pi_email": "ada@uni.example", "project_id": "proj-ada", "fund_org": "NSF-0001"}
+
+
+def tags(**values: str) -> str:
+    return json.dumps(values)
+
+
+def focus_row(**overrides: str) -> dict[str, str]:
+    row = {
+        "BillingPeriodStart": "2025-01-01T00:00:00Z",
+        "BillingPeriodEnd": "2025-02-01T00:00:00Z",
+        "ChargePeriodStart": "2025-01-01T00:00:00Z",
+        "ChargePeriodEnd": "2025-02-01T00:00:00Z",
+        "ListCost": "10.00",
+        "BilledCost": "8.50",
+        "ResourceId": "i-0001",
+        "ResourceName": "vm-1",
+        "ServiceName": "Amazon EC2",
+        "SubAccountId": "111122223333",
+        "Tags": tags(**ADA),
+    }
+    row.update(overrides)
+    return row
+
+
+def write_focus(path: Path, rows: list[dict], header: list[str] = HEADER) -> Path:
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "wt", newline="", encoding="utf-8") as fh:
+        out = csv.DictWriter(fh, fieldnames=header, extrasaction="ignore")
+        out.writeheader()
+        out.writerows(rows)
+    return path
+
+
+def read_rows(path: Path) -> list[dict[str, str]]:
+    opener = gzip.open if path.name.endswith(".gz") else open
+    with opener(path, "rt", newline="", encoding="utf-8-sig") as fh:
+        return list(csv.DictReader(fh))
+
+
+def file_billed_sum(path: Path) -> Decimal:
+    """Σ BilledCost of a file, exactly (csv + Decimal, independent of the ingest code)."""
+    return sum((D(row["BilledCost"]) for row in read_rows(path)), D(0))
+
+
+def ingest(path: Path, source: str = "aws", period: str | None = "2025-01", **options):
+    return services.import_file(path=path, source=source, period=period, actor_name="test", **options)
+
+
+def charges_of(outcome) -> list[Charge]:
+    return list(Charge.objects.filter(import_run_id=outcome.import_id).order_by("resource_id", "id"))
+
+
+def billed(queryset) -> Decimal:
+    return queryset.aggregate(total=Sum("billed_cost"))["total"] or D(0)
+
+
+def assert_nothing_written() -> None:
+    assert Charge.objects.count() == 0
+    assert ChargeFlag.objects.count() == 0
+    assert PI.objects.count() == 0
+    assert Project.objects.count() == 0
+    assert ReviewLog.objects.count() == 0
+
+
+def the_failed_import(exc: Refused) -> Import:
+    """The only Import: failed, carrying the message and the row errors of the exception."""
+    record = Import.objects.get()
+    assert record.status == Import.Status.FAILED
+    assert record.finished_at is not None
+    if isinstance(exc, IngestError):
+        assert record.error_message == exc.message
+        assert record.errors == [e.as_dict() for e in exc.errors]
+    else:
+        assert record.error_message == str(exc)
+    return record
+
+
+@pytest.fixture
+def sources(db):
+    return {slug: services.source_create(slug=slug) for slug in ("aws", "azure", "gcp", "hpc")}
+
+
+# --- the reference month ------------------------------------------------------------------------------
+
+REFERENCE_PROJECTS = {
+    # (PI, project): (fund/org, billed)
+    ("zorp.blinkman@example.edu", "genomics-sequencing"): ("BIO-2024-001", "2307.75"),
+    ("zorp.blinkman@example.edu", "protein-folding-ml"): ("NIH-R01-2023", "4152.25"),
+    ("grix.mottershaw@example.edu", "alzheimers-biomarkers"): ("ADNI-PILOT-2024", "1755.75"),
+    ("grix.mottershaw@example.edu", "neuroimaging-atlas"): ("NIMH-2024-003", "3753.75"),
+    ("plex.wombsworth@example.edu", "exoplanet-survey"): ("NASA-EXOP-2024", "5100.00"),
+    ("quib.flannister@example.edu", "climate-modeling"): ("NSF-ATM-2024", "12.50"),
+    ("quib.flannister@example.edu", "ocean-circulation"): ("NOAA-CPO-2024", "1693.00"),
+    ("tarn.voxley@example.edu", "quantum-materials"): ("DOE-SC-2024", "735.25"),
+    ("drix.kelvington@example.edu", "labor-economics"): ("ECON-DEPT-2024", "711.75"),
+    ("frin.bumberly@example.edu", "cfd-turbulence"): ("ENGR-STARTUP", "5.00"),
+}
+
+
+def test_reference_month_totals(reference_month):
+    summary = selectors.period_summary(reference_month)
+
+    imports = Import.objects.filter(status=Import.Status.COMPLETED)
+    assert sum(imports.values_list("rows_read", flat=True)) == 59
+    assert {i.source.slug: i.rows_read for i in imports} == {
+        "aws": 25,
+        "azure": 4,
+        "hpc": 9,
+        "it_storage": 6,
+        "storage": 15,
+    }
+    assert summary.pis == 7
+    assert summary.projects == 10
+    assert summary.list_total == D("32260.00")
+    assert summary.billed_total == D("20227.00")
+    assert summary.discount == D("12033.00")
+    assert summary.flagged == 0
+    assert summary.billable_total == D("20227.00")
+    assert summary.by_source == {
+        "aws": D("19086.75"),
+        "azure": D("735.25"),
+        "hpc": D("0.00"),
+        "it_storage": D("360.00"),
+        "storage": D("45.00"),
+    }
+    # Every line of the reference table, and nothing else.
+    table = {(p.pi_email, p.project_code): (p.fund_org, p.billed_total) for p in summary.by_project}
+    assert table == {key: (fund, D(amount)) for key, (fund, amount) in REFERENCE_PROJECTS.items()}
+    by_project = {p.project_code: p for p in summary.by_project}
+    assert by_project["cfd-turbulence"].list_total == D("3665.00")
+    genomics = by_project["genomics-sequencing"]
+    assert (genomics.list_total, genomics.discount) == (D("2720.00"), D("412.25"))
+    # Money of every import adds up to the charges it wrote.
+    for record in imports:
+        assert billed(record.charges) == record.billed_total
+
+
+def test_reference_month_creates_people_and_projects(reference_month):
+    assert set(PI.objects.values_list("email", flat=True)) == {pi for pi, _ in REFERENCE_PROJECTS}
+    projects = {p.project_id: (p.pi.email, p.fund_org) for p in Project.objects.select_related("pi")}
+    assert projects == {code: (pi, fund) for (pi, code), (fund, _) in REFERENCE_PROJECTS.items()}
+    # AWS tags carry the two references.
+    genomics = Project.objects.get(project_id="genomics-sequencing")
+    assert (genomics.reference_1, genomics.reference_2) == ("NSF-BIO-2024-1234567", "REQ-2024-00142")
+
+
+# --- synthetic files ------------------------------------------------------------------------------------
+
+
+def assert_matches_manifest(outcome, path: Path, manifest: dict) -> None:
+    """Tagged charges equal the manifest exactly, all charges equal the file, untagged rows are flagged."""
+    record = Import.objects.get(pk=outcome.import_id)
+    charges = Charge.objects.filter(import_run=record)
+    tagged = charges.filter(attribution_source="tags")
+    assert billed(tagged) == D(manifest["billed_total"])
+    per_pi = dict(tagged.values_list("pi_email").annotate(total=Sum("billed_cost")).order_by())
+    assert per_pi == {email: D(total) for email, total in manifest["billed_by_pi"].items()}
+    per_project = dict(tagged.values_list("project_code").annotate(total=Sum("billed_cost")).order_by())
+    assert per_project == {code: D(total) for code, total in manifest["billed_by_project"].items()}
+
+    file_total = file_billed_sum(path)
+    assert billed(charges) == file_total
+    assert record.billed_total == file_total
+    assert outcome.billed_total == file_total
+    assert record.rows_read == outcome.rows == manifest["rows"]
+    assert sum(charges.values_list("line_count", flat=True)) == manifest["rows"]
+    assert record.charges_created == outcome.charges == charges.count()
+
+    # Untagged rows: kept, unattributed and flagged, never dropped.
+    unattributed = charges.filter(attribution_source="none")
+    assert sum(unattributed.values_list("line_count", flat=True)) == manifest["untagged_rows"]
+    assert billed(unattributed) == file_total - D(manifest["billed_total"])
+    assert set(unattributed.values_list("review_state", "flag_summary", "pi_id")) == {
+        ("flagged", "unattributed", None)
+    }
+    flagged = charges.filter(review_state="flagged")
+    assert flagged.count() == unattributed.count() == record.charges_flagged == outcome.flagged
+    assert ChargeFlag.objects.filter(charge__import_run=record).count() == unattributed.count()
+    assert set(ChargeFlag.objects.filter(charge__import_run=record).values_list("reason", flat=True)) == {
+        "unattributed"
+    }
+
+
+def test_synthetic_aws_matches_manifest_exactly(sources, synthetic):
+    path, manifest = synthetic(rows=5000, provider="aws", seed=1)
+    assert manifest["tag_prefix"] == "user:"
+    assert manifest["untagged_rows"] > 0 and manifest["credit_rows"] > 0
+
+    outcome = ingest(path)
+
+    assert outcome.status == Import.Status.COMPLETED
+    assert outcome.period == "2025-01"
+    assert_matches_manifest(outcome, path, manifest)
+    credits = Charge.objects.filter(charge_category="Credit")
+    assert credits.exists() and billed(credits) < 0
+    assert PI.objects.count() == len(manifest["billed_by_pi"])
+    record = Import.objects.get()
+    assert record.period.period == "2025-01" and record.source.slug == "aws"
+    assert record.actor_name == "test"
+    assert record.sha256 == pipeline.sha256_of(path)
+    assert Path(record.file.path).read_bytes() == path.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("provider", "name"),
+    [
+        ("azure", "azure_2025-01.csv"),
+        ("gcp", "gcp_2025-01.csv"),
+        ("hpc", "hpc_2025-01.csv"),
+        ("aws", "aws_2025-01.csv.gz"),
+    ],
+)
+def test_synthetic_other_providers_and_gzip(sources, synthetic, provider, name):
+    path, manifest = synthetic(name=name, rows=1500, provider=provider, seed=7, untagged=0.05)
+    outcome = ingest(path, source=provider)
+    assert_matches_manifest(outcome, path, manifest)
+
+
+def test_same_file_again_is_refused_and_writes_nothing(sources, synthetic):
+    path, _ = synthetic(rows=500, seed=1)
+    first = ingest(path)
+    before = (Charge.objects.count(), PI.objects.count(), Import.objects.count(), ChargeFlag.objects.count())
+
+    copy = path.with_name("aws_2025-01_copy.csv")
+    copy.write_bytes(path.read_bytes())
+    with pytest.raises(
+        Refused, match=rf"^already imported as #{first.import_id} \(aws_2025-01.csv, aws 2025-01\)"
+    ):
+        ingest(copy)
+
+    after = (Charge.objects.count(), PI.objects.count(), Import.objects.count(), ChargeFlag.objects.count())
+    assert after == before
+    assert Import.objects.get().status == Import.Status.COMPLETED
+
+
+def test_changed_file_supersedes_atomically(sources, synthetic):
+    first_path, _first_manifest = synthetic(rows=800, seed=1)
+    second_path, second_manifest = synthetic(name="aws_2025-01_v2.csv", rows=600, seed=2)
+    first = ingest(first_path)
+    old_charge_ids = set(Charge.objects.values_list("id", flat=True))
+
+    second = ingest(second_path)
+
+    assert second.supersedes == [first.import_id]
+    old, new = Import.objects.get(pk=first.import_id), Import.objects.get(pk=second.import_id)
+    assert old.status == Import.Status.SUPERSEDED
+    assert new.status == Import.Status.COMPLETED and new.supersedes_id == old.pk
+    assert not Charge.objects.filter(import_run=old).exists()
+    assert not Charge.objects.filter(id__in=old_charge_ids).exists()
+    assert ChargeFlag.objects.filter(charge__import_run=old).count() == 0
+    assert_matches_manifest(second, second_path, second_manifest)
+    summary = selectors.period_summary(selectors.period_get("2025-01"))
+    assert summary.billed_total == file_billed_sum(second_path)
+    assert summary.charges == new.charges_created
+
+
+def _identity(charge: Charge) -> tuple:
+    return (charge.sub_account_id, charge.resource_id, charge.service_name, charge.charge_category)
+
+
+def test_review_decisions_carry_over_to_unchanged_charges(sources, synthetic):
+    path, _ = synthetic(rows=1200, seed=3, untagged=0.2)
+    first = ingest(path)
+    flagged = list(Charge.objects.filter(review_state="flagged").order_by("id"))
+    assert len(flagged) >= 5
+    approved, rejected, changed = flagged[:2], flagged[2], flagged[3]
+    services.charges_approve(
+        charge_ids=[c.pk for c in [*approved, changed]], note="lab pays", actor_name="rev"
+    )
+    services.charges_reject(charge_ids=[rejected.pk], note="not ours", actor_name="rev")
+
+    # The next file differs only in other rows: one tagged row and one row of `changed`.
+    rows = read_rows(path)
+    tagged_row = next(r for r in rows if "pi_email" in r["Tags"])
+    tagged_row["BilledCost"] = str(D(tagged_row["BilledCost"]) + 1)
+    changed_row = next(
+        r
+        for r in rows
+        if "pi_email" not in r["Tags"]
+        and (r["SubAccountId"], r["ResourceId"], r["ServiceName"], r["ChargeCategory"]) == _identity(changed)
+    )
+    changed_row["BilledCost"] = str(D(changed_row["BilledCost"]) + D("0.01"))
+    second_path = write_focus(path.with_name("aws_2025-01_v2.csv"), rows, header=list(rows[0]))
+
+    second = ingest(second_path)
+
+    assert second.supersedes == [first.import_id]
+    assert second.decisions_carried == 3
+    assert Import.objects.get(pk=second.import_id).decisions_carried == 3
+    new = {
+        _identity(c): c
+        for c in Charge.objects.filter(import_run_id=second.import_id, attribution_source="none")
+    }
+    assert [new[_identity(c)].review_state for c in approved] == ["approved", "approved"]
+    assert new[_identity(rejected)].review_state == "rejected"
+    assert new[_identity(changed)].review_state == "flagged"  # its amount changed: decided again
+    # Flags stay recorded on carried charges; the state is what changed.
+    assert new[_identity(approved[0])].flags.get().reason == "unattributed"
+
+    carried = ReviewLog.objects.filter(action="carry_over").order_by("charge_id")
+    assert [(log.charge_id, log.from_state, log.to_state) for log in carried] == sorted(
+        [
+            (new[_identity(approved[0])].pk, "flagged", "approved"),
+            (new[_identity(approved[1])].pk, "flagged", "approved"),
+            (new[_identity(rejected)].pk, "flagged", "rejected"),
+        ]
+    )
+    assert {log.note for log in carried} == {
+        f"carried over from import #{first.import_id} (charge #{c.pk})" for c in [*approved, rejected]
+    }
+    assert len({log.batch for log in carried}) == 1
+    assert {log.billed_cost for log in carried} == {c.billed_cost for c in [*approved, rejected]}
+    # The original decisions stay in the log, detached from the deleted charges.
+    originals = ReviewLog.objects.filter(action__in=["approve", "reject"])
+    assert originals.count() == 4 and set(originals.values_list("charge_id", flat=True)) == {None}
+    assert billed(Charge.objects.all()) == file_billed_sum(second_path)
+
+
+def test_append_adds_instead_of_replacing(sources, synthetic):
+    first_path, first_manifest = synthetic(rows=400, seed=1)
+    second_path, _ = synthetic(name="aws_2025-01_part2.csv", rows=300, seed=2)
+    first = ingest(first_path)
+
+    second = ingest(second_path, append=True)
+
+    assert second.supersedes == []
+    assert set(Import.objects.values_list("status", flat=True)) == {"completed"}
+    assert Import.objects.get(pk=second.import_id).append is True
+    both = file_billed_sum(first_path) + file_billed_sum(second_path)
+    assert billed(Charge.objects.all()) == both
+    assert selectors.period_summary(selectors.period_get("2025-01")).billed_total == both
+    assert billed(Charge.objects.filter(import_run_id=first.import_id)) == file_billed_sum(first_path)
+
+    # A later full file replaces everything the source delivered for the period.
+    third_path, _ = synthetic(name="aws_2025-01_full.csv", rows=200, seed=3)
+    third = ingest(third_path)
+    assert sorted(third.supersedes) == sorted([first.import_id, second.import_id])
+    assert billed(Charge.objects.all()) == file_billed_sum(third_path)
+    assert first_manifest["rows"] == 400
+
+
+def test_dry_run_writes_nothing_and_reports(sources, synthetic, settings):
+    path, _manifest = synthetic(rows=700, seed=5)
+
+    outcome = ingest(path, dry_run=True)
+
+    assert outcome.dry_run is True and outcome.status == "dry-run" and outcome.import_id is None
+    assert outcome.rows == 700 and outcome.period == "2025-01"
+    assert outcome.billed_total == file_billed_sum(path)
+    assert outcome.charges > 0 and outcome.flagged > 0
+    assert outcome.supersedes == []
+    assert Import.objects.count() == 0
+    assert BillingPeriod.objects.count() == 0
+    assert_nothing_written()
+    assert not any(Path(settings.MEDIA_ROOT).rglob("*.csv"))
+
+    # Then for real: the same figures. A dry run of a replacement reports what it would supersede.
+    real = ingest(path)
+    assert (real.rows, real.charges, real.flagged, real.billed_total) == (
+        outcome.rows,
+        outcome.charges,
+        outcome.flagged,
+        outcome.billed_total,
+    )
+    other, _ = synthetic(name="aws_2025-01_v2.csv", rows=100, seed=6)
+    preview = ingest(other, dry_run=True)
+    assert preview.supersedes == [real.import_id]
+    assert Import.objects.get().status == Import.Status.COMPLETED
+    assert Charge.objects.count() == real.charges
+    with pytest.raises(Refused, match=f"already imported as #{real.import_id}"):
+        ingest(path, dry_run=True)
+
+
+# --- quirks of real exports --------------------------------------------------------------------------------
+
+
+def test_headers_any_case_and_order(sources, tmp_path):
+    header = ["tags", "SERVICENAME", "billedcost", "ResourceID", "billingperiodstart", "LISTCOST"]
+    path = write_focus(
+        tmp_path / "aws.csv",
+        [
+            {
+                "tags": tags(**ADA),
+                "SERVICENAME": "S3",
+                "billedcost": "1.25",
+                "ResourceID": "bucket-1",
+                "billingperiodstart": "2025-01-01",
+                "LISTCOST": "2.50",
+            }
+        ],
+        header=header,
+    )
+    outcome = ingest(path)
+    (charge,) = charges_of(outcome)
+    assert (charge.resource_id, charge.service_name, charge.pi_email) == ("bucket-1", "S3", "ada@uni.example")
+    assert (charge.list_cost, charge.billed_cost) == (D("2.50"), D("1.25"))
+
+
+def test_utf8_bom(sources, tmp_path):
+    path = write_focus(tmp_path / "aws.csv", [focus_row(ResourceName="Überlingen-vm")])
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    (charge,) = charges_of(ingest(path))
+    assert charge.resource_name == "Überlingen-vm"
+    assert charge.billed_cost == D("8.50")
+
+
+def test_null_literals_and_empty_cells(sources, tmp_path):
+    path = write_focus(
+        tmp_path / "aws.csv",
+        [
+            focus_row(ResourceId="r-1", ListCost="NULL", ResourceName="NULL", ChargePeriodEnd="null"),
+            focus_row(ResourceId="r-2", ListCost="", SubAccountId="NULL", Tags="NULL", BilledCost="3"),
+        ],
+    )
+    first, second = charges_of(ingest(path))
+    assert (first.list_cost, first.billed_cost, first.resource_name) == (D("8.5"), D("8.5"), "")
+    assert first.charge_period_end is None
+    assert (second.list_cost, second.sub_account_id, second.tags) == (D(3), "", {})
+    assert (second.review_state, second.flag_summary) == ("flagged", "unattributed")
+
+
+def test_timestamp_forms(sources, tmp_path):
+    forms = {
+        "r-1": ("2025-01-01T00:00:00Z", "2025-01-02T03:04:05Z", dt.datetime(2025, 1, 2, 3, 4, 5)),
+        "r-2": ("2025-01-01 00:00:00", "2025-01-02 03:04:05", dt.datetime(2025, 1, 2, 3, 4, 5)),
+        "r-3": ("2025-01-01", "2025-01-02", dt.datetime(2025, 1, 2)),
+        "r-4": ("2025-01-01T00:00Z", "2025-01-02T03:04", dt.datetime(2025, 1, 2, 3, 4)),
+        "r-5": (
+            "2025-01-01T00:00:00.000Z",
+            "2025-01-02T03:04:05.250+00:00",
+            dt.datetime(2025, 1, 2, 3, 4, 5),
+        ),
+        "r-6": ("2025-01-01 00:00:00 UTC", "2025-01-02T03:04:05", dt.datetime(2025, 1, 2, 3, 4, 5)),
+    }
+    rows = [
+        focus_row(ResourceId=rid, BillingPeriodStart=period, ChargePeriodStart=start, ChargePeriodEnd=start)
+        for rid, (period, start, _) in forms.items()
+    ]
+    outcome = ingest(write_focus(tmp_path / "aws.csv", rows), period=None)
+    assert outcome.period == "2025-01"
+    starts = {c.resource_id: c.charge_period_start for c in charges_of(outcome)}
+    assert starts == {rid: expected.replace(tzinfo=UTC) for rid, (_, _, expected) in forms.items()}
+
+
+def test_long_ids_stay_strings(sources, tmp_path):
+    path = write_focus(
+        tmp_path / "aws.csv",
+        [focus_row(SubAccountId="012345678901", ResourceId="000000000042", ResourceName="0012")],
+    )
+    (charge,) = charges_of(ingest(path))
+    assert (charge.sub_account_id, charge.resource_id, charge.resource_name) == (
+        "012345678901",
+        "000000000042",
+        "0012",
+    )
+
+
+def test_ten_decimals_are_exact(sources, tmp_path):
+    amounts = ["0.0000000001", "123456.1234567891", "-0.0000000003", "99999999.9999999999"]
+    rows = [focus_row(BilledCost=a, ListCost=a) for a in amounts]  # one resource: summed into one charge
+    rows.append(focus_row(ResourceId="i-0002", BilledCost="0.1234567890", ListCost="0.1234567891"))
+    outcome = ingest(write_focus(tmp_path / "aws.csv", rows))
+    first, second = charges_of(outcome)
+    assert first.line_count == 4
+    assert str(first.billed_cost) == "100123456.1234567888"
+    assert first.list_cost == first.billed_cost
+    assert (second.billed_cost, second.list_cost) == (D("0.1234567890"), D("0.1234567891"))
+    record = Import.objects.get()
+    assert record.billed_total == D("100123456.2469135778")
+    assert record.list_total == D("100123456.2469135779")
+    assert record.warnings == []
+
+
+def test_more_than_ten_decimals_are_rounded_with_a_warning(sources, tmp_path):
+    rows = [
+        focus_row(ResourceId="r-1", BilledCost="0.12345678915", ListCost="1"),  # half-even: up to ...92
+        focus_row(ResourceId="r-2", BilledCost="0.12345678925", ListCost="1"),  # half-even: stays ...92
+        focus_row(ResourceId="r-3", BilledCost="1.00000000001", ListCost="1"),
+    ]
+    outcome = ingest(write_focus(tmp_path / "aws.csv", rows))
+    assert [c.billed_cost for c in charges_of(outcome)] == [D("0.1234567892"), D("0.1234567892"), D("1")]
+    record = Import.objects.get()
+    assert record.status == "completed"
+    assert record.billed_total == D("1.2469135784")
+    assert len(record.warnings) == 1
+    assert record.warnings[0].startswith("3 amounts had more than 10 decimal places and were rounded")
+    assert outcome.warnings == record.warnings
+
+
+def test_tags_with_provider_prefixes(sources, tmp_path):
+    rows = [
+        focus_row(
+            ResourceId="r-1",
+            Tags=json.dumps(
+                {
+                    "user:PI_Email": "Ada@Uni.Example",
+                    "tag:project_id": "proj-ada",
+                    "label:fund_org": "NSF-0001",
+                    "user:grant_number": "G-17",
+                    "user:request_id": "REQ-9",
+                    "user:environment": "prod",
+                }
+            ),
+        ),
+        # Escaped JSON goes through the slow path and must give the same attribution.
+        focus_row(
+            ResourceId="r-2",
+            Tags='{"user:pi_email": "ada@uni.example", "user:project_id": "proj-ada", '
+            '"user:fund_org": "NSF-0001", "note": "caf\\u00e9"}',
+        ),
+    ]
+    first, second = charges_of(ingest(write_focus(tmp_path / "aws.csv", rows)))
+    assert (first.pi_email, first.project_code, first.fund_org) == ("ada@uni.example", "proj-ada", "NSF-0001")
+    assert (first.reference_1, first.reference_2, first.review_state) == ("G-17", "REQ-9", "ok")
+    assert first.tags["user:environment"] == "prod"
+    assert (second.pi_email, second.project_code, second.fund_org) == (
+        "ada@uni.example",
+        "proj-ada",
+        "NSF-0001",
+    )
+    assert second.tags["note"] == "café"
+    assert first.pi_id == second.pi_id and first.project_id == second.project_id
+
+
+def test_azure_tags_without_braces(sources, tmp_path):
+    row = focus_row(Tags='"pi_email": "ada@uni.example", "project_id": "proj-ada", "fund_org": "NSF-0001"')
+    (charge,) = charges_of(ingest(write_focus(tmp_path / "azure.csv", [row]), source="azure"))
+    assert (charge.pi_email, charge.project_code, charge.review_state) == (
+        "ada@uni.example",
+        "proj-ada",
+        "ok",
+    )
+    assert charge.tags == ADA
+
+
+def test_missing_list_cost_counts_as_billed(sources, tmp_path):
+    header = [h for h in HEADER if h != "ListCost"]
+    rows = [focus_row(ResourceId="r-1", BilledCost="4.20"), focus_row(ResourceId="r-2", BilledCost="-1.05")]
+    outcome = ingest(write_focus(tmp_path / "aws.csv", rows, header=header))
+    assert [(c.list_cost, c.billed_cost) for c in charges_of(outcome)] == [
+        (D("4.2"), D("4.2")),
+        (D("-1.05"), D("-1.05")),
+    ]
+    assert outcome.list_total == outcome.billed_total == D("3.15")
+
+
+def test_account_mapping_attributes_untagged_rows(sources, tmp_path):
+    services.account_mapping_set(
+        sub_account_id="012345678901",
+        project_id="shared-lab",
+        pi_email="grace@uni.example",
+        fund_org="GEN-0001",
+    )
+    services.account_mapping_set(
+        sub_account_id="012345678901",
+        project_id="aws-lab",
+        pi_email="alan@uni.example",
+        fund_org="AWS-0002",
+        source="aws",
+    )
+    rows = [
+        focus_row(ResourceId="r-untagged", SubAccountId="012345678901", Tags=tags(environment="prod")),
+        focus_row(ResourceId="r-tagged", SubAccountId="012345678901"),
+        focus_row(ResourceId="r-unknown", SubAccountId="999999999999", Tags=""),
+    ]
+    aws = {c.resource_id: c for c in charges_of(ingest(write_focus(tmp_path / "aws.csv", rows)))}
+    azure_rows = [{**row, "ResourceName": "azure-" + row["ResourceName"]} for row in rows]
+    azure_file = write_focus(tmp_path / "azure.csv", azure_rows)
+    azure = {c.resource_id: c for c in charges_of(ingest(azure_file, source="azure"))}
+
+    # The aws-only mapping beats the global one for aws; azure falls back to the global mapping.
+    mapped = aws["r-untagged"]
+    assert (mapped.pi_email, mapped.project_code, mapped.fund_org) == (
+        "alan@uni.example",
+        "aws-lab",
+        "AWS-0002",
+    )
+    assert (mapped.attribution_source, mapped.review_state) == ("mapping", "ok")
+    assert mapped.project == Project.objects.get(project_id="aws-lab")
+    fallback = azure["r-untagged"]
+    assert (fallback.pi_email, fallback.project_code, fallback.fund_org) == (
+        "grace@uni.example",
+        "shared-lab",
+        "GEN-0001",
+    )
+    # Tags win over mappings; no tags and no mapping stays unattributed.
+    for charges in (aws, azure):
+        assert (charges["r-tagged"].pi_email, charges["r-tagged"].attribution_source) == (
+            "ada@uni.example",
+            "tags",
+        )
+        assert (charges["r-unknown"].attribution_source, charges["r-unknown"].review_state) == (
+            "none",
+            "flagged",
+        )
+        assert charges["r-unknown"].flags.get().reason == "unattributed"
+
+
+def test_tags_naming_only_a_known_project(sources, tmp_path):
+    project = ProjectFactory(project_id="known-proj", pi__email="lin@uni.example", fund_org="DOE-7")
+    rows = [
+        focus_row(ResourceId="r-1", Tags=tags(project_id="known-proj")),
+        focus_row(ResourceId="r-2", Tags=tags(project_id="unknown-proj")),
+    ]
+    known, unknown = charges_of(ingest(write_focus(tmp_path / "aws.csv", rows)))
+    assert (known.pi, known.project, known.pi_email, known.fund_org) == (
+        project.pi,
+        project,
+        "lin@uni.example",
+        "DOE-7",
+    )
+    assert (known.attribution_source, known.review_state) == ("project", "ok")
+    assert (unknown.pi, unknown.project_code, unknown.review_state) == (None, "unknown-proj", "flagged")
+    assert not Project.objects.filter(project_id="unknown-proj").exists()
+
+
+def test_pi_tag_that_is_not_an_email_names_nobody(sources, tmp_path):
+    ProjectFactory(project_id="known-proj", pi__email="lin@uni.example", fund_org="DOE-7")
+    services.account_mapping_set(
+        sub_account_id="444455556666", project_id="mapped", pi_email="kim@uni.example", fund_org="NIH-3"
+    )
+    rows = [
+        focus_row(ResourceId="r-1", Tags=tags(pi_email="n/a", project_id="known-proj")),
+        focus_row(
+            ResourceId="r-2", Tags=tags(pi_email="TBD", project_id="new-proj"), SubAccountId="444455556666"
+        ),
+        focus_row(ResourceId="r-3", Tags=tags(pi_email="unknown", project_id="new-proj", fund_org="X-1")),
+    ]
+    by_project, by_mapping, nobody = charges_of(ingest(write_focus(tmp_path / "aws.csv", rows)))
+    assert (by_project.pi_email, by_project.attribution_source, by_project.review_state) == (
+        "lin@uni.example",
+        "project",
+        "ok",
+    )
+    assert (by_mapping.pi_email, by_mapping.project_code, by_mapping.attribution_source) == (
+        "kim@uni.example",
+        "mapped",
+        "mapping",
+    )
+    # Kept as found, unattributed and flagged; no PI "unknown" and no project under nobody.
+    assert (nobody.pi, nobody.pi_email, nobody.project_code, nobody.review_state, nobody.flag_summary) == (
+        None,
+        "unknown",
+        "new-proj",
+        "flagged",
+        "unattributed",
+    )
+    assert set(PI.objects.values_list("email", flat=True)) == {"lin@uni.example", "kim@uni.example"}
+    assert not Project.objects.filter(project_id="new-proj").exists()
+
+
+def test_messages_name_the_file_given_not_its_stored_copy(sources, tmp_path):
+    path = tmp_path / "aws_2025-01.csv"
+    for attempt in range(2):
+        write_focus(path, [focus_row(BilledCost=f"{attempt}x")])
+        with pytest.raises(IngestError) as caught:
+            ingest(path)
+        assert caught.value.message == "aws_2025-01.csv: 1 bad row; nothing was imported"
+    path.write_bytes(b"")
+    with pytest.raises(IngestError, match=r"^aws_2025-01\.csv is empty"):
+        ingest(path)
+    stored = [Path(record.file.name).name for record in Import.objects.all()]
+    assert stored == ["aws_2025-01.csv"] * 3
+    assert len({record.file.name for record in Import.objects.all()}) == 3
+
+
+def test_charges_sum_rows_of_the_same_resource(sources, tmp_path):
+    rows = [
+        focus_row(
+            ChargePeriodStart=f"2025-01-{day:02d}T00:00:00Z",
+            ChargePeriodEnd=f"2025-01-{day:02d}T23:59:59Z",
+            BilledCost="1.10",
+            ListCost="2.00",
+        )
+        for day in range(1, 11)
+    ]
+    rows.append(focus_row(ResourceId="i-0001", ServiceName="Amazon EBS", BilledCost="0.5", ListCost="0.5"))
+    storage, compute = sorted(
+        charges_of(ingest(write_focus(tmp_path / "aws.csv", rows))), key=lambda c: c.service_name
+    )
+    assert (compute.service_name, compute.line_count, compute.billed_cost, compute.list_cost) == (
+        "Amazon EC2",
+        10,
+        D("11.00"),
+        D("20.00"),
+    )
+    assert compute.charge_period_start == dt.datetime(2025, 1, 1, tzinfo=UTC)
+    assert compute.charge_period_end == dt.datetime(2025, 1, 10, 23, 59, 59, tzinfo=UTC)
+    assert (storage.line_count, storage.billed_cost) == (1, D("0.5"))
+
+
+# --- bad input: a clear message, a failed Import, nothing else ---------------------------------------------
+
+
+def _csv_text(rows: list[list[str]]) -> bytes:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(rows)
+    return buffer.getvalue().encode()
+
+
+def _line(**overrides: str) -> list[str]:
+    row = focus_row(**overrides)
+    return [row[h] for h in HEADER]
+
+
+BAD_FILES = {
+    "missing column": (
+        _csv_text([[h for h in HEADER if h != "BilledCost"], _line()[:5] + _line()[6:]]),
+        r"aws_2025-01\.csv: missing required column BilledCost \(columns found: BillingPeriodStart,",
+        [],
+    ),
+    "no resource column": (
+        _csv_text([["BillingPeriodStart", "BilledCost"], ["2025-01-01", "1"]]),
+        "no column identifies the resource; need one of ResourceId, ResourceName, ServiceName",
+        [],
+    ),
+    "bad number": (
+        _csv_text([HEADER, _line(), _line(BilledCost="12.3.4")]),
+        r"^aws_2025-01\.csv: 1 bad row; nothing was imported$",
+        [RowError(3, "BilledCost", "12.3.4", "not a number")],
+    ),
+    "empty billed cost": (
+        _csv_text([HEADER, _line(), _line(), _line(BilledCost="")]),
+        "1 bad row",
+        [RowError(4, "BilledCost", "", "BilledCost is empty")],
+    ),
+    "bad date": (
+        _csv_text([HEADER, _line(), _line(BillingPeriodStart="01/15/2025")]),
+        "1 bad row",
+        [
+            RowError(
+                3, "BillingPeriodStart", "01/15/2025", "not a date or timestamp (YYYY-MM-DD[THH:MM:SS][Z])"
+            )
+        ],
+    ),
+    "impossible date": (
+        _csv_text([HEADER, _line(ChargePeriodStart="2025-02-30T00:00:00Z")]),
+        "1 bad row",
+        [RowError(2, "ChargePeriodStart", "2025-02-30T00:00:00Z", "no such date or time")],
+    ),
+    "empty file": (b"", r"^aws_2025-01\.csv is empty: no header line, no data$", []),
+    "header only": (_csv_text([HEADER]), r"^aws_2025-01\.csv has a header but no data rows$", []),
+    "semicolons": (
+        ";".join(HEADER).encode() + b"\n" + ";".join(_line(Tags="{}")).encode() + b"\n",
+        "the header is one column separated by semicolons; FOCUS CSV files must be comma-separated",
+        [],
+    ),
+    "latin-1 bytes": (
+        _csv_text([HEADER, _line()])
+        + _csv_text([_line(ResourceName="Müller-vm")]).decode().encode("latin-1"),
+        r"aws_2025-01\.csv is not UTF-8 text: line 3, byte \d+ cannot be decoded; export it as UTF-8",
+        [RowError(3, "", "", "invalid UTF-8")],
+    ),
+    "latin-1 header": (
+        "BillingPeriodStart,BilledCost,ResourceId,Bemerkung\xe4\n2025-01-01,1,r\n".encode("latin-1"),
+        r"aws_2025-01\.csv is not UTF-8 text \(line 1, byte \d+\); export it as UTF-8",
+        [],
+    ),
+    "malformed tags": (
+        _csv_text([HEADER, _line(), _line(Tags='{"pi_email": "ada@uni.example"')]),
+        "1 bad row",
+        [
+            RowError(
+                3,
+                "Tags",
+                '{"pi_email": "ada@uni.example"',
+                "Tags is not valid JSON (Expecting ',' delimiter: line 1 column 31 (char 30))",
+            )
+        ],
+    ),
+    "tags not an object": (
+        _csv_text([HEADER, _line(Tags="[1, 2]")]),
+        "1 bad row",
+        [RowError(2, "Tags", "[1, 2]", "Tags is not valid JSON (Tags is not a JSON object)")],
+    ),
+    "too many fields": (
+        _csv_text([HEADER, _line(), [*_line(Tags="{}"), "extra"]]),
+        "1 bad row",
+        [RowError(3, "", ",".join([*_line(Tags="{}"), "extra"]), "expected 11 fields, found 12")],
+    ),
+    "too few fields": (
+        _csv_text([HEADER, _line(), ["2025-01-01", "1"]]),
+        "1 bad row",
+        [RowError(3, "", "2025-01-01,1", "expected 11 fields, found 2")],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_bad_input_is_refused_and_nothing_written(sources, tmp_path, case):
+    content, message, row_errors = BAD_FILES[case]
+    path = tmp_path / "aws_2025-01.csv"
+    path.write_bytes(content)
+
+    with pytest.raises(IngestError, match=message) as caught:
+        ingest(path)
+
+    assert caught.value.errors == row_errors
+    for error in row_errors:
+        assert str(error) in caught.value.describe()
+    the_failed_import(caught.value)
+    assert_nothing_written()
+    assert BillingPeriod.objects.count() == 0
+
+
+def test_truncated_gzip_is_refused(sources, tmp_path):
+    rows = [focus_row(ResourceId=f"r-{n}", BilledCost=str(n)) for n in range(5000)]
+    whole = write_focus(tmp_path / "whole.csv.gz", rows).read_bytes()
+    path = tmp_path / "aws_2025-01.csv.gz"
+    path.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(IngestError) as caught:
+        ingest(path)
+    assert caught.value.message == (
+        "aws_2025-01.csv.gz: the file could not be read to its end "
+        "(Compressed file ended before the end-of-stream marker was reached)"
+    )
+    the_failed_import(caught.value)
+    assert_nothing_written()
+
+
+def test_bad_rows_are_all_reported_by_line(sources, tmp_path):
+    lines = [HEADER, _line()]
+    lines += [_line(BilledCost=f"x{n}") for n in range(60)]
+    lines.append(_line(BillingPeriodStart="yesterday"))
+    path = tmp_path / "aws_2025-01.csv"
+    path.write_bytes(_csv_text(lines))
+    with pytest.raises(
+        IngestError, match=r"^aws_2025-01\.csv: 61\+ bad rows; nothing was imported$"
+    ) as caught:
+        ingest(path)
+    errors = caught.value.errors
+    assert len(errors) == IngestError.MAX_ROW_ERRORS
+    assert errors[0] == RowError(3, "BilledCost", "x0", "not a number")
+    assert [e.line for e in errors] == sorted(e.line for e in errors)
+    assert "line 3, column BilledCost, value 'x0': not a number" in caught.value.describe()
+    assert caught.value.describe().endswith("  ... and 11 more")
+    the_failed_import(caught.value)
+    assert_nothing_written()
+
+
+def test_rows_of_another_month_than_the_period(sources, tmp_path):
+    rows = [
+        focus_row(),
+        focus_row(BillingPeriodStart="2025-02-01T00:00:00Z"),
+        focus_row(BillingPeriodStart="2025-02-01"),
+        focus_row(BillingPeriodStart="2024-12-01"),
+    ]
+    path = write_focus(tmp_path / "aws_2025-01.csv", rows)
+    with pytest.raises(IngestError) as caught:
+        ingest(path, period="2025-01")
+    assert caught.value.message == (
+        "aws_2025-01.csv: rows belong to another month than 2025-01: "
+        "2024-12 (1 rows, first at line 5), 2025-02 (2 rows, first at line 3)"
+    )
+    the_failed_import(caught.value)
+    assert_nothing_written()
+    assert BillingPeriod.objects.count() == 0
+
+
+def test_file_spanning_two_months_without_period(sources, tmp_path):
+    rows = [focus_row(), focus_row(BillingPeriodStart="2025-02-01")]
+    path = write_focus(tmp_path / "aws_2025-01.csv", rows)
+    with pytest.raises(IngestError) as caught:
+        ingest(path, period=None)
+    assert caught.value.message == (
+        "aws_2025-01.csv: rows span several months (2025-01 (1 rows), 2025-02 (1 rows)); "
+        "split the file or pass -p/--period"
+    )
+    the_failed_import(caught.value)
+    assert_nothing_written()
+
+
+def test_period_from_the_data_when_not_given(sources, tmp_path):
+    path = write_focus(tmp_path / "aws.csv", [focus_row(BillingPeriodStart="2025-03-01")])
+    outcome = ingest(path, period=None)
+    assert outcome.period == "2025-03"
+    period = BillingPeriod.objects.get()
+    assert (period.period, period.status) == ("2025-03", "open")
+    assert period.transitions.get().note == "created by import"
+
+
+def test_closed_period_refuses_imports(sources, tmp_path):
+    services.period_open(period="2025-01")
+    services.period_close(period="2025-01")
+    path = write_focus(tmp_path / "aws_2025-01.csv", [focus_row()])
+    with pytest.raises(Refused) as caught:
+        ingest(path)
+    assert str(caught.value) == (
+        "period 2025-01 is closed: it accepts no imports; reopen it first (periods reopen 2025-01 --reason ...)"
+    )
+    the_failed_import(caught.value)
+    assert_nothing_written()
+    assert BillingPeriod.objects.get().status == "closed"
+
+
+def test_finalized_period_refuses_imports(sources, tmp_path):
+    services.period_open(period="2025-01")
+    services.period_close(period="2025-01")
+    services.period_finalize(period="2025-01")
+    path = write_focus(tmp_path / "aws_2025-01.csv", [focus_row()])
+    with pytest.raises(Refused) as caught:
+        ingest(path)
+    assert str(caught.value) == "period 2025-01 is finalized: it accepts no imports"
+    the_failed_import(caught.value)
+    assert_nothing_written()
+
+
+def test_failed_import_leaves_earlier_import_untouched(sources, synthetic, tmp_path):
+    path, _ = synthetic(rows=300, seed=1)
+    first = ingest(path)
+    before = list(Charge.objects.order_by("id").values_list("id", "billed_cost", "review_state"))
+    bad = tmp_path / "aws_2025-01_fixed.csv"
+    bad.write_bytes(_csv_text([HEADER, _line(BilledCost="abc")]))
+    with pytest.raises(IngestError):
+        ingest(bad)
+    assert list(Charge.objects.order_by("id").values_list("id", "billed_cost", "review_state")) == before
+    assert Import.objects.get(pk=first.import_id).status == "completed"
+    assert Import.objects.exclude(pk=first.import_id).get().status == "failed"
+
+
+def test_unknown_source_and_missing_file(sources, tmp_path):
+    path = write_focus(tmp_path / "x.csv", [focus_row()])
+    with pytest.raises(Refused, match=r"unknown source 'oracle' \(known: aws, azure, gcp, hpc\)"):
+        ingest(path, source="oracle")
+    with pytest.raises(IngestError, match="file not found"):
+        ingest(tmp_path / "missing.csv")
+    with pytest.raises(Refused, match="invalid period '2025-13'"):
+        ingest(path, period="2025-13")
+    assert Import.objects.count() == 0
+
+
+# --- all or nothing when the import dies mid-write ----------------------------------------------------------
+
+
+def test_writer_failing_midway_writes_nothing(sources, synthetic, monkeypatch):
+    path, _ = synthetic(rows=1000, seed=4)
+    real_write = writer.write_charges
+    written = []
+
+    def write_some_then_fail(rows):
+        written.append(real_write(itertools.islice(rows, 100)))
+        assert Charge.objects.count() == 100  # really inserted, inside the import's transaction
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(pipeline, "write_charges", write_some_then_fail)
+    with pytest.raises(RuntimeError, match="disk full"):
+        ingest(path)
+
+    assert written == [100]
+    record = Import.objects.get()
+    assert (record.status, record.error_message) == ("failed", "internal error: disk full")
+    assert_nothing_written()
+    assert BillingPeriod.objects.count() == 0
+
+
+KILLED_IMPORT = """
+import json, os, signal, sys
+import django
+
+django.setup()
+from django.core.management import call_command
+from django.db import connection
+
+call_command("migrate", verbosity=0)
+from billing import services
+from billing.ingest import writer
+
+services.source_create(slug="aws")
+writer.SQLITE_BATCH = 50
+batches = writer._batches_in_background
+
+
+def die_after_first_batch(rows, size):
+    for number, batch in enumerate(batches(rows, size)):
+        if number == 1:  # batch 0 has been inserted, inside the import's transaction
+            with connection.cursor() as cursor:
+                seen = {}
+                for table in ("billing_charge", "billing_pi", "billing_project"):
+                    cursor.execute(f"SELECT COUNT(*) FROM {table}")
+                    seen[table] = cursor.fetchone()[0]
+            with open(sys.argv[2], "w") as fh:
+                json.dump(seen, fh)
+            os.kill(os.getpid(), signal.SIGKILL)
+        yield batch
+
+
+writer._batches_in_background = die_after_first_batch
+services.import_file(path=sys.argv[1], source="aws", period="2025-01")
+print("not killed")
+"""
+
+
+@pytest.mark.slow
+def test_reader_killed_halfway_leaves_nothing(synthetic, tmp_path):
+    """A separate process on its own SQLite file is SIGKILLed after its first insert batch."""
+    path, _ = synthetic(rows=2000, seed=8)
+    data_dir = tmp_path / "instance"
+    data_dir.mkdir()
+    database = data_dir / "killed.sqlite3"
+    script = tmp_path / "killed_import.py"
+    script.write_text(textwrap.dedent(KILLED_IMPORT))
+    marker = tmp_path / "seen.json"
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENCHARGEBACK_CONFIG", "MEDIA_ROOT")}
+    env.update(
+        DATABASE_URL=f"sqlite:///{database}",
+        OPENCHARGEBACK_DATA_DIR=str(data_dir),
+        DJANGO_SETTINGS_MODULE="chargeback.settings",
+        PYTHONPATH=str(ROOT),
+    )
+
+    proc = subprocess.run(
+        [sys.executable, str(script), str(path), str(marker)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
+    seen = json.loads(marker.read_text())
+    assert seen["billing_charge"] == 50 and seen["billing_pi"] > 0 and seen["billing_project"] > 0
+    with sqlite3.connect(database) as db:
+        count = lambda table: db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]  # noqa: E731
+        assert count("billing_charge") == 0
+        assert count("billing_chargeflag") == 0
+        assert count("billing_pi") == 0
+        assert count("billing_project") == 0
+        assert count("billing_billingperiod") == 0
+        # Only the import's own bookkeeping, written before its transaction, survives.
+        assert db.execute("SELECT status, rows_read, charges_created FROM billing_import").fetchall() == [
+            ("running", 0, 0)
+        ]
+
+
+# --- the per-PI view of a synthetic month --------------------------------------------------------------------
+
+
+def test_period_project_totals_match_manifest_per_project(sources, synthetic):
+    path, manifest = synthetic(rows=2000, seed=11, pis=20)
+    ingest(path)
+    period = selectors.period_get("2025-01")
+    totals = defaultdict(Decimal)
+    for row in selectors.period_project_totals(period):
+        if row.pi_email:
+            totals[row.project_code] += row.billed_total
+    assert dict(totals) == {code: D(v) for code, v in manifest["billed_by_project"].items()}
+    unattributed = [row for row in selectors.period_project_totals(period) if not row.pi_email]
+    assert len(unattributed) == 1
+    assert unattributed[0].flagged_count == unattributed[0].charges
+    assert unattributed[0].flagged_billed == file_billed_sum(path) - D(manifest["billed_total"])
+
+
+def test_tag_keys_come_from_billing_settings(sources, tmp_path):
+    settings_obj = selectors.billing_settings_get()
+    settings_obj.tag_pi_email, settings_obj.tag_project_id, settings_obj.tag_fund_org = (
+        "owner",
+        "proj",
+        "account",
+    )
+    settings_obj.save()
+    assert BillingSettings.objects.count() == 1
+    row = focus_row(Tags=json.dumps({"user:Owner": "kim@uni.example", "proj": "p-9", "account": "F-9"}))
+    (charge,) = charges_of(ingest(write_focus(tmp_path / "aws.csv", [row])))
+    assert (charge.pi_email, charge.project_code, charge.fund_org, charge.review_state) == (
+        "kim@uni.example",
+        "p-9",
+        "F-9",
+        "ok",
+    )

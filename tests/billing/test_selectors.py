@@ -1,0 +1,219 @@
+"""Billing selectors: file-name detection, periods, and the exact period summary."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from billing import selectors
+from billing.models import BillingSettings, ChargeFlag, FlagReason
+from chargeback.errors import Refused
+from tests.factories import (
+    ChargeFactory,
+    FlagRuleFactory,
+    ImportFactory,
+    PeriodFactory,
+    PIFactory,
+    ProjectFactory,
+    SourceFactory,
+)
+
+pytestmark = pytest.mark.django_db
+D = Decimal
+
+
+# --- file names ----------------------------------------------------------------------------------------------
+
+
+def test_source_for_filename_longest_pattern_wins():
+    aws = SourceFactory(slug="aws", filename_pattern="aws*")
+    gov = SourceFactory(slug="aws-gov", filename_pattern="aws-gov*")
+    azure = SourceFactory(slug="azure", filename_pattern="*azure*.csv*")
+    SourceFactory(slug="gcp", filename_pattern="gcp_*", is_active=False)
+
+    assert selectors.source_for_filename("aws_2025-01.csv") == aws
+    assert selectors.source_for_filename("AWS_2025-01.CSV") == aws  # case-insensitive
+    assert selectors.source_for_filename("aws-gov_2025-01.csv") == gov
+    assert selectors.source_for_filename("export-AZURE-2025-01.csv.gz") == azure
+    assert selectors.source_for_filename("gcp_2025-01.csv") is None  # inactive sources are not detected
+    assert selectors.source_for_filename("oracle_2025-01.csv") is None
+
+
+def test_source_for_filename_falls_back_to_slug_prefix():
+    hpc = SourceFactory(slug="hpc", filename_pattern="")
+    hpc_gpu = SourceFactory(slug="hpc-gpu", filename_pattern="")
+    storage = SourceFactory(slug="storage", filename_pattern="nothing-matches-*")
+
+    assert selectors.source_for_filename("hpc_2025-01.csv") == hpc
+    assert selectors.source_for_filename("HPC.2025-01.csv") == hpc
+    assert selectors.source_for_filename("hpc-gpu_2025-01.csv") == hpc_gpu  # the longest slug
+    assert selectors.source_for_filename("storage-2025-01.csv") == storage
+    assert selectors.source_for_filename("hpcx_2025-01.csv") is None  # a prefix needs a separator
+    assert selectors.source_for_filename("hpc") == hpc
+    # An explicit candidate list is honoured.
+    assert selectors.source_for_filename("hpc_2025-01.csv", sources=[storage]) is None
+
+
+def test_period_from_filename():
+    cases = {
+        "aws_2025-01.csv": "2025-01",
+        "azure_202502.csv": "2025-02",
+        "hpc_2025_03.csv.gz": "2025-03",
+        "focus-export-2025-12-detail.csv": "2025-12",
+        "storage_2026-10.csv": "2026-10",
+        "aws_2025-13.csv": None,
+        "aws_2025-00.csv": None,
+        "aws.csv": None,
+        "invoice_1202501.csv": None,  # digits around the match: not a period
+        "aws_20250199.csv": None,
+    }
+    assert {name: selectors.period_from_filename(name) for name in cases} == cases
+
+
+def test_validate_and_get_period():
+    assert selectors.validate_period(" 2025-01 ") == "2025-01"
+    with pytest.raises(Refused, match=r"^invalid period '2025/01': expected YYYY-MM, e.g. 2025-01$"):
+        selectors.validate_period("2025/01")
+    period = PeriodFactory(period="2025-01")
+    assert selectors.period_get("2025-01") == period
+    with pytest.raises(Refused, match=r"^period 2025-02 does not exist$"):
+        selectors.period_get("2025-02")
+
+
+def test_source_get():
+    aws = SourceFactory(slug="aws")
+    assert selectors.source_get("aws") == aws
+    with pytest.raises(Refused, match=r"^unknown source 'gcp' \(known: aws\); add it with `sources add`$"):
+        selectors.source_get("gcp")
+
+
+def test_billing_settings_is_a_singleton():
+    first = selectors.billing_settings_get()
+    assert (first.pk, first.currency_code, first.tag_prefix_list) == (1, "USD", ["user:", "tag:", "label:"])
+    first.tag_prefixes = " user: , ,aws:"
+    first.save()
+    assert selectors.billing_settings_get().tag_prefix_list == ["user:", "aws:"]
+    assert BillingSettings.objects.count() == 1
+
+
+# --- the period summary ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def month():
+    """A small month with every review state, two sources, an unattributed charge and a credit."""
+    period = PeriodFactory(period="2025-01")
+    aws, hpc = SourceFactory(slug="aws"), SourceFactory(slug="hpc")
+    ada, bob = PIFactory(email="ada@uni.example"), PIFactory(email="bob@uni.example")
+    genomics = ProjectFactory(project_id="genomics", pi=ada, fund_org="NIH-1")
+    proteins = ProjectFactory(project_id="proteins", pi=ada, fund_org="NSF-2")
+    climate = ProjectFactory(project_id="climate", pi=bob, fund_org="NOAA-3")
+
+    def charge(project, source, listed, billed, state="ok", **extra):
+        return ChargeFactory(
+            period=period,
+            source=source,
+            project=project,
+            list_cost=D(listed),
+            billed_cost=D(billed),
+            review_state=state,
+            **extra,
+        )
+
+    charge(genomics, aws, "100.0000000001", "85.0000000001")
+    charge(genomics, aws, "-5.00", "-5.00", charge_category="Credit")
+    charge(genomics, hpc, "800.00", "0.00")  # 100 % subsidy
+    charge(proteins, aws, "50.00", "42.50", "approved")
+    charge(proteins, aws, "20.00", "20.00", "rejected")
+    charge(climate, hpc, "12.3456789012", "12.3456789012", "flagged", flag_summary="rule:x")
+    charge(None, aws, "7.77", "7.77", "flagged", flag_summary="unattributed", attribution_source="none")
+    # Another period must not count.
+    ChargeFactory(period=PeriodFactory(period="2025-02"), source=aws, project=genomics, billed_cost=D("999"))
+    return period
+
+
+def test_period_summary_numbers(month):
+    summary = selectors.period_summary(month)
+    assert summary.period == month
+    assert (summary.charges, summary.pis, summary.projects) == (7, 2, 3)
+    assert (summary.flagged, summary.flagged_billed, summary.rejected) == (2, D("20.1156789012"), 1)
+    assert summary.list_total == D("985.1156789013")
+    assert summary.billed_total == D("162.6156789013")
+    assert summary.discount == D("822.5000000000")
+    assert summary.billable_total == D("122.5000000001")  # ok + approved
+    assert summary.by_source == {"aws": D("150.2700000001"), "hpc": D("12.3456789012")}
+    rows = [
+        (
+            p.pi_email,
+            p.project_code,
+            p.fund_org,
+            p.charges,
+            p.list_total,
+            p.billed_total,
+            p.flagged_count,
+            p.flagged_billed,
+        )
+        for p in summary.by_project
+    ]
+    assert rows == [
+        ("", "", "", 1, D("7.77"), D("7.77"), 1, D("7.77")),
+        ("ada@uni.example", "genomics", "NIH-1", 3, D("895.0000000001"), D("80.0000000001"), 0, D(0)),
+        ("ada@uni.example", "proteins", "NSF-2", 2, D("70.00"), D("62.50"), 0, D(0)),
+        (
+            "bob@uni.example",
+            "climate",
+            "NOAA-3",
+            1,
+            D("12.3456789012"),
+            D("12.3456789012"),
+            1,
+            D("12.3456789012"),
+        ),
+    ]
+    assert summary.by_project[1].discount == D("815.00")
+
+
+def test_period_summary_of_an_empty_period():
+    summary = selectors.period_summary(PeriodFactory(period="2025-03"))
+    assert (summary.charges, summary.pis, summary.projects, summary.flagged) == (0, 0, 0, 0)
+    assert (summary.list_total, summary.billed_total, summary.billable_total) == (D(0), D(0), D(0))
+    assert (summary.by_source, summary.by_project) == ({}, [])
+
+
+def test_pi_period_projects(month):
+    rows = selectors.pi_period_projects(" Ada@Uni.Example ", month)
+    assert [(r.project_code, r.billed_total) for r in rows] == [
+        ("genomics", D("80.0000000001")),
+        ("proteins", D("62.50")),
+    ]
+    with pytest.raises(Refused, match=r"^no PI with email nobody@uni.example$"):
+        selectors.pi_period_projects("nobody@uni.example", month)
+
+
+def test_flagged_charges_by_reason(month):
+    rule = FlagRuleFactory(name="gpu")
+    flagged = list(selectors.flagged_charges(month))
+    assert len(flagged) == 2
+    unattributed = next(c for c in flagged if c.attribution_source == "none")
+    ruled = next(c for c in flagged if c.attribution_source != "none")
+    ChargeFlag.objects.create(charge=unattributed, reason=FlagReason.UNATTRIBUTED)
+    ChargeFlag.objects.create(charge=ruled, reason=FlagReason.RULE, rule=rule)
+    assert list(selectors.flagged_charges(month, "unattributed")) == [unattributed]
+    assert list(selectors.flagged_charges(reason="rule:gpu")) == [ruled]
+    assert list(selectors.flagged_charges(month, "rule:other")) == []
+    assert selectors.flagged_charges(PeriodFactory(period="2025-04")).count() == 0
+
+
+def test_exact_sum_and_current_imports(month):
+    from billing.models import Charge, Import
+
+    assert selectors.exact_sum(Charge.objects.filter(period=month), "billed_cost") == D("162.6156789013")
+    assert selectors.exact_sum(Charge.objects.none(), "billed_cost") == D(0)
+    aws = SourceFactory(slug="aws")
+    done = ImportFactory(source=aws, period=month)
+    ImportFactory(source=aws, period=month, status=Import.Status.SUPERSEDED)
+    ImportFactory(source=aws, period=month, status=Import.Status.FAILED)
+    current = set(selectors.current_imports(aws, month))
+    assert done in current
+    assert all(i.status == "completed" for i in current)

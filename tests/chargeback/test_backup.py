@@ -1,0 +1,473 @@
+"""Backup and restore: a populated installation round-trips exactly, and a damaged or unsuitable
+archive is refused before anything changes.
+
+The round trips run `openchargeback` in subprocesses against their own databases (SQLite files
+under tmp_path, and scratch PostgreSQL databases when a server on 127.0.0.1:5432 lets user
+`postgres` create them): pytest's own test database is in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chargeback import backup
+from chargeback.errors import Refused
+
+ROOT = Path(__file__).resolve().parents[2]
+SHARED = ROOT.parent / "shared"
+REFERENCE_DIR = SHARED / "reference" / "openchargeback-2025-01"
+SYNTH_TOOL = SHARED / "tools" / "focus_synth.py"
+PG_SERVER = "postgres://postgres@127.0.0.1:5432"
+
+# A month of every kind of state: the reference month (closed, a flag rule, approvals and a
+# rejection), a synthetic month with 11-decimal amounts and untagged rows, a mapping, a user.
+POPULATE = r"""
+import sys
+from pathlib import Path
+import django
+django.setup()
+from django.contrib.auth import get_user_model
+from billing import services
+from billing.models import Charge
+
+reference, synthetic = Path(sys.argv[1]), Path(sys.argv[2])
+for slug in ["aws", "azure", "hpc", "it_storage", "storage"]:
+    services.source_create(slug=slug, fund_org=f"IT-{slug.upper()}", account="54100")
+for path in sorted(reference.glob("*.csv")):
+    services.import_file(path=path, source=path.name.rsplit("_", 1)[0], period="2025-01", actor_name="test")
+services.flag_rule_save(name="gpu", pattern="(?i)gpu", fields=["service_name", "resource_name"])
+services.period_reevaluate_flags(period="2025-01", actor_name="test")
+services.import_file(path=synthetic, source="aws", period="2025-02", actor_name="test")
+for period in ("2025-01", "2025-02"):
+    flagged = list(Charge.objects.filter(period__period=period, review_state="flagged").order_by("id").values_list("id", flat=True))
+    if flagged:
+        services.charges_reject(charge_ids=flagged[:1], note="not ours", actor_name="test")
+        services.charges_approve(charge_ids=flagged[1:], note="checked", actor_name="test")
+services.period_close(period="2025-01", actor_name="test")
+services.account_mapping_set(sub_account_id="012345678901", project_id="mapped-project", pi_email="mapped@example.edu", fund_org="MAP-01")
+get_user_model().objects.create_superuser("admin", "admin@example.edu", "correct horse battery staple")
+print(Charge.objects.count())
+"""
+
+# Everything a restore must bring back: every row of every table (digest), the totals of every
+# period (period_summary, exact), the media files, and the stored copies of the imports.
+FINGERPRINT = r"""
+import hashlib, json
+from pathlib import Path
+import django
+django.setup()
+from django.apps import apps
+from django.conf import settings
+from billing import selectors
+from billing.models import BillingPeriod, Import
+
+def digest(model):
+    names = [f.attname for f in model._meta.concrete_fields]
+    h = hashlib.sha256()
+    for row in model._default_manager.order_by("pk").values_list(*names):
+        h.update(repr(row).encode())
+    return h.hexdigest()
+
+models = [m for m in apps.get_models() if m._meta.managed and not m._meta.proxy]
+out = {
+    "rows": {m._meta.label: m._default_manager.count() for m in models},
+    "digests": {m._meta.label: digest(m) for m in models},
+    "periods": {},
+    "media": {},
+}
+for period in BillingPeriod.objects.order_by("period"):
+    s = selectors.period_summary(period)
+    out["periods"][period.period] = {
+        "status": period.status, "charges": s.charges, "pis": s.pis, "projects": s.projects,
+        "flagged": s.flagged, "flagged_billed": str(s.flagged_billed), "rejected": s.rejected,
+        "list_total": str(s.list_total), "billed_total": str(s.billed_total),
+        "billable_total": str(s.billable_total), "discount": str(s.discount),
+        "by_source": {k: str(v) for k, v in s.by_source.items()},
+        "by_project": [[p.pi_email, p.project_code, p.fund_org, p.charges, str(p.list_total), str(p.billed_total),
+                        p.flagged_count, str(p.flagged_billed)] for p in s.by_project],
+    }
+root = Path(settings.MEDIA_ROOT)
+for path in sorted(root.rglob("*")) if root.is_dir() else []:
+    if path.is_file():
+        out["media"][path.relative_to(root).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
+out["imports_readable"] = all(
+    hashlib.sha256(i.file.open("rb").read()).hexdigest() == i.sha256 for i in Import.objects.exclude(file="")
+)
+print(json.dumps(out, sort_keys=True))
+"""
+
+
+class Installation:
+    """One OpenChargeback installation: its own data dir and database, driven by subprocesses."""
+
+    def __init__(self, base: Path, database_url: str | None = None) -> None:
+        self.data_dir = base
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.database_url = database_url or f"sqlite:///{base / 'openchargeback.sqlite3'}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in ("OPENCHARGEBACK_CONFIG", "CELERY_BROKER_URL")}
+        env.update(
+            OPENCHARGEBACK_DATA_DIR=str(self.data_dir),
+            DATABASE_URL=self.database_url,
+            DJANGO_SETTINGS_MODULE="chargeback.settings",
+        )
+        return env
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [sys.executable, "-m", "chargeback.cli", *args],
+            cwd=self.data_dir,
+            env=self.env,
+            capture_output=True,
+            text=True,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"{args} exited {result.returncode}:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def python(self, code: str, *args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-c", code, *args],
+            cwd=self.data_dir,
+            env=self.env,
+            capture_output=True,
+            text=True,
+        )
+        if result.returncode != 0:
+            raise AssertionError(result.stderr)
+        return result.stdout
+
+    def fingerprint(self) -> dict[str, Any]:
+        return json.loads(self.python(FINGERPRINT))
+
+    @property
+    def media(self) -> Path:
+        return self.data_dir / "media"
+
+
+def _synthetic(tmp: Path) -> Path:
+    out = tmp / "aws_2025-02.csv"
+    subprocess.run(
+        [
+            sys.executable,
+            str(SYNTH_TOOL),
+            str(out),
+            "--rows",
+            "3000",
+            "--period",
+            "2025-02",
+            "--seed",
+            "7",
+            "--untagged",
+            "0.05",
+        ],
+        check=True,
+    )
+    return out
+
+
+def _populated(base: Path, database_url: str | None = None) -> Installation:
+    source = Installation(base / "source", database_url)
+    source.run("migrate", "-v", "0")
+    source.python(POPULATE, str(REFERENCE_DIR), str(_synthetic(base)))
+    return source
+
+
+def _round_trip(base: Path, source: Installation, target: Installation) -> None:
+    before = source.fingerprint()
+    assert before["rows"]["billing.Charge"] > 100
+    assert before["periods"]["2025-01"]["billed_total"] == "20227.0000000000"
+    assert before["periods"]["2025-01"]["rejected"] >= 0
+    assert before["media"] and before["imports_readable"]
+
+    archive = base / "site.tar.gz"
+    made = json.loads(source.run("backup", str(archive), "--format", "json").stdout)
+    assert made["path"] == str(archive)
+    assert made["periods"]["2025-01"]["billed"] == {"amount": "20227.0000000000", "cents": 2022700}
+
+    target.run("migrate", "-v", "0")  # a fresh installation, as `docker compose up` leaves it
+    restored = json.loads(target.run("restore", str(archive), "--format", "json").stdout)
+    assert restored["restored"] is True
+    after = target.fingerprint()
+    # Every row of every table, every period total, every media file: identical.
+    assert after == before
+
+    # The restored installation keeps working: new rows get fresh ids.
+    target.run("sources", "add", "newsource")
+    # And it now holds data: a second restore is refused, and changes nothing.
+    again = target.run("restore", str(archive), check=False)
+    assert again.returncode == 1
+    assert "already holds data" in again.stderr
+
+
+def test_round_trip_sqlite(tmp_path):
+    source = _populated(tmp_path)
+    _round_trip(tmp_path, source, Installation(tmp_path / "target"))
+
+
+def _pg_admin() -> Any:
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        return psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True, connect_timeout=3)
+    except Exception as exc:
+        pytest.skip(f"no PostgreSQL server for scratch databases: {exc.__class__.__name__}")
+
+
+@pytest.fixture
+def pg_databases() -> Any:
+    """A factory of scratch PostgreSQL databases, dropped afterwards."""
+    admin = _pg_admin()
+    created: list[str] = []
+
+    def make() -> str:
+        name = f"oc_backup_test_{uuid.uuid4().hex[:10]}"
+        try:
+            admin.execute(f'CREATE DATABASE "{name}"')
+        except Exception as exc:
+            pytest.skip(f"cannot create a scratch database: {exc.__class__.__name__}")
+        created.append(name)
+        return f"{PG_SERVER}/{name}"
+
+    yield make
+    for name in created:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin.close()
+
+
+def test_round_trip_postgres(tmp_path, pg_databases):
+    source = _populated(tmp_path, pg_databases())
+    _round_trip(tmp_path, source, Installation(tmp_path / "target", pg_databases()))
+
+
+# --- damaged and unsuitable archives (checked before anything changes) ---------------------
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory) -> Path:
+    """A small SQLite installation's backup (reference month only)."""
+    base = tmp_path_factory.mktemp("archive")
+    site = Installation(base / "site")
+    site.run("migrate", "-v", "0")
+    site.python(POPULATE.split("services.flag_rule_save")[0], str(REFERENCE_DIR), "unused")
+    path = base / "site.tar.gz"
+    site.run("backup", str(path))
+    return path
+
+
+def rewrite(
+    src: Path,
+    dst: Path,
+    *,
+    member: Callable[[str, bytes], bytes | None] | None = None,
+    manifest: Callable[[dict], None] | None = None,
+    fix_checksums: bool = False,
+    extra: tuple[tarfile.TarInfo, bytes] | None = None,
+) -> Path:
+    """Copy an archive, changing (or dropping: None) members and the manifest."""
+    members: list[tuple[tarfile.TarInfo, bytes]] = []
+    doc: dict = {}
+    checksums: dict[str, dict] = {}
+    with tarfile.open(src, "r:gz") as tar:
+        for info in tar:
+            data = tar.extractfile(info).read()  # type: ignore[union-attr]
+            if info.name == backup.MANIFEST:
+                doc = json.loads(data)
+                continue
+            if member is not None:
+                changed = member(info.name, data)
+                if changed is None:
+                    continue
+                if changed != data and fix_checksums:
+                    checksums[info.name] = {
+                        "sha256": hashlib.sha256(changed).hexdigest(),
+                        "size": len(changed),
+                    }
+                data = changed
+            members.append((info, data))
+    doc["files"].update(checksums)
+    if manifest is not None:
+        manifest(doc)
+    if extra is not None:
+        members.append(extra)
+    with tarfile.open(dst, "w:gz") as tar:
+        for info, data in members:
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        body = json.dumps(doc).encode()
+        info = tarfile.TarInfo(backup.MANIFEST)
+        info.size = len(body)
+        tar.addfile(info, io.BytesIO(body))
+    return dst
+
+
+def _unchanged(settings) -> Any:
+    """Asserts, after a refused restore, that the (empty) test installation is as it was."""
+    media = Path(settings.MEDIA_ROOT)
+    media.mkdir(parents=True, exist_ok=True)
+    (media / "keep.txt").write_text("still here")
+    before = backup.installation_data()
+
+    def check() -> None:
+        assert backup.installation_data() == before == {}
+        assert sorted(p.name for p in media.iterdir()) == ["keep.txt"]
+        assert not list(media.parent.glob(".restore-*"))
+
+    return check
+
+
+def test_extract_a_good_archive(archive, tmp_path):
+    manifest = backup.extract_verified(archive, tmp_path)
+    assert (tmp_path / backup.SQLITE_MEMBER).is_file()
+    assert manifest["format"] == backup.FORMAT
+    assert manifest["stats"]["periods"]["2025-01"]["billed_total"] == "20227.0000000000"
+    assert manifest["stats"]["tables"]["billing_charge"] == 59
+    assert manifest["media"]["files"] == 5
+    assert all(len(f["sha256"]) == 64 for f in manifest["files"].values())
+    assert manifest["migrations"]["billing"][0] == "0001_initial"
+
+
+@pytest.mark.django_db
+def test_checksum_mismatch_is_refused(archive, tmp_path, settings):
+    check = _unchanged(settings)
+
+    def tamper(name: str, data: bytes) -> bytes:
+        return data.replace(b"2025-01", b"2025-02") if name.startswith("media/") else data
+
+    bad = rewrite(archive, tmp_path / "bad.tar.gz", member=tamper)
+    with pytest.raises(Refused, match="checksum mismatch: media/"):
+        backup.backup_restore(path=bad)
+    check()
+
+
+@pytest.mark.django_db
+def test_missing_member_is_refused(archive, tmp_path, settings):
+    check = _unchanged(settings)
+    bad = rewrite(archive, tmp_path / "bad.tar.gz", member=lambda n, d: None if n.startswith("media/") else d)
+    with pytest.raises(Refused, match="missing from archive: media/"):
+        backup.backup_restore(path=bad)
+    check()
+
+
+@pytest.mark.django_db
+def test_unsafe_member_is_refused(archive, tmp_path, settings):
+    check = _unchanged(settings)
+    info = tarfile.TarInfo("../../escape.txt")
+    bad = rewrite(archive, tmp_path / "bad.tar.gz", extra=(info, b"x"))
+    with pytest.raises(Refused, match="unsafe path"):
+        backup.backup_restore(path=bad)
+    check()
+    assert not (tmp_path.parent / "escape.txt").exists()
+
+
+@pytest.mark.django_db
+def test_truncated_or_foreign_files_are_refused(archive, tmp_path, settings):
+    check = _unchanged(settings)
+    truncated = tmp_path / "truncated.tar.gz"
+    truncated.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    with pytest.raises(Refused, match="cannot read backup"):
+        backup.backup_restore(path=truncated)
+    foreign = tmp_path / "foreign.tar.gz"
+    with tarfile.open(foreign, "w:gz") as tar:
+        tar.addfile(tarfile.TarInfo("hello.txt"), io.BytesIO(b""))
+    with pytest.raises(Refused, match=r"no manifest\.json"):
+        backup.backup_restore(path=foreign)
+    with pytest.raises(Refused, match="not found"):
+        backup.backup_restore(path=tmp_path / "nothing.tar.gz")
+    check()
+
+
+@pytest.mark.django_db
+def test_backup_of_a_newer_version_is_refused(archive, tmp_path, settings):
+    check = _unchanged(settings)
+
+    def newer(doc: dict) -> None:
+        from django.db import connection
+
+        doc["database"]["vendor"] = connection.vendor
+        doc["migrations"]["billing"].append("9999_from_the_future")
+        doc["app_version"] = "99.0"
+
+    bad = rewrite(archive, tmp_path / "newer.tar.gz", manifest=newer)
+    with pytest.raises(Refused, match=r"newer version \(99.0\).*billing.9999_from_the_future"):
+        backup.backup_restore(path=bad)
+    check()
+
+
+@pytest.mark.django_db
+def test_other_database_vendor_is_refused(archive, tmp_path, settings):
+    from django.db import connection
+
+    check = _unchanged(settings)
+    other = "postgresql" if connection.vendor == "sqlite" else "sqlite"
+    bad = rewrite(
+        archive, tmp_path / "other.tar.gz", manifest=lambda doc: doc["database"].update(vendor=other)
+    )
+    with pytest.raises(Refused, match=f"holds a {other} database"):
+        backup.backup_restore(path=bad)
+    check()
+
+
+def test_damaged_database_with_matching_checksums_changes_nothing(archive, tmp_path):
+    """A snapshot that passes the checksums but not the figures is refused before it is applied."""
+    site = Installation(tmp_path / "site")
+    site.run("migrate", "-v", "0")
+
+    def corrupt(name: str, data: bytes) -> bytes:
+        if name != backup.SQLITE_MEMBER:
+            return data
+        import sqlite3
+
+        path = tmp_path / "snapshot.sqlite3"
+        path.write_bytes(data)
+        conn = sqlite3.connect(path)
+        conn.execute("DELETE FROM billing_chargeflag")
+        conn.execute(
+            "UPDATE billing_charge SET billed_cost = billed_cost + 1 WHERE id = (SELECT MIN(id) FROM billing_charge)"
+        )
+        conn.commit()
+        conn.close()
+        return path.read_bytes()
+
+    bad = rewrite(archive, tmp_path / "bad.tar.gz", member=corrupt, fix_checksums=True)
+    result = site.run("restore", str(bad), check=False)
+    assert result.returncode == 1
+    assert "does not match its manifest" in result.stderr
+    assert "money billing.charge.billed_cost" in result.stderr
+    assert json.loads(site.python(FINGERPRINT))["rows"]["billing.Charge"] == 0
+    assert not list(site.media.glob("**/*.csv"))
+
+
+def test_restore_check_only(archive, tmp_path):
+    site = Installation(tmp_path / "site")
+    result = json.loads(site.run("restore", "--check", str(archive), "--format", "json").stdout)
+    assert result["verified"] is True
+    assert result["periods"]["2025-01"]["billed"]["cents"] == 2022700
+    assert not (site.data_dir / "media").exists() or not any((site.data_dir / "media").iterdir())
+
+
+def test_backup_to_a_directory_and_no_overwrite(tmp_path):
+    site = Installation(tmp_path / "site")
+    site.run("migrate", "-v", "0")
+    out = tmp_path / "backups"
+    out.mkdir()
+    made = json.loads(site.run("backup", str(out), "--format", "json").stdout)
+    path = Path(made["path"])
+    assert path.parent == out and path.name.startswith("openchargeback-") and path.name.endswith(".tar.gz")
+    refused = site.run("backup", str(path), check=False)
+    assert refused.returncode == 1 and "already exists" in refused.stderr
+    site.run("backup", str(path), "--overwrite")
+    assert not list(out.glob(".backup-*"))  # no temporary files left behind
