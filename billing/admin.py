@@ -19,10 +19,11 @@ from urllib.parse import urlencode
 from django.contrib import admin, messages
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.views.main import PAGE_VAR, SEARCH_VAR, ChangeList
-from django.core.paginator import Paginator
+from django.core.paginator import Page, Paginator
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
 from django.urls import URLPattern, path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
@@ -145,7 +146,8 @@ class LargeTablePaginator(Paginator):
             # Counting ahead costs another scan (searches): "more than" the rows seen is enough.
             self.capped = True
             return self.cap + 1
-        counted = self.object_list.order_by().values("pk")[: self.cap + 1].count()
+        queryset: QuerySet = self.object_list  # type: ignore[assignment]
+        counted = queryset.order_by().values("pk")[: self.cap + 1].count()
         self.capped = counted > self.cap
         return counted
 
@@ -157,7 +159,7 @@ class LargeTablePaginator(Paginator):
     def page(self, number: Any) -> Any:
         number = self.validate_number(number)
         if number == self.page_number and self._rows is not None:
-            return self._get_page(self._rows, number, self)
+            return Page(self._rows, number, self)
         return super().page(number)
 
 
@@ -215,6 +217,11 @@ class ReadOnlyAdminMixin:
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+def _fieldset_names(fieldsets: Any) -> list[str]:
+    """Every field named in fieldsets (pages that show everything read-only)."""
+    return [name for _, options in fieldsets for name in options["fields"] if isinstance(name, str)]
 
 
 def _badge(value: str, label: str) -> SafeString:
@@ -285,7 +292,8 @@ class FlagReasonFilter(admin.SimpleListFilter):
         return reasons + rules
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        return selectors.charges_with_flag(queryset, self.value()) if self.value() else queryset
+        value = self.value()
+        return selectors.charges_with_flag(queryset, value) if value else queryset
 
 
 class InputFilter(admin.SimpleListFilter):
@@ -300,7 +308,7 @@ class InputFilter(admin.SimpleListFilter):
     def suggestions(self, request: HttpRequest) -> list[str]:
         return []
 
-    def choices(self, changelist: Any) -> Iterator[dict[str, Any]]:
+    def choices(self, changelist: Any) -> Iterator[Any]:  # type: ignore[override]
         other = {k: v for k, v in changelist.get_filters_params().items() if k != self.parameter_name}
         yield {
             "value": self.value() or "",
@@ -378,27 +386,22 @@ class ServiceFilter(InputFilter):
         return rankings.services[:300] if rankings else []
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        return queryset.filter(service_name=self.value().strip()) if self.value() else queryset
+        value = (self.value() or "").strip()
+        return queryset.filter(service_name=value) if value else queryset
 
 
 @admin.register(Charge)
 class ChargeAdmin(CurrencyAdminMixin, LargeTableAdminMixin, admin.ModelAdmin):
     list_display = (
-        "id",
-        "period_col",
-        "source_col",
-        "pi_col",
-        "project_col",
-        "fund_org",
-        "service_col",
-        "resource_col",
+        "charge_col",
+        "attribution_col",
+        "charged_col",
         "list_col",
         "discount_col",
         "billed_col",
-        "state_col",
-        "flags_col",
     )
-    list_display_links = ("id",)
+    list_display_links = ("charge_col",)
+    show_facets = admin.ShowFacets.NEVER  # facet counts would count a million rows per choice
     list_filter = (
         PeriodFilter,
         ReviewStateFilter,
@@ -415,7 +418,7 @@ class ChargeAdmin(CurrencyAdminMixin, LargeTableAdminMixin, admin.ModelAdmin):
         "sub-account; #123 for charge 123."
     )
     ordering = ("-id",)
-    sortable_by = ("id", "list_col", "billed_col")
+    sortable_by = ("charge_col", "list_col", "billed_col")
     actions = ("approve_action", "reject_action")
     change_list_template = "admin/billing/charge/change_list.html"
     change_form_template = "admin/billing/charge/change_form.html"
@@ -429,10 +432,10 @@ class ChargeAdmin(CurrencyAdminMixin, LargeTableAdminMixin, admin.ModelAdmin):
             "Attribution",
             {
                 "fields": (
-                    "pi",
-                    "project",
-                    "pi_email",
-                    "project_code",
+                    "pi_link",
+                    "project_link",
+                    "pi_email_col",
+                    "project_code_col",
                     "fund_org",
                     "cost_center",
                     "reference_1_col",
@@ -463,7 +466,7 @@ class ChargeAdmin(CurrencyAdminMixin, LargeTableAdminMixin, admin.ModelAdmin):
     )
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return [name for _, options in self.fieldsets for name in options["fields"]]
+        return _fieldset_names(self.fieldsets)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -519,6 +522,10 @@ class ChargeAdmin(CurrencyAdminMixin, LargeTableAdminMixin, admin.ModelAdmin):
     ) -> HttpResponse:
         charge = Charge.objects.filter(pk=object_id).select_related("period").first()
         context = {
+            "title": f"Charge #{charge.pk}" if charge else "Charge",
+            "subtitle": f"{charge.service_name} · {charge.resource_name or charge.resource_id}"
+            if charge
+            else None,
             "show_save": False,
             "show_save_and_continue": False,
             "show_save_and_add_another": False,
@@ -548,6 +555,36 @@ class ChargeAdmin(CurrencyAdminMixin, LargeTableAdminMixin, admin.ModelAdmin):
 
     # Columns.
 
+    # Two-line cells keep the list readable beside the admin's sidebars.
+
+    @admin.display(description="charge", ordering="id")
+    def charge_col(self, obj: Charge) -> SafeString:
+        return format_html(
+            '#{} {}<span class="ocb-sub">{} · {}</span>{}',
+            obj.pk,
+            self.state_col(obj),
+            obj.period.period,
+            obj.source.slug,
+            format_html('<span class="ocb-flags">{}</span>', self.flags_col(obj)) if obj.flag_summary else "",
+        )
+
+    @admin.display(description="PI · project · fund/org")
+    def attribution_col(self, obj: Charge) -> SafeString:
+        return format_html(
+            '{}<span class="ocb-sub">{} · {}</span>',
+            self.pi_col(obj),
+            obj.project_code or "no project",
+            obj.fund_org or "no fund/org",
+        )
+
+    @admin.display(description="service · resource")
+    def charged_col(self, obj: Charge) -> SafeString:
+        return format_html("{}{}", self.service_col(obj), self.resource_col(obj))
+
+    @admin.display(description="review")
+    def review_col(self, obj: Charge) -> SafeString:
+        return format_html("{} {}", self.state_col(obj), self.flags_col(obj))
+
     @admin.display(description="period")
     def period_col(self, obj: Charge) -> str:
         return obj.period.period
@@ -573,8 +610,10 @@ class ChargeAdmin(CurrencyAdminMixin, LargeTableAdminMixin, admin.ModelAdmin):
     @admin.display(description="resource")
     def resource_col(self, obj: Charge) -> SafeString:
         text = obj.resource_name or obj.resource_id
-        short = text if len(text) <= 40 else text[:18] + "…" + text[-20:]
-        return format_html('<span class="ocb-mono" title="{}">{}</span>', obj.resource_id or text, short)
+        short = text if len(text) <= 30 else text[:12] + "…" + text[-16:]
+        return format_html(
+            '<span class="ocb-sub ocb-mono" title="{}">{}</span>', obj.resource_id or text, short
+        )
 
     @admin.display(description="list", ordering="list_cost")
     def list_col(self, obj: Charge) -> SafeString:
@@ -630,13 +669,39 @@ class ChargeAdmin(CurrencyAdminMixin, LargeTableAdminMixin, admin.ModelAdmin):
             percent,
         )
 
+    @admin.display(description="PI")
+    def pi_link(self, obj: Charge) -> SafeString | str:
+        if obj.pi_id is None:
+            return "— (unattributed)"
+        url = reverse("admin:billing_pi_change", args=[obj.pi_id])
+        return format_html('<a href="{}">{}</a>', url, obj.pi)
+
+    @admin.display(description="project")
+    def project_link(self, obj: Charge) -> SafeString | str:
+        if obj.project_id is None:
+            return "—"
+        url = reverse("admin:billing_project_change", args=[obj.project_id])
+        return format_html('<a href="{}">{}</a>', url, obj.project)
+
+    @admin.display(description="PI email (as found)")
+    def pi_email_col(self, obj: Charge) -> str:
+        return obj.pi_email or "—"
+
+    @admin.display(description="project id (as found)")
+    def project_code_col(self, obj: Charge) -> str:
+        return obj.project_code or "—"
+
+    def _reference(self, value: str, label_field: str) -> SafeString:
+        label = getattr(selectors.billing_settings_get(), label_field)
+        return format_html('{} <span class="ocb-quiet">({})</span>', value or "—", label)
+
     @admin.display(description="reference 1")
-    def reference_1_col(self, obj: Charge) -> str:
-        return obj.reference_1 or "—"
+    def reference_1_col(self, obj: Charge) -> SafeString:
+        return self._reference(obj.reference_1, "reference_1_label")
 
     @admin.display(description="reference 2")
-    def reference_2_col(self, obj: Charge) -> str:
-        return obj.reference_2 or "—"
+    def reference_2_col(self, obj: Charge) -> SafeString:
+        return self._reference(obj.reference_2, "reference_2_label")
 
     @admin.display(description="quantity")
     def quantity_col(self, obj: Charge) -> str:
@@ -662,6 +727,7 @@ class ReviewLogAdmin(CurrencyAdminMixin, LargeTableAdminMixin, ReadOnlyAdminMixi
         "note",
     )
     list_filter = ("action", PeriodFilter)
+    show_facets = admin.ShowFacets.NEVER
     list_select_related = ("period",)
     search_fields = ("actor_name", "note")
     ordering = ("-id",)
@@ -840,8 +906,8 @@ class BillingPeriodAdmin(CurrencyAdminMixin, admin.ModelAdmin):
     list_filter = ("status",)
     ordering = ("-period",)
     change_form_template = "admin/billing/billingperiod/change_form.html"
-    fields = ("period", "status", "created_at", "closed_at", "finalized_at")
-    readonly_fields = ("period", "status", "created_at", "closed_at", "finalized_at")
+    fields = ("created_at", "closed_at", "finalized_at")
+    readonly_fields = ("created_at", "closed_at", "finalized_at")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return selectors.periods_with_totals(super().get_queryset(request))
@@ -879,6 +945,8 @@ class BillingPeriodAdmin(CurrencyAdminMixin, admin.ModelAdmin):
     ) -> HttpResponse:
         period = BillingPeriod.objects.filter(pk=object_id).first()
         context = {
+            "title": f"Period {period.period}" if period else "Period",
+            "subtitle": None,
             "show_save": False,
             "show_save_and_continue": False,
             "show_save_and_add_another": False,
@@ -943,24 +1011,20 @@ class BillingPeriodAdmin(CurrencyAdminMixin, admin.ModelAdmin):
 @admin.register(Import)
 class ImportAdmin(CurrencyAdminMixin, LargeTableAdminMixin, admin.ModelAdmin):
     list_display = (
-        "id",
-        "file_col",
-        "source",
-        "period",
+        "import_col",
         "status_col",
-        "rows_read",
-        "charges_created",
-        "charges_flagged",
+        "rows_col",
+        "charges_col",
+        "flagged_col",
         "billed_col",
-        "actor_name",
-        "created_at",
+        "who_col",
+        "download_col",
     )
-    list_display_links = ("id",)
+    list_display_links = ("import_col",)
     list_filter = ("status", "source", ("period", admin.RelatedOnlyFieldListFilter))
     list_select_related = ("source", "period")
     search_fields = ("original_name", "sha256")
     ordering = ("-id",)
-    list_per_page = 50
     change_form_template = "admin/billing/import/change_form.html"
     change_list_template = "admin/billing/import/change_list.html"
     fieldsets = (
@@ -997,7 +1061,7 @@ class ImportAdmin(CurrencyAdminMixin, LargeTableAdminMixin, admin.ModelAdmin):
     )
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return [name for _, options in self.fieldsets for name in options["fields"]]
+        return _fieldset_names(self.fieldsets)
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -1031,7 +1095,7 @@ class ImportAdmin(CurrencyAdminMixin, LargeTableAdminMixin, admin.ModelAdmin):
         with currency_scope():
             return views.import_status(request, self, object_id)
 
-    def download_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+    def download_view(self, request: HttpRequest, object_id: str) -> HttpResponseBase:
         return views.import_download(request, self, object_id)
 
     def change_view(
@@ -1051,6 +1115,40 @@ class ImportAdmin(CurrencyAdminMixin, LargeTableAdminMixin, admin.ModelAdmin):
     @admin.display(description="status", ordering="status")
     def status_col(self, obj: Import) -> SafeString:
         return _badge(obj.status, obj.get_status_display())
+
+    @admin.display(description="import", ordering="id")
+    def import_col(self, obj: Import) -> SafeString:
+        period = obj.period.period if obj.period else "no period"
+        return format_html(
+            '{}<span class="ocb-sub">#{} · {} · {}</span>', obj.original_name, obj.pk, obj.source.slug, period
+        )
+
+    @admin.display(description="rows", ordering="rows_read")
+    def rows_col(self, obj: Import) -> str:
+        return f"{obj.rows_read:,}"
+
+    @admin.display(description="charges", ordering="charges_created")
+    def charges_col(self, obj: Import) -> str:
+        return f"{obj.charges_created:,}"
+
+    @admin.display(description="flagged", ordering="charges_flagged")
+    def flagged_col(self, obj: Import) -> str:
+        return f"{obj.charges_flagged:,}"
+
+    @admin.display(description="by · when", ordering="created_at")
+    def who_col(self, obj: Import) -> SafeString:
+        return format_html(
+            '{}<span class="ocb-sub">{}</span>',
+            obj.actor_name or "—",
+            timezone.localtime(obj.created_at).strftime("%Y-%m-%d %H:%M"),
+        )
+
+    @admin.display(description="file")
+    def download_col(self, obj: Import) -> SafeString | str:
+        if not obj.file:
+            return "—"
+        url = reverse("admin:billing_import_download", args=[obj.pk])
+        return format_html('<a href="{}" title="the stored copy, as uploaded">download</a>', url)
 
     @admin.display(description="billed")
     def billed_col(self, obj: Import) -> SafeString:

@@ -332,10 +332,10 @@ def charges_in_period(
 CHARGE_TEXT_SEARCH_FIELDS = (
     "resource_id",
     "resource_name",
+    "sub_account_id",
     "fund_org",
     "reference_1",
     "reference_2",
-    "sub_account_id",
 )
 
 
@@ -458,7 +458,7 @@ def _period_totals(period: BillingPeriod) -> PeriodTotals:
         .values("source__slug", "source__display_name")
         .annotate(
             n=Count("id"),
-            charges=Sum("charges_created"),
+            charge_sum=Sum("charges_created"),
             listed=Sum("list_total"),
             billed=Sum("billed_total"),
         )
@@ -469,7 +469,7 @@ def _period_totals(period: BillingPeriod) -> PeriodTotals:
             SourceTotal(
                 slug=row["source__slug"],
                 name=row["source__display_name"],
-                charges=row["charges"] or 0,
+                charges=row["charge_sum"] or 0,
                 list_total=row["listed"] or ZERO,
                 billed_total=row["billed"] or ZERO,
             )

@@ -895,7 +895,7 @@ def billing_settings_update(**changes: Any) -> Any:
             raise Refused(f"invalid fund/org regex {changes['fund_org_regex']!r}: {exc}") from None
     for key in ("tag_pi_email", "tag_project_id"):
         if key in changes and not (changes[key] or "").strip():
-            raise Refused(f"{BillingSettings._meta.get_field(key).verbose_name} cannot be empty")
+            raise Refused(f"the {key.removeprefix('tag_').replace('_', ' ')} tag key cannot be empty")
     for name, value in changes.items():
         setattr(obj, name, value.strip() if isinstance(value, str) else value)
     obj.save()

@@ -179,16 +179,21 @@ def _nice_ceiling(value: Decimal) -> Decimal:
 
 
 def _short_money(value: Decimal, currency: str) -> str:
-    symbol = currency_symbol(currency)
-    for limit, suffix in ((Decimal(10) ** 9, "B"), (Decimal(10) ** 6, "M"), (Decimal(10) ** 3, "k")):
-        if abs(value) >= limit:
-            return f"{symbol}{value / limit:,.3g}{suffix}".replace(f"{symbol}-", f"-{symbol}")
-    return f"{symbol}{value:,.0f}"
+    """Axis labels: "$0", "$750", "$1.25k", "$2M"."""
+    symbol = currency_symbol(currency).strip()
+    sign, value = ("-" if value < 0 else ""), abs(value)
+    suffix = ""
+    for limit, name in ((Decimal(10) ** 9, "B"), (Decimal(10) ** 6, "M"), (Decimal(10) ** 3, "k")):
+        if value >= limit:
+            value, suffix = value / limit, name
+            break
+    text = f"{value:,.2f}".rstrip("0").rstrip(".")
+    return f"{sign}{symbol}{text}{suffix}"
 
 
 def source_chart(history: selectors.SourceHistory, currency: str) -> dict[str, Any]:
     """Geometry of the stacked column chart (billed per source per period) as inline SVG."""
-    width, height, left, right, top, bottom = 760, 260, 70, 10, 14, 34
+    width, height, left, right, top, bottom = 1160, 300, 70, 10, 14, 34
     plot_w, plot_h = width - left - right, height - top - bottom
     n = max(1, len(history.periods))
     totals = [max(ZERO, history.total(i)) for i in range(len(history.periods))]
@@ -689,6 +694,15 @@ def _guess(name: str, sources: list[Source]) -> dict[str, str]:
     }
 
 
+def _human_size(size: int) -> str:
+    value, unit = float(size), "bytes"
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if value < 1024 or unit == "TB":
+            break
+        value /= 1024
+    return f"{value:,.0f} {unit}" if unit == "bytes" else f"{value:,.1f} {unit}".replace(".0 ", " ")
+
+
 def _accepted(name: str) -> bool:
     return name.lower().endswith(ACCEPTED_UPLOADS)
 
@@ -701,7 +715,7 @@ def _start_import(request: HttpRequest, uploaded: UploadedFile, data: dict[str, 
     if not _accepted(name):
         return {**rejected, "error": "Only .csv and .csv.gz files can be imported."}
     if uploaded.size and uploaded.size > limit:
-        return {**rejected, "error": f"The file is larger than the upload limit ({limit / 1024**2:,.0f} MB)."}
+        return {**rejected, "error": f"The file is larger than the upload limit ({_human_size(limit)})."}
     sources = list(Source.objects.filter(is_active=True))
     if data.get("source"):
         source = next((s for s in sources if s.slug == data["source"]), None)
@@ -769,7 +783,7 @@ def import_upload(request: HttpRequest, model_admin: Any) -> HttpResponse:
         sources_data=[{"slug": s.slug, "name": s.display_name} for s in sources],
         periods=list(BillingPeriod.objects.order_by("-period").values_list("period", "status")[:24]),
         max_bytes=settings.OPENCHARGEBACK_UPLOAD_MAX_BYTES,
-        max_mb=f"{settings.OPENCHARGEBACK_UPLOAD_MAX_BYTES / 1024**2:,.0f}",
+        max_size=_human_size(settings.OPENCHARGEBACK_UPLOAD_MAX_BYTES),
         accepted=",".join(ACCEPTED_UPLOADS),
         guess_url=reverse("admin:billing_import_guess"),
         upload_url=reverse("admin:billing_import_upload"),

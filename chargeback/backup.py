@@ -48,6 +48,7 @@ from django.db.migrations.recorder import MigrationRecorder
 from django.db.models import Count, Sum
 
 from chargeback.errors import Refused
+from chargeback.logging import audit
 from chargeback.money import MoneyField
 
 logger = logging.getLogger(__name__)
@@ -182,6 +183,12 @@ def compare_stats(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]
 
 
 # --- helpers ------------------------------------------------------------------------------
+
+
+def _actor() -> str:
+    from billing.services import actor_label
+
+    return actor_label()
 
 
 def _vendor() -> str:
@@ -369,10 +376,7 @@ def backup_create(*, path: str | Path, overwrite: bool = False) -> BackupOutcome
             info.size, info.mtime, info.mode = len(data), int(dt.datetime.now().timestamp()), 0o644
             tar.addfile(info, io.BytesIO(data))
         os.replace(partial, target)
-    logger.info(
-        "backup written",
-        extra={"event": "backup", "path": str(target), "files": len(files), "vendor": vendor},
-    )
+    audit("backup", actor=_actor(), path=str(target), files=len(files), vendor=vendor)
     return BackupOutcome(path=target, size_bytes=target.stat().st_size, manifest=manifest)
 
 
@@ -532,52 +536,61 @@ def _restore_sqlite(snapshot: Path, manifest: dict[str, Any]) -> None:
 
 
 def _restore_postgres(dump: Path, work: Path) -> None:
+    """Drop what `migrate` created and load the dump, in one transaction that commits only if
+    pg_restore produced the whole script and psql ran every statement of it."""
     connection = connections[DEFAULT_DB_ALIAS]
     if connection.in_atomic_block:
         raise Refused("restore cannot run inside a transaction")
     with connection.cursor() as cursor:
         tables = [t.name for t in connection.introspection.get_table_list(cursor) if t.type in ("t", "p")]
     connection.close()
-    # One psql transaction: drop what `migrate` created, then the dump's schema and data.
-    prelude = work / "prelude.sql"
-    drops = "".join(f"DROP TABLE IF EXISTS {connection.ops.quote_name(t)} CASCADE;\n" for t in tables)
-    prelude.write_text(drops)
-    restore_cmd = ["pg_restore", "--no-owner", "--no-privileges", "--file=-", str(dump)]
-    psql_cmd, env = _pg_command(
-        "psql",
-        [
-            "--no-psqlrc",
-            "--quiet",
-            "--single-transaction",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-f",
-            str(prelude),
-            "-f",
-            "-",
-        ],
+    prelude = "BEGIN;\nSET client_min_messages = warning;\n" + "".join(
+        f"DROP TABLE IF EXISTS {connection.ops.quote_name(t)} CASCADE;\n" for t in tables
     )
-    try:
-        producer = subprocess.Popen(restore_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    except FileNotFoundError:
-        raise Refused("pg_restore is not installed (install the PostgreSQL client tools)") from None
-    try:
-        consumer = subprocess.run(
-            psql_cmd, stdin=producer.stdout, env=env, capture_output=True, text=True, check=False
-        )
-    except FileNotFoundError:
-        producer.kill()
-        raise Refused("psql is not installed (install the PostgreSQL client tools)") from None
-    finally:
-        assert producer.stdout is not None
-        producer.stdout.close()
-    producer_err = producer.stderr.read().decode(errors="replace") if producer.stderr else ""
-    if producer.wait() != 0:
-        raise Refused(f"pg_restore failed, nothing was changed: {producer_err.strip()}")
-    if consumer.returncode != 0:
-        raise Refused(
-            f"restoring the PostgreSQL database failed, nothing was changed: {consumer.stderr.strip()}"
-        )
+    psql_cmd, env = _pg_command("psql", ["--no-psqlrc", "--quiet", "-v", "ON_ERROR_STOP=1", "-f", "-"])
+    restore_cmd = ["pg_restore", "--no-owner", "--no-privileges", "--file=-", str(dump)]
+    restore_err, psql_err = (work / "pg_restore.err").open("w+b"), (work / "psql.err").open("w+b")
+    with restore_err, psql_err:
+        try:
+            consumer = subprocess.Popen(
+                psql_cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=psql_err, env=env
+            )
+        except FileNotFoundError:
+            raise Refused("psql is not installed (install the PostgreSQL client tools)") from None
+        assert consumer.stdin is not None
+        producer: subprocess.Popen[bytes] | None = None
+        producer_rc: int | None = None
+        try:
+            consumer.stdin.write(prelude.encode())
+            producer = subprocess.Popen(restore_cmd, stdout=subprocess.PIPE, stderr=restore_err)
+            assert producer.stdout is not None
+            with producer.stdout:
+                while chunk := producer.stdout.read(CHUNK):
+                    consumer.stdin.write(chunk)
+            producer_rc = producer.wait()
+            # COMMIT only after the whole script went through; anything else rolls back.
+            consumer.stdin.write(b"COMMIT;\n" if producer_rc == 0 else b"ROLLBACK;\n")
+            consumer.stdin.close()
+        except FileNotFoundError:
+            consumer.kill()
+            raise Refused("pg_restore is not installed (install the PostgreSQL client tools)") from None
+        except BrokenPipeError:
+            pass  # psql stopped at an error (ON_ERROR_STOP): its transaction is rolled back
+        finally:
+            with contextlib.suppress(BrokenPipeError):
+                consumer.stdin.close()
+            if producer is not None and producer_rc is None:
+                producer.kill()
+                producer.wait()
+        consumer_rc = consumer.wait()
+        restore_err.seek(0)
+        psql_err.seek(0)
+        restore_msg = restore_err.read().decode(errors="replace").strip()
+        psql_msg = psql_err.read().decode(errors="replace").strip()
+    if producer_rc == 0 and consumer_rc == 0:
+        return
+    detail = psql_msg if consumer_rc != 0 and psql_msg else (restore_msg or psql_msg)
+    raise Refused(f"restoring the PostgreSQL database failed, nothing was changed: {detail}")
 
 
 def _swap_media(staged: Path, media_root: Path) -> Path | None:
@@ -635,7 +648,9 @@ def backup_restore(*, path: str | Path, force: bool = False, migrate: bool = Tru
     )
     if migrate:
         outcome.migrated = _migrate_to_head()
-    logger.info("backup restored", extra={"event": "restore", "path": str(archive), "vendor": vendor})
+    audit(
+        "restore", actor=_actor(), path=str(archive), vendor=vendor, forced=force, migrated=outcome.migrated
+    )
     return outcome
 
 

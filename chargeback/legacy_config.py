@@ -29,6 +29,7 @@ from urllib.parse import quote
 from django.db import transaction
 
 from chargeback.errors import Refused
+from chargeback.logging import audit
 
 # The original's defaults for tag keys a config file leaves out.
 ORIGINAL_TAG_DEFAULTS = {
@@ -554,6 +555,8 @@ def config_import(
     *, path: str | Path, dry_run: bool = False, currency: str | None = None
 ) -> ConfigImportOutcome:
     """Read an original OpenChargeback config.yaml into the billing settings, sources and flag rules."""
+    from billing.services import actor_label
+
     config_path = Path(path)
     data = load_yaml(config_path)
     outcome = ConfigImportOutcome(path=config_path, dry_run=dry_run)
@@ -562,6 +565,12 @@ def config_import(
             _Importer(data, outcome, currency).run()
             if dry_run:
                 raise _DryRun
+            audit(
+                "config_imported",
+                actor=actor_label(),
+                path=str(config_path),
+                applied=[i.key for i in outcome.items if i.status == "applied"],
+            )
     except _DryRun:
         pass
     return outcome

@@ -121,7 +121,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(DATA_DIR / "static")))
-STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns about a missing directory before collectstatic
+# whitenoise warns about a missing directory before collectstatic
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 STATICFILES_DIRS = [BASE_DIR / "static"]  # project-wide assets: the admin's CSS, upload script
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(DATA_DIR / "media")))
@@ -181,6 +182,9 @@ OPENCHARGEBACK_STATEMENT_EMAIL_SUBJECT = env.str(
 )
 OPENCHARGEBACK_PDF_PAGE_SIZE = env.str("OPENCHARGEBACK_PDF_PAGE_SIZE", default="letter")
 OPENCHARGEBACK_SENDING_STALE_SECONDS = env.int("OPENCHARGEBACK_SENDING_STALE_SECONDS", default=900)
+# A CLI waiting for workers that sees no progress for this long queues the unfinished tasks again
+# (idempotent; recovers messages a dying worker took from Redis without recording them).
+OPENCHARGEBACK_REDISPATCH_SECONDS = env.int("OPENCHARGEBACK_REDISPATCH_SECONDS", default=120)
 
 # Logs: LOG_FORMAT json | kv (key=value) | plain, one line per record, on stderr.
 LOGGING = build_logging(

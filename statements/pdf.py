@@ -27,6 +27,7 @@ from reportlab.lib.pagesizes import A4, LETTER
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
 from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase.pdfmetrics import stringWidth
 from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen import canvas as rl_canvas
 from reportlab.platypus import (
@@ -264,8 +265,98 @@ class _NumberedCanvas(rl_canvas.Canvas):
 # --- building ---------------------------------------------------------------------------------
 
 
-def _p(text: str, style: ParagraphStyle) -> Paragraph:
-    return Paragraph(escape(text), style)
+class _Text(Flowable):
+    """Plain text in a paragraph style: drawn as one line when it fits the width it is given,
+    else laid out by a Paragraph (built only then: most values are short)."""
+
+    def __init__(self, text: str, style: ParagraphStyle) -> None:
+        super().__init__()
+        self.text = text
+        self.style = style
+        self._para: Paragraph | None = None
+
+    def _paragraph(self) -> Paragraph:
+        if self._para is None:
+            self._para = Paragraph(escape(self.text), self.style)
+        return self._para
+
+    def wrap(self, available_width: float, available_height: float) -> tuple[float, float]:
+        st = self.style
+        if self._para is None and stringWidth(self.text, st.fontName, st.fontSize) <= available_width:
+            self.width, self.height = available_width, st.leading
+            return self.width, self.height
+        return self._paragraph().wrap(available_width, available_height)
+
+    def split(self, available_width: float, available_height: float) -> list[Flowable]:
+        return self._paragraph().split(available_width, available_height) if self._para is not None else []
+
+    def getSpaceBefore(self) -> float:
+        return self.style.spaceBefore
+
+    def getSpaceAfter(self) -> float:
+        return self.style.spaceAfter
+
+    def draw(self) -> None:
+        if self._para is not None:
+            self._para.drawOn(self.canv, 0, 0)
+            return
+        st, canvas = self.style, self.canv
+        canvas.setFont(st.fontName, st.fontSize)
+        canvas.setFillColor(st.textColor)
+        baseline = self.height - st.fontSize
+        if st.alignment == TA_RIGHT:
+            canvas.drawRightString(self.width, baseline, self.text)
+        else:
+            canvas.drawString(0, baseline, self.text)
+
+
+def _p(text: str, style: ParagraphStyle) -> Flowable:
+    return _Text(text, style)
+
+
+_CELL_PADDING = 6  # left + right padding of table cells (table_head)
+
+
+def _fits(text: str, style: ParagraphStyle, width: float) -> bool:
+    return "\n" not in text and stringWidth(text, style.fontName, style.fontSize) <= width - _CELL_PADDING
+
+
+def _cell(text: str, style: ParagraphStyle, width: float) -> str | Flowable:
+    """A table cell: the plain string when it fits on one line (drawn in the table's body font,
+    which matches `style`), else a wrapping Paragraph. Plain strings are far cheaper to lay out."""
+    return text if _fits(text, style, width) else _p(text, style)
+
+
+class _TwoLines(Flowable):
+    """A resource cell: its name over its id in small grey type, each known to fit on one line."""
+
+    def __init__(self, first: str, second: str, th: Theme) -> None:
+        super().__init__()
+        self._first, self._second = first, second
+        self._s1, self._s2 = th.styles["cell"], th.styles["cell_small"]
+
+    def wrap(self, available_width: float, available_height: float) -> tuple[float, float]:
+        self.width = available_width
+        self.height = self._s1.leading + self._s2.leading
+        return self.width, self.height
+
+    def draw(self) -> None:
+        canvas = self.canv
+        canvas.setFont(self._s1.fontName, self._s1.fontSize)
+        canvas.setFillColor(self._s1.textColor)
+        canvas.drawString(0, self.height - self._s1.fontSize, self._first)
+        canvas.setFont(self._s2.fontName, self._s2.fontSize)
+        canvas.setFillColor(self._s2.textColor)
+        canvas.drawString(0, self.height - self._s1.leading - self._s2.fontSize, self._second)
+
+
+def _resource_cell(name: str, resource_id: str, th: Theme, width: float) -> Any:
+    s = th.styles
+    if not (resource_id and name and resource_id != name):
+        return _cell(name or resource_id or "(no resource)", s["cell"], width)
+    if _fits(name, s["cell"], width) and _fits(resource_id, s["cell_small"], width):
+        return _TwoLines(name, resource_id, th)
+    return [_p(name, s["cell"]), _p(resource_id, s["cell_small"])]
 
 
 def _money(value: Decimal, currency: str, unicode_ok: bool) -> str:
@@ -423,8 +514,8 @@ def build_flowables(data: StatementData, th: Theme, unicode_ok: bool) -> list[Fl
             service = f"{service} ({line.kind.lower()})"
         rows.append(
             [
-                _p(line.source_name, s["cell"]),
-                _p(service, s["cell"]),
+                _cell(line.source_name, s["cell"], widths[0]),
+                _cell(service, s["cell"], widths[1]),
                 money(line.list_amount),
                 money(line.discount_amount),
                 money(line.amount),
@@ -433,7 +524,7 @@ def build_flowables(data: StatementData, th: Theme, unicode_ok: bool) -> list[Fl
     rows.append(
         [
             "",
-            _p("Total", s["cell_bold"]),
+            "Total",
             *map(money, (data.list_total, data.discount_total, data.billed_total)),
         ]
     )
@@ -444,7 +535,7 @@ def build_flowables(data: StatementData, th: Theme, unicode_ok: bool) -> list[Fl
                 *th.table_head,
                 ("ALIGN", (2, 0), (-1, -1), "RIGHT"),
                 ("LINEABOVE", (0, -1), (-1, -1), 0.8, INK),
-                ("FONTNAME", (2, -1), (-1, -1), th.fonts.bold),
+                ("FONTNAME", (1, -1), (-1, -1), th.fonts.bold),
                 ("ROWBACKGROUNDS", (0, 1), (-1, -2), [colors.white, BAND]),
             ]
         )
@@ -474,11 +565,6 @@ def build_flowables(data: StatementData, th: Theme, unicode_ok: bool) -> list[Fl
             billed,
             _count,
         ) in data.details:
-            resource: list[Flowable] = []
-            title = resource_name or resource_id or "(no resource)"
-            resource.append(_p(title, s["cell"]))
-            if resource_id and resource_name and resource_id != resource_name:
-                resource.append(_p(resource_id, s["cell_small"]))
             service_text = f"{names.get(source, source)} · {service or '(no service)'}"
             if kind:
                 service_text += f" ({kind.lower()})"
@@ -487,9 +573,9 @@ def build_flowables(data: StatementData, th: Theme, unicode_ok: bool) -> list[Fl
                 usage = f"{_quantity(Decimal(qty))} {unit}".strip()
             rows.append(
                 [
-                    resource,
-                    _p(service_text, s["cell"]),
-                    _p(usage, s["cell"]) if usage else "",
+                    _resource_cell(resource_name, resource_id, th, widths[0]),
+                    _cell(service_text, s["cell"], widths[1]),
+                    _cell(usage, s["cell"], widths[2]) if usage else "",
                     money(Decimal(list_cost)),
                     money(Decimal(billed)),
                 ]

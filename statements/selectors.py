@@ -307,7 +307,7 @@ def _fill_lines_and_details(draft: StatementDraft, charges: list[tuple], sources
     )
     draft.details = [
         [
-            sources[key[0]].slug,
+            sources[key[0]].display_name or sources[key[0]].slug,
             key[1],
             key[2],
             key[3],

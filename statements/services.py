@@ -361,16 +361,7 @@ def statement_pdf_data(statement: Statement, org: BillingSettings | None = None)
         )
         for line in statement.lines.all()
     ]
-    source_names = {}
-    if statement.details:
-        from billing.models import Source
-
-        source_names = dict(Source.objects.values_list("slug", "display_name"))
-    replaces = ""
-    if statement.supersedes_id:
-        old = Statement.objects.filter(pk=statement.supersedes_id).values_list("number", "version").first()
-        if old:
-            replaces = f"{old[0]} v{old[1]}"
+    replaces = statement.supersedes.label if statement.supersedes_id and statement.supersedes else ""
     return StatementData(
         number=statement.number,
         version=statement.version,
@@ -400,14 +391,13 @@ def statement_pdf_data(statement: Statement, org: BillingSettings | None = None)
         lines=lines,
         details=statement.details,
         replaces=replaces,
-        source_names=source_names,
     )
 
 
 def statement_render_pdf(*, statement_id: int) -> bool:
     """Render and store a statement's PDF; returns False when it already had one. Idempotent: a
     repeated or concurrent render keeps the first stored file and removes its own."""
-    statement = Statement.objects.select_related("period").get(pk=statement_id)
+    statement = Statement.objects.select_related("period", "supersedes").get(pk=statement_id)
     if statement.pdf:
         return False
     data = render_statement_pdf(statement_pdf_data(statement))

@@ -5,7 +5,9 @@ one chord per PI (render tasks as its header, the PI's send as its body). Withou
 tasks run eagerly in the caller, PI by PI. Progress is read from the database
 (`selectors.dispatch_progress`), so restarts and several workers report into the same figures.
 
-Every task survives redelivery (acks_late, reject on worker lost): a render of a statement that
+The database, not the broker, is the record of what is done: a waiting caller that sees no
+progress for OPENCHARGEBACK_REDISPATCH_SECONDS queues the unfinished work again
+(`redispatch_outstanding`). Every task survives redelivery (acks_late, reject on worker lost): a render of a statement that
 already has its PDF does nothing, and a delivery is claimed before sending, so a repeated send
 returns without emailing again. The send task renders any PDF still missing itself, so a chord
 that fires early (a header task ran twice) or late never sends an incomplete email.
@@ -48,6 +50,13 @@ def send_delivery(delivery_id: int) -> str:
     return services.delivery_send(delivery_id=delivery_id)
 
 
+# Emails wait behind every queued render: on Redis, priority 0 is fetched first and 9 last. A
+# period's PDFs are all rendered before its emails go out, so a worker stopped while rendering
+# never leaves an email half sent.
+RENDER_PRIORITY = 0
+SEND_PRIORITY = 9
+
+
 def _eager() -> bool:
     return bool(getattr(settings, "CELERY_TASK_ALWAYS_EAGER", False))
 
@@ -77,16 +86,16 @@ def dispatch_signatures(
     for delivery in deliveries:
         needed = sorted(carried[delivery.pk] & render_ids - covered)
         covered.update(needed)
-        send = send_delivery.si(delivery.pk)
+        send = send_delivery.si(delivery.pk).set(priority=SEND_PRIORITY)
         if needed:
-            header = [render_statement_pdf.si(sid) for sid in needed]
+            header = [render_statement_pdf.si(sid).set(priority=RENDER_PRIORITY) for sid in needed]
             signatures.append((chord(header, send), len(needed) + 1))
         else:
             signatures.append((send, 1))
     for _pi_id, ids in renders_by_pi.items():
         for statement_id in ids:
             if statement_id not in covered:
-                signatures.append((render_statement_pdf.si(statement_id), 1))
+                signatures.append((render_statement_pdf.si(statement_id).set(priority=RENDER_PRIORITY), 1))
     return signatures
 
 
@@ -110,3 +119,23 @@ def dispatch(
     for signature, _units in signatures:
         signature.apply_async()
     return False
+
+
+def redispatch_outstanding(statement_ids: Iterable[int], delivery_ids: Iterable[int]) -> int:
+    """Queue again whatever of a dispatch is unfinished: PDFs not rendered (and not failed) and
+    deliveries still queued. Safe at any time, since every task is idempotent; it recovers
+    from a lost message (Redis drops a message popped by a worker that dies before recording
+    it as unacknowledged). Returns how many units were queued again."""
+    renders = list(
+        Statement.objects.filter(pk__in=list(statement_ids), pdf="", render_error="").values_list(
+            "pk", flat=True
+        )
+    )
+    sends = list(
+        Delivery.objects.filter(pk__in=list(delivery_ids), state=Delivery.State.QUEUED).values_list(
+            "pk", flat=True
+        )
+    )
+    if renders or sends:
+        dispatch(renders, sends)
+    return len(renders) + len(sends)

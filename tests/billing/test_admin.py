@@ -9,6 +9,7 @@ import json
 import re
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
@@ -72,7 +73,7 @@ def groups(db):
     return roles_ensure()
 
 
-def _staff(username: str, group_name: str | None, groups) -> User:
+def _staff(username: str, group_name: str | None, groups) -> Any:
     user = User.objects.create_user(username, f"{username}@university.example", "pw", is_staff=True)
     if group_name:
         user.groups.add(groups[group_name])
@@ -151,7 +152,9 @@ def _bulk_flagged(
     count: int, period: str = "2025-03", reason: str = FlagReason.MISSING_FUND_ORG
 ) -> BillingPeriod:
     """`count` flagged charges with one flag each, written with bulk_create."""
-    charge = ChargeFactory(period=PeriodFactory(period=period), review_state="flagged", flag_summary=reason)
+    charge: Any = ChargeFactory(
+        period=PeriodFactory(period=period), review_state="flagged", flag_summary=reason
+    )
     template = {
         f.attname: getattr(charge, f.attname)
         for f in Charge._meta.concrete_fields

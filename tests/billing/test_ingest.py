@@ -379,6 +379,47 @@ def test_review_decisions_carry_over_to_unchanged_charges(sources, synthetic):
     assert billed(Charge.objects.all()) == file_billed_sum(second_path)
 
 
+def test_force_imports_the_same_bytes_again(sources, synthetic):
+    path, _ = synthetic(rows=300, seed=1)
+    first = ingest(path)
+    again = ingest(path, force=True)
+    assert again.supersedes == [first.import_id]
+    assert Import.objects.get(pk=first.import_id).status == "superseded"
+    assert billed(Charge.objects.all()) == file_billed_sum(path)
+    assert set(Charge.objects.values_list("import_run_id", flat=True)) == {again.import_id}
+
+
+def test_queued_import_runs_once_and_a_failed_one_can_run_again(sources, tmp_path):
+    services.period_open(period="2025-01")
+    services.period_close(period="2025-01")
+    path = write_focus(tmp_path / "aws_2025-01.csv", [focus_row()])
+    record = services.import_create(path=path, source=sources["aws"], actor_name="web:upload")
+    assert (record.status, record.original_name, record.size_bytes) == (
+        "pending",
+        "aws_2025-01.csv",
+        path.stat().st_size,
+    )
+
+    with pytest.raises(Refused, match="is closed: it accepts no imports"):
+        services.import_execute(import_id=record.pk, period="2025-01")
+    assert Import.objects.get().status == "failed"
+    assert_nothing_written()
+
+    services.period_reopen(period="2025-01", reason="late file")
+    outcome = services.import_execute(import_id=record.pk, period="2025-01")
+    record.refresh_from_db()
+    assert (outcome.status, record.status, record.error_message, record.charges_created) == (
+        "completed",
+        "completed",
+        "",
+        1,
+    )
+    assert record.started_at is not None and record.finished_at >= record.started_at
+    with pytest.raises(Refused, match=rf"^import #{record.pk} is completed; it cannot run again$"):
+        services.import_execute(import_id=record.pk)
+    assert Charge.objects.count() == 1
+
+
 def test_append_adds_instead_of_replacing(sources, synthetic):
     first_path, first_manifest = synthetic(rows=400, seed=1)
     second_path, _ = synthetic(name="aws_2025-01_part2.csv", rows=300, seed=2)

@@ -471,3 +471,42 @@ def test_backup_to_a_directory_and_no_overwrite(tmp_path):
     assert refused.returncode == 1 and "already exists" in refused.stderr
     site.run("backup", str(path), "--overwrite")
     assert not list(out.glob(".backup-*"))  # no temporary files left behind
+
+
+@pytest.mark.parametrize("damage", ["truncated", "bad_sql"])
+def test_postgres_failure_midway_changes_nothing(tmp_path, pg_databases, damage):
+    """pg_restore or psql failing half-way rolls the whole restore back: the target stays as it was."""
+    source = Installation(tmp_path / "source", pg_databases())
+    source.run("migrate", "-v", "0")
+    source.python(POPULATE.split("services.flag_rule_save")[0], str(REFERENCE_DIR), "unused")
+    archive = tmp_path / "site.tar.gz"
+    source.run("backup", str(archive))
+
+    plain = tmp_path / "uncompressed.pgdump"
+    subprocess.run(
+        ["pg_dump", "--format=custom", "--compress=0", f"--file={plain}", source.database_url], check=True
+    )
+
+    def corrupt(name: str, data: bytes) -> bytes:
+        if name != backup.POSTGRES_MEMBER:
+            return data
+        if damage == "truncated":
+            return data[: len(data) * 2 // 3]  # pg_restore stops with an error part-way
+        # The schema loads, but a row of data does not (a tab splits a column): psql fails after
+        # the drops and the first tables.
+        dump = plain.read_bytes()
+        assert b"zorp.blinkman@example.edu" in dump
+        return dump.replace(b"zorp.blinkman@example.edu", b"zorp\tblinkman@example.edu")
+
+    bad = rewrite(archive, tmp_path / "bad.tar.gz", member=corrupt, fix_checksums=True)
+    target = Installation(tmp_path / "target", pg_databases())
+    target.run("migrate", "-v", "0")
+    target.run("sources", "add", "keepme")
+    before = target.fingerprint()
+    result = target.run("restore", str(bad), "--force", check=False)
+    assert result.returncode == 1, result.stdout
+    assert "nothing was changed" in result.stderr
+    expected = "end of file" if damage == "truncated" else "extra data after last expected column"
+    assert expected in result.stderr
+    assert "NOTICE" not in result.stderr
+    assert target.fingerprint() == before

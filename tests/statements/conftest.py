@@ -88,8 +88,10 @@ class _Handler:
     def __init__(self, server: SmtpServer) -> None:
         self.server = server
 
-    async def handle_DATA(self, smtp, session, envelope):  # noqa: N802 (aiosmtpd's name)
-        message = email.message_from_bytes(envelope.original_content or envelope.content, policy=email.policy.default)
+    async def handle_DATA(self, smtp, session, envelope):
+        message = email.message_from_bytes(
+            envelope.original_content or envelope.content, policy=email.policy.default
+        )
         with self.server.lock:
             self.server.messages.append(message)  # type: ignore[arg-type]
             self.server.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))

@@ -63,7 +63,9 @@ def test_send_action_and_send_all_unsent(generated, admin_client, smtp_server):
     assert len(smtp_server.messages) == 1  # one email with both of the PI's statements
     assert len(list(smtp_server.messages[0].iter_attachments())) == 2
 
-    response = admin_client.post("/admin/statements/statement/send-unsent/", {"period": "2025-01"}, follow=True)
+    response = admin_client.post(
+        "/admin/statements/statement/send-unsent/", {"period": "2025-01"}, follow=True
+    )
     assert response.status_code == 200
     assert "Sent 6 email(s)" in response.content.decode()
     assert len(smtp_server.messages) == 7

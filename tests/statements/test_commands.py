@@ -71,7 +71,9 @@ def test_send_command_and_resend_failed(generated, smtp_server, settings):
     settings.EMAIL_PORT = smtp_server.port
     out, err = run("send", "-p", "2025-01", "--pi", "tarn.voxley@example.edu")
     assert "failed earlier" in err and smtp_server.messages == []
-    out, _err = run("send", "-p", "2025-01", "--pi", "tarn.voxley@example.edu", "--resend-failed", "--format", "json")
+    out, _err = run(
+        "send", "-p", "2025-01", "--pi", "tarn.voxley@example.edu", "--resend-failed", "--format", "json"
+    )
     doc = json.loads(out)
     assert doc["requeued"] == 1
     (sent,) = doc["run"]["emails"]["sent"]

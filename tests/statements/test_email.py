@@ -34,7 +34,9 @@ def test_seven_emails_each_with_that_pis_pdfs(generated, smtp_server):
     assert all(len(messages) == 1 for messages in by_recipient.values())
     for recipient, (message,) in by_recipient.items():
         statements = list(Statement.objects.filter(pi_email=recipient).order_by("sequence"))
-        attachments = [part for part in message.iter_attachments() if part.get_content_type() == "application/pdf"]
+        attachments = [
+            part for part in message.iter_attachments() if part.get_content_type() == "application/pdf"
+        ]
         assert sorted(a.get_filename() for a in attachments) == sorted(s.pdf_filename for s in statements)
         for attachment, statement in zip(
             sorted(attachments, key=lambda a: a.get_filename()),
@@ -81,7 +83,7 @@ def test_repeated_send_and_repeated_task_never_email_twice(generated, smtp_serve
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_sends_of_one_delivery_email_once(reference_month, smtp_server):
-    if connection.vendor == "sqlite" and connection.settings_dict["NAME"] in ("", ":memory:") or (
+    if (connection.vendor == "sqlite" and connection.settings_dict["NAME"] in ("", ":memory:")) or (
         "mode=memory" in str(connection.settings_dict.get("NAME"))
     ):
         pytest.skip("threads cannot share an in-memory SQLite test database")
@@ -175,7 +177,9 @@ def test_a_delivery_superseded_before_sending_fails_instead(generated, smtp_serv
 
 
 def test_subject_comes_from_the_settings_template(generated, smtp_server, settings):
-    settings.OPENCHARGEBACK_STATEMENT_EMAIL_SUBJECT = "[{{ period }}] {{ pi_name }}: {{ count }} statement(s), {{ total }}"
+    settings.OPENCHARGEBACK_STATEMENT_EMAIL_SUBJECT = (
+        "[{{ period }}] {{ pi_name }}: {{ count }} statement(s), {{ total }}"
+    )
     send_all(pi_email="zorp.blinkman@example.edu")
     (message,) = smtp_server.messages
     assert message["Subject"] == "[2025-01] zorp.blinkman@example.edu: 2 statement(s), $6,460.00"

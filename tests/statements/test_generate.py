@@ -95,7 +95,9 @@ REF_PI = "zorp.blinkman@example.edu"
 
 
 def test_approving_a_held_back_charge_revises_only_that_statement(reference_month, client, admin_user):
-    billing_services.flag_rule_save(name="check compute-02", pattern="^genomics-compute-02$", fields=["resource_name"])
+    billing_services.flag_rule_save(
+        name="check compute-02", pattern="^genomics-compute-02$", fields=["resource_name"]
+    )
     billing_services.period_reevaluate_flags(period="2025-01")
     flagged = Charge.objects.get(review_state="flagged")
     assert flagged.project_code == "genomics-sequencing"
@@ -111,8 +113,12 @@ def test_approving_a_held_back_charge_revises_only_that_statement(reference_mont
     billing_services.charges_approve(charge_ids=[flagged.pk], note="checked")
     second = generate_and_render("2025-01")
     assert second.count("revised") == 1 and second.count("unchanged") == 9
-    revised = [s for s in second.statements if s.status == "revised"][0]
-    assert (revised.number, revised.version, revised.replaces) == (genomics.number, 2, f"{genomics.number} v1")
+    revised = next(s for s in second.statements if s.status == "revised")
+    assert (revised.number, revised.version, revised.replaces) == (
+        genomics.number,
+        2,
+        f"{genomics.number} v1",
+    )
 
     genomics.refresh_from_db()
     assert genomics.state == "superseded" and genomics.superseded_at is not None
@@ -143,7 +149,11 @@ def test_flagged_held_back_rejected_excluded_and_withdrawn(db):
     outcome = services.statements_generate(period="2025-03")
     statement = Statement.objects.get()
     assert statement.billed_total == Decimal("10.00")
-    assert (statement.held_back_count, statement.held_back_amount, statement.rejected_count) == (1, Decimal("7.00"), 1)
+    assert (statement.held_back_count, statement.held_back_amount, statement.rejected_count) == (
+        1,
+        Decimal("7.00"),
+        1,
+    )
     assert outcome.rejected_count == 1 and outcome.rejected_billed == Decimal("99.00")
 
     # Every billable charge rejected: the statement is withdrawn (superseded, no successor).
@@ -201,7 +211,9 @@ def test_demo_month_statement_totals_match_expected(demo_month, demo_dir):
     outcome = generate_and_render("2026-10")
     totals = {f"{s.pi_email}|{s.project_code}": str(s.billed_total) for s in outcome.statements}
     assert totals == expected["statement_totals"]
-    assert sum((s.billed_total for s in outcome.statements), Decimal(0)) == Decimal(expected["statement_grand_total"])
+    assert sum((s.billed_total for s in outcome.statements), Decimal(0)) == Decimal(
+        expected["statement_grand_total"]
+    )
     # Held back: the unattributed row and the row without a fund/org (no statement for either).
     assert outcome.held_back_billed == Decimal(expected["held_back_billed"])
     assert {(h.pi_email, h.project_code) for h in outcome.held_back_elsewhere} == {

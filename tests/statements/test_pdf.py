@@ -58,7 +58,9 @@ def assert_no_overlap(data: bytes) -> None:
 
 
 def test_reference_pdf_shows_list_discount_percent_and_due(generated):
-    statement = Statement.objects.get(pi_email="zorp.blinkman@example.edu", project_code="genomics-sequencing")
+    statement = Statement.objects.get(
+        pi_email="zorp.blinkman@example.edu", project_code="genomics-sequencing"
+    )
     text = pdf_text(read(statement))
     assert "2,720.00" in text
     assert "412.25" in text

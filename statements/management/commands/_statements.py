@@ -8,6 +8,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
+
 from chargeback.commands import ReportingCommand
 from chargeback.errors import Refused
 from statements import selectors, services, tasks
@@ -85,8 +87,9 @@ def run_and_wait(
             bar.finish()
             report.waited = False
             return _collect(report, statement_ids, delivery_ids)
-        started = last_change = time.monotonic()
+        started = last_change = last_redispatch = time.monotonic()
         last_done, hinted = -1, False
+        redispatch_after = settings.OPENCHARGEBACK_REDISPATCH_SECONDS
         while True:
             progress = selectors.dispatch_progress(statement_ids, delivery_ids)
             bar.update(
@@ -98,12 +101,21 @@ def run_and_wait(
             now = time.monotonic()
             if progress.completed != last_done:
                 last_done, last_change = progress.completed, now
-            elif not hinted and now - last_change > 60:
-                cmd.stderr.write(
-                    "\nno progress for 60 s: is a worker running? (openchargeback worker, or "
-                    "celery -A chargeback worker)"
-                )
-                hinted = True
+            else:
+                if not hinted and now - last_change > 60:
+                    cmd.stderr.write(
+                        "\nno progress for 60 s: is a worker running? (openchargeback worker, or "
+                        "celery -A chargeback worker)"
+                    )
+                    hinted = True
+                if now - max(last_change, last_redispatch) > redispatch_after:
+                    again = tasks.redispatch_outstanding(statement_ids, delivery_ids)
+                    last_redispatch = now
+                    if again:
+                        cmd.stderr.write(
+                            f"\nno progress for {redispatch_after} s: queued {plural(again, 'unfinished task')} "
+                            "again (a worker may have been lost; tasks are idempotent)"
+                        )
             if progress.sending:
                 services.deliveries_mark_interrupted()
             if timeout and now - started > timeout:

@@ -1,0 +1,660 @@
+"""Journal layouts: the built-in `gl`, `summary` and `detail`, and admin-edited templates.
+
+Every layout yields records (lists of cells); one writer turns them into the file, so quoting
+and formula neutralising are the same for all of them:
+
+- CSV quoting (RFC 4180, CRLF line ends): a cell with the delimiter, a quote or a line break is
+  quoted, quotes doubled.
+- Formula injection: a cell beginning with = + - @ (or tab / CR) that is not a plain number gets
+  a leading apostrophe, so a spreadsheet shows it as text instead of running it. Amounts such as
+  -12.50 stay numbers.
+
+Custom formats (JournalFormat) are Django templates. Values reach them CSV-ready (neutralised,
+quoted where needed); what a template renders is parsed back as CSV and written again, so a
+template can neither break the quoting nor smuggle in a formula, and a row whose cell count
+differs from the header's refuses the export (or the save, when the sample shows it).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import hashlib
+import io
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from django.template import Context, Engine, TemplateSyntaxError
+from django.template.base import Template, VariableNode
+
+from chargeback.money import ZERO
+
+from .entries import CREDIT, DEBIT, ChargeRow, Entry, Journal, Line, StatementRef, money_text
+
+if TYPE_CHECKING:
+    from .models import JournalFormat
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
+_PLAIN_NUMBER = re.compile(r"[-+]?[0-9]+(\.[0-9]+)?")
+LINE_END = "\r\n"
+
+
+def neutralize(cell: str) -> str:
+    """A cell a spreadsheet would read as a formula, made text ('=1+2' → "'=1+2"); numbers stay."""
+    if cell and cell[0] in FORMULA_START and not _PLAIN_NUMBER.fullmatch(cell):
+        return "'" + cell
+    return cell
+
+
+def csv_cell(value: str, delimiter: str = ",") -> str:
+    """A value as it must appear in a CSV line: neutralised, quoted when needed."""
+    value = neutralize(value)
+    if (
+        delimiter in value
+        or '"' in value
+        or "\r" in value
+        or "\n" in value
+        or (value and (value[0].isspace() or value[-1].isspace()))
+    ):
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
+# --- format specs -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FormatSpec:
+    name: str
+    label: str
+    rows: str  # entries | lines | charges
+    builtin: bool = False
+    delimiter: str = ","
+    header_template: str = ""
+    row_template: str = ""
+    format_id: int | None = None
+
+
+BUILTIN_FORMATS: dict[str, FormatSpec] = {
+    "gl": FormatSpec(
+        "gl",
+        "gl: general ledger (Fund, Orgn, Account, Program, Activity, Location, Debit, Credit, "
+        "Description, Reference ID)",
+        "entries",
+        builtin=True,
+    ),
+    "summary": FormatSpec(
+        "summary", "summary: one row per PI × project × source × service (statement lines)", "lines", True
+    ),
+    "detail": FormatSpec("detail", "detail: one row per billed charge", "charges", builtin=True),
+}
+
+ROW_ALIASES = {"entries": "entry", "lines": "line", "charges": "charge"}
+
+GL_HEADER = [
+    "Fund",
+    "Orgn",
+    "Account",
+    "Program",
+    "Activity",
+    "Location",
+    "Debit",
+    "Credit",
+    "Description",
+    "Reference ID",
+]
+SUMMARY_HEADER = [
+    "BillingPeriod",
+    "PIEmail",
+    "ProjectID",
+    "FundOrg",
+    "ServiceName",
+    "Amount",
+    "ResourceCount",
+]
+DETAIL_HEADER = [
+    "BillingPeriod",
+    "Statement",
+    "PIEmail",
+    "ProjectID",
+    "FundOrg",
+    "Source",
+    "ServiceName",
+    "ServiceCategory",
+    "ChargeCategory",
+    "ResourceId",
+    "ResourceName",
+    "SubAccountId",
+    "Region",
+    "Quantity",
+    "Unit",
+    "ListCost",
+    "BilledCost",
+]
+
+# The built-in gl layout written as templates: the starting point of a new custom format.
+GL_HEADER_TEMPLATE = ",".join(GL_HEADER) + "\n"
+GL_ROW_TEMPLATE = (
+    "{{ entry.fund }},{{ entry.orgn }},{{ entry.account }},{{ entry.program }},{{ entry.activity }},"
+    "{{ entry.location }},{{ entry.debit }},{{ entry.credit }},{{ entry.description }},{{ entry.reference }}\n"
+)
+
+
+def spec_of(fmt: JournalFormat) -> FormatSpec:
+    return FormatSpec(
+        name=fmt.name,
+        label=f"{fmt.name}: {fmt.description}" if fmt.description else fmt.name,
+        rows=fmt.rows,
+        builtin=False,
+        delimiter=fmt.delimiter or ",",
+        header_template=fmt.header_template or "",
+        row_template=fmt.row_template or "",
+        format_id=fmt.pk,
+    )
+
+
+class LayoutError(Exception):
+    """A layout cannot produce a correct file; `field` names the template at fault, if known."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+# --- layouts ----------------------------------------------------------------------------------
+
+
+class Layout:
+    def __init__(self, spec: FormatSpec) -> None:
+        self.spec = spec
+
+    def header(self, journal: Journal, exported_at: dt.datetime) -> list[list[str]]:
+        raise NotImplementedError
+
+    def rows(self, journal: Journal) -> Iterator[list[str]]:
+        raise NotImplementedError
+
+
+class GLLayout(Layout):
+    def header(self, journal: Journal, exported_at: dt.datetime) -> list[list[str]]:
+        return [list(GL_HEADER)]
+
+    def rows(self, journal: Journal) -> Iterator[list[str]]:
+        for entry in journal.entries:
+            v = entry.values(journal.currency)
+            yield [
+                v["fund"],
+                v["orgn"],
+                v["account"],
+                v["program"],
+                v["activity"],
+                v["location"],
+                v["debit"],
+                v["credit"],
+                v["description"],
+                v["reference"],
+            ]
+
+
+class SummaryLayout(Layout):
+    def header(self, journal: Journal, exported_at: dt.datetime) -> list[list[str]]:
+        return [list(SUMMARY_HEADER)]
+
+    def rows(self, journal: Journal) -> Iterator[list[str]]:
+        for line in journal.lines:
+            v = line.values(journal.currency)
+            yield [
+                v["period"],
+                v["pi_email"],
+                v["project_id"],
+                v["fund_org"],
+                v["service_name"],
+                v["amount"],
+                str(v["charge_count"]),
+            ]
+
+
+class DetailLayout(Layout):
+    def header(self, journal: Journal, exported_at: dt.datetime) -> list[list[str]]:
+        return [list(DETAIL_HEADER)]
+
+    def rows(self, journal: Journal) -> Iterator[list[str]]:
+        currency = journal.currency
+        for charge in journal.charges():
+            v = charge.values(currency)
+            yield [
+                v["period"],
+                v["statement"],
+                v["pi_email"],
+                v["project_id"],
+                v["fund_org"],
+                v["source"],
+                v["service_name"],
+                v["service_category"],
+                v["charge_category"],
+                v["resource_id"],
+                v["resource_name"],
+                v["sub_account_id"],
+                v["region"],
+                v["quantity"],
+                v["unit"],
+                v["list_cost"],
+                v["billed_cost"],
+            ]
+
+
+_INVALID = "\x00"
+_ENGINE = Engine(
+    loaders=[],  # no {% include %} / {% extends %} of project templates
+    autoescape=False,
+    string_if_invalid=_INVALID + "%s" + _INVALID,
+)
+_INVALID_NAMES = re.compile(_INVALID + "(.*?)" + _INVALID)
+
+
+def _exported_at_text(exported_at: dt.datetime) -> str:
+    return exported_at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class TemplateLayout(Layout):
+    """An admin-edited format: header and row templates in the Django template language."""
+
+    def __init__(self, spec: FormatSpec) -> None:
+        super().__init__(spec)
+        self.alias = ROW_ALIASES[spec.rows]
+        self.header_template = self._compile(spec.header_template, "header_template")
+        self.row_template = self._compile(spec.row_template, "row_template")
+        self._check_row_variables()
+
+    @staticmethod
+    def _compile(source: str, field: str) -> Template:
+        try:
+            return Template(source, engine=_ENGINE)
+        except TemplateSyntaxError as exc:
+            raise LayoutError(f"template error: {exc}", field) from None
+
+    def _check_row_variables(self) -> None:
+        """`{{ entry.fnud }}` anywhere in the row template (inside {% if %} too) is an error."""
+        known = set(row_variables(self.spec.rows))
+        unknown = []
+        for node in self.row_template.nodelist.get_nodes_by_type(VariableNode):
+            var = getattr(node.filter_expression, "var", None)
+            lookups = getattr(var, "lookups", None)
+            if lookups and lookups[0] in ("row", self.alias) and len(lookups) > 1 and lookups[1] not in known:
+                unknown.append(".".join(lookups))
+        if unknown:
+            raise LayoutError(
+                f"unknown variable(s) {', '.join(sorted(set(unknown)))}; {self.alias} variables are "
+                + ", ".join(sorted(known)),
+                "row_template",
+            )
+
+    def _render(self, template: Template, context: dict[str, Any], field: str, where: str) -> str:
+        try:
+            text = template.render(Context(context, autoescape=False, use_l10n=False))
+        except Exception as exc:
+            raise LayoutError(f"{where}: {type(exc).__name__}: {exc}", field) from None
+        if _INVALID in text:
+            names = sorted(set(_INVALID_NAMES.findall(text)))
+            raise LayoutError(f"{where}: unknown variable(s) {', '.join(names)}", field)
+        return text
+
+    def _parse(self, text: str, field: str, where: str) -> list[list[str]]:
+        try:
+            records = list(
+                csv.reader(
+                    io.StringIO(text), delimiter=self.spec.delimiter, strict=True, skipinitialspace=True
+                )
+            )
+        except csv.Error as exc:
+            raise LayoutError(f"{where}: not valid CSV ({exc}): {text.strip()[:200]!r}", field) from None
+        return [r for r in records if r and not (len(r) == 1 and not r[0].strip())]
+
+    def _quoted(self, values: dict[str, Any]) -> dict[str, Any]:
+        d = self.spec.delimiter
+        return {k: csv_cell(v, d) if isinstance(v, str) else v for k, v in values.items()}
+
+    def header(self, journal: Journal, exported_at: dt.datetime) -> list[list[str]]:
+        currency = journal.currency
+        context = self._quoted(
+            {
+                "period": journal.period,
+                "format": self.spec.name,
+                "currency": currency,
+                "exported_at": _exported_at_text(exported_at),
+                "statement_count": len(journal.statements),
+                "entry_count": len(journal.entries),
+                "line_count": len(journal.lines),
+                "debit_total": money_text(journal.debit_total, currency),
+                "credit_total": money_text(journal.credit_total, currency),
+                "statement_total": money_text(journal.statement_total, currency),
+            }
+        )
+        text = self._render(self.header_template, context, "header_template", "header")
+        return self._parse(text, "header_template", "header")
+
+    def _items(self, journal: Journal) -> Iterator[Entry | Line | ChargeRow]:
+        if self.spec.rows == "entries":
+            yield from journal.entries
+        elif self.spec.rows == "lines":
+            yield from journal.lines
+        else:
+            yield from journal.charges()
+
+    def rows(self, journal: Journal) -> Iterator[list[str]]:
+        currency = journal.currency
+        period = csv_cell(journal.period, self.spec.delimiter)
+        for number, item in enumerate(self._items(journal), start=1):
+            values = self._quoted(item.values(currency))
+            context = {
+                "row": values,
+                self.alias: values,
+                "period": period,
+                "currency": currency,
+                "number": number,
+            }
+            where = f"{self.alias} {number}"
+            text = self._render(self.row_template, context, "row_template", where)
+            yield from self._parse(text, "row_template", where)
+
+
+def layout_for(spec: FormatSpec) -> Layout:
+    if spec.builtin:
+        return {"gl": GLLayout, "summary": SummaryLayout, "detail": DetailLayout}[spec.name](spec)
+    return TemplateLayout(spec)
+
+
+def row_variables(rows: str) -> list[str]:
+    """The variables a row template may use (for the admin's help and the check above)."""
+    sample = _sample_journal()
+    item: Entry | Line | ChargeRow
+    if rows == "entries":
+        item = sample.entries[0]
+    elif rows == "lines":
+        item = sample.lines[0]
+    else:
+        item = next(sample.charges())
+    return list(item.values(sample.currency))
+
+
+HEADER_VARIABLES = [
+    "period",
+    "format",
+    "currency",
+    "exported_at",
+    "statement_count",
+    "entry_count",
+    "line_count",
+    "debit_total",
+    "credit_total",
+    "statement_total",
+]
+
+
+# --- writing ----------------------------------------------------------------------------------
+
+
+def _records(
+    layout: Layout, journal: Journal, exported_at: dt.datetime
+) -> tuple[list[list[str]], Iterator[list[str]]]:
+    """Header records and data records, neutralised, with every data row as wide as the header."""
+    header = [[neutralize(c) for c in record] for record in layout.header(journal, exported_at)]
+
+    def rows() -> Iterator[list[str]]:
+        width = len(header[-1]) if header else None
+        for n, record in enumerate(layout.rows(journal), start=1):
+            if width is None:
+                width = len(record)
+            elif len(record) != width:
+                raise LayoutError(
+                    f"row {n} has {len(record)} cells where the {'header has' if header else 'first row has'} "
+                    f"{width}: {record!r} (a value containing the delimiter or a quote that the template "
+                    "changed after quoting, or columns that differ)",
+                    "row_template",
+                )
+            yield [neutralize(c) for c in record]
+
+    return header, rows()
+
+
+@dataclass
+class Written:
+    rows: int
+    size_bytes: int
+    sha256: str
+    rows_sha256: str
+
+
+def write_journal(journal: Journal, spec: FormatSpec, out: BinaryIO, *, exported_at: dt.datetime) -> Written:
+    """Write the file (UTF-8, CRLF) into a binary stream positioned at its start."""
+    layout = layout_for(spec)
+    start = out.tell()
+    text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
+    writer = csv.writer(text, delimiter=spec.delimiter, lineterminator=LINE_END)
+    header, rows = _records(layout, journal, exported_at)
+    writer.writerows(header)
+    text.flush()
+    header_end = out.tell()
+    count = 0
+    for record in rows:
+        writer.writerow(record)
+        count += 1
+    text.flush()
+    text.detach()
+    end = out.tell()
+    full, body = hashlib.sha256(), hashlib.sha256()
+    out.seek(start)
+    position = start
+    while position < end:
+        chunk = out.read(min(1 << 20, end - position))
+        if not chunk:
+            break
+        full.update(chunk)
+        if position + len(chunk) > header_end:
+            body.update(chunk[max(0, header_end - position) :])
+        position += len(chunk)
+    out.seek(end)
+    return Written(rows=count, size_bytes=end - start, sha256=full.hexdigest(), rows_sha256=body.hexdigest())
+
+
+def render_journal(journal: Journal, spec: FormatSpec, *, exported_at: dt.datetime) -> bytes:
+    """The whole file in memory (previews, tests; exports stream to a temporary file)."""
+    buffer = io.BytesIO()
+    write_journal(journal, spec, buffer, exported_at=exported_at)
+    return buffer.getvalue()
+
+
+@dataclass
+class Preview:
+    header: list[list[str]]
+    rows: list[list[str]]
+    more: bool
+
+
+def preview_journal(journal: Journal, spec: FormatSpec, *, exported_at: dt.datetime, limit: int) -> Preview:
+    header, rows = _records(layout_for(spec), journal, exported_at)
+    taken: list[list[str]] = []
+    more = False
+    for record in rows:
+        if len(taken) >= limit:
+            more = True
+            break
+        taken.append(record)
+    return Preview(header=header, rows=taken, more=more)
+
+
+# --- validating a custom format against a sample journal ------------------------------------
+
+
+def _sample_journal() -> Journal:
+    """A small journal full of awkward values: commas, quotes, formulas, negative amounts."""
+    period = "2025-01"
+    nasty_project = 'proj,"one"'
+    formula_project = '=HYPERLINK("http://x","y")'
+    entries = [
+        Entry(
+            side=DEBIT,
+            period=period,
+            source_slug="aws",
+            source_name="AWS, cloud",
+            fund_org="123456-7890",
+            ledger={"fund": "123456", "orgn": "7890", "program": "", "activity": "", "location": ""},
+            account="54100",
+            amount=Decimal("1062.50"),
+            description='AWS 2025-01 "Research" charges',
+            reference="REF,1",
+            pi_emails=["pi@example.edu"],
+            project_ids=[nasty_project],
+            statements=["2025-01-0001"],
+            line_count=2,
+        ),
+        Entry(
+            side=DEBIT,
+            period=period,
+            source_slug="aws",
+            source_name="AWS, cloud",
+            fund_org="=cmd|'/C calc'!A0",
+            ledger={"fund": "=cmd|'/C calc'!A0"},
+            account="@SUM(A1)",
+            amount=Decimal("-12.25"),
+            description="-refund",
+            pi_emails=["other@example.edu"],
+            project_ids=[formula_project],
+            statements=["2025-01-0002"],
+            line_count=1,
+        ),
+        Entry(
+            side=CREDIT,
+            period=period,
+            source_slug="aws",
+            source_name="AWS, cloud",
+            fund_org="IT-CLOUD",
+            ledger={"fund": "IT-CLOUD"},
+            account="54100",
+            amount=Decimal("1050.25"),
+            description="AWS 2025-01 Research Computing",
+            statements=["2025-01-0001", "2025-01-0002"],
+            line_count=3,
+        ),
+    ]
+    lines = [
+        Line(
+            period=period,
+            statement="2025-01-0001",
+            version=1,
+            pi_email="pi@example.edu",
+            pi_name='Doe, "Jane"',
+            project_id=nasty_project,
+            project_name="Genomics\nsequencing",
+            fund_org="123456-7890",
+            cost_center="CC,1",
+            reference_1="=1+2",
+            reference_2="+ref",
+            source_slug="aws",
+            source_name="AWS, cloud",
+            service_name="Amazon EC2",
+            kind="",
+            charge_count=2,
+            list_amount=Decimal("1250.00"),
+            discount_amount=Decimal("187.50"),
+            amount=Decimal("1062.50"),
+            account="54100",
+            ledger={"fund": "123456", "orgn": "7890"},
+        ),
+        Line(
+            period=period,
+            statement="2025-01-0002",
+            version=2,
+            pi_email="other@example.edu",
+            pi_name="",
+            project_id=formula_project,
+            project_name="",
+            fund_org="@fund",
+            cost_center="",
+            reference_1="",
+            reference_2="",
+            source_slug="aws",
+            source_name="AWS, cloud",
+            service_name="Amazon S3",
+            kind="Credit",
+            charge_count=1,
+            list_amount=Decimal("-12.25"),
+            discount_amount=ZERO,
+            amount=Decimal("-12.25"),
+        ),
+    ]
+    charges = [
+        ChargeRow(
+            period=period,
+            statement="2025-01-0001",
+            pi_email="pi@example.edu",
+            project_id=nasty_project,
+            fund_org="123456-7890",
+            source_slug="aws",
+            source_name="AWS, cloud",
+            service_name="Amazon EC2",
+            service_category="Compute",
+            charge_category="Usage",
+            resource_id="i-0abc,def",
+            resource_name='say "hi"',
+            sub_account_id="012345678901",
+            region="us-east-1",
+            sku_id="-SKU",
+            quantity=Decimal("720.5"),
+            unit="Hours",
+            list_cost=Decimal("1250.1234567891"),
+            billed_cost=Decimal("1062.5000000000"),
+            line_count=720,
+        ),
+        ChargeRow(
+            period=period,
+            statement="2025-01-0002",
+            pi_email="other@example.edu",
+            project_id=formula_project,
+            fund_org="@fund",
+            source_slug="aws",
+            source_name="AWS, cloud",
+            service_name="Amazon S3",
+            service_category="Storage",
+            charge_category="Credit",
+            resource_id="",
+            resource_name="",
+            sub_account_id="",
+            region="",
+            sku_id="",
+            quantity=None,
+            unit="",
+            list_cost=Decimal("-12.25"),
+            billed_cost=Decimal("-12.25"),
+            line_count=1,
+        ),
+    ]
+    statements = [
+        StatementRef("2025-01-0001", 1, "pi@example.edu", nasty_project, "123456-7890", Decimal("1062.50")),
+        StatementRef("2025-01-0002", 2, "other@example.edu", formula_project, "@fund", Decimal("-12.25")),
+    ]
+    return Journal(
+        period=period,
+        currency="USD",
+        status="closed",
+        statements=statements,
+        lines=lines,
+        entries=entries,
+        charges=lambda: iter(charges),
+    )
+
+
+def validate_spec(spec: FormatSpec) -> dict[str, list[str]]:
+    """Errors by field (header_template, row_template) of a custom format, found by compiling it
+    and writing the sample journal; empty when the format is usable."""
+    try:
+        layout = layout_for(spec)
+        _header, rows = _records(layout, _sample_journal(), dt.datetime(2025, 2, 1, tzinfo=dt.UTC))
+        for _row in rows:
+            pass
+    except LayoutError as exc:
+        return {exc.field or "row_template": [str(exc)]}
+    return {}

@@ -1,0 +1,194 @@
+"""Every write of the journals app: settings, custom formats, and exports (each one transaction).
+
+An export is refused, with every reason at once, rather than written wrong: statements missing
+or stale, a period still open, a fund/org the split regex cannot split, an account code that
+fails validation, debits that do not equal credits (e.g. a source without a credit fund/org).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tempfile
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.core.files import File
+from django.db import transaction
+from django.utils import timezone
+
+from billing import selectors as billing_selectors
+from billing import services as billing_services
+from billing.models import BillingPeriod
+from chargeback.errors import Refused
+from chargeback.logging import audit
+
+from . import selectors
+from .entries import JournalRefused, Problem
+from .formats import LayoutError, write_journal
+from .models import JournalExport, JournalFormat, JournalSettings
+
+
+def _validation_message(exc: ValidationError) -> str:
+    if hasattr(exc, "error_dict"):
+        return "; ".join(
+            f"{name.replace('_', ' ')}: {' '.join(str(m) for m in messages)}"
+            for name, messages in exc.message_dict.items()
+        )
+    return " ".join(exc.messages)
+
+
+def _actor_fields(actor: Any, actor_name: str) -> dict[str, Any]:
+    user = actor if actor is not None and getattr(actor, "is_authenticated", False) else None
+    return {"actor": user, "actor_name": billing_services.actor_label(actor, actor_name)}
+
+
+# --- settings and formats ---------------------------------------------------------------------
+
+
+@transaction.atomic
+def journal_settings_update(**changes: Any) -> JournalSettings:
+    """Change the journal settings; a bad regex, template or length is refused (nothing written)."""
+    obj = JournalSettings.objects.select_for_update().get(pk=selectors.journal_settings_get().pk)
+    editable = {f.name for f in JournalSettings._meta.concrete_fields} - {"id", "updated_at"}
+    unknown = set(changes) - editable
+    if unknown:
+        raise Refused(f"unknown journal setting(s): {', '.join(sorted(unknown))}")
+    for name, value in changes.items():
+        setattr(obj, name, value.strip() if isinstance(value, str) else value)
+    try:
+        obj.full_clean()
+    except ValidationError as exc:
+        raise Refused(f"journal settings refused: {_validation_message(exc)}") from None
+    obj.save()
+    return obj
+
+
+@transaction.atomic
+def journal_format_save(
+    *,
+    name: str,
+    row_template: str,
+    header_template: str = "",
+    rows: str = JournalFormat.Rows.ENTRIES,
+    delimiter: str = ",",
+    description: str = "",
+    is_active: bool = True,
+    format_id: int | None = None,
+) -> JournalFormat:
+    """Create (format_id None) or change a custom format; it is validated by rendering a sample
+    journal with awkward values (commas, quotes, formulas), and refused if that fails."""
+    if format_id is None:
+        fmt = JournalFormat()
+    else:
+        found = JournalFormat.objects.select_for_update().filter(pk=format_id).first()
+        if found is None:
+            raise Refused(f"no journal format #{format_id}")
+        fmt = found
+    fmt.name = (name or "").strip()
+    fmt.description = (description or "").strip()
+    fmt.rows = rows
+    fmt.delimiter = delimiter
+    fmt.header_template = header_template or ""
+    fmt.row_template = row_template or ""
+    fmt.is_active = is_active
+    try:
+        fmt.full_clean()
+    except ValidationError as exc:
+        raise Refused(f"journal format {fmt.name!r} refused: {_validation_message(exc)}") from None
+    fmt.save()
+    return fmt
+
+
+@transaction.atomic
+def journal_format_delete(*, name: str) -> None:
+    """Delete a custom format; its exports keep their files and the format's name."""
+    deleted, _ = JournalFormat.objects.filter(name=name).delete()
+    if not deleted:
+        raise Refused(f"no custom journal format {name!r}")
+
+
+# --- export -----------------------------------------------------------------------------------
+
+
+def export_time() -> dt.datetime:
+    """When an export is made (whole seconds: the only value allowed to differ between two exports)."""
+    return timezone.now().replace(microsecond=0)
+
+
+def journal_export(
+    *, period: str, format: str = "gl", actor: Any = None, actor_name: str = ""
+) -> JournalExport:
+    """Build the journal of a period from its current statements, write it in the chosen format,
+    and keep the file with its totals. Refused (JournalRefused, every reason listed) when the
+    journal is not right; exporting twice gives the same bytes except a header timestamp."""
+    period_obj = billing_selectors.period_get(period)
+    spec = selectors.journal_format_get(format)
+    fields = _actor_fields(actor, actor_name)
+    stored_name = ""
+    try:
+        with transaction.atomic():
+            # The period row is the lock generate takes: no statements change under an export.
+            period_obj = BillingPeriod.objects.select_for_update().get(pk=period_obj.pk)
+            journal = selectors.journal_build(period_obj)
+            journal.refuse_if_problems()
+            exported_at = export_time()
+            with tempfile.TemporaryFile() as tmp:
+                try:
+                    written = write_journal(journal, spec, tmp, exported_at=exported_at)
+                except LayoutError as exc:
+                    raise JournalRefused(
+                        period_obj.period, [Problem("format", f"format {spec.name}: {exc}")]
+                    ) from None
+                tmp.seek(0)
+                export = JournalExport(
+                    period=period_obj,
+                    format_name=spec.name,
+                    journal_format_id=spec.format_id,
+                    sha256=written.sha256,
+                    rows_sha256=written.rows_sha256,
+                    size_bytes=written.size_bytes,
+                    row_count=written.rows,
+                    entry_count=len(journal.entries),
+                    debit_total=journal.debit_total,
+                    credit_total=journal.credit_total,
+                    currency=journal.currency,
+                    statement_count=len(journal.statements),
+                    statements=sorted(s.label for s in journal.statements),
+                    created_at=exported_at,
+                    **fields,
+                )
+                name = selectors.export_filename(period_obj.period, spec.name, exported_at, spec.delimiter)
+                export.file.save(name, File(tmp), save=False)
+                stored_name = export.file.name
+                export.save()
+    except BaseException:
+        if stored_name:
+            export.file.storage.delete(stored_name)
+        raise
+    audit(
+        "journal_exported",
+        actor=fields["actor_name"],
+        export_id=export.pk,
+        period=period_obj.period,
+        format=spec.name,
+        rows=export.row_count,
+        debit=str(export.debit_total),
+        credit=str(export.credit_total),
+        sha256=export.sha256,
+    )
+    return export
+
+
+def journal_export_downloaded(*, export: JournalExport, actor: Any = None, actor_name: str = "") -> None:
+    """Record a download of a kept export (audit log)."""
+    from auditlog.signals import accessed
+
+    accessed.send(sender=JournalExport, instance=export)
+    audit(
+        "journal_downloaded",
+        actor=billing_services.actor_label(actor, actor_name),
+        export_id=export.pk,
+        period=export.period.period,
+        format=export.format_name,
+        sha256=export.sha256,
+    )

@@ -1,0 +1,165 @@
+"""Property: for any period — any mix of sources, funds, PIs, projects, credits, adjustments and
+subsidies — Σ debits = Σ credits = Σ statement totals, in the journal and in the files, and every
+amount obeys the cent rule."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from decimal import Decimal
+
+import pytest
+from django.db import transaction
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from billing.models import Charge
+from billing.selectors import period_get
+from chargeback.money import ZERO, round_currency
+from journals.formats import BUILTIN_FORMATS, render_journal
+from journals.selectors import journal_build
+from journals.services import journal_settings_update
+from statements.models import Statement, StatementLine
+from statements.services import statements_generate
+from tests.factories import (
+    ChargeFactory,
+    ImportFactory,
+    PeriodFactory,
+    PIFactory,
+    ProjectFactory,
+    SourceFactory,
+)
+
+from .conftest import amount, records
+
+pytestmark = pytest.mark.django_db
+
+FUNDS = ["111111-2222", "333333-4444", "555555-6666", "777777-8888"]
+SOURCES = [("aws", "900000-0001", "54100"), ("hpc", "900000-0002", ""), ("storage", "910000-0003", "54300")]
+PROJECTS = 4  # over 2 PIs
+
+# Up to ±1,000 with the 10 decimal places costs are stored with.
+exact_money = st.integers(min_value=0, max_value=10**13).map(lambda n: Decimal(n).scaleb(-10))
+charges = st.lists(
+    st.fixed_dictionaries(
+        {
+            "source": st.integers(0, len(SOURCES) - 1),
+            "project": st.integers(0, PROJECTS - 1),
+            "fund": st.integers(0, len(FUNDS) - 1),
+            "service": st.sampled_from(["Compute", "Storage"]),
+            "category": st.sampled_from(["Usage", "Usage", "Usage", "Credit", "Adjustment"]),
+            "negative_adjustment": st.booleans(),
+            "billed": exact_money,
+            "subsidy": st.sampled_from(["none", "discount", "full"]),
+        }
+    ),
+    min_size=1,
+    max_size=12,
+)
+periods = st.builds(lambda y, m: f"{y}-{m:02d}", st.integers(2020, 2030), st.integers(1, 12))
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    database=None,  # no .hypothesis/ folder in the project
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(period=periods, rows=charges, include_zero=st.booleans(), split=st.booleans())
+def test_debits_equal_credits_equal_statement_totals(db, period, rows, include_zero, split):
+    with transaction.atomic():
+        check_period(period, rows, include_zero=include_zero, split=split)
+        transaction.set_rollback(True)
+
+
+def check_period(period: str, rows: list[dict], *, include_zero: bool, split: bool) -> None:
+    journal_settings_update(
+        include_zero_entries=include_zero,
+        fund_org_regex=r"(?P<fund>\d{6})-(?P<orgn>\d{4})" if split else "",
+        description_max_length=35,
+    )
+    period_obj = PeriodFactory(period=period)
+    sources = [SourceFactory(slug=slug, fund_org=fund, account=account) for slug, fund, account in SOURCES]
+    imports = [ImportFactory(source=s, period=period_obj) for s in sources]
+    pis = [PIFactory(email=f"pi{n}@example.edu") for n in range(2)]
+    projects = [
+        ProjectFactory(project_id=f"project-{n}", pi=pis[n % 2], fund_org=FUNDS[n]) for n in range(PROJECTS)
+    ]
+    for row in rows:
+        billed = row["billed"]
+        if row["category"] == "Credit" or (row["category"] == "Adjustment" and row["negative_adjustment"]):
+            billed = -billed
+        if row["subsidy"] == "full":
+            list_cost, billed = abs(billed) or Decimal("1.00"), ZERO
+        elif row["subsidy"] == "discount":
+            list_cost = billed * Decimal("1.25")
+        else:
+            list_cost = billed
+        ChargeFactory(
+            period=period_obj,
+            source=sources[row["source"]],
+            import_run=imports[row["source"]],
+            project=projects[row["project"]],
+            fund_org=FUNDS[row["fund"]],
+            service_name=row["service"],
+            charge_category=row["category"],
+            billed_cost=billed,
+            list_cost=list_cost,
+        )
+
+    statements_generate(period=period, actor_name="test")
+    period_obj = period_get(period)
+    journal = journal_build(period_obj)
+    assert journal.problems == []
+
+    statements = Statement.objects.filter(period=period_obj).exclude(state=Statement.State.SUPERSEDED)
+    statement_total = sum((s.billed_total for s in statements), ZERO)
+    # The cent rule: a line is the exact sum of its charges rounded once; a statement is Σ its lines.
+    exact: dict[tuple[int, str, int, str, str], Decimal] = defaultdict(Decimal)
+    for c in Charge.objects.filter(period=period_obj):
+        kind = c.charge_category if c.charge_category in ("Credit", "Adjustment") else ""
+        exact[(c.pi_id, c.project_code, c.source_id, c.service_name, kind)] += c.billed_cost
+    lines = list(StatementLine.objects.filter(statement__in=statements).select_related("statement"))
+    assert len(lines) == len(exact) == len(journal.lines)
+    for line in lines:
+        key = (
+            line.statement.pi_id,
+            line.statement.project_code,
+            line.source_id,
+            line.service_name,
+            line.kind,
+        )
+        assert line.billed_exact == exact[key]
+        assert line.amount == round_currency(exact[key])
+    for statement in statements:
+        assert statement.billed_total == sum(
+            (ln.amount for ln in lines if ln.statement_id == statement.pk), ZERO
+        )
+    assert statement_total == sum((ln.amount for ln in journal.lines), ZERO)
+
+    # Σ debits = Σ credits = Σ statement totals; each credit is the sum of its source's debits.
+    assert journal.debit_total == journal.credit_total == statement_total
+    debits_by_source: dict[str, Decimal] = defaultdict(Decimal)
+    for entry in journal.debits:
+        debits_by_source[entry.source_slug] += entry.amount
+        assert include_zero or entry.amount != 0
+    for entry in journal.credits:
+        assert entry.amount == debits_by_source[entry.source_slug]
+        assert entry.fund_org == dict((s, f) for s, f, _a in SOURCES)[entry.source_slug]
+    assert len(journal.credits) == len({e.source_slug for e in journal.debits if include_zero or e.amount})
+
+    # The files say the same, to the cent.
+    when = dt.datetime(2025, 2, 1, tzinfo=dt.UTC)
+    gl = records(render_journal(journal, BUILTIN_FORMATS["gl"], exported_at=when))
+    assert sum(amount(r["Debit"]) for r in gl) == sum(amount(r["Credit"]) for r in gl) == statement_total
+    assert all(len(r["Description"]) <= 35 for r in gl)
+    if split:
+        assert all(r["Orgn"] for r in gl)
+    summary = records(render_journal(journal, BUILTIN_FORMATS["summary"], exported_at=when))
+    assert sum(Decimal(r["Amount"]) for r in summary) == statement_total
+    assert sum(int(r["ResourceCount"]) for r in summary) == len(rows)
+    detail = records(render_journal(journal, BUILTIN_FORMATS["detail"], exported_at=when))
+    assert len(detail) == len(rows)
+    assert sum(Decimal(r["BilledCost"]) for r in detail) == sum(
+        (c.billed_cost for c in Charge.objects.filter(period=period_obj)), ZERO
+    )
