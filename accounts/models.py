@@ -19,3 +19,50 @@ class UserPreference(models.Model):
 
     def __str__(self) -> str:
         return f"preferences of {self.user}"
+
+
+class Invitation(models.Model):
+    """A set-your-password link emailed to a portal user (PI, delegate) or a staff user.
+
+    The link is Django's password-reset token: it stops working once the password is set, and
+    after PASSWORD_RESET_TIMEOUT. Accepting it (setting the password) activates the account.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField(help_text="Where the link was sent.")
+    sent_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor_name = models.CharField(max_length=150, blank=True, default="")
+
+    class Meta:
+        ordering = ["-sent_at", "-id"]
+        indexes = [models.Index(fields=["user", "-sent_at"], name="invitation_user_recent")]
+
+    def __str__(self) -> str:
+        return f"invitation of {self.email} ({self.sent_at:%Y-%m-%d})"
+
+
+class Delegation(models.Model):
+    """A PI lets a colleague (a lab manager, a department administrator) see one project's
+    statements and charges in the portal. Revoking deletes the row (the audit log keeps it)."""
+
+    pi = models.ForeignKey("billing.PI", on_delete=models.CASCADE, related_name="delegations")
+    project = models.ForeignKey("billing.Project", on_delete=models.CASCADE, related_name="delegations")
+    delegate = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="delegations"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    actor_name = models.CharField(max_length=150, blank=True, default="")
+
+    class Meta:
+        ordering = ["pi", "delegate", "project"]
+        constraints = [
+            models.UniqueConstraint(fields=["pi", "project", "delegate"], name="delegation_unique"),
+        ]
+        indexes = [models.Index(fields=["delegate", "pi"], name="delegation_delegate")]
+
+    def __str__(self) -> str:
+        return f"{self.project} of {self.pi} → {self.delegate}"

@@ -1,10 +1,18 @@
-"""Roles of the admin as Django groups, and the permission checks the billing admin uses.
+"""Roles as Django groups: the single source of their permission sets, and the permission checks
+the admin screens use.
 
-- Billing admin: everything in billing (periods, settings, sources, rules, review, imports).
-- Reviewer: reads everything; reviews charges, corrects attribution, edits flag rules, imports.
+- Billing admin: everything in billing, statements and journals (periods, settings, sources, rules,
+  review, imports, sending, journal formats and exports), portal invitations, login lockouts.
+- Reviewer: reads everything; reviews charges, corrects attribution, edits flag rules, imports,
+  sends and resends statements.
 - Viewer: reads everything, changes nothing.
+- PI: no admin permission at all; portal only (own statements and charges, and the projects other
+  PIs delegated to them). Delegates of a PI are portal users too and join this group.
 
-Users need `is_staff` to enter the admin. `roles_ensure()` (accounts.services) creates the groups.
+Users need `is_staff` to enter the admin (the staff roles set it). The groups are created by the
+data migration accounts/0003 and kept equal to `ROLE_PERMISSIONS` after every `migrate`
+(`accounts.services.roles_ensure()`): permissions given to these groups by hand are reset, so a
+site's own variations belong in groups of their own.
 """
 
 from __future__ import annotations
@@ -14,6 +22,16 @@ from typing import Any
 BILLING_ADMIN = "Billing admin"
 REVIEWER = "Reviewer"
 VIEWER = "Viewer"
+PI = "PI"
+
+# Role names on the command line (`openchargeback users add EMAIL --role reviewer`).
+ROLE_SLUGS: dict[str, str] = {
+    "billing-admin": BILLING_ADMIN,
+    "reviewer": REVIEWER,
+    "viewer": VIEWER,
+    "pi": PI,
+}
+STAFF_ROLES = frozenset({BILLING_ADMIN, REVIEWER, VIEWER})
 
 BILLING_MODELS = (
     "billingsettings",
@@ -29,12 +47,19 @@ BILLING_MODELS = (
     "flagrule",
     "reviewlog",
 )
-VIEW_PERMISSIONS = tuple(f"billing.view_{model}" for model in BILLING_MODELS)
+STATEMENT_MODELS = ("statement", "statementline", "delivery")
+JOURNAL_MODELS = ("journalsettings", "journalformat", "journalexport")
+VIEW_PERMISSIONS = (
+    tuple(f"billing.view_{model}" for model in BILLING_MODELS)
+    + tuple(f"statements.view_{model}" for model in STATEMENT_MODELS)
+    + tuple(f"journals.view_{model}" for model in JOURNAL_MODELS)
+)
 REVIEW_PERMISSIONS = (
     "billing.change_charge",
     "billing.add_flagrule",
     "billing.change_flagrule",
     "billing.add_import",
+    "statements.send_statements",  # send and resend
 )
 ROLE_PERMISSIONS: dict[str, tuple[str, ...]] = {
     VIEWER: VIEW_PERMISSIONS,
@@ -54,8 +79,60 @@ ROLE_PERMISSIONS: dict[str, tuple[str, ...]] = {
         "billing.change_accountmapping",
         "billing.delete_accountmapping",
         "billing.delete_flagrule",
+        "journals.change_journalsettings",
+        "journals.add_journalformat",
+        "journals.change_journalformat",
+        "journals.delete_journalformat",
+        "journals.add_journalexport",
+        # Portal accounts: see users, invite them, see invitations and delegations.
+        "auth.view_user",
+        "accounts.view_invitation",
+        "accounts.add_invitation",
+        "accounts.view_delegation",
+        # Login lockouts (django-axes): see them, and unlock by deleting the attempt.
+        "axes.view_accessattempt",
+        "axes.delete_accessattempt",
+        "axes.view_accesslog",
+        "axes.view_accessfailurelog",
     ),
+    PI: (),
 }
+
+
+def role_from_slug(value: str) -> str:
+    """'billing-admin' (or 'Billing admin', 'billing_admin') → the group name; ValueError otherwise."""
+    key = (value or "").strip().lower().replace("_", "-").replace(" ", "-")
+    if key in ROLE_SLUGS:
+        return ROLE_SLUGS[key]
+    raise ValueError(f"unknown role {value!r}: choose one of {', '.join(ROLE_SLUGS)}")
+
+
+def role_slug(name: str) -> str:
+    return next((slug for slug, role in ROLE_SLUGS.items() if role == name), name)
+
+
+def sync_groups(
+    group_model: Any, permission_model: Any, *, strict: bool = True
+) -> tuple[dict[str, Any], list[str]]:
+    """Create or update the role groups with exactly their permissions. Works with the real models
+    and with a migration's historical ones. Returns (groups by name, permissions not found); with
+    `strict` a missing permission raises LookupError instead."""
+    wanted = {code for codes in ROLE_PERMISSIONS.values() for code in codes}
+    found: dict[str, Any] = {}
+    apps_needed = {code.split(".", 1)[0] for code in wanted}
+    for permission in permission_model.objects.filter(content_type__app_label__in=apps_needed).select_related(
+        "content_type"
+    ):
+        found[f"{permission.content_type.app_label}.{permission.codename}"] = permission
+    missing = sorted(wanted - set(found))
+    if missing and strict:
+        raise LookupError(f"permissions not found: {', '.join(missing)}")
+    groups = {}
+    for name, codes in ROLE_PERMISSIONS.items():
+        group, _ = group_model.objects.get_or_create(name=name)
+        group.permissions.set([found[code] for code in codes if code in found])
+        groups[name] = group
+    return groups, missing
 
 
 def can_review(user: Any) -> bool:

@@ -1,15 +1,44 @@
-"""Writes of the accounts app."""
+"""Writes of the accounts app: roles, users, portal accounts of PIs, invitations, delegations, and
+the audit records of portal downloads.
+
+Users are named by their email address (username = the address in lower case). A PI gets a portal
+user when an import first sees the PI (`pi_users_ensure`, called by billing's import): inactive,
+without a password, in the "PI" group. `invitations_send` emails a set-your-password link (Django's
+token machinery); accepting it (`invitation_accept`) sets the password and activates the account.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group, Permission
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
+from django.core.mail import EmailMultiAlternatives
 from django.db import transaction
+from django.template.loader import render_to_string
+from django.utils import timezone
 
 from billing import selectors as billing_selectors
+from billing.models import PI, Project
+from chargeback.errors import Refused
+from chargeback.logging import audit
 
-from . import roles
-from .models import UserPreference
+from . import roles, selectors
+from .models import Delegation, Invitation, UserPreference
+
+logger = logging.getLogger(__name__)
+
+
+def _actor_name(actor: Any = None, actor_name: str = "") -> str:
+    from billing.services import actor_label
+
+    return actor_label(actor, actor_name)
 
 
 @transaction.atomic
@@ -20,18 +49,467 @@ def preference_period_set(*, user: Any, period: str) -> UserPreference:
     return preference
 
 
-@transaction.atomic
-def roles_ensure() -> dict[str, Any]:
-    """Create or update the role groups with their permissions; returns the groups by name."""
-    from django.contrib.auth.models import Group, Permission
+# --- roles ----------------------------------------------------------------------------------
 
-    groups = {}
-    for name, codes in roles.ROLE_PERMISSIONS.items():
-        group, _ = Group.objects.get_or_create(name=name)
-        permissions = []
-        for code in codes:
-            app_label, codename = code.split(".", 1)
-            permissions.append(Permission.objects.get(content_type__app_label=app_label, codename=codename))
-        group.permissions.set(permissions)
-        groups[name] = group
+
+def roles_ensure(
+    *, using: str = "default", strict: bool = True, create_permissions: bool = False
+) -> dict[str, Any]:
+    """Create or update the role groups with exactly the permissions of `accounts.roles`; returns
+    the groups by name. `create_permissions` first creates missing permission rows (as migrate
+    does); without `strict` a permission that does not exist is skipped with a warning."""
+    from django.apps import apps
+
+    with transaction.atomic(using=using):
+        if create_permissions:
+            from django.contrib.auth.management import create_permissions as create
+
+            for app_config in apps.get_app_configs():
+                create(app_config, verbosity=0, using=using)
+        groups, missing = roles.sync_groups(
+            Group.objects.db_manager(using).model, Permission.objects.db_manager(using).model, strict=strict
+        )
+    if missing:
+        logger.warning("role permissions not found (skipped): %s", ", ".join(missing))
     return groups
+
+
+# --- users ----------------------------------------------------------------------------------
+
+
+def normalize_email(email: str) -> str:
+    email = (email or "").strip().lower()
+    if not selectors.EMAIL_RE.fullmatch(email):
+        raise Refused(f"invalid email address {email!r}")
+    if len(email) > 150:
+        raise Refused(f"email address too long for a user name (150 characters at most): {email}")
+    return email
+
+
+def _new_user(email: str, *, active: bool, name: str = "") -> Any:
+    User = get_user_model()
+    first, _, last = (name or "").strip().partition(" ")
+    user = User(username=email, email=email, is_active=active, first_name=first[:150], last_name=last[:150])
+    user.set_unusable_password()
+    user.save()
+    return user
+
+
+@dataclass
+class UserOutcome:
+    user: Any
+    created: bool = False
+    roles_added: list[str] = field(default_factory=list)
+    pi_linked: str = ""
+    invitation: Invitation | None = None
+
+
+@transaction.atomic
+def user_add(
+    *,
+    email: str,
+    role_names: Iterable[str],
+    name: str = "",
+    invite: bool = False,
+    actor: Any = None,
+    actor_name: str = "",
+) -> UserOutcome:
+    """Create a user (or find the one with this email) and give it roles ('reviewer', 'pi', ...).
+
+    Staff roles make the user staff (active; it signs in once it has a password: `invite`). The PI
+    role links the user to the PI of that email (which must exist: PIs appear on import or through
+    an account mapping); a new PI user stays inactive until it accepts its invitation.
+    """
+    email = normalize_email(email)
+    try:
+        names = [roles.role_from_slug(r) for r in role_names]
+    except ValueError as exc:
+        raise Refused(str(exc)) from exc
+    if not names:
+        raise Refused("give at least one --role")
+    pi = None
+    if roles.PI in names:
+        pi = PI.objects.select_for_update().filter(email=email).first()
+        if pi is None:
+            raise Refused(
+                f"no PI with email {email}; PIs appear on import or with `openchargeback accounts map`"
+            )
+    staff = any(n in roles.STAFF_ROLES for n in names)
+    user = selectors.user_for_email(email)
+    created = user is None
+    if user is None:
+        user = _new_user(email, active=staff, name=name or (pi.name if pi else ""))
+    groups = roles_ensure()
+    added = [n for n in names if not user.groups.filter(name=n).exists()]
+    user.groups.add(*(groups[n] for n in names))
+    changed = []
+    if staff and not user.is_staff:
+        user.is_staff = True
+        changed.append("is_staff")
+    if staff and not user.is_active and not created:
+        user.is_active = True
+        changed.append("is_active")
+    if changed:
+        user.save(update_fields=changed)
+    outcome = UserOutcome(user=user, created=created, roles_added=added)
+    if pi is not None:
+        if pi.user_id and pi.user_id != user.pk:
+            raise Refused(f"PI {email} is already linked to user {pi.user}")
+        if pi.user_id is None:
+            pi.user = user
+            pi.save(update_fields=["user"])
+            outcome.pi_linked = pi.email
+    label = _actor_name(actor, actor_name)
+    audit("user_added", actor=label, user=user.get_username(), roles=names, new_user=created)
+    if invite:
+        outcome.invitation = invitation_send(user=user, actor=actor, actor_name=label)
+    return outcome
+
+
+def _pi_group() -> Group:
+    group = Group.objects.filter(name=roles.PI).first()
+    return group if group is not None else roles_ensure(strict=False)[roles.PI]
+
+
+def pi_users_ensure(*, pi_ids: Iterable[int] | None = None) -> int:
+    """Give every PI (or the given ones) that has no user an inactive portal user in the PI group;
+    a user that already has the PI's email is linked instead. Returns how many PIs were linked.
+    Called by billing's import for the PIs of the file, inside its transaction."""
+    pis = PI.objects.filter(user__isnull=True)
+    if pi_ids is not None:
+        ids = list(pi_ids)
+        if not ids:
+            return 0
+        pis = pis.filter(pk__in=ids)
+    todo = list(pis.order_by("pk"))
+    if not todo:
+        return 0
+    User = get_user_model()
+    with transaction.atomic():
+        emails = [pi.email.strip().lower() for pi in todo]
+        existing: dict[str, Any] = {}
+        for user in User.objects.filter(username__in=emails):
+            existing[user.username.lower()] = user
+        taken = set(PI.objects.filter(user__isnull=False).values_list("user_id", flat=True))
+        group = _pi_group()
+        linked = []
+        for pi, email in zip(todo, emails, strict=True):
+            user = existing.get(email) or selectors.user_for_email(email)
+            if user is None:
+                if len(email) > 150 or not selectors.EMAIL_RE.fullmatch(email):
+                    logger.warning("PI %s gets no portal user: not a usable user name", pi.email)
+                    continue
+                user = _new_user(email, active=False, name=pi.name)
+            elif user.pk in taken:
+                logger.warning("PI %s not linked: user %s belongs to another PI", pi.email, user)
+                continue
+            user.groups.add(group)
+            taken.add(user.pk)
+            pi.user = user
+            linked.append(pi)
+        PI.objects.bulk_update(linked, ["user"])
+    return len(linked)
+
+
+# --- invitations ----------------------------------------------------------------------------
+
+
+def _invitation_context(user: Any, link: str) -> dict[str, Any]:
+    org = billing_selectors.billing_settings_get()
+    pi = PI.objects.filter(user=user).first()
+    days = max(1, settings.PASSWORD_RESET_TIMEOUT // 86400)
+    return {
+        "organization": org.organization_name,
+        "contact_email": org.contact_email,
+        "name": (pi.name if pi and pi.name else user.get_full_name()) or user.email,
+        "email": user.email,
+        "link": link,
+        "days": days,
+        "portal_url": selectors.absolute_url("/portal/"),
+        "is_pi": pi is not None,
+        "delegated_by": sorted(
+            {d.pi.display_name for d in Delegation.objects.filter(delegate=user).select_related("pi")}
+        ),
+        "sso": settings.OIDC_ENABLED,
+        "sso_name": settings.OIDC_PROVIDER_NAME,
+    }
+
+
+def invitation_send(*, user: Any, actor: Any = None, actor_name: str = "") -> Invitation:
+    """Email a set-your-password link to the user and record it. Refused for a user without an
+    email address. The link stays valid for PASSWORD_RESET_TIMEOUT, until the password is set."""
+    if not user.email:
+        raise Refused(f"user {user.get_username()} has no email address")
+    link = selectors.set_password_url(user)
+    context = _invitation_context(user, link)
+    subject = f"{context['organization']}: your billing portal account"
+    message = EmailMultiAlternatives(
+        subject=subject,
+        body=render_to_string("portal/email/invitation.txt", context),
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        to=[user.email],
+        reply_to=[context["contact_email"]] if context["contact_email"] else None,
+    )
+    message.attach_alternative(render_to_string("portal/email/invitation.html", context), "text/html")
+    message.send()
+    label = _actor_name(actor, actor_name)
+    invitation = Invitation.objects.create(
+        user=user,
+        email=user.email,
+        sent_at=timezone.now(),
+        actor=actor if getattr(actor, "is_authenticated", False) else None,
+        actor_name=label,
+    )
+    audit("invitation_sent", actor=label, user=user.get_username(), email=user.email)
+    return invitation
+
+
+@dataclass
+class InviteOutcome:
+    sent: list[Invitation] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (email, why)
+
+
+def invitations_send(
+    *,
+    emails: Iterable[str] = (),
+    all_pis: bool = False,
+    resend: bool = False,
+    actor: Any = None,
+    actor_name: str = "",
+) -> InviteOutcome:
+    """Invite users by email, or every PI whose account has no password yet (`all_pis`).
+
+    A PI without a user gets one first. Users that already have a password are skipped (they use
+    "forgot password"), and so are users invited before unless `resend`. An unknown email that is
+    neither a user nor a PI is refused before anything is sent.
+    """
+    outcome = InviteOutcome()
+    label = _actor_name(actor, actor_name)
+    targets: list[Any] = []
+    wanted = [normalize_email(e) for e in emails]
+    if all_pis:
+        pi_users_ensure()
+        wanted += list(
+            PI.objects.filter(user__isnull=False).order_by("email").values_list("email", flat=True)
+        )
+    seen = set()
+    for email in wanted:
+        if email in seen:
+            continue
+        seen.add(email)
+        user = selectors.user_for_email(email)
+        if user is None and PI.objects.filter(email=email).exists():
+            pi = PI.objects.get(email=email)
+            pi_users_ensure(pi_ids=[pi.pk])
+            pi.refresh_from_db()
+            user = pi.user
+        if user is None:
+            raise Refused(f"no user and no PI with email {email}; add one with `openchargeback users add`")
+        targets.append(user)
+    for user in targets:
+        if user.has_usable_password():
+            outcome.skipped.append((user.email, "already has a password"))
+            continue
+        if not resend and Invitation.objects.filter(user=user).exists():
+            outcome.skipped.append((user.email, "invited before (use --resend)"))
+            continue
+        outcome.sent.append(invitation_send(user=user, actor=actor, actor_name=label))
+    return outcome
+
+
+@transaction.atomic
+def invitation_accept(*, user: Any, password: str) -> Any:
+    """Set the password of a user who followed a valid set-password link. A user invited and not
+    yet active is activated; a user deactivated by an administrator stays refused."""
+    User = get_user_model()
+    user = User.objects.select_for_update().get(pk=user.pk)
+    pending = Invitation.objects.filter(user=user, accepted_at__isnull=True)
+    if not user.is_active and not pending.exists():
+        raise Refused("this account is disabled; ask the billing team")
+    try:
+        validate_password(password, user)
+    except ValidationError as exc:
+        raise Refused(" ".join(exc.messages)) from exc
+    user.set_password(password)
+    fields = ["password"]
+    if not user.is_active:
+        user.is_active = True
+        fields.append("is_active")
+    user.save(update_fields=fields)
+    pending.update(accepted_at=timezone.now())
+    audit("password_set", actor=user.get_username(), activated="is_active" in fields)
+    return user
+
+
+# --- single sign-on -------------------------------------------------------------------------
+
+
+@transaction.atomic
+def sso_user_for_email(*, email: str) -> Any | None:
+    """The user an identity provider's verified email claim signs in as: the user with that email,
+    else the portal user of the PI with that email (created if needed). A user created inactive for
+    a PI is activated: the provider has vouched for the address. None when nobody matches (the
+    sign-in is refused: OIDC creates no other accounts)."""
+    try:
+        email = normalize_email(email)
+    except Refused:
+        return None
+    user = selectors.user_for_email(email)
+    if user is None:
+        pi = PI.objects.filter(email=email).first()
+        if pi is None:
+            return None
+        pi_users_ensure(pi_ids=[pi.pk])
+        pi.refresh_from_db()
+        user = pi.user
+        if user is None:
+            return None
+    if not user.is_active:
+        # Only accounts never set up are activated (no password, never signed in, no invitation
+        # accepted): any other inactive account was disabled on purpose.
+        if (
+            user.has_usable_password()
+            or user.last_login is not None
+            or Invitation.objects.filter(user=user, accepted_at__isnull=False).exists()
+        ):
+            return None
+        user.is_active = True
+        user.save(update_fields=["is_active"])
+        Invitation.objects.filter(user=user, accepted_at__isnull=True).update(accepted_at=timezone.now())
+        audit("account_activated_by_sso", actor=user.get_username())
+    return user
+
+
+# --- delegations ----------------------------------------------------------------------------
+
+
+@transaction.atomic
+def delegation_grant(
+    *, pi: PI, email: str, project_ids: Iterable[int], actor: Any = None
+) -> list[Delegation]:
+    """The PI lets the colleague with this email see the given projects (their own projects only).
+    A colleague without an account gets an inactive one and an invitation; one with an account is
+    told by email."""
+    email = normalize_email(email)
+    if email == pi.email.lower():
+        raise Refused("you cannot delegate to yourself")
+    ids = sorted(set(project_ids))
+    if not ids:
+        raise Refused("choose at least one project")
+    own = {p.pk: p for p in selectors.pi_projects(pi).filter(pk__in=ids)}
+    unknown = [i for i in ids if i not in own]
+    if unknown:
+        raise Refused("you can only delegate your own projects")
+    label = _actor_name(actor)
+    user = selectors.user_for_email(email)
+    created = user is None
+    if user is None:
+        user = _new_user(email, active=False)
+    user.groups.add(_pi_group())
+    made = []
+    for project in own.values():
+        delegation, new = Delegation.objects.get_or_create(
+            pi=pi, project=project, delegate=user, defaults={"actor_name": label}
+        )
+        if new:
+            made.append(delegation)
+            audit(
+                "delegation_granted",
+                actor=label,
+                pi=pi.email,
+                project=project.project_id,
+                delegate=user.get_username(),
+            )
+    if made:
+        needs_invite = not user.has_usable_password() and not (user.is_active and settings.OIDC_ENABLED)
+        if created or (
+            needs_invite and not Invitation.objects.filter(user=user, accepted_at__isnull=True).exists()
+        ):
+            transaction.on_commit(lambda: invitation_send(user=user, actor=actor, actor_name=label))
+        else:
+            transaction.on_commit(lambda: _notify_delegate(user, pi, [d.project for d in made]))
+    return made
+
+
+def _notify_delegate(user: Any, pi: PI, projects: list[Project]) -> None:
+    org = billing_selectors.billing_settings_get()
+    context = {
+        "organization": org.organization_name,
+        "pi_name": pi.display_name,
+        "projects": [p.project_id for p in projects],
+        "portal_url": selectors.absolute_url("/portal/"),
+    }
+    message = EmailMultiAlternatives(
+        subject=f"{org.organization_name}: {pi.display_name} shared billing information with you",
+        body=render_to_string("portal/email/delegated.txt", context),
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        to=[user.email],
+    )
+    message.send()
+
+
+@transaction.atomic
+def delegation_revoke(*, pi: PI, delegation_id: int, actor: Any = None) -> Delegation:
+    """The PI withdraws one delegation of theirs (Refused for anybody else's)."""
+    delegation = (
+        Delegation.objects.select_related("project", "delegate").filter(pk=delegation_id, pi=pi).first()
+    )
+    if delegation is None:
+        raise Refused("no such delegation")
+    label = _actor_name(actor)
+    audit(
+        "delegation_revoked",
+        actor=label,
+        pi=pi.email,
+        project=delegation.project.project_id,
+        delegate=delegation.delegate.get_username(),
+    )
+    delegation.delete()
+    return delegation
+
+
+@transaction.atomic
+def delegations_revoke_user(*, pi: PI, delegate_id: int, actor: Any = None) -> int:
+    """The PI withdraws every delegation to one colleague."""
+    count = 0
+    for delegation in Delegation.objects.filter(pi=pi, delegate_id=delegate_id):
+        delegation_revoke(pi=pi, delegation_id=delegation.pk, actor=actor)
+        count += 1
+    if not count:
+        raise Refused("no such delegate")
+    return count
+
+
+# --- downloads ------------------------------------------------------------------------------
+
+
+def statement_pdf_downloaded(*, statement: Any, user: Any, via: str = "portal") -> None:
+    """Record a download of a statement PDF (audit log and auditlog's access entry)."""
+    from auditlog.signals import accessed
+
+    accessed.send(sender=type(statement), instance=statement)
+    audit(
+        "statement_downloaded",
+        actor=user.get_username(),
+        via=via,
+        statement=statement.label,
+        statement_id=statement.pk,
+        period=statement.period.period,
+        pi=statement.pi_email,
+        project=statement.project_code,
+    )
+
+
+def charges_csv_downloaded(
+    *, user: Any, period: str, project_code: str, pi_emails: list[str], rows: int
+) -> None:
+    audit(
+        "charges_downloaded",
+        actor=user.get_username(),
+        via="portal",
+        period=period,
+        project=project_code,
+        pi=pi_emails,
+        rows=rows,
+    )

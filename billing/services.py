@@ -20,6 +20,7 @@ from django.core.files import File
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from accounts.services import pi_users_ensure
 from chargeback.errors import Refused
 
 from . import selectors
@@ -476,6 +477,7 @@ def _run_import(record: Import, period: str | None, outcome: ImportOutcome, path
     )
     outcome.timings["write"] = time.perf_counter() - started - sum(outcome.timings.values())
     pipeline.write_flags(record.pk, written.flags)
+    pi_users_ensure(pi_ids={r.pi_id for r in resolved.values() if r.pi_id})  # inactive portal users of new PIs
     decisions = _log_carried_decisions(record, period_obj, written.carried, replaced)
 
     # No cost is ever dropped: the charges must add up to the file, exactly.

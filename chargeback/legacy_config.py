@@ -10,7 +10,8 @@ What moves where:
 | `review.fund_org_patterns` | BillingSettings.fund_org_regex: a fund/org must start with a match of one of them, case-insensitive (as the original) |
 | `imports.known_sources[]` (`name`, `pattern`, `fund_org`, `account_code`) | Sources: slug from the pattern, glob `*pattern*`, credit fund/org and GL account |
 | `email.from_address` + `from_name`, `email.subject_template`, `smtp.*`, `logging.level/format`, `web.secret_key` | environment settings, printed for the env file (secrets are never printed) |
-| `journal.*`, `tag_mapping.account_code`, `web.session_lifetime_hours`, `web.password_requirements` | not yet supported: reported, nothing stored |
+| `journal.fund_org_regex / account_code_regex / default_account / debit_description / credit_description`, `tag_mapping.account_code` | journals.JournalSettings (`fund_org_regex`, `account_regex`, `default_account`, `debit_description`, `credit_description`, `account_tag`) |
+| `journal.template`, `web.session_lifetime_hours`, `web.password_requirements` | not supported: reported, nothing stored (a layout is a JournalFormat here) |
 | `dev_mode`, `database`, `output`, `logging.file/enabled`, `web.enabled/host/port/users`, `sources` | not needed here: reported |
 
 Anything else is reported as unknown. All changes happen in one transaction; a value that
@@ -65,14 +66,15 @@ CURRENCY_SYMBOLS = {
     "HK$": "HKD",
     "CHF": "CHF",
 }
-# Journal settings are stored once BillingSettings has fields for them (the journals issue).
+# The original's journal keys -> fields of journals.JournalSettings ("template" has no direct
+# equivalent: a custom JournalFormat is the way to change the layout).
 JOURNAL_FIELDS = {
-    "fund_org_regex": "journal_fund_org_regex",
-    "account_code_regex": "journal_account_regex",
-    "default_account": "journal_default_account",
-    "debit_description": "journal_debit_description",
-    "credit_description": "journal_credit_description",
-    "template": "journal_template",
+    "fund_org_regex": "fund_org_regex",
+    "account_code_regex": "account_regex",
+    "default_account": "default_account",
+    "debit_description": "debit_description",
+    "credit_description": "credit_description",
+    "template": "",
 }
 
 NOT_NEEDED = {
@@ -257,8 +259,12 @@ class _Importer:
     def run(self) -> None:
         from billing.selectors import billing_settings_get
 
+        from journals.selectors import journal_settings_get
+
         self.settings = billing_settings_get()
         self.settings_changes: dict[str, tuple[Any, Any]] = {}
+        self.journal_settings = journal_settings_get()
+        self.journal_changes: dict[str, str] = {}
         root = self.unknown("", self.data, TOP_LEVEL)
         for key in ("dev_mode", "database", "output", "sources"):
             if key in root:
@@ -290,6 +296,10 @@ class _Importer:
                 setattr(self.settings, name, new)
             self.settings.full_clean()
             self.settings.save()
+        if self.journal_changes:
+            from journals.services import journal_settings_update
+
+            journal_settings_update(**self.journal_changes)
 
     def _set(self, key: str, field_name: str, value: Any, note: str = "") -> None:
         model_field = self.settings._meta.get_field(field_name)
@@ -330,11 +340,9 @@ class _Importer:
                     f"tag_mapping.{key}", field_name, ORIGINAL_TAG_DEFAULTS[key], "the original's default"
                 )
         if "account_code" in tags:
-            self.item(
-                "tag_mapping.account_code",
-                "not_supported",
-                "a per-charge GL account tag is not supported yet",
-            )
+            value = tags["account_code"]
+            if isinstance(value, str) and value.strip():
+                self._set_journal("tag_mapping.account_code", "account_tag", value.strip())
 
     def _patterns(self, key: str, value: Any) -> list[str]:
         if value is None:
@@ -460,18 +468,28 @@ class _Importer:
             if key not in JOURNAL_FIELDS:
                 continue
             field_name = JOURNAL_FIELDS[key]
-            if any(f.name == field_name for f in self.settings._meta.get_fields()):
-                if key.endswith("regex") and value:
-                    try:
-                        re.compile(str(value))
-                    except re.error as exc:
-                        self.errors.append(f"journal.{key}: invalid regular expression: {exc}")
-                        continue
-                self._set(f"journal.{key}", field_name, "" if value is None else str(value))
-            else:
+            if not field_name:
                 self.item(
-                    f"journal.{key}", "not_supported", "journal settings arrive with the journal export"
+                    f"journal.{key}",
+                    "not_supported",
+                    "the layout is a JournalFormat here: edit one in the admin (Journals → formats)",
                 )
+                continue
+            if key.endswith("regex") and value:
+                try:
+                    re.compile(str(value))
+                except re.error as exc:
+                    self.errors.append(f"journal.{key}: invalid regular expression: {exc}")
+                    continue
+            self._set_journal(f"journal.{key}", field_name, "" if value is None else str(value))
+
+    def _set_journal(self, key: str, field_name: str, value: str) -> None:
+        old = getattr(self.journal_settings, field_name)
+        if old == value:
+            self.item(key, "unchanged", f"journal {field_name} = {value!r}")
+            return
+        self.journal_changes[field_name] = value
+        self.item(key, "applied", f"journal {field_name}: {old!r} → {value!r}")
 
     def _email(self, email: dict[str, Any], smtp: dict[str, Any]) -> None:
         address = str(email.get("from_address") or "").strip()

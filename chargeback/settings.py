@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "crispy_forms",
     "auditlog",
+    "axes",  # login lockout (accounts.security)
     "accounts",
     "billing",
     "statements",
@@ -57,6 +58,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "chargeback.health.HealthCheckMiddleware",  # /healthz, ahead of host checks and redirects
     "django.middleware.security.SecurityMiddleware",
+    "accounts.security.ContentSecurityPolicyMiddleware",  # django-csp, see CONTENT_SECURITY_POLICY
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -65,6 +67,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "auditlog.middleware.AuditlogMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a lockout into its response
 ]
 
 ROOT_URLCONF = "chargeback.urls"
@@ -109,7 +112,7 @@ CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://opencharg
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
@@ -196,3 +199,94 @@ LOGGING = build_logging(
 if env.bool("TRUST_X_FORWARDED_PROTO", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+
+# --- accounts, the PI portal and login security (accounts/, docs/portal.md) -----------------
+
+# The address people use (scheme://host[:port]), for links in emails: invitations, statements.
+OPENCHARGEBACK_BASE_URL = env.str("OPENCHARGEBACK_BASE_URL", default="http://localhost:8000")
+LOGIN_URL = "portal:login"
+LOGIN_REDIRECT_URL = "portal:home"
+LOGOUT_REDIRECT_URL = "portal:login"
+# Invitation and password-reset links stay valid this long (until the password is set).
+PASSWORD_RESET_TIMEOUT = env.int("OPENCHARGEBACK_INVITATION_DAYS", default=7) * 24 * 3600
+SESSION_COOKIE_AGE = env.int("OPENCHARGEBACK_SESSION_HOURS", default=12) * 3600
+
+# django-axes: a user name (or one browser at one address) is locked out after 5 failed sign-ins,
+# on the portal and the admin, for OPENCHARGEBACK_LOCKOUT_MINUTES; every failure and lockout is
+# logged (audit events login_failed, login_locked_out). Billing admins unlock by deleting the
+# access attempt in the admin.
+AUTHENTICATION_BACKENDS = [
+    "accounts.security.LockoutBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env.int("OPENCHARGEBACK_LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = env.int("OPENCHARGEBACK_LOCKOUT_MINUTES", default=30) / 60  # hours
+AXES_LOCKOUT_PARAMETERS = ["username", ["ip_address", "user_agent"]]  # a name, or one browser spraying names
+AXES_USERNAME_CALLABLE = "accounts.security.axes_username"
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_VERBOSE = True
+if env.bool("TRUST_X_FORWARDED_PROTO", default=False):
+    # Behind the reverse proxy the client is the left-most X-Forwarded-For address.
+    AXES_IPWARE_META_PRECEDENCE_ORDER = ("HTTP_X_FORWARDED_FOR", "REMOTE_ADDR")
+
+# Single sign-on with OpenID Connect (mozilla-django-oidc), off by default. The IdP's email claim
+# names the user or the PI; nobody else gets an account through it.
+OIDC_ENABLED = env.bool("OIDC_ENABLED", default=False)
+OIDC_PROVIDER_NAME = env.str("OIDC_PROVIDER_NAME", default="single sign-on")
+OIDC_EMAIL_CLAIM = env.str("OIDC_EMAIL_CLAIM", default="email")
+if OIDC_ENABLED:
+    INSTALLED_APPS.append("mozilla_django_oidc")
+    AUTHENTICATION_BACKENDS.append("accounts.security.PortalOIDCBackend")
+    OIDC_RP_CLIENT_ID = env.str("OIDC_RP_CLIENT_ID")
+    OIDC_RP_CLIENT_SECRET = env.str("OIDC_RP_CLIENT_SECRET")
+    OIDC_RP_SIGN_ALGO = env.str("OIDC_RP_SIGN_ALGO", default="RS256")
+    OIDC_RP_SCOPES = env.str("OIDC_RP_SCOPES", default="openid email profile")
+    OIDC_OP_AUTHORIZATION_ENDPOINT = env.str("OIDC_OP_AUTHORIZATION_ENDPOINT")
+    OIDC_OP_TOKEN_ENDPOINT = env.str("OIDC_OP_TOKEN_ENDPOINT")
+    OIDC_OP_USER_ENDPOINT = env.str("OIDC_OP_USER_ENDPOINT")
+    OIDC_OP_JWKS_ENDPOINT = env.str("OIDC_OP_JWKS_ENDPOINT", default="")
+    OIDC_CREATE_USER = False
+    LOGIN_REDIRECT_URL_FAILURE = "portal:login"
+
+# Security headers. The Content Security Policy (django-csp) allows this site's own scripts,
+# styles, images and forms only; the admin additionally gets inline scripts and styles
+# (accounts.security.ContentSecurityPolicyMiddleware).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+    },
+}
+OPENCHARGEBACK_CSP_INLINE_PREFIXES = ["/admin/"]
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = CSRF_COOKIE_SAMESITE = "Lax"
+
+# Production: served over HTTPS (directly or behind the TLS proxy of TRUST_X_FORWARDED_PROTO).
+# Cookies only over HTTPS, plain HTTP redirected, HSTS. includeSubDomains and preload are
+# decisions about the whole domain: off unless set (their deploy checks are then silenced).
+OPENCHARGEBACK_HTTPS = env.bool("OPENCHARGEBACK_HTTPS", default=env.bool("TRUST_X_FORWARDED_PROTO", default=False))
+if OPENCHARGEBACK_HTTPS and not DEBUG:
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+    SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+    SESSION_COOKIE_NAME = "__Host-sessionid"
+    CSRF_COOKIE_NAME = "__Host-csrftoken"
+    SILENCED_SYSTEM_CHECKS = [
+        *([] if SECURE_HSTS_INCLUDE_SUBDOMAINS else ["security.W005"]),
+        *([] if SECURE_HSTS_PRELOAD else ["security.W021"]),
+    ]

@@ -1,5 +1,7 @@
+from django.conf import settings
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
+from django.views.generic import RedirectView
 
 from chargeback.health import healthz
 
@@ -10,4 +12,8 @@ admin.site.index_title = "Billing administration"
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),  # normally answered by HealthCheckMiddleware
+    path("portal/", include("accounts.urls")),  # the PI portal (namespace "portal")
+    path("", RedirectView.as_view(pattern_name="portal:home", permanent=False)),
 ]
+if settings.OIDC_ENABLED:  # single sign-on (mozilla-django-oidc): /oidc/authenticate/, /oidc/callback/
+    urlpatterns.append(path("oidc/", include("mozilla_django_oidc.urls")))

@@ -317,7 +317,14 @@ class JournalExportAdmin(admin.ModelAdmin):
                             "lines": len(journal.lines),
                             "balanced": journal.debit_total == journal.credit_total,
                         },
-                        "exports": list(selectors.journal_exports(period_obj)[:10]),
+                        "exports": [
+                            {
+                                "export": e,
+                                "debit": _money(e.debit_total, e.currency),
+                                "credit": _money(e.credit_total, e.currency),
+                            }
+                            for e in selectors.journal_exports(period_obj)[:10]
+                        ],
                     }
                 )
         return TemplateResponse(request, "admin/journals/journalexport/export.html", context)

@@ -281,7 +281,7 @@ class TemplateLayout(Layout):
         known = set(row_variables(self.spec.rows))
         unknown = []
         for node in self.row_template.nodelist.get_nodes_by_type(VariableNode):
-            var = getattr(node.filter_expression, "var", None)
+            var = getattr(getattr(node, "filter_expression", None), "var", None)
             lookups = getattr(var, "lookups", None)
             if lookups and lookups[0] in ("row", self.alias) and len(lookups) > 1 and lookups[1] not in known:
                 unknown.append(".".join(lookups))

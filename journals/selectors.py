@@ -351,13 +351,13 @@ def journal_build(period: BillingPeriod) -> Journal:
             )
         entry.amount += amount
         entry.line_count += 1
-        for values, value in (
+        for known, value in (
             (entry.pi_emails, st.ref.pi_email),
             (entry.project_ids, st.ref.project_id),
             (entry.statements, st.ref.number),
         ):
-            if value not in values:
-                values.append(value)
+            if value not in known:
+                known.append(value)
 
     for st in statements.values():
         if st.line_total != st.ref.billed_total:
@@ -436,7 +436,7 @@ def journal_build(period: BillingPeriod) -> Journal:
             )
         ledger = split or {}
         account = source.account or ledger.get("account", "") or settings.default_account
-        numbers = sorted({n for e in entries for n in e.statements})
+        credited = sorted({n for e in entries for n in e.statements})
         credits.append(
             Entry(
                 side=CREDIT,
@@ -447,7 +447,7 @@ def journal_build(period: BillingPeriod) -> Journal:
                 ledger=ledger,
                 account=account,
                 amount=total,
-                statements=numbers,
+                statements=credited,
                 line_count=sum(e.line_count for e in entries),
             )
         )
@@ -488,15 +488,15 @@ def journal_build(period: BillingPeriod) -> Journal:
                     else f"credit of {entry.source_slug}"
                 )
                 bad[entry.account].append(where)
-        for account, where in sorted(bad.items()):
+        for account, places in sorted(bad.items()):
             if account:
                 message = (
-                    f"account code {account!r} ({_listing(where, 3)}) does not match the account code "
+                    f"account code {account!r} ({_listing(places, 3)}) does not match the account code "
                     f"regex {account_regex}"
                 )
             else:
                 message = (
-                    f"no account code for {_listing(where, 3)}, and the account code regex {account_regex} "
+                    f"no account code for {_listing(places, 3)}, and the account code regex {account_regex} "
                     "requires one: set the default account, the source's account or the project's GL account"
                 )
             problems.append(Problem("account", message))
@@ -524,8 +524,8 @@ def journal_build(period: BillingPeriod) -> Journal:
             )
         )
 
-    numbers = {(st.pi_id, st.ref.project_id): st.ref for st in statements.values()}
-    journal.charges = lambda: _charge_rows(period, numbers)
+    by_key = {(st.pi_id, st.ref.project_id): st.ref for st in statements.values()}
+    journal.charges = lambda: _charge_rows(period, by_key)
     return journal
 
 

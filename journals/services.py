@@ -159,7 +159,7 @@ def journal_export(
                 )
                 name = selectors.export_filename(period_obj.period, spec.name, exported_at, spec.delimiter)
                 export.file.save(name, File(tmp), save=False)
-                stored_name = export.file.name
+                stored_name = export.file.name or ""
                 export.save()
     except BaseException:
         if stored_name:

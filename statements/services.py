@@ -24,6 +24,7 @@ from django.template import engines
 from django.template.loader import render_to_string
 from django.utils import timezone
 
+from accounts.selectors import portal_link
 from billing import selectors as billing_selectors
 from billing import services as billing_services
 from billing.models import PI, BillingPeriod, BillingSettings
@@ -575,7 +576,9 @@ def delivery_resend(*, delivery_id: int, actor: Any = None, actor_name: str = ""
 
 
 def _subject_template() -> Any:
-    return engines["django"].from_string(settings.OPENCHARGEBACK_STATEMENT_EMAIL_SUBJECT)
+    # A subject is plain text: no HTML escaping of names such as O'Brien.
+    source = settings.OPENCHARGEBACK_STATEMENT_EMAIL_SUBJECT
+    return engines["django"].from_string(f"{{% autoescape off %}}{source}{{% endautoescape %}}")
 
 
 _SUBJECT_CACHE: dict[str, Any] = {}
@@ -622,6 +625,7 @@ def delivery_context(delivery: Delivery, statements: list[Statement], org: Billi
         "discount_total": format_money(list_total - total, currency),
         "held_back_total": format_money(held, currency) if held else "",
         "any_revised": any(r["revised"] for r in rows),
+        "portal_url": portal_link(period=period.period),
     }
 
 

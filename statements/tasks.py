@@ -29,9 +29,7 @@ from .models import Delivery, Statement
 logger = logging.getLogger(__name__)
 
 
-@shared_task(name="statements.render_pdf", acks_late=True, reject_on_worker_lost=True, ignore_result=False)
-def render_statement_pdf(statement_id: int) -> int:
-    """Render one statement's PDF (nothing to do when it exists); a failure is recorded on the statement."""
+def _render(statement_id: int) -> None:
     try:
         services.statement_render_pdf(statement_id=statement_id)
     except Statement.DoesNotExist:
@@ -41,7 +39,23 @@ def render_statement_pdf(statement_id: int) -> int:
         services.statement_record_render_error(
             statement_id=statement_id, error=f"{type(exc).__name__}: {exc}"
         )
+
+
+@shared_task(name="statements.render_pdf", acks_late=True, reject_on_worker_lost=True, ignore_result=False)
+def render_statement_pdf(statement_id: int) -> int:
+    """Render one statement's PDF (nothing to do when it exists); a failure is recorded on the statement."""
+    _render(statement_id)
     return statement_id
+
+
+@shared_task(name="statements.render_pdfs", acks_late=True, reject_on_worker_lost=True, ignore_result=False)
+def render_statement_pdfs(statement_ids: list[int]) -> list[int]:
+    """Render a few statements' PDFs in one task (a PDF takes milliseconds: batching keeps the
+    per-task overhead of the broker small). Each render is idempotent, so a redelivered batch
+    only renders what is still missing."""
+    for statement_id in statement_ids:
+        _render(statement_id)
+    return statement_ids
 
 
 @shared_task(name="statements.send_delivery", acks_late=True, reject_on_worker_lost=True, ignore_result=False)
@@ -55,6 +69,9 @@ def send_delivery(delivery_id: int) -> str:
 # never leaves an email half sent.
 RENDER_PRIORITY = 0
 SEND_PRIORITY = 9
+# Statements per render task: enough to amortise a task's overhead, few enough to spread a
+# period over every worker process.
+RENDER_BATCH = 4
 
 
 def _eager() -> bool:
@@ -64,9 +81,9 @@ def _eager() -> bool:
 def dispatch_signatures(
     statement_ids: Iterable[int], delivery_ids: Iterable[int]
 ) -> list[tuple[Signature, int]]:
-    """One signature per PI: chord(render each of the PI's statements needing a PDF → send the
-    PI's delivery), or a send alone, or renders alone for PIs with nothing to send. Each comes
-    with how many units of work (PDFs + emails) it covers."""
+    """One signature per PI: chord(render the PI's statements needing a PDF, in batches → send
+    the PI's delivery), or a send alone; renders for PIs with nothing to send go in batches of
+    RENDER_BATCH. Each comes with how many units of work (PDFs + emails) it covers."""
     render_ids = set(statement_ids)
     delivery_ids = list(delivery_ids)
     pi_of = dict(Statement.objects.filter(pk__in=render_ids).values_list("pk", "pi_id"))
@@ -88,15 +105,22 @@ def dispatch_signatures(
         covered.update(needed)
         send = send_delivery.si(delivery.pk).set(priority=SEND_PRIORITY)
         if needed:
-            header = [render_statement_pdf.si(sid).set(priority=RENDER_PRIORITY) for sid in needed]
-            signatures.append((chord(header, send), len(needed) + 1))
+            signatures.append((chord(_render_batches(needed), send), len(needed) + 1))
         else:
             signatures.append((send, 1))
-    for _pi_id, ids in renders_by_pi.items():
-        for statement_id in ids:
-            if statement_id not in covered:
-                signatures.append((render_statement_pdf.si(statement_id).set(priority=RENDER_PRIORITY), 1))
+    rest = [sid for ids in renders_by_pi.values() for sid in ids if sid not in covered]
+    for batch in _render_batches(rest):
+        signatures.append((batch, len(batch.args[0])))
     return signatures
+
+
+def _render_batches(statement_ids: list[int]) -> list[Signature]:
+    """Render tasks of up to RENDER_BATCH statements each (in the given order, so one PI's
+    statements share a task)."""
+    return [
+        render_statement_pdfs.si(statement_ids[i : i + RENDER_BATCH]).set(priority=RENDER_PRIORITY)
+        for i in range(0, len(statement_ids), RENDER_BATCH)
+    ]
 
 
 def dispatch(

@@ -55,7 +55,6 @@ TEXT_COLUMNS = {
     "region",
     "sku_id",
     "unit",
-    "tags",
     "period",
 }
 
@@ -75,6 +74,8 @@ class ParsedFile:
     def column(self, name: str) -> list:
         """A charge column as Python values, text ids turned back into strings."""
         values = self.charges.column(name).to_pylist()
+        if name == "tags":
+            return [self.tag_reader.text_of(i) for i in values]
         if name in TEXT_COLUMNS:
             strings = self.texts.values
             return [strings[i] for i in values]
@@ -431,12 +432,13 @@ def build_and_write(
         strings = parsed.texts.values
         needs_mapping = parsed.needs_mapping
         tags_cache: dict[int, str] = {}
+        tag_reader = parsed.tag_reader
         flagged, ok = Charge.ReviewState.FLAGGED.value, Charge.ReviewState.OK.value
         for offset in range(0, table.num_rows, 50_000):
             part = table.slice(offset, 50_000)
             n = part.num_rows
             col = {name: part.column(name).to_pylist() for name in ("attribution", "lines", "tags")}
-            for name in TEXT_COLUMNS - {"period", "tags"}:
+            for name in TEXT_COLUMNS - {"period"}:
                 col[name] = [strings[i] for i in part.column(name).to_pylist()]
             for name in ("charge_start", "charge_end"):
                 col[name] = pc.strftime(part.column(name), time_format).to_pylist()
@@ -497,7 +499,7 @@ def build_and_write(
             for tag_id in col["tags"]:
                 text = tags_cache.get(tag_id)
                 if text is None:
-                    text = tags_cache[tag_id] = tags_json(strings[tag_id])
+                    text = tags_cache[tag_id] = tags_json(tag_reader.text_of(tag_id))
                 tags.append(text)
             columns = [
                 repeat(period_id, n),

@@ -141,10 +141,10 @@ def open_focus_file(path: Path, name: str | None = None) -> FocusFile:
             columns[canonical] = raw_name
 
     if len(header) == 1 and not columns.get("BilledCost"):
-        for delimiter, label in ((";", "semicolons"), ("\t", "tabs"), ("|", "pipes")):
+        for delimiter, separator in ((";", "semicolons"), ("\t", "tabs"), ("|", "pipes")):
             if delimiter in header[0]:
                 raise IngestError(
-                    f"{label}: the header is one column separated by {label}; "
+                    f"{label}: the header is one column separated by {separator}; "
                     "FOCUS CSV files must be comma-separated"
                 )
     missing = [col for col in REQUIRED if col not in columns]

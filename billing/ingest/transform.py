@@ -75,7 +75,7 @@ class TagReader:
     keys: dict[str, str]  # attribution field -> tag key (lower case)
     prefixes: list[str]
     attributions: list[tuple[str, ...]] = field(default_factory=lambda: [NO_ATTRIBUTION])
-    tag_texts: Encoder = field(default_factory=Encoder)
+    tag_dictionaries: list[pa.Array] = field(default_factory=list)
     _attribution_ids: dict[tuple[str, ...], int] = field(default_factory=lambda: {NO_ATTRIBUTION: 0})
     _field_of_key: dict[str, int | None] = field(default_factory=dict)
 
@@ -93,6 +93,16 @@ class TagReader:
         if not isinstance(value, dict):
             raise ValueError("Tags is not a JSON object")
         return value
+
+    def keep_texts(self, encoded: pa.DictionaryArray) -> pa.Array:
+        """Ids of a batch's Tags values without a Python pass over them: the batch's dictionary is
+        kept, and an id is (batch number << 32) + position in it."""
+        batch = len(self.tag_dictionaries)
+        self.tag_dictionaries.append(encoded.dictionary)
+        return pc.add(pc.cast(encoded.indices, pa.int64()), pa.scalar(batch << 32, pa.int64()))
+
+    def text_of(self, tag_id: int) -> str:
+        return self.tag_dictionaries[tag_id >> 32][tag_id & 0xFFFFFFFF].as_py()
 
     def _field_index(self, key: str) -> int | None:
         """Which attribution field a raw tag key feeds (cached: keys repeat on every row)."""
@@ -340,10 +350,10 @@ def transform_batch(
             encoded.dictionary, encoded.indices, tags_text, first_line, errors
         )
         attribution = pa.array(attribution_ids).take(encoded.indices)
-        tags = texts.encode(tags_text)
+        tags = tag_reader.keep_texts(encoded)
     else:
         attribution = pa.array(np.zeros(n, dtype=np.int32))
-        tags = pa.array(np.full(n, texts.id_of(""), dtype=np.int32))
+        tags = tag_reader.keep_texts(pc.dictionary_encode(pa.array([""] * n, pa.string())))
 
     if len(errors) > errors_before:
         return None

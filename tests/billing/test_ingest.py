@@ -508,6 +508,24 @@ def test_utf8_bom(sources, tmp_path):
     assert charge.billed_cost == D("8.50")
 
 
+def test_gzip_detected_by_content_and_unsupported_types_refused(sources, tmp_path):
+    gz = write_focus(tmp_path / "export.csv.gz", [focus_row(BilledCost="2.75")])
+    renamed = tmp_path / "aws_2025-01.csv"  # gzip bytes without the suffix
+    renamed.write_bytes(gz.read_bytes())
+    (charge,) = charges_of(ingest(renamed))
+    assert charge.billed_cost == D("2.75")
+
+    sheet = tmp_path / "aws_2025-02.xlsx"
+    sheet.write_bytes(b"PK\x03\x04 not a csv")
+    with pytest.raises(
+        IngestError,
+        match=r"^aws_2025-02\.xlsx: unsupported file type; expected \.csv, \.csv\.gz or \.parquet$",
+    ):
+        ingest(sheet, period="2025-02")
+    assert Import.objects.get(original_name="aws_2025-02.xlsx").status == "failed"
+    assert Charge.objects.count() == 1
+
+
 def test_null_literals_and_empty_cells(sources, tmp_path):
     path = write_focus(
         tmp_path / "aws.csv",
@@ -763,9 +781,10 @@ def test_messages_name_the_file_given_not_its_stored_copy(sources, tmp_path):
     path.write_bytes(b"")
     with pytest.raises(IngestError, match=r"^aws_2025-01\.csv is empty"):
         ingest(path)
-    stored = [Path(record.file.name).name for record in Import.objects.all()]
-    assert stored == ["aws_2025-01.csv"] * 3
+    # Each attempt keeps its own stored copy, under the name it was given.
+    assert [Path(record.file.name).name for record in Import.objects.all()] == ["aws_2025-01.csv"] * 3
     assert len({record.file.name for record in Import.objects.all()}) == 3
+    assert set(Import.objects.values_list("status", flat=True)) == {"failed"}
 
 
 def test_charges_sum_rows_of_the_same_resource(sources, tmp_path):
@@ -846,7 +865,8 @@ BAD_FILES = {
     "header only": (_csv_text([HEADER]), r"^aws_2025-01\.csv has a header but no data rows$", []),
     "semicolons": (
         ";".join(HEADER).encode() + b"\n" + ";".join(_line(Tags="{}")).encode() + b"\n",
-        "the header is one column separated by semicolons; FOCUS CSV files must be comma-separated",
+        r"^aws_2025-01\.csv: the header is one column separated by semicolons; "
+        "FOCUS CSV files must be comma-separated$",
         [],
     ),
     "latin-1 bytes": (

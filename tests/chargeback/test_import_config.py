@@ -16,6 +16,7 @@ from billing.models import BillingSettings, FlagRule, Source
 from billing.selectors import billing_settings_get, source_for_filename
 from chargeback.errors import Refused
 from chargeback.legacy_config import config_import, env_line, fund_org_regex
+from journals.selectors import journal_settings_get
 
 pytestmark = pytest.mark.django_db
 
@@ -142,8 +143,13 @@ def test_import_applies_what_fits(config):
     assert source_for_filename("billing-azure-2025-01.csv").slug == "azure"
     assert outcome.unknown_keys == ["reporting"]
     statuses = {i.key: i.status for i in outcome.items}
-    assert statuses["journal.fund_org_regex"] == "not_supported"
-    assert statuses["tag_mapping.account_code"] == "not_supported"
+    assert statuses["journal.fund_org_regex"] == "applied"
+    assert statuses["journal.template"] == "not_supported"  # a layout is a JournalFormat here
+    journal = journal_settings_get()
+    assert journal.fund_org_regex == "^(?P<orgn>[^-]+)-(?P<fund>.+)$"
+    assert journal.account_regex == "^\\d{5}$"
+    assert journal.default_account == "54000"
+    assert journal.debit_description == "{source} {period} Research Computing Charges"
     assert statuses["web.users"] == "not_needed"
     assert statuses["database"] == "not_needed"
 

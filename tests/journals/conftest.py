@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import csv
 import io
+import tempfile
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
+from hypothesis.configuration import set_hypothesis_home_dir
+
+# Hypothesis keeps caches in ./.hypothesis by default: keep the project tree clean.
+set_hypothesis_home_dir(str(Path(tempfile.gettempdir()) / "openchargeback-hypothesis"))
 
 # Credit fund/org of each reference source (where the journal credits its revenue).
 CREDIT_FUNDS = {

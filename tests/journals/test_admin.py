@@ -7,7 +7,6 @@ import pytest
 from auditlog.models import LogEntry
 from django.contrib.auth.models import Permission
 
-from journals.formats import GL_HEADER_TEMPLATE, GL_ROW_TEMPLATE
 from journals.models import JournalExport, JournalFormat, JournalSettings
 from tests.factories import UserFactory
 

@@ -151,7 +151,7 @@ def test_account_codes_by_project_tag_fund_org_source_and_default(db):
     ChargeFactory(period=period, source=lab, project=made["d"])
     statement_services.statements_generate(period="2025-04")
     gl = records(read(services.journal_export(period="2025-04")))
-    accounts = {(r["Fund"], r["Debit"] and "D" or "C", r["Description"][:3]): r["Account"] for r in gl}
+    accounts = {(r["Fund"], "D" if r["Debit"] else "C", r["Description"][:3]): r["Account"] for r in gl}
     assert accounts == {
         ("111111", "D", "AWS"): "51111",  # project's GL account (beats its tag)
         ("222222", "D", "AWS"): "52222",  # account tag on the project's charges (prefix, any case)

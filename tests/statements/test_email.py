@@ -185,6 +185,22 @@ def test_subject_comes_from_the_settings_template(generated, smtp_server, settin
     assert message["Subject"] == "[2025-01] zorp.blinkman@example.edu: 2 statement(s), $6,460.00"
 
 
+def test_subject_and_text_are_not_html_escaped(generated, smtp_server, settings):
+    from billing.models import PI
+
+    settings.OPENCHARGEBACK_STATEMENT_EMAIL_SUBJECT = "Statements for {{ pi_name }}"
+    PI.objects.filter(email="tarn.voxley@example.edu").update(name="Tarn O'Voxley & Co")
+    # The name is part of what a statement says: a new version.
+    assert generate_and_render("2025-01").count("revised") == 1
+    send_all(pi_email="tarn.voxley@example.edu")
+    (message,) = smtp_server.messages
+    assert message["Subject"] == "Statements for Tarn O'Voxley & Co"
+    text = message.get_body(preferencelist=("plain",)).get_content()
+    assert "Dear Tarn O'Voxley & Co," in text
+    html = message.get_body(preferencelist=("html",)).get_content()
+    assert "Tarn O&#x27;Voxley &amp; Co" in html
+
+
 def test_send_renders_missing_pdfs_first(reference_month, smtp_server):
     from statements import services as s
 

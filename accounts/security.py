@@ -1,0 +1,97 @@
+"""Login security: the lockout backend (django-axes), the Content Security Policy middleware
+(django-csp) with the admin's allowance, and the OpenID Connect backend (mozilla-django-oidc)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from axes.backends import AxesStandaloneBackend
+from csp.constants import UNSAFE_INLINE
+from csp.middleware import CSPMiddleware, PolicyParts
+from django.conf import settings
+from django.http import HttpRequest, HttpResponseBase
+
+
+class LockoutBackend(AxesStandaloneBackend):
+    """django-axes' lockout check, first in AUTHENTICATION_BACKENDS: a user name (or address)
+    locked out after AXES_FAILURE_LIMIT failures is refused before the password is checked.
+
+    Every sign-in through the web passes the request (Django's and the admin's login forms do);
+    an authentication without one (a shell, the test client's `login()`) is not a web login and
+    is left to the next backends instead of failing."""
+
+    def authenticate(
+        self,
+        request: HttpRequest | None,
+        username: str | None = None,
+        password: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        if request is None:
+            return None
+        return super().authenticate(request, username=username, password=password, **kwargs)
+
+
+def axes_username(request: HttpRequest, credentials: dict[str, Any] | None) -> str:
+    """The user name axes counts failures under: as typed, trimmed and in lower case (user names
+    are email addresses), so 'PI@x.edu' and 'pi@x.edu' share one counter."""
+    value = ""
+    if credentials:
+        value = credentials.get("username") or ""
+    if not value and request is not None:
+        value = request.POST.get("username", "")
+    return str(value).strip().lower()
+
+
+class ContentSecurityPolicyMiddleware(CSPMiddleware):
+    """django-csp's middleware. The policy of settings.CONTENT_SECURITY_POLICY holds everywhere; the
+    Django admin (whose own and our admin templates use inline handlers and style attributes) gets
+    'unsafe-inline' for scripts and styles, and nothing else."""
+
+    def get_policy_parts(
+        self, request: HttpRequest, response: HttpResponseBase, report_only: bool = False
+    ) -> PolicyParts:
+        parts = super().get_policy_parts(request, response, report_only)
+        if not report_only and parts.update is None and parts.replace is None:
+            prefixes = tuple(getattr(settings, "OPENCHARGEBACK_CSP_INLINE_PREFIXES", ()))
+            if prefixes and request.path_info.startswith(prefixes):
+                parts.update = {"script-src": [UNSAFE_INLINE], "style-src": [UNSAFE_INLINE]}
+        return parts
+
+
+try:  # optional: only importable with mozilla-django-oidc installed
+    from mozilla_django_oidc.auth import OIDCAuthenticationBackend
+except ImportError:  # pragma: no cover
+    OIDCAuthenticationBackend = object  # type: ignore[misc,assignment]
+
+
+class PortalOIDCBackend(OIDCAuthenticationBackend):  # type: ignore[misc,valid-type]
+    """Single sign-on: the identity provider's email claim (OIDC_EMAIL_CLAIM) names the user, or
+    the PI whose portal account it signs in to. Nobody else gets an account through SSO."""
+
+    def _claim_email(self, claims: dict[str, Any]) -> str:
+        value = claims.get(settings.OIDC_EMAIL_CLAIM) or ""
+        return str(value).strip().lower()
+
+    def verify_claims(self, claims: dict[str, Any]) -> bool:
+        if claims.get("email_verified") is False:
+            return False
+        return bool(self._claim_email(claims))
+
+    def filter_users_by_claims(self, claims: dict[str, Any]) -> Any:
+        from django.contrib.auth import get_user_model
+
+        from . import services
+
+        User = get_user_model()
+        user = services.sso_user_for_email(email=self._claim_email(claims))
+        if user is None or not user.is_active:
+            return User.objects.none()
+        return User.objects.filter(pk=user.pk)
+
+    def create_user(self, claims: dict[str, Any]) -> Any:
+        return None  # filter_users_by_claims finds every account SSO may sign in to
+
+    def get_or_create_user(self, access_token: str, id_token: str, payload: dict[str, Any]) -> Any:
+        user = super().get_or_create_user(access_token, id_token, payload)
+        return user if user is not None and user.is_active else None
