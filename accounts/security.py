@@ -9,27 +9,43 @@ from axes.backends import AxesStandaloneBackend
 from csp.constants import UNSAFE_INLINE
 from csp.middleware import CSPMiddleware, PolicyParts
 from django.conf import settings
+from django.contrib.auth.backends import ModelBackend
 from django.http import HttpRequest, HttpResponseBase
 
 
-class LockoutBackend(AxesStandaloneBackend):
-    """django-axes' lockout check, first in AUTHENTICATION_BACKENDS: a user name (or address)
-    locked out after AXES_FAILURE_LIMIT failures is refused before the password is checked.
+class LockoutModelBackend(AxesStandaloneBackend, ModelBackend):
+    """Django's ModelBackend behind django-axes' lockout check, in one backend: a user name (or
+    browser) locked out after AXES_FAILURE_LIMIT failures is refused before the password is
+    checked. One backend, so that `User.objects.with_perm()` keeps working without naming one.
 
     Every sign-in through the web passes the request (Django's and the admin's login forms do);
-    an authentication without one (a shell, the test client's `login()`) is not a web login and
-    is left to the next backends instead of failing."""
+    an authentication without one (a shell, the test client's `login()`) is not a web sign-in and
+    skips the lockout check instead of failing."""
 
-    def authenticate(
+    def authenticate(  # type: ignore[override]
         self,
         request: HttpRequest | None,
         username: str | None = None,
         password: str | None = None,
         **kwargs: Any,
     ) -> Any:
-        if request is None:
-            return None
-        return super().authenticate(request, username=username, password=password, **kwargs)
+        if request is not None:
+            # Raises AxesBackendPermissionDenied (a PermissionDenied) when locked out.
+            AxesStandaloneBackend.authenticate(self, request, username=username, password=password, **kwargs)
+        kwargs.pop("response_context", None)
+        return ModelBackend.authenticate(self, request, username=username, password=password, **kwargs)
+
+
+def client_ip(request: HttpRequest) -> str:
+    """The client's address for lockouts and the audit log: REMOTE_ADDR, or behind the trusted
+    reverse proxy (TRUST_X_FORWARDED_PROTO) the right-most X-Forwarded-For entry, the one the proxy
+    added (entries to its left come from the client and prove nothing)."""
+    meta = getattr(request, "META", {})
+    if getattr(settings, "OPENCHARGEBACK_CLIENT_IP_FROM_PROXY", False):
+        forwarded = [part.strip() for part in meta.get("HTTP_X_FORWARDED_FOR", "").split(",") if part.strip()]
+        if forwarded:
+            return forwarded[-1]
+    return str(meta.get("REMOTE_ADDR", ""))
 
 
 def axes_username(request: HttpRequest, credentials: dict[str, Any] | None) -> str:

@@ -93,8 +93,8 @@ def users_list(*, role: str | None = None) -> list[UserRow]:
         .values_list("delegate_id", "n")
     )
     invitations: dict[int, Invitation] = {}
-    for invitation in Invitation.objects.filter(user_id__in=ids).order_by("sent_at", "id"):
-        invitations[invitation.user_id] = invitation  # the latest wins
+    for sent in Invitation.objects.filter(user_id__in=ids).order_by("sent_at", "id"):
+        invitations[sent.user_id] = sent  # the latest wins
     rows = []
     for user in users:
         invitation = invitations.get(user.pk)
@@ -298,7 +298,7 @@ def portal_period(scope: PortalScope, period: str) -> PeriodView | None:
     if period_obj is None or scope.is_empty:
         return None
     grouped = _grouped(portal_statements(scope).filter(period=period_obj).order_by("sequence", "-version"))
-    rows = (
+    query = (
         Charge.objects.filter(period=period_obj)
         .filter(scope.q())
         .exclude(review_state=Charge.ReviewState.REJECTED)
@@ -311,7 +311,7 @@ def portal_period(scope: PortalScope, period: str) -> PeriodView | None:
         )
         .order_by("project_code")
     )
-    rows = list(rows)
+    rows: list[dict[str, Any]] = [dict(row) for row in query]
     if not grouped and not rows:
         return None
     pis = {pi.pk: pi for pi in PI.objects.filter(pk__in={r["pi_id"] for r in rows})}

@@ -187,14 +187,12 @@ def pi_users_ensure(*, pi_ids: Iterable[int] | None = None) -> int:
     User = get_user_model()
     with transaction.atomic():
         emails = [pi.email.strip().lower() for pi in todo]
-        existing: dict[str, Any] = {}
-        for user in User.objects.filter(username__in=emails):
-            existing[user.username.lower()] = user
+        existing: dict[str, Any] = {u.username.lower(): u for u in User.objects.filter(username__in=emails)}
         taken = set(PI.objects.filter(user__isnull=False).values_list("user_id", flat=True))
         group = _pi_group()
         linked = []
         for pi, email in zip(todo, emails, strict=True):
-            user = existing.get(email) or selectors.user_for_email(email)
+            user: Any = existing.get(email) or selectors.user_for_email(email)
             if user is None:
                 if len(email) > 150 or not selectors.EMAIL_RE.fullmatch(email):
                     logger.warning("PI %s gets no portal user: not a usable user name", pi.email)

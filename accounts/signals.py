@@ -13,9 +13,11 @@ from chargeback.logging import audit
 def _client(request: Any) -> dict[str, Any]:
     if request is None:
         return {}
+    from .security import client_ip
+
     meta = getattr(request, "META", {})
     return {
-        "ip": meta.get("REMOTE_ADDR", ""),
+        "ip": client_ip(request),
         "path": getattr(request, "path", ""),
         "user_agent": meta.get("HTTP_USER_AGENT", "")[:200],
     }

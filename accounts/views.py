@@ -75,7 +75,7 @@ class LoginView(auth_views.LoginView):
 
 
 class LogoutView(auth_views.LogoutView):
-    next_page = reverse_lazy("portal:login")
+    next_page = "portal:login"
 
 
 class PasswordResetView(auth_views.PasswordResetView):
@@ -114,7 +114,7 @@ class SetPasswordView(auth_views.PasswordResetConfirmView):
             form.add_error(None, str(exc))
             return self.form_invalid(form)
         del self.request.session[auth_views.INTERNAL_RESET_SESSION_TOKEN]
-        auth_login(self.request, user, backend="django.contrib.auth.backends.ModelBackend")
+        auth_login(self.request, user, backend=settings.AUTHENTICATION_BACKENDS[0])
         messages.success(self.request, "Your password is set. Welcome!")
         return HttpResponseRedirect(str(self.success_url))
 

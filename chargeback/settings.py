@@ -194,6 +194,9 @@ LOGGING = build_logging(
     env.str("LOG_FORMAT", default="plain"),
     env.str("LOG_LEVEL", default="WARNING"),
 )
+if CELERY_TASK_ALWAYS_EAGER:
+    # Tasks run inside the CLI or the web request: a line per task would only be noise there.
+    LOGGING["loggers"]["celery.app.trace"]["level"] = env.str("LOG_LEVEL", default="WARNING").upper()
 
 # Behind a TLS-terminating reverse proxy that sets X-Forwarded-Proto (docs/deploy.md).
 if env.bool("TRUST_X_FORWARDED_PROTO", default=False):
@@ -215,10 +218,7 @@ SESSION_COOKIE_AGE = env.int("OPENCHARGEBACK_SESSION_HOURS", default=12) * 3600
 # on the portal and the admin, for OPENCHARGEBACK_LOCKOUT_MINUTES; every failure and lockout is
 # logged (audit events login_failed, login_locked_out). Billing admins unlock by deleting the
 # access attempt in the admin.
-AUTHENTICATION_BACKENDS = [
-    "accounts.security.LockoutBackend",
-    "django.contrib.auth.backends.ModelBackend",
-]
+AUTHENTICATION_BACKENDS = ["accounts.security.LockoutModelBackend"]  # ModelBackend + axes' lockout
 AXES_FAILURE_LIMIT = env.int("OPENCHARGEBACK_LOGIN_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = env.int("OPENCHARGEBACK_LOCKOUT_MINUTES", default=30) / 60  # hours
 AXES_LOCKOUT_PARAMETERS = ["username", ["ip_address", "user_agent"]]  # a name, or one browser spraying names
@@ -226,9 +226,9 @@ AXES_USERNAME_CALLABLE = "accounts.security.axes_username"
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_VERBOSE = True
-if env.bool("TRUST_X_FORWARDED_PROTO", default=False):
-    # Behind the reverse proxy the client is the left-most X-Forwarded-For address.
-    AXES_IPWARE_META_PRECEDENCE_ORDER = ("HTTP_X_FORWARDED_FOR", "REMOTE_ADDR")
+AXES_CLIENT_IP_CALLABLE = "accounts.security.client_ip"
+# Behind the reverse proxy the client's address is the last one the proxy added to X-Forwarded-For.
+OPENCHARGEBACK_CLIENT_IP_FROM_PROXY = env.bool("TRUST_X_FORWARDED_PROTO", default=False)
 
 # Single sign-on with OpenID Connect (mozilla-django-oidc), off by default. The IdP's email claim
 # names the user or the PI; nobody else gets an account through it.

@@ -60,11 +60,11 @@ def build_world(settings: Any) -> PortalWorld:
     hpc = SourceFactory(slug="hpc", display_name="HPC cluster")
     period = PeriodFactory(period="2025-01")
     earlier = PeriodFactory(period="2024-12")
-    pi_a = PIFactory(email="ada@university.example", name="Ada Lovelace")
-    pi_b = PIFactory(email="bob@university.example", name="Bob Builder")
-    a1 = ProjectFactory(project_id="ada-genomics", pi=pi_a, name="Genomics")
-    a2 = ProjectFactory(project_id="ada-climate", pi=pi_a)
-    b1 = ProjectFactory(project_id="bob-bridges", pi=pi_b)
+    pi_a: Any = PIFactory(email="ada@university.example", name="Ada Lovelace")
+    pi_b: Any = PIFactory(email="bob@university.example", name="Bob Builder")
+    a1: Any = ProjectFactory(project_id="ada-genomics", pi=pi_a, name="Genomics")
+    a2: Any = ProjectFactory(project_id="ada-climate", pi=pi_a)
+    b1: Any = ProjectFactory(project_id="bob-bridges", pi=pi_b)
     for p in (period, earlier):
         ChargeFactory(period=p, source=aws, project=a1, list_cost=Decimal("100"), billed_cost=Decimal("80"))
         ChargeFactory(

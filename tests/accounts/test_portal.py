@@ -23,7 +23,7 @@ pytestmark = pytest.mark.django_db
 def _portal_patterns() -> set[str]:
     resolver = get_resolver()
     portal = resolver.namespace_dict["portal"][1]
-    return {p.name for p in portal.url_patterns}
+    return {str(getattr(p, "name", "")) for p in portal.url_patterns}
 
 
 # --- what a PI sees -------------------------------------------------------------------------

@@ -293,3 +293,14 @@ def test_sso_settings_when_enabled(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["accounts.security.PortalOIDCBackend", "/oidc/authenticate/", "ocb"]
+
+
+def test_client_ip_behind_the_proxy(settings, rf):
+    from accounts.security import client_ip
+
+    request = rf.get("/", HTTP_X_FORWARDED_FOR="6.6.6.6, 10.1.2.3", REMOTE_ADDR="127.0.0.1")
+    settings.OPENCHARGEBACK_CLIENT_IP_FROM_PROXY = False
+    assert client_ip(request) == "127.0.0.1"
+    settings.OPENCHARGEBACK_CLIENT_IP_FROM_PROXY = True
+    assert client_ip(request) == "10.1.2.3"  # the proxy's entry, not the client's claim
+    assert client_ip(rf.get("/", REMOTE_ADDR="127.0.0.2")) == "127.0.0.2"

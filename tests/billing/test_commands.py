@@ -654,6 +654,9 @@ def test_demo_loads_everything_and_is_idempotent(demo_dir, monkeypatch):
     )
     admin = get_user_model().objects.get(username="admin")
     assert admin.is_superuser and admin.check_password("demo-password-123")
+    # Statements under the cent rule: each source x service line rounded once, half-up.
+    assert doc["statements"]["counts"]["statements"] == 8
+    assert doc["statements"]["totals"]["billed"]["cents"] == 556029
 
     second = run("demo", "--format", "json")
     assert second.code == 0, second.err
@@ -671,7 +674,9 @@ def test_demo_text_output(demo_dir, monkeypatch):
     result = run("demo")
     assert result.code == 0, result.err
     assert "aws_2026-10.csv → aws 2026-10, import #" in result.out
-    assert "Period 2026-10 (open)" in result.out and "billed $5,599.71" in result.out
+    # The demo issues the statements too, which closes the period.
+    assert "Period 2026-10 (closed)" in result.out and "billed $5,599.71" in result.out
+    assert "Total due $5,560.29" in result.out and "Sent 5 emails of 5." in result.out
     line = next(x for x in result.out.splitlines() if x.startswith("Admin user created: admin / "))
     password = line.rsplit(" ", 1)[1]
     assert len(password) >= 12 and get_user_model().objects.get(username="admin").check_password(password)

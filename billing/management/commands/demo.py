@@ -47,7 +47,7 @@ PASSWORD_ENV = "OPENCHARGEBACK_DEMO_PASSWORD"  # noqa: S105 (the variable's name
 class Command(ReportingCommand):
     help = (
         "Set up the database and load the demo month (fixtures/demo/, period 2026-10): sources, an account "
-        "mapping, five FOCUS files and an admin user. Safe to run again."
+        "mapping, five FOCUS files, an admin user, then statements (PDFs) emailed to the PIs. Safe to run again."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -84,6 +84,7 @@ class Command(ReportingCommand):
 
         results = [self._import(path) for path in files]
         admin = self._admin()
+        statements = self._statements() if not any(not r.ok for r in results) else None
         summary = selectors.period_summary(selectors.period_get(DEMO_PERIOD))
         failed = [r for r in results if not r.ok]
         next_steps = [
@@ -110,6 +111,7 @@ class Command(ReportingCommand):
                     "failed": len(failed),
                     "admin": admin,
                     "summary": period_summary_json(self, summary),
+                    "statements": statements,
                     "next_steps": next_steps,
                 }
             )
@@ -124,6 +126,7 @@ class Command(ReportingCommand):
                 self.line(f"Admin user {ADMIN_USERNAME!r} already exists; its password is unchanged.")
             self.line()
             self.line("Next steps:")
+            self.line(f"  emails with the statement PDFs are in {settings.EMAIL_FILE_PATH}")
             self.line("  openchargeback runserver")
             self.line("  then open http://127.0.0.1:8000/admin/ and log in as admin")
             self.line(f"  openchargeback periods show {DEMO_PERIOD}")
@@ -134,6 +137,19 @@ class Command(ReportingCommand):
             )
             self.stderr.write(f"error: {message}")
             raise AlreadyReported(message)
+
+    def _statements(self) -> dict[str, Any]:
+        """Issue and email the month's statements (closes the period; idempotent on a re-run)."""
+        import json
+
+        if not self.is_json:
+            self.line()
+            call_command("generate", "-p", DEMO_PERIOD, "--send", stdout=self.stdout, stderr=self.stderr)
+            return {}
+        out = io.StringIO()
+        call_command("generate", "-p", DEMO_PERIOD, "--send", "--format", "json", stdout=out, stderr=io.StringIO())
+        result: dict[str, Any] = json.loads(out.getvalue())
+        return result
 
     def _sources(self) -> tuple[list[str], list[str]]:
         known = {s.slug for s in selectors.sources_all()}
