@@ -90,6 +90,7 @@ def child(file: Path, provider: str) -> None:
     seconds = time.perf_counter() - started
     cpu_seconds = _cpu_seconds() - cpu_before
 
+    assert outcome.import_id is not None
     record = Import.objects.get(pk=outcome.import_id)
     tagged = Charge.objects.filter(attribution_source="tags")
     by_pi = {

@@ -8,6 +8,8 @@ import hashlib
 import io
 import logging
 import re
+import shutil
+import threading
 import time
 import uuid
 from collections.abc import Iterable
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from django.core.files import File
+from django.core.files.storage import FileSystemStorage
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -299,6 +302,7 @@ def import_file(
     name = original_name or path.name
     if dry_run:
         return _import_dry_run(path, source_obj, period, append, force, pipeline.sha256_of(path), name)
+    sha256 = _BackgroundSha256(path)
     record = import_create(
         path=path,
         source=source_obj,
@@ -307,8 +311,9 @@ def import_file(
         actor=actor,
         actor_name=actor_name,
         original_name=name,
+        defer_hash=True,
     )
-    return import_execute(import_id=record.pk, period=period, force=force)
+    return import_execute(import_id=record.pk, period=period, force=force, pending_sha256=sha256)
 
 
 def _refuse_duplicate(sha: str, force: bool) -> None:
@@ -336,6 +341,36 @@ class _HashingReader(io.RawIOBase):
         return data
 
 
+class _BackgroundSha256:
+    """sha256 of a file computed on another core while the import parses it (hashlib and file reads
+    release the GIL); `result()` waits for it."""
+
+    def __init__(self, path: Path) -> None:
+        self._digest = ""
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(path,), name="import-sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self, path: Path) -> None:
+        try:
+            self._digest = pipeline.sha256_of(path)
+        except BaseException as exc:  # re-raised by result() in the caller's thread
+            self._error = exc
+
+    def wait(self) -> None:
+        self._thread.join()
+
+    def result(self) -> str:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._digest
+
+
+class _DuplicateImport(Refused):
+    """The bytes were imported before; the new Import record is removed, not kept as failed."""
+
+
 def import_create(
     *,
     path: Path,
@@ -345,8 +380,13 @@ def import_create(
     actor: Any = None,
     actor_name: str = "",
     original_name: str | None = None,
+    defer_hash: bool = False,
 ) -> Import:
-    """Record a pending import with a stored copy of the file; refuses bytes imported before."""
+    """Record a pending import with a stored copy of the file; refuses bytes imported before.
+
+    With `defer_hash` (the CLI, which hashes in the background) the sha256 is left empty here and
+    set, and checked against earlier imports, by import_execute before anything is written.
+    """
     record = Import(
         source=source,
         original_name=original_name or path.name,
@@ -355,19 +395,29 @@ def import_create(
         status=Import.Status.PENDING,
         **_actor_fields(actor, actor_name),
     )
-    with open(path, "rb") as fh:
-        reader = _HashingReader(fh)
-        stream = File(reader, name=record.original_name)  # type: ignore[arg-type]
-        # A folder of its own keeps the copy's name (no "_x7Gq2Lm" suffix on a name stored before), so
-        # messages about the file name the file the user gave.
-        unique = f"{uuid.uuid4().hex[:12]}/{Path(record.original_name).name}"
-        record.file.save(unique, stream, save=False)
-    record.sha256 = reader.digest.hexdigest()
-    try:
-        _refuse_duplicate(record.sha256, force)
-    except Refused:
-        record.file.delete(save=False)
-        raise
+    # A folder of its own keeps the copy's name (no "_x7Gq2Lm" suffix on a name stored before), so
+    # messages about the file name the file the user gave.
+    unique = f"{uuid.uuid4().hex[:12]}/{Path(record.original_name).name}"
+    storage = record.file.storage
+    if defer_hash and isinstance(storage, FileSystemStorage):
+        # The kernel copies a large file several times faster than a read/write loop in Python.
+        name = storage.get_available_name(record.file.field.generate_filename(record, unique))
+        destination = Path(storage.path(name))
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, destination)
+        record.file.name = name
+    else:
+        with open(path, "rb") as fh:
+            reader = _HashingReader(fh)
+            stream = File(reader, name=record.original_name)  # type: ignore[arg-type]
+            record.file.save(unique, stream, save=False)
+        if not defer_hash:
+            record.sha256 = reader.digest.hexdigest()
+            try:
+                _refuse_duplicate(record.sha256, force)
+            except Refused:
+                record.file.delete(save=False)
+                raise
     record.save()
     return record
 
@@ -391,8 +441,13 @@ def _import_dry_run(
     return outcome
 
 
-def import_execute(*, import_id: int, period: str | None = None, force: bool = False) -> ImportOutcome:
-    """Run a pending import. On failure the Import is marked failed with its errors; nothing else stays."""
+def import_execute(
+    *, import_id: int, period: str | None = None, force: bool = False, pending_sha256: Any = None
+) -> ImportOutcome:
+    """Run a pending import. On failure the Import is marked failed with its errors; nothing else stays.
+
+    A duplicate found by a hash computed in the background removes the new Import altogether.
+    """
     record = Import.objects.select_related("source").get(pk=import_id)
     if record.status not in (Import.Status.PENDING, Import.Status.FAILED):
         raise Refused(f"import #{record.pk} is {record.status}; it cannot run again")
@@ -400,8 +455,13 @@ def import_execute(*, import_id: int, period: str | None = None, force: bool = F
     outcome = ImportOutcome(file_name=record.original_name, source=record.source.slug, import_id=record.pk)
     try:
         with transaction.atomic():
-            _refuse_duplicate_other(record, force)
-            _run_import(record, period, outcome)
+            if pending_sha256 is None:
+                _refuse_duplicate_other(record, force)
+            _run_import(record, period, outcome, pending_sha256=pending_sha256, force=force)
+    except _DuplicateImport:
+        record.file.delete(save=False)
+        Import.objects.filter(pk=record.pk).delete()
+        raise
     except IngestError as exc:
         _mark_failed(record, exc.message, [e.as_dict() for e in exc.errors])
         raise
@@ -412,18 +472,26 @@ def import_execute(*, import_id: int, period: str | None = None, force: bool = F
         logger.exception("import #%s failed", record.pk)
         _mark_failed(record, f"internal error: {exc}", [])
         raise
+    finally:
+        if pending_sha256 is not None:
+            pending_sha256.wait()
     outcome.status = Import.Status.COMPLETED
     return outcome
 
 
-def _refuse_duplicate_other(record: Import, force: bool) -> None:
+def _refuse_duplicate_other(record: Import, force: bool, remove: bool = False) -> None:
+    """Refuse bytes imported before; `remove` drops the new Import instead of keeping it failed."""
     duplicate = (
         Import.objects.filter(sha256=record.sha256, status=Import.Status.COMPLETED)
         .exclude(pk=record.pk)
         .first()
     )
     if duplicate and not force:
-        raise Refused(f"already imported as #{duplicate.pk} ({duplicate.original_name}); use --force")
+        error = _DuplicateImport if remove else Refused
+        raise error(
+            f"already imported as #{duplicate.pk} ({duplicate.original_name}, {duplicate.source.slug} "
+            f"{duplicate.period}); use --force to import it again"
+        )
 
 
 def _mark_failed(record: Import, message: str, errors: list[dict]) -> None:
@@ -432,7 +500,14 @@ def _mark_failed(record: Import, message: str, errors: list[dict]) -> None:
     )
 
 
-def _run_import(record: Import, period: str | None, outcome: ImportOutcome, path: Path | None = None) -> None:
+def _run_import(
+    record: Import,
+    period: str | None,
+    outcome: ImportOutcome,
+    path: Path | None = None,
+    pending_sha256: Any = None,
+    force: bool = False,
+) -> None:
     """The work of an import, inside the caller's transaction."""
     started = time.perf_counter()
     settings = selectors.billing_settings_get()
@@ -442,6 +517,10 @@ def _run_import(record: Import, period: str | None, outcome: ImportOutcome, path
         path = Path(record.file.path)
     parsed = pipeline.parse_file(path, settings, record.original_name)
     outcome.timings["parse"] = time.perf_counter() - started
+    if pending_sha256 is not None:
+        # Hashed on the other core during the parse; checked before anything is written.
+        record.sha256 = pending_sha256.result()
+        _refuse_duplicate_other(record, force, remove=True)
     period_str = pipeline.check_periods(parsed, period, record.original_name)
     period_obj = period_ensure_open(period=period_str, actor=record.actor, actor_name=record.actor_name)
     period_obj = BillingPeriod.objects.select_for_update().get(pk=period_obj.pk)
@@ -477,7 +556,9 @@ def _run_import(record: Import, period: str | None, outcome: ImportOutcome, path
     )
     outcome.timings["write"] = time.perf_counter() - started - sum(outcome.timings.values())
     pipeline.write_flags(record.pk, written.flags)
-    pi_users_ensure(pi_ids={r.pi_id for r in resolved.values() if r.pi_id})  # inactive portal users of new PIs
+    pi_users_ensure(
+        pi_ids={r.pi_id for r in resolved.values() if r.pi_id}
+    )  # inactive portal users of new PIs
     decisions = _log_carried_decisions(record, period_obj, written.carried, replaced)
 
     # No cost is ever dropped: the charges must add up to the file, exactly.

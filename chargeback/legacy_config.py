@@ -258,7 +258,6 @@ class _Importer:
 
     def run(self) -> None:
         from billing.selectors import billing_settings_get
-
         from journals.selectors import journal_settings_get
 
         self.settings = billing_settings_get()

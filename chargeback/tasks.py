@@ -30,7 +30,10 @@ def open_periods_ended_before(today: dt.date) -> list[BillingPeriod]:
 
 
 def reminder_recipients() -> list[str]:
-    users = get_user_model().objects.with_perm(REMINDER_PERMISSION, include_superusers=True)
+    # Name the model backend: with single sign-on on, Django refuses to guess between backends.
+    users = get_user_model().objects.with_perm(
+        REMINDER_PERMISSION, include_superusers=True, backend=settings.AUTHENTICATION_BACKENDS[0]
+    )
     return sorted({u.email for u in users.filter(is_active=True) if u.email})
 
 

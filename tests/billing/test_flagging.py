@@ -7,6 +7,7 @@ import json
 import re
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,7 +24,7 @@ def context(fund_org_regex: str = "", rules: tuple = ()) -> FlagContext:
 
 
 def attribution(ctx: FlagContext, **overrides) -> list[Flag]:
-    values = {
+    values: dict[str, Any] = {
         "has_pi": True,
         "project_code": "lab-a",
         "fund_org": "NSF-0001",

@@ -37,7 +37,7 @@ D = Decimal
 
 def flagged_charge(period: BillingPeriod, billed: str = "10.00", **fields) -> Charge:
     """An unattributed, flagged charge as an import writes it."""
-    charge = ChargeFactory(
+    charge: Charge = ChargeFactory(  # type: ignore[assignment]
         period=period,
         project=None,
         billed_cost=D(billed),

@@ -49,7 +49,7 @@ def initial_targets(loader: MigrationLoader) -> list[tuple[str, str]]:
 
 def _create(model: Any, **values: Any) -> Any:
     """Create a row of a historical model with the values its fields allow at that state."""
-    names = {f.name for f in model._meta.get_fields()}
+    names = {f.name for f in model._meta.get_fields()} | {"pk"}
     return model.objects.create(**{k: v for k, v in values.items() if k in names})
 
 
