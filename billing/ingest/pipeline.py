@@ -393,14 +393,6 @@ def decimal_units(column: pa.ChunkedArray) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
-def tags_json(text: str) -> str:
-    """A Tags value as stored: already validated JSON, braces restored where an export dropped them."""
-    text = text.strip()
-    if not text:
-        return "{}"
-    return text if text.startswith("{") else "{" + text + "}"
-
-
 def build_and_write(
     parsed: ParsedFile,
     *,
@@ -431,13 +423,12 @@ def build_and_write(
         table = parsed.charges
         strings = parsed.texts.values
         needs_mapping = parsed.needs_mapping
-        tags_cache: dict[int, str] = {}
         tag_reader = parsed.tag_reader
         flagged, ok = Charge.ReviewState.FLAGGED.value, Charge.ReviewState.OK.value
         for offset in range(0, table.num_rows, 50_000):
             part = table.slice(offset, 50_000)
             n = part.num_rows
-            col = {name: part.column(name).to_pylist() for name in ("attribution", "lines", "tags")}
+            col = {name: part.column(name).to_pylist() for name in ("attribution", "lines")}
             for name in TEXT_COLUMNS - {"period"}:
                 col[name] = [strings[i] for i in part.column(name).to_pylist()]
             for name in ("charge_start", "charge_end"):
@@ -495,12 +486,7 @@ def build_and_write(
                         result.carried[ident] = decision.charge_id
                         break
             result.flagged += states.count(flagged)
-            tags = []
-            for tag_id in col["tags"]:
-                text = tags_cache.get(tag_id)
-                if text is None:
-                    text = tags_cache[tag_id] = tags_json(tag_reader.text_of(tag_id))
-                tags.append(text)
+            tags = tag_reader.texts_of(part.column("tags"))
             columns = [
                 repeat(period_id, n),
                 repeat(source.pk, n),

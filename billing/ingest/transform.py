@@ -104,6 +104,22 @@ class TagReader:
     def text_of(self, tag_id: int) -> str:
         return self.tag_dictionaries[tag_id >> 32][tag_id & 0xFFFFFFFF].as_py()
 
+    def texts_of(self, tag_ids: pa.ChunkedArray | pa.Array) -> list[str]:
+        """Tags values of many ids as stored JSON text ('{}' when empty, Azure's missing braces
+        restored), one vectorised take per batch dictionary."""
+        ids = np.asarray(tag_ids.to_numpy())
+        batches, positions = ids >> 32, ids & 0xFFFFFFFF
+        out: list[str] = [""] * len(ids)
+        for batch in np.unique(batches):
+            where = np.nonzero(batches == batch)[0]
+            text = pc.utf8_trim_whitespace(self.tag_dictionaries[int(batch)].take(pa.array(positions[where])))
+            text = pc.if_else(pc.equal(text, ""), "{}", text)
+            bare = pc.invert(pc.starts_with(text, "{"))
+            text = pc.if_else(bare, pc.binary_join_element_wise("{", text, "}", ""), text)
+            for position, value in zip(where.tolist(), text.to_pylist(), strict=True):
+                out[position] = value
+        return out
+
     def _field_index(self, key: str) -> int | None:
         """Which attribution field a raw tag key feeds (cached: keys repeat on every row)."""
         if key in self._field_of_key:
