@@ -8,6 +8,7 @@ value, so an hourly export that repeats a resource's tags a million times parses
 from __future__ import annotations
 
 import datetime
+import io
 import json
 import re
 from collections import Counter
@@ -17,6 +18,7 @@ from decimal import Decimal, InvalidOperation
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.json as pajson
 
 from chargeback.money import MONEY_PLACES, quantize_money
 
@@ -186,10 +188,13 @@ class TagReader:
         )
         ids[:] = id_of_joined[encoded.indices.to_numpy(zero_copy_only=False)]
         plain_flags = plain.to_numpy(zero_copy_only=False)
+        # The plain objects are checked as JSON all at once by pyarrow's C++ reader; only when that
+        # fails (a bad value, or a key with values of mixed types) is each one checked on its own.
+        checked = _valid_json_objects(texts.filter(plain))
         for position, text in enumerate(texts.to_pylist()):
             try:
                 if plain_flags[position]:
-                    if text.strip():
+                    if not checked and text.strip():
                         json.loads(text)
                 else:
                     ids[position] = self.attribution_id(text)
@@ -199,6 +204,21 @@ class TagReader:
                     _errors_where(bad, column, "Tags", first_line, f"Tags is not valid JSON ({exc})")[:5]
                 )
         return ids
+
+
+def _valid_json_objects(texts: pa.Array) -> bool:
+    """True when every text (one JSON object each, no newlines inside) parses as JSON."""
+    lines = [t for t in texts.to_pylist() if t.strip()]
+    if not lines:
+        return True
+    try:
+        pajson.read_json(
+            io.BytesIO("\n".join(lines).encode()),
+            read_options=pajson.ReadOptions(block_size=max(1 << 20, 2 * max(map(len, lines)))),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return False
+    return True
 
 
 def _clean(value: str, index: int) -> str:
@@ -439,7 +459,7 @@ _AGGREGATIONS = [
 
 def aggregate(table: pa.Table) -> pa.Table:
     """Sum rows (or earlier partial sums, which have the same columns) that share a charge key."""
-    grouped = table.group_by(KEY_COLUMNS, use_threads=False).aggregate(_AGGREGATIONS)
+    grouped = table.group_by(KEY_COLUMNS, use_threads=True).aggregate(_AGGREGATIONS)
     suffixes = {f"{column}_{function}": column for column, function in _AGGREGATIONS}
     return grouped.rename_columns([suffixes.get(name, name) for name in grouped.schema.names])
 
