@@ -246,6 +246,12 @@ class Import(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    runner = models.CharField(
+        max_length=200,
+        blank=True,
+        default="",
+        help_text="host:pid of the process running it, to spot dead runs.",
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]

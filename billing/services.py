@@ -3,12 +3,15 @@ so the CLI, the admin, tasks and tests get the same behaviour."""
 
 from __future__ import annotations
 
+import datetime as dt
 import getpass
 import hashlib
 import io
 import logging
+import os
 import re
 import shutil
+import socket
 import threading
 import time
 import uuid
@@ -451,7 +454,10 @@ def import_execute(
     record = Import.objects.select_related("source").get(pk=import_id)
     if record.status not in (Import.Status.PENDING, Import.Status.FAILED):
         raise Refused(f"import #{record.pk} is {record.status}; it cannot run again")
-    Import.objects.filter(pk=record.pk).update(status=Import.Status.RUNNING, started_at=timezone.now())
+    imports_fail_interrupted()
+    Import.objects.filter(pk=record.pk).update(
+        status=Import.Status.RUNNING, started_at=timezone.now(), runner=_runner()
+    )
     outcome = ImportOutcome(file_name=record.original_name, source=record.source.slug, import_id=record.pk)
     try:
         with transaction.atomic():
@@ -477,6 +483,49 @@ def import_execute(
             pending_sha256.wait()
     outcome.status = Import.Status.COMPLETED
     return outcome
+
+
+def _runner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def imports_fail_interrupted(*, older_than: dt.timedelta = dt.timedelta(hours=24)) -> int:
+    """Mark imports whose process died mid-run (killed, machine restarted) as failed.
+
+    Their transaction never committed, so they wrote nothing; only the Import row still said
+    "running". A run of this host whose process is gone is interrupted; a run of another host is
+    only presumed dead after `older_than`. Returns how many were marked.
+    """
+    host = socket.gethostname()
+    stale = []
+    for pk, runner, started_at in Import.objects.filter(status=Import.Status.RUNNING).values_list(
+        "pk", "runner", "started_at"
+    ):
+        runner_host, _, pid = runner.rpartition(":")
+        if runner_host == host and pid.isdigit():
+            dead = not _process_alive(int(pid))
+        else:
+            dead = started_at is None or started_at < timezone.now() - older_than
+        if dead:
+            stale.append(pk)
+    if stale:
+        Import.objects.filter(pk__in=stale, status=Import.Status.RUNNING).update(
+            status=Import.Status.FAILED,
+            error_message="interrupted: the process running this import stopped before it finished; "
+            "nothing was written",
+            finished_at=timezone.now(),
+        )
+    return len(stale)
 
 
 def _refuse_duplicate_other(record: Import, force: bool, remove: bool = False) -> None:

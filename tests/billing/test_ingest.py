@@ -1114,6 +1114,17 @@ print("not killed")
 """
 
 
+REIMPORT = """
+import sys
+import django
+
+django.setup()
+from billing import services
+
+print(services.import_file(path=sys.argv[1], source="aws", period="2025-01").charges)
+"""
+
+
 @pytest.mark.slow
 def test_reader_killed_halfway_leaves_nothing(synthetic, tmp_path):
     """A separate process on its own SQLite file is SIGKILLed after its first insert batch."""
@@ -1155,6 +1166,17 @@ def test_reader_killed_halfway_leaves_nothing(synthetic, tmp_path):
         assert db.execute("SELECT status, rows_read, charges_created FROM billing_import").fetchall() == [
             ("running", 0, 0)
         ]
+
+    # The next import sees that the killed run's process is gone, marks it failed, and imports.
+    again = subprocess.run(
+        [sys.executable, "-c", REIMPORT, str(path)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    with sqlite3.connect(database) as db:
+        rows = db.execute("SELECT status, error_message FROM billing_import ORDER BY id").fetchall()
+        assert rows[0][0] == "failed" and rows[0][1].startswith("interrupted:")
+        assert rows[1] == ("completed", "")
+        assert db.execute("SELECT COUNT(*) FROM billing_charge").fetchone()[0] == int(again.stdout.strip())
 
 
 # --- the per-PI view of a synthetic month --------------------------------------------------------------------

@@ -596,3 +596,30 @@ def test_actor_label():
     assert services.actor_label().startswith("cli")
     assert PI.objects.count() == 0
     assert selectors.billing_settings_get().currency_code == "USD"
+
+
+def test_interrupted_imports_are_marked_failed():
+    """Runs whose process is gone (this host) or that are a day old (another host) are interrupted."""
+    import datetime as dt
+    import os
+    import socket
+
+    from django.utils import timezone
+
+    from billing.models import Import
+    from tests.factories import ImportFactory
+
+    now = timezone.now()
+    alive = ImportFactory(status="running", runner=f"{socket.gethostname()}:{os.getpid()}", started_at=now)
+    dead_here = ImportFactory(status="running", runner=f"{socket.gethostname()}:999999999", started_at=now)
+    old_elsewhere = ImportFactory(
+        status="running", runner="other-host:123", started_at=now - dt.timedelta(hours=25)
+    )
+    recent_elsewhere = ImportFactory(status="running", runner="other-host:124", started_at=now)
+
+    assert services.imports_fail_interrupted() == 2
+
+    states = dict(Import.objects.values_list("pk", "status"))
+    assert states[alive.pk] == "running" and states[recent_elsewhere.pk] == "running"
+    assert states[dead_here.pk] == "failed" and states[old_elsewhere.pk] == "failed"
+    assert Import.objects.get(pk=dead_here.pk).error_message.startswith("interrupted:")
