@@ -319,10 +319,16 @@ def import_file(
     return import_execute(import_id=record.pk, period=period, force=force, pending_sha256=sha256)
 
 
-def _refuse_duplicate(sha: str, force: bool) -> None:
-    duplicate = Import.objects.filter(sha256=sha, status=Import.Status.COMPLETED).order_by("-id").first()
+def _refuse_duplicate(
+    sha: str, force: bool, *, exclude: int | None = None, error: type[Refused] = Refused
+) -> None:
+    """Refuse bytes already imported (completed), unless forced; `exclude` is the import checking."""
+    duplicates = Import.objects.filter(sha256=sha, status=Import.Status.COMPLETED)
+    if exclude is not None:
+        duplicates = duplicates.exclude(pk=exclude)
+    duplicate = duplicates.select_related("source", "period").order_by("-id").first()
     if duplicate and not force:
-        raise Refused(
+        raise error(
             f"already imported as #{duplicate.pk} ({duplicate.original_name}, {duplicate.source.slug} "
             f"{duplicate.period}); use --force to import it again"
         )
@@ -462,7 +468,7 @@ def import_execute(
     try:
         with transaction.atomic():
             if pending_sha256 is None:
-                _refuse_duplicate_other(record, force)
+                _refuse_duplicate(record.sha256, force, exclude=record.pk)
             _run_import(record, period, outcome, pending_sha256=pending_sha256, force=force)
     except _DuplicateImport:
         record.file.delete(save=False)
@@ -528,21 +534,6 @@ def imports_fail_interrupted(*, older_than: dt.timedelta = dt.timedelta(hours=24
     return len(stale)
 
 
-def _refuse_duplicate_other(record: Import, force: bool, remove: bool = False) -> None:
-    """Refuse bytes imported before; `remove` drops the new Import instead of keeping it failed."""
-    duplicate = (
-        Import.objects.filter(sha256=record.sha256, status=Import.Status.COMPLETED)
-        .exclude(pk=record.pk)
-        .first()
-    )
-    if duplicate and not force:
-        error = _DuplicateImport if remove else Refused
-        raise error(
-            f"already imported as #{duplicate.pk} ({duplicate.original_name}, {duplicate.source.slug} "
-            f"{duplicate.period}); use --force to import it again"
-        )
-
-
 def _mark_failed(record: Import, message: str, errors: list[dict]) -> None:
     Import.objects.filter(pk=record.pk).update(
         status=Import.Status.FAILED, error_message=message, errors=errors, finished_at=timezone.now()
@@ -569,7 +560,8 @@ def _run_import(
     if pending_sha256 is not None:
         # Hashed on the other core during the parse; checked before anything is written.
         record.sha256 = pending_sha256.result()
-        _refuse_duplicate_other(record, force, remove=True)
+        # A duplicate found this late removes the new Import instead of leaving it failed.
+        _refuse_duplicate(record.sha256, force, exclude=record.pk, error=_DuplicateImport)
     period_str = pipeline.check_periods(parsed, period, record.original_name)
     period_obj = period_ensure_open(period=period_str, actor=record.actor, actor_name=record.actor_name)
     period_obj = BillingPeriod.objects.select_for_update().get(pk=period_obj.pk)

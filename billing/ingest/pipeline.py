@@ -63,23 +63,13 @@ TEXT_COLUMNS = {
 class ParsedFile:
     """A file read and summed into one row per charge key, not yet written."""
 
-    charges: pa.Table  # text columns hold ids into `texts`
+    charges: pa.Table  # text columns hold ids into `texts`, tags ids into the tag reader's dictionaries
     stats: transform.BatchStats
     tag_reader: transform.TagReader
     texts: transform.Encoder
     periods: list[str]
     # Attribution ids whose tags name no PI: resolved per sub-account (account mappings).
     needs_mapping: list[bool] = field(default_factory=list)
-
-    def column(self, name: str) -> list:
-        """A charge column as Python values, text ids turned back into strings."""
-        values = self.charges.column(name).to_pylist()
-        if name == "tags":
-            return [self.tag_reader.text_of(i) for i in values]
-        if name in TEXT_COLUMNS:
-            strings = self.texts.values
-            return [strings[i] for i in values]
-        return values
 
 
 @dataclass

@@ -103,9 +103,6 @@ class TagReader:
         self.tag_dictionaries.append(encoded.dictionary)
         return pc.add(pc.cast(encoded.indices, pa.int64()), pa.scalar(batch << 32, pa.int64()))
 
-    def text_of(self, tag_id: int) -> str:
-        return self.tag_dictionaries[tag_id >> 32][tag_id & 0xFFFFFFFF].as_py()
-
     def texts_of(self, tag_ids: pa.ChunkedArray | pa.Array) -> list[str]:
         """Tags values of many ids as stored JSON text ('{}' when empty, Azure's missing braces
         restored), one vectorised take per batch dictionary."""
