@@ -4,18 +4,13 @@ statement emails."""
 
 from __future__ import annotations
 
-import io
-import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
-from django.core.management import call_command
-from django.core.management.base import CommandError
 from django.test import Client
 from django.urls import reverse
 
@@ -25,33 +20,12 @@ from accounts.services import pi_users_ensure, roles_ensure
 from billing import services as billing_services
 from billing.models import PI
 from tests.accounts.conftest import PASSWORD, client_for
+from tests.cli import run
 from tests.factories import PIFactory
 
 pytestmark = pytest.mark.django_db
 User = get_user_model()
 NEW_PASSWORD = "violet kettle mountain 77"
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-
-def run(*args: Any) -> Result:
-    out, err = io.StringIO(), io.StringIO()
-    try:
-        call_command(*[str(a) for a in args], stdout=out, stderr=err)
-        code = 0
-    except CommandError as exc:
-        code = exc.returncode
-        if not err.getvalue():
-            err.write(str(exc))
-    return Result(code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(autouse=True)

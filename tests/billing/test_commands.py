@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
-from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.core.management import call_command
-from django.core.management.base import CommandError
 
 from billing import selectors, services
 from billing.models import AccountMapping, BillingPeriod, Charge, Import, PeriodTransition, ReviewLog, Source
+from tests.cli import run
 from tests.factories import ChargeFactory, PeriodFactory
 
 pytestmark = pytest.mark.django_db
@@ -44,29 +41,6 @@ REFERENCE_BILLED_BY_SOURCE = {
 
 TAGS = '"{""pi_email"": ""ada.lovelace@university.example"", ""project_id"": ""engine"", ""fund_org"": ""ENG-1""}"'
 HEADER = "BillingPeriodStart,BillingPeriodEnd,ChargeCategory,ListCost,BilledCost,ResourceId,ServiceName,Tags"
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-
-def run(*args: Any) -> Result:
-    """Run a command as the CLI would; returns exit code, stdout and stderr."""
-    out, err = io.StringIO(), io.StringIO()
-    try:
-        call_command(*[str(a) for a in args], stdout=out, stderr=err)
-        code = 0
-    except CommandError as exc:
-        code = exc.returncode
-        if not err.getvalue():  # argument errors are raised before the command can print
-            err.write(str(exc))
-    return Result(code, out.getvalue(), err.getvalue())
 
 
 def amount(money: dict[str, Any]) -> Decimal:
