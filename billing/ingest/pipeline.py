@@ -26,6 +26,7 @@ from chargeback.money import MONEY_PLACES, SQLITE_MONEY_LIMIT
 from . import reader, transform
 from .errors import IngestError, RowError
 from .flagging import Flag, FlagContext, summarize
+from .memory import release_unused_memory
 from .writer import write_charges
 
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
@@ -34,6 +35,8 @@ _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 COMBINE_EVERY_ROWS = 500_000
 # Rows handed to the vectorised transform at once (the reader's blocks are smaller).
 TRANSFORM_ROWS = 100_000
+# Charges turned into Python row values at once while writing.
+WRITE_SLICE_ROWS = 50_000
 MONEY_NAMES = ("list_cost", "contracted_cost", "billed_cost", "effective_cost")
 RULE_FIELDS = (
     "resource_id",
@@ -72,7 +75,7 @@ class ParsedFile:
     needs_mapping: list[bool] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(slots=True)
 class Resolution:
     pi_id: int | None
     project_id: int | None
@@ -138,6 +141,7 @@ def parse_file(path: Path, billing_settings: BillingSettings, name: str | None =
             if pending_rows >= COMBINE_EVERY_ROWS and len(partials) > 1:
                 partials = [transform.combine(partials)]
                 pending_rows = partials[0].num_rows
+                release_unused_memory()
     errors = focus.row_errors + errors
     if errors:
         errors.sort(key=lambda e: e.line or 0)
@@ -148,7 +152,10 @@ def parse_file(path: Path, billing_settings: BillingSettings, name: str | None =
         )
     if stats.rows == 0:
         raise IngestError(f"{label} has a header but no data rows")
+    release_unused_memory()
     charges = transform.combine(partials) if len(partials) > 1 else partials[0]
+    del partials
+    release_unused_memory()
     return ParsedFile(
         charges=charges, stats=stats, tag_reader=tag_reader, texts=texts, periods=sorted(stats.periods)
     )
@@ -335,6 +342,7 @@ def resolve_attributions(
             flag_cache[flag_key] = (flags, summarize(flags))
         res.flags, res.summary = flag_cache[flag_key]
         resolved[(a, sub)] = res
+    release_unused_memory()
     return resolved
 
 
@@ -415,8 +423,9 @@ def build_and_write(
         needs_mapping = parsed.needs_mapping
         tag_reader = parsed.tag_reader
         flagged, ok = Charge.ReviewState.FLAGGED.value, Charge.ReviewState.OK.value
-        for offset in range(0, table.num_rows, 50_000):
-            part = table.slice(offset, 50_000)
+        for offset in range(0, table.num_rows, WRITE_SLICE_ROWS):
+            release_unused_memory()  # the previous slice's Python values
+            part = table.slice(offset, WRITE_SLICE_ROWS)
             n = part.num_rows
             col = {name: part.column(name).to_pylist() for name in ("attribution", "lines")}
             for name in TEXT_COLUMNS - {"period"}:

@@ -154,9 +154,7 @@ def open_focus_file(path: Path, name: str | None = None) -> FocusFile:
             f"(columns found: {', '.join(h.strip() for h in header[:12])}{' ...' if len(header) > 12 else ''})"
         )
     if not any(col in columns for col in IDENTIFIERS):
-        raise IngestError(
-            f"{label}: no column identifies the resource; need one of {', '.join(IDENTIFIERS)}"
-        )
+        raise IngestError(f"{label}: no column identifies the resource; need one of {', '.join(IDENTIFIERS)}")
     return FocusFile(path=path, header=header, columns=columns, name=label)
 
 
@@ -203,7 +201,9 @@ def iter_batches(focus: FocusFile, block_bytes: int) -> Iterator[pa.RecordBatch]
         except pa.ArrowInvalid as exc:
             raise _explain_arrow_error(focus, exc) from exc
         except (OSError, EOFError, zlib.error) as exc:
-            raise IngestError(f"{focus.name or focus.path.name}: the file could not be read to its end ({exc})") from exc
+            raise IngestError(
+                f"{focus.name or focus.path.name}: the file could not be read to its end ({exc})"
+            ) from exc
     finally:
         stream.close()
 

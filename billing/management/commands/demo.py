@@ -147,7 +147,9 @@ class Command(ReportingCommand):
             call_command("generate", "-p", DEMO_PERIOD, "--send", stdout=self.stdout, stderr=self.stderr)
             return {}
         out = io.StringIO()
-        call_command("generate", "-p", DEMO_PERIOD, "--send", "--format", "json", stdout=out, stderr=io.StringIO())
+        call_command(
+            "generate", "-p", DEMO_PERIOD, "--send", "--format", "json", stdout=out, stderr=io.StringIO()
+        )
         result: dict[str, Any] = json.loads(out.getvalue())
         return result
 
