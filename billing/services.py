@@ -597,9 +597,7 @@ def _run_import(
     )
     outcome.timings["write"] = time.perf_counter() - started - sum(outcome.timings.values())
     pipeline.write_flags(record.pk, written.flags)
-    pi_users_ensure(
-        pi_ids={r.pi_id for r in resolved.values() if r.pi_id}
-    )  # inactive portal users of new PIs
+    pi_users_ensure(pi_ids=resolved.pi_ids())  # inactive portal users of new PIs
     decisions = _log_carried_decisions(record, period_obj, written.carried, replaced)
 
     # No cost is ever dropped: the charges must add up to the file, exactly.

@@ -7,7 +7,6 @@ anything wrong with the file (the caller records it on the Import and nothing is
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -20,16 +19,15 @@ import pyarrow.compute as pc
 from django.conf import settings as django_settings
 from django.db import connection
 
-from billing.models import PI, AccountMapping, BillingSettings, Charge, ChargeFlag, Project, Source
+from billing.models import BillingSettings, Charge, ChargeFlag, Source
 from chargeback.money import MONEY_PLACES, SQLITE_MONEY_LIMIT
 
-from . import reader, transform
+from . import attribution, reader, transform
+from .attribution import RESOLUTION_COLUMNS, Resolutions
 from .errors import IngestError, RowError
 from .flagging import Flag, FlagContext, summarize
 from .memory import release_unused_memory
 from .writer import write_charges
-
-_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
 # Re-aggregate partial sums once this many accumulate, so memory follows charges, not rows.
 COMBINE_EVERY_ROWS = 500_000
@@ -38,6 +36,8 @@ TRANSFORM_ROWS = 100_000
 # Charges turned into Python row values at once while writing.
 WRITE_SLICE_ROWS = 50_000
 MONEY_NAMES = ("list_cost", "contracted_cost", "billed_cost", "effective_cost")
+# Fields of the payer a flag rule can test, besides RULE_FIELDS of the charge.
+PAYER_RULE_FIELDS = ("pi_email", "project_code", "fund_org", "cost_center", "reference_1", "reference_2")
 RULE_FIELDS = (
     "resource_id",
     "resource_name",
@@ -71,23 +71,6 @@ class ParsedFile:
     tag_reader: transform.TagReader
     texts: transform.Encoder
     periods: list[str]
-    # Attribution ids whose tags name no PI: resolved per sub-account (account mappings).
-    needs_mapping: list[bool] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class Resolution:
-    pi_id: int | None
-    project_id: int | None
-    pi_email: str
-    project_code: str
-    fund_org: str
-    cost_center: str
-    reference_1: str
-    reference_2: str
-    source: str  # tags, project, mapping, none
-    flags: list[Flag] = field(default_factory=list)
-    summary: str = ""
 
 
 @dataclass
@@ -201,149 +184,13 @@ def check_periods(parsed: ParsedFile, expected: str | None, name: str) -> str:
     return found[0]
 
 
-def resolve_attributions(
-    parsed: ParsedFile, source: Source, context: FlagContext
-) -> dict[tuple[int, str], Resolution]:
-    """Who pays for each attribution of the file (and, where tags name no PI, each sub-account).
-
-    Tags first; when they name no PI, the tagged project's owner; then the sub-account's
-    AccountMapping; else unattributed. PIs and projects are created on first sight.
-    Keys are (attribution id, sub-account) for attributions resolved by mapping, else (id, "").
-    """
-    table = parsed.charges
-    attributions = parsed.tag_reader.attributions
-    used = set(pc.unique(table.column("attribution")).to_pylist())
-
-    codes = {attributions[a][1] for a in used if attributions[a][1]}
-    # A PI tag that is not an email address ("n/a", "TBD") names nobody: those rows are attributed as
-    # if untagged (project owner, account mapping, else unattributed and flagged), never to a PI "n/a".
-    emails = {attributions[a][0] for a in used if _EMAIL.fullmatch(attributions[a][0])}
-    pis = dict(PI.objects.filter(email__in=emails).values_list("email", "pk"))
-    missing_pis = sorted(emails - set(pis))
-    if missing_pis:
-        PI.objects.bulk_create([PI(email=email) for email in missing_pis], ignore_conflicts=True)
-        pis.update(PI.objects.filter(email__in=missing_pis).values_list("email", "pk"))
-
-    project_fields = (
-        "project_id",
-        "pk",
-        "pi_id",
-        "pi__email",
-        "fund_org",
-        "cost_center",
-        "reference_1",
-        "reference_2",
+def resolve_attributions(parsed: ParsedFile, source: Source, context: FlagContext) -> Resolutions:
+    """Who pays for each charge of the file (see attribution.py); creates PIs and projects first seen."""
+    resolutions = attribution.resolve_attributions(
+        parsed.charges, parsed.tag_reader, parsed.texts, source, context
     )
-    projects = {
-        row[0]: row for row in Project.objects.filter(project_id__in=codes).values_list(*project_fields)
-    }
-    new_projects: dict[str, Project] = {}
-    for a in sorted(used):
-        email, code, fund_org, cost_center, ref1, ref2 = attributions[a]
-        if email in pis and code and code not in projects and code not in new_projects:
-            new_projects[code] = Project(
-                project_id=code,
-                pi_id=pis[email],
-                fund_org=fund_org,
-                cost_center=cost_center,
-                reference_1=ref1,
-                reference_2=ref2,
-            )
-    if new_projects:
-        Project.objects.bulk_create(new_projects.values(), ignore_conflicts=True)
-        projects.update(
-            {
-                row[0]: row
-                for row in Project.objects.filter(project_id__in=list(new_projects)).values_list(
-                    *project_fields
-                )
-            }
-        )
-
-    needs_mapping = [False] * len(attributions)
-    for a in used:
-        needs_mapping[a] = attributions[a][0] not in pis and attributions[a][1] not in projects
-    parsed.needs_mapping = needs_mapping
-    keys: set[tuple[int, str]] = {(a, "") for a in used if not needs_mapping[a]}
-    mapped_ids = [a for a in used if needs_mapping[a]]
-    if mapped_ids:
-        subset = table.filter(pc.is_in(table.column("attribution"), pa.array(mapped_ids, type=pa.int32())))
-        pairs = pa.table({"a": subset.column("attribution"), "s": subset.column("sub_account_id")})
-        pairs = pairs.group_by(["a", "s"]).aggregate([])
-        strings = parsed.texts.values
-        keys |= {
-            (a, strings[sid])
-            for a, sid in zip(pairs.column("a").to_pylist(), pairs.column("s").to_pylist(), strict=True)
-        }
-    subs = {sub for _, sub in keys if sub}
-    mappings: dict[str, AccountMapping] = {}
-    for mapping in AccountMapping.objects.filter(sub_account_id__in=subs).select_related("project__pi"):
-        # A mapping for this source wins over one for every source.
-        if mapping.source_id in (None, source.pk) and (
-            mapping.source_id == source.pk or mapping.sub_account_id not in mappings
-        ):
-            mappings[mapping.sub_account_id] = mapping
-
-    resolved: dict[tuple[int, str], Resolution] = {}
-    flag_cache: dict[tuple, tuple[list[Flag], str]] = {}
-    for a, sub in keys:
-        email, code, fund_org, cost_center, ref1, ref2 = attributions[a]
-        project = projects.get(code) if code else None
-        owner = project[3] if project else None
-        if email in pis:
-            res = Resolution(
-                pis[email],
-                project[1] if project else None,
-                email,
-                code,
-                fund_org or (project[4] if project else ""),
-                cost_center,
-                ref1,
-                ref2,
-                "tags",
-            )
-        elif project:
-            res = Resolution(
-                project[2],
-                project[1],
-                project[3],
-                code,
-                fund_org or project[4],
-                cost_center or project[5],
-                ref1 or project[6],
-                ref2 or project[7],
-                "project",
-            )
-        elif sub in mappings:
-            m = mappings[sub]
-            res = Resolution(
-                m.project.pi_id,
-                m.project_id,
-                m.project.pi.email,
-                m.project.project_id,
-                m.fund_org or m.project.fund_org,
-                m.project.cost_center,
-                m.project.reference_1,
-                m.project.reference_2,
-                "mapping",
-            )
-            owner = m.project.pi.email
-        else:
-            res = Resolution(None, None, email, code, fund_org, cost_center, ref1, ref2, "none")
-        flag_key = (res.pi_id is not None, res.project_code, res.fund_org, owner, res.pi_email)
-        if flag_key not in flag_cache:
-            flags = context.attribution_flags(
-                has_pi=res.pi_id is not None,
-                project_code=res.project_code,
-                fund_org=res.fund_org,
-                project_owner_email=owner,
-                pi_email=res.pi_email,
-            )
-            flag_cache[flag_key] = (flags, summarize(flags))
-        res.flags, res.summary = flag_cache[flag_key]
-        resolved[(a, sub)] = res
     release_unused_memory()
-    return resolved
+    return resolutions
 
 
 IDENTITY_FIELDS = (
@@ -398,7 +245,7 @@ def build_and_write(
     period: str,
     source: Source,
     import_id: int,
-    resolved: dict[tuple[int, str], Resolution],
+    resolved: Resolutions,
     context: FlagContext,
     carried: dict[tuple, list[CarriedDecision]],
 ) -> WriteResult:
@@ -420,14 +267,16 @@ def build_and_write(
     def rows() -> Iterator[tuple]:
         table = parsed.charges
         strings = parsed.texts.values
-        needs_mapping = parsed.needs_mapping
         tag_reader = parsed.tag_reader
         flagged, ok = Charge.ReviewState.FLAGGED.value, Charge.ReviewState.OK.value
+        group_flags = [flags for flags, _ in resolved.flag_groups]
+        group_state = pa.array([flagged if flags else ok for flags in group_flags], pa.string())
+        group_summary = pa.array([summary for _, summary in resolved.flag_groups], pa.string())
         for offset in range(0, table.num_rows, WRITE_SLICE_ROWS):
             release_unused_memory()  # the previous slice's Python values
             part = table.slice(offset, WRITE_SLICE_ROWS)
             n = part.num_rows
-            col = {name: part.column(name).to_pylist() for name in ("attribution", "lines")}
+            col = {"lines": part.column("lines").to_pylist()}
             for name in TEXT_COLUMNS - {"period"}:
                 col[name] = [strings[i] for i in part.column(name).to_pylist()]
             for name in ("charge_start", "charge_end"):
@@ -435,26 +284,23 @@ def build_and_write(
             for name in MONEY_NAMES:
                 col[name] = db_money(part.column(name))
             col["quantity"] = pc.cast(pc.round(part.column("quantity"), 6), pa.string()).to_pylist()
-            res = [
-                resolved[(a, sub if needs_mapping[a] else "")]
-                for a, sub in zip(col["attribution"], col["sub_account_id"], strict=True)
-            ]
-            states = [flagged if r.flags else ok for r in res]
-            summaries = [r.summary for r in res]
+            payer = resolved.table.take(
+                pa.array(resolved.rows_of(part.column("attribution"), part.column("sub_account_id")))
+            )
+            groups = payer.column("flag_group")
+            res = {
+                name: payer.column(name).to_pylist() for name in RESOLUTION_COLUMNS if name != "flag_group"
+            }
+            states = group_state.take(groups).to_pylist()
+            summaries = group_summary.take(groups).to_pylist()
             # Per-charge work only where rules, flags or carried decisions need it.
-            for i in range(n) if (context.rules or carried or any(r.flags for r in res)) else ():
-                r = res[i]
-                flags = r.flags
+            per_charge = context.rules or carried or flagged in states
+            group_of = groups.to_pylist() if per_charge else []
+            for i in range(n) if per_charge else ():
+                flags = group_flags[group_of[i]]
                 if context.rules:
                     values = {name: col[name][i] for name in RULE_FIELDS}
-                    values.update(
-                        pi_email=r.pi_email,
-                        project_code=r.project_code,
-                        fund_org=r.fund_org,
-                        cost_center=r.cost_center,
-                        reference_1=r.reference_1,
-                        reference_2=r.reference_2,
-                    )
+                    values.update({name: res[name][i] for name in PAYER_RULE_FIELDS})
                     rule_flags = context.rule_flags(values, source.pk)
                     if rule_flags:
                         flags = flags + rule_flags
@@ -462,12 +308,12 @@ def build_and_write(
                 if not flags and not carried:
                     continue
                 ident = (
-                    r.pi_email,
-                    r.project_code,
-                    r.fund_org,
-                    r.cost_center,
-                    r.reference_1,
-                    r.reference_2,
+                    res["pi_email"][i],
+                    res["project_code"][i],
+                    res["fund_org"][i],
+                    res["cost_center"][i],
+                    res["reference_1"][i],
+                    res["reference_2"][i],
                     col["sub_account_id"][i],
                     col["resource_id"][i],
                     col["resource_name"][i],
@@ -490,15 +336,15 @@ def build_and_write(
                 repeat(period_id, n),
                 repeat(source.pk, n),
                 repeat(import_id, n),
-                [r.pi_id for r in res],
-                [r.project_id for r in res],
-                [r.pi_email for r in res],
-                [r.project_code for r in res],
-                [r.fund_org for r in res],
-                [r.cost_center for r in res],
-                [r.reference_1 for r in res],
-                [r.reference_2 for r in res],
-                [r.source for r in res],
+                res["pi_id"],
+                res["project_id"],
+                res["pi_email"],
+                res["project_code"],
+                res["fund_org"],
+                res["cost_center"],
+                res["reference_1"],
+                res["reference_2"],
+                res["source"],
                 col["resource_id"],
                 col["resource_name"],
                 col["service_name"],

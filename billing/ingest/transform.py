@@ -42,7 +42,11 @@ KEY_COLUMNS = [
     "charge_category",
 ]
 ATTRIBUTION_FIELDS = ("pi_email", "project_code", "fund_org", "cost_center", "reference_1", "reference_2")
-NO_ATTRIBUTION: tuple[str, ...] = ("",) * len(ATTRIBUTION_FIELDS)
+# An attribution is kept as its fields joined by this separator: one string per distinct attribution
+# instead of a tuple of six (a million-row file can have hundreds of thousands). JSON text cannot
+# hold it unescaped, and decoded values have it removed (_clean).
+FIELD_SEPARATOR = "\x1f"
+NO_ATTRIBUTION = FIELD_SEPARATOR * (len(ATTRIBUTION_FIELDS) - 1)
 
 
 class Encoder:
@@ -76,9 +80,10 @@ class TagReader:
 
     keys: dict[str, str]  # attribution field -> tag key (lower case)
     prefixes: list[str]
-    attributions: list[tuple[str, ...]] = field(default_factory=lambda: [NO_ATTRIBUTION])
+    # Distinct attributions (fields joined by FIELD_SEPARATOR); an attribution id indexes this list.
+    attributions: list[str] = field(default_factory=lambda: [NO_ATTRIBUTION])
     tag_dictionaries: list[pa.Array] = field(default_factory=list)
-    _attribution_ids: dict[tuple[str, ...], int] = field(default_factory=lambda: {NO_ATTRIBUTION: 0})
+    _attribution_ids: dict[str, int] = field(default_factory=lambda: {NO_ATTRIBUTION: 0})
     _field_of_key: dict[str, int | None] = field(default_factory=dict)
 
     def parse(self, text: str) -> dict:
@@ -144,9 +149,14 @@ class TagReader:
             if index is None or raw is None:
                 continue
             values[index] = str(raw)
-        return self._id_of(tuple(_clean(v, i) for i, v in enumerate(values)))
+        return self._id_of(FIELD_SEPARATOR.join(_clean(v, i) for i, v in enumerate(values)))
 
-    def _id_of(self, attribution: tuple[str, ...]) -> int:
+    def attribution_columns(self) -> list[pa.Array]:
+        """The attributions as one string column per ATTRIBUTION_FIELDS entry, indexed by id."""
+        parts = pc.split_pattern(pa.array(self.attributions, pa.string()), FIELD_SEPARATOR)
+        return [pc.list_element(parts, i) for i in range(len(ATTRIBUTION_FIELDS))]
+
+    def _id_of(self, attribution: str) -> int:
         ident = self._attribution_ids.get(attribution)
         if ident is None:
             ident = len(self.attributions)
@@ -176,10 +186,10 @@ class TagReader:
             value = pc.utf8_trim_whitespace(pc.fill_null(value, ""))
             value = pc.if_else(pc.match_substring_regex(value, "^(?i:null|none)$"), "", value)
             columns.append(pc.utf8_lower(value) if index == 0 else value)
-        joined = pc.binary_join_element_wise(*columns, "\x1f")
+        joined = pc.binary_join_element_wise(*columns, FIELD_SEPARATOR)
         encoded = pc.dictionary_encode(joined)
         id_of_joined = np.fromiter(
-            (self._id_of(tuple(v.split("\x1f"))) for v in encoded.dictionary.to_pylist()),
+            (self._id_of(v) for v in encoded.dictionary.to_pylist()),
             dtype=np.int32,
             count=len(encoded.dictionary),
         )
@@ -219,7 +229,7 @@ def _valid_json_objects(texts: pa.Array) -> bool:
 
 
 def _clean(value: str, index: int) -> str:
-    value = value.strip()
+    value = value.replace(FIELD_SEPARATOR, "").strip()
     if value.upper() in ("NULL", "NONE"):
         return ""
     return value.lower() if index == 0 else value
