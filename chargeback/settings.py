@@ -166,7 +166,9 @@ CELERY_ACCEPT_CONTENT = ["json"]
 # an unacknowledged message to another worker after visibility_timeout seconds (Redis). JSON, e.g.
 # CELERY_BROKER_TRANSPORT_OPTIONS='{"visibility_timeout": 3600}'.
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
-CELERY_BROKER_TRANSPORT_OPTIONS = env.json("CELERY_BROKER_TRANSPORT_OPTIONS", default={"visibility_timeout": 3600})
+CELERY_BROKER_TRANSPORT_OPTIONS = env.json(
+    "CELERY_BROKER_TRANSPORT_OPTIONS", default={"visibility_timeout": 3600}
+)
 CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="celery")
 CELERY_RESULT_EXPIRES = 7 * 24 * 3600
 
@@ -277,7 +279,9 @@ SESSION_COOKIE_SAMESITE = CSRF_COOKIE_SAMESITE = "Lax"
 # Production: served over HTTPS (directly or behind the TLS proxy of TRUST_X_FORWARDED_PROTO).
 # Cookies only over HTTPS, plain HTTP redirected, HSTS. includeSubDomains and preload are
 # decisions about the whole domain: off unless set (their deploy checks are then silenced).
-OPENCHARGEBACK_HTTPS = env.bool("OPENCHARGEBACK_HTTPS", default=env.bool("TRUST_X_FORWARDED_PROTO", default=False))
+OPENCHARGEBACK_HTTPS = env.bool(
+    "OPENCHARGEBACK_HTTPS", default=env.bool("TRUST_X_FORWARDED_PROTO", default=False)
+)
 if OPENCHARGEBACK_HTTPS and not DEBUG:
     SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
     SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)

@@ -254,7 +254,9 @@ def _mapped_rows(
 ) -> tuple[pa.Table, list[str | None]]:
     """Rows for (attribution, sub-account) pairs: the sub-account's mapping, else unattributed."""
     mappings: dict[str, AccountMapping] = {}
-    for candidate in AccountMapping.objects.filter(sub_account_id__in=set(subs)).select_related("project__pi"):
+    for candidate in AccountMapping.objects.filter(sub_account_id__in=set(subs)).select_related(
+        "project__pi"
+    ):
         # A mapping for this source wins over one for every source.
         if candidate.source_id in (None, source.pk) and (
             candidate.source_id == source.pk or candidate.sub_account_id not in mappings

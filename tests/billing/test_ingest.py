@@ -1169,7 +1169,12 @@ def test_reader_killed_halfway_leaves_nothing(synthetic, tmp_path):
 
     # The next import sees that the killed run's process is gone, marks it failed, and imports.
     again = subprocess.run(
-        [sys.executable, "-c", REIMPORT, str(path)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", REIMPORT, str(path)],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert again.returncode == 0, again.stdout + again.stderr
     with sqlite3.connect(database) as db:
