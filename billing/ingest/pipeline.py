@@ -30,7 +30,7 @@ from .memory import release_unused_memory
 from .writer import write_charges
 
 # Re-aggregate partial sums once this many accumulate, so memory follows charges, not rows.
-COMBINE_EVERY_ROWS = 500_000
+COMBINE_EVERY_ROWS = 1_000_000
 # Rows handed to the vectorised transform at once (the reader's blocks are smaller).
 TRANSFORM_ROWS = 100_000
 # Charges turned into Python row values at once while writing.
@@ -122,9 +122,8 @@ def parse_file(path: Path, billing_settings: BillingSettings, name: str | None =
             partials.append(partial)
             pending_rows += partial.num_rows
             if pending_rows >= COMBINE_EVERY_ROWS and len(partials) > 1:
-                partials = [transform.combine(partials)]
+                partials = [_combined(partials, tag_reader)]
                 pending_rows = partials[0].num_rows
-                release_unused_memory()
     errors = focus.row_errors + errors
     if errors:
         errors.sort(key=lambda e: e.line or 0)
@@ -135,13 +134,23 @@ def parse_file(path: Path, billing_settings: BillingSettings, name: str | None =
         )
     if stats.rows == 0:
         raise IngestError(f"{label} has a header but no data rows")
-    release_unused_memory()
-    charges = transform.combine(partials) if len(partials) > 1 else partials[0]
+    charges = _combined(partials, tag_reader)
     del partials
-    release_unused_memory()
     return ParsedFile(
         charges=charges, stats=stats, tag_reader=tag_reader, texts=texts, periods=sorted(stats.periods)
     )
+
+
+def _combined(partials: list[pa.Table], tag_reader: transform.TagReader) -> pa.Table:
+    """The partial sums as one row per charge key, holding only the Tags values its charges use."""
+    release_unused_memory()
+    table = transform.combine(partials) if len(partials) > 1 else partials[0]
+    partials.clear()
+    table = table.set_column(
+        table.schema.get_field_index("tags"), "tags", tag_reader.compact(table.column("tags"))
+    )
+    release_unused_memory()
+    return table
 
 
 def _regrouped(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:

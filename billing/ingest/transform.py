@@ -82,7 +82,8 @@ class TagReader:
     prefixes: list[str]
     # Distinct attributions (fields joined by FIELD_SEPARATOR); an attribution id indexes this list.
     attributions: list[str] = field(default_factory=lambda: [NO_ATTRIBUTION])
-    tag_dictionaries: list[pa.Array] = field(default_factory=list)
+    # Per batch: its distinct Tags values and, per row, which one (None: one value per row).
+    tag_batches: list[tuple[pa.Array, pa.Array | None]] = field(default_factory=list)
     _attribution_ids: dict[str, int] = field(default_factory=lambda: {NO_ATTRIBUTION: 0})
     _field_of_key: dict[str, int | None] = field(default_factory=dict)
 
@@ -102,11 +103,32 @@ class TagReader:
         return value
 
     def keep_texts(self, encoded: pa.DictionaryArray) -> pa.Array:
-        """Ids of a batch's Tags values without a Python pass over them: the batch's dictionary is
-        kept, and an id is (batch number << 32) + position in it."""
-        batch = len(self.tag_dictionaries)
-        self.tag_dictionaries.append(encoded.dictionary)
-        return pc.add(pc.cast(encoded.indices, pa.int64()), pa.scalar(batch << 32, pa.int64()))
+        """Ids of a batch's Tags values without a Python pass over them: the batch's distinct values
+        and row indices are kept, and an id is (batch number << 32) + row number in the batch, so the
+        highest id of a charge is its last row, however the file was split into batches."""
+        batch = len(self.tag_batches)
+        self.tag_batches.append((encoded.dictionary, encoded.indices))
+        rows = np.arange(len(encoded), dtype=np.int64) + (batch << 32)
+        return pa.array(rows)
+
+    def _values(self, batch: int, rows: np.ndarray) -> pa.Array:
+        values, indices = self.tag_batches[batch]
+        positions = pa.array(rows) if indices is None else indices.take(pa.array(rows))
+        return values.take(positions)
+
+    def compact(self, tag_ids: pa.ChunkedArray | pa.Array) -> pa.Array:
+        """Keep only the Tags values `tag_ids` still refer to (the ids of the charges summed so far),
+        so that memory follows charges, not rows, when tags differ row by row (a timestamp tag).
+        Returns the new ids, in the same order as the old ones, so the highest is still the latest."""
+        unique, new_ids = np.unique(np.asarray(tag_ids.to_numpy()), return_inverse=True)
+        batches, rows = unique >> 32, unique & 0xFFFFFFFF
+        pieces = [
+            # large_string: the values kept may together exceed a string array's 2 GB of offsets.
+            pc.cast(self._values(int(b), rows[batches == b]), pa.large_string())
+            for b in np.unique(batches)
+        ]
+        self.tag_batches = [(pa.concat_arrays(pieces) if pieces else pa.array([], pa.large_string()), None)]
+        return pa.array(new_ids.astype(np.int64))
 
     def texts_of(self, tag_ids: pa.ChunkedArray | pa.Array) -> list[str]:
         """Tags values of many ids as stored JSON text ('{}' when empty, Azure's missing braces
@@ -116,7 +138,8 @@ class TagReader:
         out: list[str] = [""] * len(ids)
         for batch in np.unique(batches):
             where = np.nonzero(batches == batch)[0]
-            text = pc.utf8_trim_whitespace(self.tag_dictionaries[int(batch)].take(pa.array(positions[where])))
+            taken = pc.cast(self._values(int(batch), positions[where]), pa.string())
+            text = pc.utf8_trim_whitespace(taken)
             text = pc.if_else(pc.equal(text, ""), "{}", text)
             bare = pc.invert(pc.starts_with(text, "{"))
             text = pc.if_else(bare, pc.binary_join_element_wise("{", text, "}", ""), text)

@@ -279,6 +279,60 @@ def test_synthetic_other_providers_and_gzip(sources, synthetic, provider, name):
     assert_matches_manifest(outcome, path, manifest)
 
 
+CHARGE_FIELDS = (
+    *pipeline.IDENTITY_FIELDS,
+    "billed_cost",
+    "list_cost",
+    "effective_cost",
+    "quantity",
+    "line_count",
+    "charge_period_start",
+    "charge_period_end",
+    "tags",
+    "review_state",
+    "flag_summary",
+)
+
+
+def test_many_small_batches_sum_to_the_same_charges(sources, synthetic, settings, monkeypatch, tmp_path):
+    """Small reader blocks and frequent re-aggregation (with Tags values compacted each time) give
+    exactly the charges of a single-batch run, including which row's Tags a charge keeps."""
+    path, manifest = synthetic(rows=3000, provider="aws", seed=11, grain="hourly")
+    # One resource's rows differ only in a tag no attribution reads, as a timestamp tag would.
+    rows = [
+        focus_row(ChargePeriodStart=f"2025-01-01T{h:02d}:00:00Z", Tags=tags(**ADA, created=f"t{h}"))
+        for h in range(24)
+    ]
+    (tmp_path / "extra").mkdir()
+    extra = write_focus(tmp_path / "extra" / "aws_2025-01.csv", rows)
+
+    def charges_of_run() -> list[tuple]:
+        ingest(path, force=True)
+        ingest(extra, force=True, append=True)
+        values = list(Charge.objects.values_list(*CHARGE_FIELDS).order_by(*CHARGE_FIELDS))
+        Charge.objects.all().delete()
+        return values
+
+    whole = charges_of_run()
+    settings.OPENCHARGEBACK_INGEST_BLOCK_BYTES = 16 * 1024
+    monkeypatch.setattr(pipeline, "TRANSFORM_ROWS", 40)
+    monkeypatch.setattr(pipeline, "COMBINE_EVERY_ROWS", 100)
+    compacted = []
+    real_compact = pipeline.transform.TagReader.compact
+    monkeypatch.setattr(
+        pipeline.transform.TagReader,
+        "compact",
+        lambda self, ids: compacted.append(len(self.tag_batches)) or real_compact(self, ids),
+    )
+    in_pieces = charges_of_run()
+
+    assert len(compacted) > 10 and max(compacted) > 1  # really re-aggregated, from several batches
+    assert in_pieces == whole
+    assert sum(row[CHARGE_FIELDS.index("line_count")] for row in whole) == manifest["rows"] + len(rows)
+    (kept,) = [row for row in whole if row[CHARGE_FIELDS.index("line_count")] == 24]
+    assert kept[CHARGE_FIELDS.index("tags")]["created"] == "t23"  # the last row's Tags
+
+
 def test_same_file_again_is_refused_and_writes_nothing(sources, synthetic):
     path, _ = synthetic(rows=500, seed=1)
     first = ingest(path)
