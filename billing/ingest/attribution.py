@@ -22,20 +22,16 @@ import pyarrow.compute as pc
 from billing.models import PI, AccountMapping, Project, Source
 
 from .flagging import Flag, FlagContext, summarize
-from .transform import Encoder, TagReader
+from .transform import ATTRIBUTION_FIELDS, Encoder, TagReader
 
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
 # Columns of a Resolutions table, one row per attribution and then one per mapped (attribution, sub-account).
+# The payer's text fields are the attribution fields of tags (transform.ATTRIBUTION_FIELDS).
 RESOLUTION_COLUMNS = (
     "pi_id",
     "project_id",
-    "pi_email",
-    "project_code",
-    "fund_org",
-    "cost_center",
-    "reference_1",
-    "reference_2",
+    *ATTRIBUTION_FIELDS,
     "source",  # tags, project, mapping, none
     "flag_group",  # index into Resolutions.flag_groups
 )

@@ -27,6 +27,7 @@ from .attribution import RESOLUTION_COLUMNS, Resolutions
 from .errors import IngestError, RowError
 from .flagging import Flag, FlagContext, summarize
 from .memory import release_unused_memory
+from .transform import ATTRIBUTION_FIELDS
 from .writer import write_charges
 
 # Re-aggregate partial sums once this many accumulate, so memory follows charges, not rows.
@@ -36,8 +37,7 @@ TRANSFORM_ROWS = 100_000
 # Charges turned into Python row values at once while writing.
 WRITE_SLICE_ROWS = 50_000
 MONEY_NAMES = ("list_cost", "contracted_cost", "billed_cost", "effective_cost")
-# Fields of the payer a flag rule can test, besides RULE_FIELDS of the charge.
-PAYER_RULE_FIELDS = ("pi_email", "project_code", "fund_org", "cost_center", "reference_1", "reference_2")
+# Fields of the charge a flag rule can test, besides those of its payer (ATTRIBUTION_FIELDS).
 RULE_FIELDS = (
     "resource_id",
     "resource_name",
@@ -203,12 +203,7 @@ def resolve_attributions(parsed: ParsedFile, source: Source, context: FlagContex
 
 
 IDENTITY_FIELDS = (
-    "pi_email",
-    "project_code",
-    "fund_org",
-    "cost_center",
-    "reference_1",
-    "reference_2",
+    *ATTRIBUTION_FIELDS,
     "sub_account_id",
     "resource_id",
     "resource_name",
@@ -309,7 +304,7 @@ def build_and_write(
                 flags = group_flags[group_of[i]]
                 if context.rules:
                     values = {name: col[name][i] for name in RULE_FIELDS}
-                    values.update({name: res[name][i] for name in PAYER_RULE_FIELDS})
+                    values.update({name: res[name][i] for name in ATTRIBUTION_FIELDS})
                     rule_flags = context.rule_flags(values, source.pk)
                     if rule_flags:
                         flags = flags + rule_flags
@@ -317,12 +312,7 @@ def build_and_write(
                 if not flags and not carried:
                     continue
                 ident = (
-                    res["pi_email"][i],
-                    res["project_code"][i],
-                    res["fund_org"][i],
-                    res["cost_center"][i],
-                    res["reference_1"][i],
-                    res["reference_2"][i],
+                    *(res[name][i] for name in ATTRIBUTION_FIELDS),
                     col["sub_account_id"][i],
                     col["resource_id"][i],
                     col["resource_name"][i],
