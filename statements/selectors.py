@@ -461,6 +461,11 @@ def statement_totals(statements: QuerySet[Statement]) -> StatementTotals:
     )
 
 
+def period_statement_totals(period: BillingPeriod) -> StatementTotals:
+    """Totals of the period's statements in force: what its PIs are billed, under the cent rule."""
+    return statement_totals(current_statements(period))
+
+
 def statement_versions(statement: Statement) -> QuerySet[Statement]:
     """Every version of the statement's number, newest first."""
     return Statement.objects.filter(period_id=statement.period_id, sequence=statement.sequence).order_by(

@@ -313,6 +313,9 @@ def test_periods_show_text(reference_month):
     assert "59 charges · 7 PIs · 10 projects · 0 flagged" in result.out
     assert "list $32,260.00 · discount $12,033.00 · billed $20,227.00" in result.out
     assert "zorp.blinkman@example.edu" in result.out and "$2,307.75" in result.out
+    assert "statements: none yet (openchargeback generate -p 2025-01)" in result.out
+    doc = run("periods", "show", "2025-01", "--format", "json").json()
+    assert doc["statements"]["count"] == 0 and doc["statements"]["due"]["cents"] == 0
 
 
 def test_periods_show_and_subcommand_errors():
@@ -631,6 +634,11 @@ def test_demo_loads_everything_and_is_idempotent(demo_dir, monkeypatch):
     # Statements under the cent rule: each source x service line rounded once, half-up.
     assert doc["statements"]["counts"]["statements"] == 8
     assert doc["statements"]["totals"]["billed"]["cents"] == 556029
+    # The period summary says what the statements bill (cent rule) beside the exact billable sum.
+    assert doc["summary"]["billable"]["amount"] == "5560.2808220393"
+    assert doc["summary"]["statements"]["count"] == 8
+    assert doc["summary"]["statements"]["due"]["cents"] == 556029
+    assert doc["summary"]["statements"]["unsent"] == 0
 
     second = run("demo", "--format", "json")
     assert second.code == 0, second.err
@@ -651,6 +659,7 @@ def test_demo_text_output(demo_dir, monkeypatch):
     # The demo issues the statements too, which closes the period.
     assert "Period 2026-10 (closed)" in result.out and "billed $5,599.71" in result.out
     assert "Total due $5,560.29" in result.out and "Sent 5 emails of 5." in result.out
+    assert "statements: 8 current · due $5,560.29 (each line rounded to the cent) · 0 unsent" in result.out
     line = next(x for x in result.out.splitlines() if x.startswith("Admin user created: admin / "))
     password = line.rsplit(" ", 1)[1]
     assert len(password) >= 12 and get_user_model().objects.get(username="admin").check_password(password)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from billing.selectors import PeriodSummary, ProjectTotals
 from billing.services import ImportOutcome
 from chargeback.commands import ReportingCommand, refusal_errors, refusal_text
 from chargeback.errors import Refused
 from chargeback.money import ZERO
+
+if TYPE_CHECKING:
+    from statements.selectors import StatementTotals
 
 UNATTRIBUTED = "(unattributed)"
 
@@ -130,7 +133,9 @@ def project_totals_json(cmd: ReportingCommand, row: ProjectTotals) -> dict[str, 
     }
 
 
-def period_summary_json(cmd: ReportingCommand, summary: PeriodSummary) -> dict[str, Any]:
+def period_summary_json(
+    cmd: ReportingCommand, summary: PeriodSummary, statements: StatementTotals
+) -> dict[str, Any]:
     period = summary.period
     return {
         "period": period.period,
@@ -147,10 +152,18 @@ def period_summary_json(cmd: ReportingCommand, summary: PeriodSummary) -> dict[s
         "billable": cmd.money(summary.billable_total),
         "by_source": {slug: cmd.money(billed) for slug, billed in summary.by_source.items()},
         "by_pi_project": [project_totals_json(cmd, row) for row in summary.by_project],
+        "statements": {
+            "count": statements.statements,
+            "pis": statements.pis,
+            "list": cmd.money(statements.list_total),
+            "discount": cmd.money(statements.discount_total),
+            "due": cmd.money(statements.billed_total),
+            "unsent": statements.unsent,
+        },
     }
 
 
-def period_summary_text(cmd: ReportingCommand, summary: PeriodSummary) -> None:
+def period_summary_text(cmd: ReportingCommand, summary: PeriodSummary, statements: StatementTotals) -> None:
     period = summary.period
     cmd.line(f"Period {period.period} ({period.status})")
     cmd.line(
@@ -162,6 +175,13 @@ def period_summary_text(cmd: ReportingCommand, summary: PeriodSummary) -> None:
         f"  list {cmd.fmt(summary.list_total)} · discount {cmd.fmt(summary.discount)} · "
         f"billed {cmd.fmt(summary.billed_total)} · billable (ok + approved) {cmd.fmt(summary.billable_total)}"
     )
+    if statements.statements:
+        cmd.line(
+            f"  statements: {statements.statements:,} current · due {cmd.fmt(statements.billed_total)} "
+            f"(each line rounded to the cent) · {statements.unsent:,} unsent"
+        )
+    else:
+        cmd.line(f"  statements: none yet (openchargeback generate -p {period.period})")
     if summary.by_source:
         cmd.line()
         cmd.table(

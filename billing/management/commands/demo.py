@@ -21,6 +21,7 @@ from billing import selectors, services
 from billing.ingest import pipeline
 from chargeback.commands import AlreadyReported, ReportingCommand
 from chargeback.errors import Refused
+from statements import selectors as statement_selectors
 
 from ._output import FileResult, file_result_json, file_result_text, period_summary_json, period_summary_text
 
@@ -86,6 +87,7 @@ class Command(ReportingCommand):
         admin = self._admin()
         statements = self._statements() if not any(not r.ok for r in results) else None
         summary = selectors.period_summary(selectors.period_get(DEMO_PERIOD))
+        statement_totals = statement_selectors.period_statement_totals(summary.period)
         failed = [r for r in results if not r.ok]
         next_steps = [
             "openchargeback runserver",
@@ -110,14 +112,14 @@ class Command(ReportingCommand):
                     "skipped": sum(1 for r in results if r.skipped),
                     "failed": len(failed),
                     "admin": admin,
-                    "summary": period_summary_json(self, summary),
+                    "summary": period_summary_json(self, summary, statement_totals),
                     "statements": statements,
                     "next_steps": next_steps,
                 }
             )
         else:
             self.line()
-            period_summary_text(self, summary)
+            period_summary_text(self, summary, statement_totals)
             self.line()
             if admin["created"]:
                 self.line(f"Admin user created: {ADMIN_USERNAME} / {admin['password']}")

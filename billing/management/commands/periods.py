@@ -9,6 +9,7 @@ from django.core.management.base import CommandParser
 from billing import selectors, services
 from billing.models import BillingPeriod
 from chargeback.commands import ReportingCommand
+from statements import selectors as statement_selectors
 
 from ._output import period_summary_json, period_summary_text
 
@@ -87,10 +88,14 @@ class Command(ReportingCommand):
 
     def _show(self, period: str) -> None:
         summary = selectors.period_summary(selectors.period_get(period))
+        # What PIs are billed, under the cent rule: it can differ by cents from the exact sums above.
+        statements = statement_selectors.statement_totals(
+            statement_selectors.current_statements(summary.period)
+        )
         if self.is_json:
-            self.emit(period_summary_json(self, summary))
+            self.emit(period_summary_json(self, summary, statements))
         else:
-            period_summary_text(self, summary)
+            period_summary_text(self, summary, statements)
 
     def _transition(self, action: str, options: dict[str, Any]) -> None:
         period = options["period"]
