@@ -95,9 +95,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         {
             "transaction_mode": "IMMEDIATE",
             "timeout": 30,
-            # A 256 MB page cache keeps index maintenance of large imports in memory.
+            # A 64 MB page cache per connection: enough for the index maintenance of a 1M-charge import
+            # (measured no faster at 256 MB), and affordable for every web worker's connection.
             "init_command": (
-                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-262144; "
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-65536; "
                 "PRAGMA temp_store=MEMORY;"
             ),
         }

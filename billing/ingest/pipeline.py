@@ -115,6 +115,7 @@ def parse_file(path: Path, billing_settings: BillingSettings, name: str | None =
     first_line = 2  # line 1 is the header
     for batch in _regrouped(reader.iter_batches(focus, django_settings.OPENCHARGEBACK_INGEST_BLOCK_BYTES)):
         partial = transform.transform_batch(batch, first_line, tag_reader, texts, errors, stats)
+        release_unused_memory()  # the batch's temporaries (its text, Python strings of its tags)
         first_line += batch.num_rows
         if len(errors) >= IngestError.MAX_ROW_ERRORS:
             break
