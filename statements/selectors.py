@@ -11,6 +11,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
+from itertools import groupby
+from operator import itemgetter
 from typing import Any
 
 from django.conf import settings
@@ -174,55 +176,53 @@ def statement_drafts(period: BillingPeriod, *, pi_email: str | None = None) -> P
     charges = Charge.objects.filter(period=period)
     if pi_email:
         charges = charges.filter(pi__email=pi_email.strip().lower())
-    groups: dict[tuple[int, str], _Group] = defaultdict(_Group)
-    billable = set(BILLABLE_STATES)
-    for row in charges.values_list(*_CHARGE_FIELDS).order_by().iterator(chunk_size=10000):
-        pi_id, code, state = row[0], row[1], row[2]
-        if state == Charge.ReviewState.REJECTED:
-            result.rejected_count += 1
-            result.rejected_billed += row[11]
-            if pi_id is not None:
-                groups[(pi_id, code)].rejected += 1
-            continue
-        if state == Charge.ReviewState.FLAGGED:
-            result.held_back_count += 1
-            result.held_back_billed += row[11]
-            group = groups[(pi_id if pi_id is not None else 0, code)]
-            group.held_count += 1
-            group.held_exact += row[11]
-            continue
-        if state not in billable:
-            continue
-        if pi_id is None:
-            result.unbillable_count += 1
-            result.unbillable_billed += row[11]
-            continue
-        group = groups[(pi_id, code)]
-        group.charges.append(row)
-        group.fund_orgs[row[12]] += 1
-        for name, value in zip(("cost_center", "reference_1", "reference_2"), row[13:16], strict=True):
-            group.references[name][value] += 1
-
-    pi_ids = {key[0] for key in groups if key[0]}
-    pis = {pi.pk: pi for pi in PI.objects.filter(pk__in=pi_ids)}
-    codes = {key[1] for key, group in groups.items() if group.charges and key[1]}
-    projects = {p.project_id: p for p in Project.objects.filter(project_id__in=codes)}
+    # Read in PI × project order, one statement's charges at a time: only the drafts stay in memory,
+    # not every charge of a million-charge period.
+    pis = {pi.pk: pi for pi in PI.objects.filter(pk__in=charges.values("pi_id"))}
+    projects = {
+        p.project_id: p for p in Project.objects.filter(project_id__in=charges.values("project_code"))
+    }
     sources = {s.pk: s for s in Source.objects.all()}
-
-    for (pi_id, code), group in sorted(
-        groups.items(), key=lambda item: (pis[item[0][0]].email if item[0][0] in pis else "", item[0][1])
-    ):
-        pi = pis.get(pi_id)
+    billable = set(BILLABLE_STATES)
+    found: list[tuple[tuple[str, str], StatementDraft | HeldBack]] = []
+    rows = charges.values_list(*_CHARGE_FIELDS).order_by("pi_id", "project_code").iterator(chunk_size=10000)
+    for (pi_id, code), chunk in groupby(rows, key=itemgetter(0, 1)):
+        group = _Group()
+        for row in chunk:
+            state = row[2]
+            if state == Charge.ReviewState.REJECTED:
+                result.rejected_count += 1
+                result.rejected_billed += row[11]
+                group.rejected += 1
+            elif state == Charge.ReviewState.FLAGGED:
+                result.held_back_count += 1
+                result.held_back_billed += row[11]
+                group.held_count += 1
+                group.held_exact += row[11]
+            elif state not in billable:
+                continue
+            elif pi_id is None:
+                result.unbillable_count += 1
+                result.unbillable_billed += row[11]
+            else:
+                group.charges.append(row)
+                group.fund_orgs[row[12]] += 1
+                for name, value in zip(
+                    ("cost_center", "reference_1", "reference_2"), row[13:16], strict=True
+                ):
+                    group.references[name][value] += 1
+        pi = pis.get(pi_id) if pi_id is not None else None
+        order = (pi.email if pi else "", code)
         if not group.charges:
             if group.held_count:
-                result.held_back_elsewhere.append(
-                    HeldBack(pi.email if pi else "", code, group.held_count, group.held_exact)
+                found.append(
+                    (order, HeldBack(pi.email if pi else "", code, group.held_count, group.held_exact))
                 )
             continue
         assert pi is not None
-        project = projects.get(code)
+        project = projects.get(code) if code else None
         draft = StatementDraft(
-            pi_id=pi_id,
+            pi_id=pi.pk,
             pi_email=pi.email,
             project_code=code,
             currency=currency,
@@ -243,7 +243,13 @@ def statement_drafts(period: BillingPeriod, *, pi_email: str | None = None) -> P
         )
         _fill_lines_and_details(draft, group.charges, sources)
         draft.content_hash = _content_hash(draft)
-        result.drafts[draft.key] = draft
+        found.append((order, draft))
+
+    for _, item in sorted(found, key=itemgetter(0)):
+        if isinstance(item, HeldBack):
+            result.held_back_elsewhere.append(item)
+        else:
+            result.drafts[item.key] = item
     return result
 
 
