@@ -166,6 +166,41 @@ def test_flagged_held_back_rejected_excluded_and_withdrawn(db):
     assert selectors.period_statement_problems(period) == []
 
 
+def test_drafts_gather_each_statement_whatever_the_order_of_its_charges(db):
+    """Charges are read one PI × project at a time: interleaved ids, sources, a PI with two
+    projects, a project code without a project, and charges without a PI all land where they belong."""
+    period = PeriodFactory(period="2025-06", status="closed")
+    aws, hpc = SourceFactory(slug="aws"), SourceFactory(slug="hpc")
+    ada = PIFactory(email="ada@uni.example")
+    first, second = ProjectFactory(project_id="p-b", pi=ada), ProjectFactory(project_id="p-a", pi=ada)
+    other = ProjectFactory(project_id="p-c", pi__email="bo@uni.example")
+    for i in range(4):  # interleaved: each statement's charges are far apart in id order
+        for project in (first, other, second):
+            ChargeFactory(
+                period=period, source=(aws, hpc)[i % 2], project=project, billed_cost=Decimal("1.25")
+            )
+        ChargeFactory(
+            period=period, source=aws, project=None, pi=ada, pi_email=ada.email, project_code="loose"
+        )
+        ChargeFactory(
+            period=period, source=aws, project=None, billed_cost=Decimal("3"), review_state="flagged"
+        )
+        ChargeFactory(period=period, source=hpc, project=None, billed_cost=Decimal("2"))
+
+    drafts = selectors.statement_drafts(period)
+
+    assert [(d.pi_email, d.project_code, d.charge_count, d.billed_total) for d in drafts.drafts.values()] == [
+        ("ada@uni.example", "loose", 4, Decimal("340.00")),
+        ("ada@uni.example", "p-a", 4, Decimal("5.00")),
+        ("ada@uni.example", "p-b", 4, Decimal("5.00")),
+        ("bo@uni.example", "p-c", 4, Decimal("5.00")),
+    ]
+    assert [len(d.lines) for d in drafts.drafts.values()] == [1, 2, 2, 2]
+    assert (drafts.unbillable_count, drafts.unbillable_billed) == (4, Decimal("8"))
+    assert [(h.pi_email, h.count, h.billed) for h in drafts.held_back_elsewhere] == [("", 4, Decimal("12"))]
+    assert drafts.held_back_count == 4
+
+
 def test_cent_rule_each_line_rounded_once_total_is_sum_of_lines(db):
     period = PeriodFactory(period="2025-04", status="closed")
     aws, hpc = SourceFactory(slug="aws"), SourceFactory(slug="hpc")
