@@ -110,38 +110,28 @@ class GenerateOutcome:
         return sum((s.list_total for s in self.statements), ZERO)
 
 
-def _result(status: str, draft: StatementDraft, number: str, version: int, **extra: Any) -> StatementResult:
+def _result(
+    status: str, totals: StatementDraft | Statement, number: str, version: int, **extra: Any
+) -> StatementResult:
+    """One statement of an outcome; `totals` is the draft it is issued from, or the statement as it stands."""
     return StatementResult(
         status=status,
         number=number,
         version=version,
-        pi_email=draft.pi_email,
-        project_code=draft.project_code,
-        fund_org=draft.fund_org,
-        list_total=draft.list_total,
-        discount_total=draft.discount_total,
-        billed_total=draft.billed_total,
-        held_back_count=draft.held_back_count,
-        held_back_amount=draft.held_back_amount,
+        pi_email=totals.pi_email,
+        project_code=totals.project_code,
+        fund_org=totals.fund_org,
+        list_total=totals.list_total,
+        discount_total=totals.discount_total,
+        billed_total=totals.billed_total,
+        held_back_count=totals.held_back_count,
+        held_back_amount=totals.held_back_amount,
         **extra,
     )
 
 
 def _statement_result(status: str, statement: Statement) -> StatementResult:
-    return StatementResult(
-        status=status,
-        number=statement.number,
-        version=statement.version,
-        pi_email=statement.pi_email,
-        project_code=statement.project_code,
-        fund_org=statement.fund_org,
-        list_total=statement.list_total,
-        discount_total=statement.discount_total,
-        billed_total=statement.billed_total,
-        held_back_count=statement.held_back_count,
-        held_back_amount=statement.held_back_amount,
-        statement_id=statement.pk,
-    )
+    return _result(status, statement, statement.number, statement.version, statement_id=statement.pk)
 
 
 def statement_number(period: str, sequence: int) -> str:
