@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
+from django.core.management.base import CommandParser
 
 from chargeback.commands import ReportingCommand
 from chargeback.errors import Refused
@@ -65,6 +66,16 @@ class RunReport:
     failed: list[Delivery] = field(default_factory=list)
     unfinished: list[Delivery] = field(default_factory=list)
     waited: bool = True
+
+
+def add_wait_arguments(parser: CommandParser) -> None:
+    """--no-wait and --timeout, for commands that hand work to the task queue."""
+    parser.add_argument(
+        "--no-wait", action="store_true", help="with workers: return once the tasks are queued"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=0, help="seconds to wait for the workers (default: no limit)"
+    )
 
 
 def run_and_wait(

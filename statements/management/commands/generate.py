@@ -11,6 +11,7 @@ from chargeback.commands import AlreadyReported, ReportingCommand
 from statements import services
 
 from ._statements import (
+    add_wait_arguments,
     failure_message,
     generate_json,
     generate_text,
@@ -37,12 +38,7 @@ class Command(ReportingCommand):
             "--dry-run", action="store_true", help="write nothing; print what would be issued"
         )
         parser.add_argument("--send", action="store_true", help="email each PI with unsent statements")
-        parser.add_argument(
-            "--no-wait", action="store_true", help="with workers: return once the tasks are queued"
-        )
-        parser.add_argument(
-            "--timeout", type=float, default=0, help="seconds to wait for the workers (default: no limit)"
-        )
+        add_wait_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         period = validate_period(options["period"])

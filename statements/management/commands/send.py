@@ -10,7 +10,15 @@ from billing.selectors import period_get, validate_period
 from chargeback.commands import AlreadyReported, ReportingCommand
 from statements import selectors, services
 
-from ._statements import failure_message, queue_json, queue_text, report_json, report_text, run_and_wait
+from ._statements import (
+    add_wait_arguments,
+    failure_message,
+    queue_json,
+    queue_text,
+    report_json,
+    report_text,
+    run_and_wait,
+)
 
 
 class Command(ReportingCommand):
@@ -24,12 +32,7 @@ class Command(ReportingCommand):
         parser.add_argument("-p", "--period", required=True, help="billing period YYYY-MM")
         parser.add_argument("--pi", metavar="EMAIL", help="only this PI")
         parser.add_argument("--resend-failed", action="store_true", help="queue failed deliveries again")
-        parser.add_argument(
-            "--no-wait", action="store_true", help="with workers: return once the tasks are queued"
-        )
-        parser.add_argument(
-            "--timeout", type=float, default=0, help="seconds to wait for the workers (default: no limit)"
-        )
+        add_wait_arguments(parser)
 
     def handle(self, *args: Any, **options: Any) -> None:
         period = validate_period(options["period"])
