@@ -46,6 +46,12 @@ BILLING_MODELS = (
     "chargeflag",
     "flagrule",
     "reviewlog",
+    "rate",
+    "subsidy",
+    "usagefile",
+    "rerate",
+    "chargerating",
+    "chargesubsidy",
 )
 STATEMENT_MODELS = ("statement", "statementline", "delivery")
 JOURNAL_MODELS = ("journalsettings", "journalformat", "journalexport")
@@ -79,6 +85,13 @@ ROLE_PERMISSIONS: dict[str, tuple[str, ...]] = {
         "billing.change_accountmapping",
         "billing.delete_accountmapping",
         "billing.delete_flagrule",
+        # Rated usage: rates and subsidies, and re-rating an open period.
+        "billing.add_rate",
+        "billing.change_rate",
+        "billing.delete_rate",
+        "billing.add_subsidy",
+        "billing.change_subsidy",
+        "billing.add_rerate",
         "journals.change_journalsettings",
         "journals.add_journalformat",
         "journals.change_journalformat",

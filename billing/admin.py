@@ -1365,3 +1365,7 @@ class AccountMappingAdmin(admin.ModelAdmin):
         except Refused as exc:
             messages.error(request, str(exc))
             return HttpResponseRedirect(request.get_full_path())
+
+
+# Rates, subsidies, usage files and re-ratings (billing/rating) register their own screens.
+from .rating import admin as rating_admin  # noqa: E402, F401

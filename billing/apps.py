@@ -20,5 +20,9 @@ class BillingConfig(AppConfig):
             models.AccountMapping,
             models.Import,
             models.FlagRule,
+            models.Rate,
+            models.Subsidy,
+            models.UsageFile,
+            models.Rerate,
         ):
             auditlog.register(model)

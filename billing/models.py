@@ -433,3 +433,37 @@ class ReviewLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} charge {self.charge_id} by {self.actor_name}"
+
+
+# Rates, subsidies and rated usage live in their own package (billing/rating); their models belong
+# to this app, so they are imported here for Django to find them.
+from .rating.models import (  # noqa: E402
+    ChargeRating,
+    ChargeSubsidy,
+    Rate,
+    Rerate,
+    Subsidy,
+    UsageFile,
+)
+
+__all__ = [
+    "PI",
+    "AccountMapping",
+    "BillingPeriod",
+    "BillingSettings",
+    "Charge",
+    "ChargeFlag",
+    "ChargeRating",
+    "ChargeSubsidy",
+    "FlagReason",
+    "FlagRule",
+    "Import",
+    "PeriodTransition",
+    "Project",
+    "Rate",
+    "Rerate",
+    "ReviewLog",
+    "Source",
+    "Subsidy",
+    "UsageFile",
+]

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from django.core.files import File
 from django.core.files.storage import FileSystemStorage
@@ -46,6 +46,9 @@ from .models import (
     ReviewLog,
     Source,
 )
+
+if TYPE_CHECKING:
+    from .rating.ingest import RatedImport
 
 logger = logging.getLogger(__name__)
 Status = BillingPeriod.Status
@@ -293,9 +296,11 @@ def import_file(
     actor: Any = None,
     actor_name: str = "",
     original_name: str | None = None,
+    rated: RatedImport | None = None,
 ) -> ImportOutcome:
     """Import one FOCUS file all or nothing. Raises Refused/IngestError; a real run that fails
-    leaves only its failed Import record."""
+    leaves only its failed Import record. `rated`: the file is rated usage (billing.rating), which
+    says which imports it replaces and records how its charges were priced."""
     path = Path(path)
     source_obj = source if isinstance(source, Source) else selectors.source_get(source)
     if period:
@@ -304,7 +309,7 @@ def import_file(
         raise IngestError(f"file not found: {path}")
     name = original_name or path.name
     if dry_run:
-        return _import_dry_run(path, source_obj, period, append, force, pipeline.sha256_of(path), name)
+        return _import_dry_run(path, source_obj, period, append, force, pipeline.sha256_of(path), name, rated)
     sha256 = _BackgroundSha256(path)
     record = import_create(
         path=path,
@@ -316,7 +321,7 @@ def import_file(
         original_name=name,
         defer_hash=True,
     )
-    return import_execute(import_id=record.pk, period=period, force=force, pending_sha256=sha256)
+    return import_execute(import_id=record.pk, period=period, force=force, pending_sha256=sha256, rated=rated)
 
 
 def _refuse_duplicate(
@@ -432,7 +437,14 @@ def import_create(
 
 
 def _import_dry_run(
-    path: Path, source: Source, period: str | None, append: bool, force: bool, sha: str, name: str
+    path: Path,
+    source: Source,
+    period: str | None,
+    append: bool,
+    force: bool,
+    sha: str,
+    name: str,
+    rated: RatedImport | None = None,
 ) -> ImportOutcome:
     _refuse_duplicate(sha, force)
     outcome = ImportOutcome(file_name=name, source=source.slug, dry_run=True)
@@ -441,7 +453,7 @@ def _import_dry_run(
             record = Import.objects.create(
                 source=source, original_name=name, sha256=sha, append=append, status=Import.Status.RUNNING
             )
-            _run_import(record, period, outcome, path=path)
+            _run_import(record, period, outcome, path=path, rated=rated)
             raise _DryRunRollback
     except _DryRunRollback:
         pass
@@ -451,7 +463,12 @@ def _import_dry_run(
 
 
 def import_execute(
-    *, import_id: int, period: str | None = None, force: bool = False, pending_sha256: Any = None
+    *,
+    import_id: int,
+    period: str | None = None,
+    force: bool = False,
+    pending_sha256: Any = None,
+    rated: RatedImport | None = None,
 ) -> ImportOutcome:
     """Run a pending import. On failure the Import is marked failed with its errors; nothing else stays.
 
@@ -469,7 +486,7 @@ def import_execute(
         with transaction.atomic():
             if pending_sha256 is None:
                 _refuse_duplicate(record.sha256, force, exclude=record.pk)
-            _run_import(record, period, outcome, pending_sha256=pending_sha256, force=force)
+            _run_import(record, period, outcome, pending_sha256=pending_sha256, force=force, rated=rated)
     except _DuplicateImport:
         record.file.delete(save=False)
         Import.objects.filter(pk=record.pk).delete()
@@ -547,8 +564,11 @@ def _run_import(
     path: Path | None = None,
     pending_sha256: Any = None,
     force: bool = False,
+    rated: RatedImport | None = None,
 ) -> None:
     """The work of an import, inside the caller's transaction."""
+    from .rating import ingest as rating_ingest
+
     started = time.perf_counter()
     settings = selectors.billing_settings_get()
     if path is None:
@@ -568,11 +588,14 @@ def _run_import(
     if period_obj.status != Status.OPEN:
         raise Refused(f"period {period_str} is {period_obj.status}: it accepts no imports")
 
-    replaced = (
-        []
-        if record.append
-        else list(selectors.current_imports(record.source, period_obj).exclude(pk=record.pk).order_by("id"))
-    )
+    if rated is not None:  # rated usage replaces exactly the imports of its earlier rating
+        replaced = list(selectors.current_imports(record.source, period_obj).filter(pk__in=rated.replaces))
+    elif record.append:
+        replaced = []
+    else:
+        replaced = list(
+            selectors.current_imports(record.source, period_obj).exclude(pk=record.pk).order_by("id")
+        )
     carried: dict[tuple, list[pipeline.CarriedDecision]] = {}
     if replaced:
         for row in Charge.objects.filter(
@@ -584,6 +607,13 @@ def _run_import(
 
     context = FlagContext.load(settings)
     resolved = pipeline.resolve_attributions(parsed, record.source, context)
+    subsidised = (
+        None
+        if rated is not None
+        else rating_ingest.subsidies_apply_to_parsed(
+            parsed, resolved, source=record.source, period=period_str
+        )
+    )
     outcome.timings["attribute"] = time.perf_counter() - started - sum(outcome.timings.values())
     written = pipeline.build_and_write(
         parsed,
@@ -597,6 +627,10 @@ def _run_import(
     )
     outcome.timings["write"] = time.perf_counter() - started - sum(outcome.timings.values())
     pipeline.write_flags(record.pk, written.flags)
+    if rated is not None:
+        rated.after_write(record=record, period=period_obj)
+    elif subsidised is not None:
+        subsidised.write(record.pk)
     pi_users_ensure(pi_ids=resolved.pi_ids())  # inactive portal users of new PIs
     decisions = _log_carried_decisions(record, period_obj, written.carried, replaced)
 
@@ -610,6 +644,8 @@ def _run_import(
         warnings.append(
             f"{parsed.stats.rounded_values} amounts had more than 10 decimal places and were rounded half-even"
         )
+    if subsidised is not None:
+        warnings += subsidised.warnings(settings.currency_code)
     now = timezone.now()
     Import.objects.filter(pk__in=[r.pk for r in replaced]).update(status=Import.Status.SUPERSEDED)
     record.period = period_obj
@@ -641,7 +677,10 @@ def _run_import(
 
 def _delete_charges_of(imports: list[Import]) -> None:
     """Remove the charges of superseded imports; their review history stays (charge set to null)."""
+    from .rating.ingest import charge_details_delete
+
     charges = Charge.objects.filter(import_run__in=imports)
+    charge_details_delete(charges)
     ReviewLog.objects.filter(charge__in=charges).update(charge=None)
     ChargeFlag.objects.filter(charge__in=charges)._raw_delete(ChargeFlag.objects.db)  # type: ignore[attr-defined]
     charges._raw_delete(charges.db)  # type: ignore[attr-defined]

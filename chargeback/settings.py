@@ -179,6 +179,14 @@ CRISPY_TEMPLATE_PACK = "bootstrap4"
 OPENCHARGEBACK_INGEST_BLOCK_BYTES = env.int("OPENCHARGEBACK_INGEST_BLOCK_BYTES", default=4 * 1024 * 1024)
 OPENCHARGEBACK_UPLOAD_MAX_BYTES = env.int("OPENCHARGEBACK_UPLOAD_MAX_BYTES", default=2 * 1024**3)
 
+# Rating of on-premises usage (billing/rating): the time zone sacct timestamps are written in, the
+# Slurm job states never billed, and the first month of the fiscal year (subsidy caps are per year).
+OPENCHARGEBACK_SLURM_TIME_ZONE = env.str("OPENCHARGEBACK_SLURM_TIME_ZONE", default="UTC")
+OPENCHARGEBACK_SLURM_NOT_BILLED_STATES = env.list(
+    "OPENCHARGEBACK_SLURM_NOT_BILLED_STATES", default=["NODE_FAIL"]
+)
+OPENCHARGEBACK_FISCAL_YEAR_START = env.int("OPENCHARGEBACK_FISCAL_YEAR_START", default=7)
+
 # Statements: the email subject is a Django template (organization, period, period_label, pi_name,
 # pi_email, count, total); PDFs on letter or a4 paper; a delivery left "sending" longer than this
 # many seconds (its worker died mid-send) is marked failed, never re-sent by itself.

@@ -1,0 +1,222 @@
+"""Where rating meets the ingest (billing.services._run_import), inside the import's transaction.
+
+- A rated file (`RatedImport`) says which imports it replaces and, once its charges are written,
+  records how each was priced (ChargeRating, ChargeSubsidy) and which usage file it came from.
+- Any other import of a source without rates (cloud) gets the subsidies in effect applied to its
+  charges before they are written (`subsidies_apply_to_parsed`): BilledCost and EffectiveCost drop
+  by what each subsidy pays, ListCost stays, and the subsidy is recorded on the charge.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from django.core.files import File
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from billing.models import BillingPeriod, Charge, Import, Source
+from chargeback.money import ZERO, format_money
+
+from . import selectors
+from .models import ChargeRating, ChargeSubsidy, UsageFile
+from .pricing import RatedRow
+from .subsidies import Applied, SubsidyLedger
+
+if TYPE_CHECKING:
+    from billing.ingest.attribution import Resolutions
+    from billing.ingest.pipeline import ParsedFile
+
+
+def charge_details_delete(charges: QuerySet[Charge]) -> None:
+    """Remove the rating records of charges about to be deleted (superseded imports)."""
+    ChargeSubsidy.objects.filter(charge__in=charges).delete()
+    ChargeRating.objects.filter(charge__in=charges).delete()
+
+
+@dataclass
+class RatedImport:
+    """A rated usage file on its way through the ingest."""
+
+    kind: str
+    rows: list[RatedRow]
+    replaces: list[int]
+    usage_path: Path
+    usage_name: str
+    sha256: str
+    summary: dict[str, Any]
+    actor_fields: dict[str, Any]
+    usage_file: UsageFile | None = None  # re-rating: the stored file; else created after the write
+    dry_run: bool = False
+
+    def after_write(self, *, record: Import, period: BillingPeriod) -> None:
+        """Record how each charge of the import was priced, and the usage file it came from."""
+        by_resource = {(r.usage.resource_id, r.resource_name): r for r in self.rows}
+        ratings, paid = [], []
+        for charge_id, resource_id, resource_name in Charge.objects.filter(import_run=record).values_list(
+            "id", "resource_id", "resource_name"
+        ):
+            row = by_resource[(resource_id, resource_name)]
+            ratings.append(
+                ChargeRating(
+                    charge_id=charge_id,
+                    rate=row.rate,
+                    unit=row.unit,
+                    tier=row.usage.tier,
+                    quantity=row.quantity,
+                    unit_price=row.price,
+                    free_quantity=row.free_quantity,
+                    free_amount=row.free_amount,
+                )
+            )
+            paid += [
+                ChargeSubsidy(
+                    charge_id=charge_id,
+                    subsidy=a.subsidy,
+                    name=a.subsidy.name,
+                    percent=a.subsidy.percent,
+                    amount=a.amount,
+                )
+                for a in row.subsidies
+            ]
+        ChargeRating.objects.bulk_create(ratings, batch_size=2000)
+        ChargeSubsidy.objects.bulk_create(paid, batch_size=2000)
+        if self.dry_run:
+            return
+        now = timezone.now()
+        if self.usage_file is not None:
+            UsageFile.objects.filter(pk=self.usage_file.pk).update(
+                import_run=record, summary=self.summary, rated_at=now
+            )
+            self.usage_file.refresh_from_db()
+            return
+        usage = UsageFile(
+            source=record.source,
+            period=period,
+            kind=self.kind,
+            original_name=self.usage_name,
+            sha256=self.sha256,
+            size_bytes=self.usage_path.stat().st_size,
+            import_run=record,
+            summary=self.summary,
+            rated_at=now,
+            **self.actor_fields,
+        )
+        with open(self.usage_path, "rb") as fh:
+            usage.file.save(f"{record.pk}-{Path(self.usage_name).name}", File(fh), save=False)
+        usage.save()
+        self.usage_file = usage
+
+
+@dataclass
+class ImportSubsidies:
+    """Subsidies applied to an imported file's charges before they are written."""
+
+    # charge identity (billing.ingest.pipeline.IDENTITY_FIELDS) -> subsidies of each charge with it
+    by_identity: dict[tuple, deque[list[Applied]]] = field(default_factory=lambda: defaultdict(deque))
+    totals: dict[str, Decimal] = field(default_factory=lambda: defaultdict(lambda: ZERO))
+    charges: int = 0
+
+    @property
+    def total(self) -> Decimal:
+        return sum(self.totals.values(), ZERO)
+
+    def warnings(self, currency: str) -> list[str]:
+        return [
+            f"subsidy {name}: {format_money(amount, currency)} off "
+            f"{self.charges} charge{'s' if self.charges != 1 else ''}"
+            for name, amount in sorted(self.totals.items())
+        ]
+
+    def write(self, import_id: int) -> None:
+        """Record each subsidy on the charges written (matched by identity, in write order)."""
+        from billing.ingest import pipeline
+
+        codes = {ident[1] for ident in self.by_identity}
+        rows = []
+        for charge_id, ident in pipeline.charge_identities(import_id, project_code__in=sorted(codes)):
+            queue = self.by_identity.get(ident)
+            if not queue:
+                continue
+            rows += [
+                ChargeSubsidy(
+                    charge_id=charge_id,
+                    subsidy=a.subsidy,
+                    name=a.subsidy.name,
+                    percent=a.subsidy.percent,
+                    amount=a.amount,
+                )
+                for a in queue.popleft()
+            ]
+        ChargeSubsidy.objects.bulk_create(rows, batch_size=5000)
+
+
+def subsidies_apply_to_parsed(
+    parsed: ParsedFile, resolved: Resolutions, *, source: Source, period: str
+) -> ImportSubsidies | None:
+    """Apply the subsidies in effect to an imported (not rated) file's charges; None when none apply.
+
+    Sources with rates are left alone: their subsidies are worked out when their usage is rated.
+    """
+    subsidies = selectors.subsidies_in_effect(period=period, source=source)
+    if not subsidies or selectors.source_is_rated(source):
+        return None
+    from billing.ingest.pipeline import IDENTITY_FIELDS
+    from billing.ingest.transform import MONEY_TYPE
+
+    table = parsed.charges
+    payer = resolved.table.take(
+        pa.array(resolved.rows_of(table.column("attribution"), table.column("sub_account_id")))
+    )
+    codes = payer.column("project_code")
+    ledger = SubsidyLedger(subsidies, {})
+    scope = ledger.projects_in_scope()
+    candidates = (
+        pc.not_equal(codes, "") if scope is None else pc.is_in(codes, value_set=pa.array(sorted(scope)))
+    )
+    rows = pc.indices_nonzero(pc.fill_null(candidates, False)).to_pylist()
+    if not rows:
+        return None
+    subset = payer.take(pa.array(rows))
+    project_codes = subset.column("project_code").to_pylist()
+    ledger.paid = selectors.subsidy_paid(subsidies=subsidies, projects=project_codes, period=period)
+    emails = subset.column("pi_email").to_pylist()
+    billed = table.column("billed_cost").take(pa.array(rows)).to_pylist()
+    strings = parsed.texts.values
+    text_ids = {name: table.column(name).take(pa.array(rows)).to_pylist() for name in IDENTITY_FIELDS[6:]}
+    attribution = {name: subset.column(name).to_pylist() for name in IDENTITY_FIELDS[:6]}
+
+    result = ImportSubsidies()
+    new_billed = table.column("billed_cost").to_pylist()
+    new_effective = table.column("effective_cost").to_pylist()
+    order = sorted(range(len(rows)), key=lambda i: (project_codes[i], strings[text_ids["resource_id"][i]], i))
+    for i in order:
+        applied = ledger.apply(billed=billed[i], project_code=project_codes[i], pi_email=emails[i])
+        if not applied:
+            continue
+        paid = sum((a.amount for a in applied), ZERO)
+        new_billed[rows[i]] -= paid
+        new_effective[rows[i]] -= paid
+        result.charges += 1
+        for a in applied:
+            result.totals[a.subsidy.name] += a.amount
+        ident = (
+            *(attribution[name][i] for name in IDENTITY_FIELDS[:6]),
+            *(strings[text_ids[name][i]] for name in IDENTITY_FIELDS[6:]),
+        )
+        result.by_identity[ident].append(applied)
+    if not result.charges:
+        return None
+    parsed.charges = table.set_column(
+        table.schema.get_field_index("billed_cost"), "billed_cost", pa.array(new_billed, MONEY_TYPE)
+    ).set_column(
+        table.schema.get_field_index("effective_cost"), "effective_cost", pa.array(new_effective, MONEY_TYPE)
+    )
+    parsed.stats.billed_total -= result.total
+    return result
