@@ -30,6 +30,7 @@ from django.urls import reverse, reverse_lazy
 from django.views.decorators.http import require_POST
 
 from billing.models import BillingPeriod
+from billing.rating.selectors import how_calculated
 from billing.selectors import billing_settings_get
 from chargeback.errors import Refused
 from chargeback.money import ZERO
@@ -193,11 +194,13 @@ def statement_detail(request: HttpRequest, pk: int) -> HttpResponse:
         raise Http404("no such statement")
     project_key = str(statement.project_id) if statement.project_id else selectors.NO_PROJECT
     access = selectors.portal_project(scope, project_key, statement.period)
+    lines = list(statement.lines.all())
     context = _base_context(
         request,
         scope,
         statement=statement,
-        lines=list(statement.lines.all()),
+        lines=lines,
+        how_calculated=how_calculated(line.rating for line in lines),
         versions=selectors.portal_statement_versions(scope, statement),
         charges_key=access.key if access else None,
         shared_by=scope.shared_by(statement.pi_id),

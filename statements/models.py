@@ -141,6 +141,12 @@ class StatementLine(models.Model):
     list_amount = MoneyField(default=0)
     discount_amount = MoneyField(default=0)
     amount = MoneyField(default=0)
+    rating = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Rated usage and the discount by name: {usage: [{quantity, unit, price, text}], "
+        "reductions: [{name, amount}]}; empty for other lines.",
+    )
 
     class Meta:
         ordering = ["statement", "position"]

@@ -13,7 +13,7 @@ import datetime as dt
 import functools
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from reportlab.platypus import (
     TableStyle,
 )
 
+from billing.rating.selectors import how_calculated
 from chargeback.money import currency_symbol, format_money
 
 from .selectors import discount_percent, format_percent
@@ -182,6 +183,8 @@ class LineData:
     list_amount: Decimal
     discount_amount: Decimal
     amount: Decimal
+    # Rated usage and the discount by name (see billing.rating.selectors.LineExplanation).
+    rating: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -508,19 +511,43 @@ def build_flowables(data: StatementData, th: Theme, unicode_ok: bool) -> list[Fl
     amount_w = 78
     widths = [w - 3 * amount_w - 190, 190, amount_w, amount_w, amount_w]
     rows: list[list[Any]] = [["Source", "Service", "List", "Discount", "Amount"]]
-    for line in data.lines:
+    # Rated lines carry their usage under the service and one row per named part of their discount.
+    banded: list[int] = []
+    detail_rows: list[int] = []
+    for number, line in enumerate(data.lines):
         service = line.service_name or "(no service)"
         if line.kind:
             service = f"{service} ({line.kind.lower()})"
+        usage = " · ".join(u["text"] for u in line.rating.get("usage", []))
+        service_cell: Any = (
+            [_p(service, s["cell"]), _p(usage, s["cell_small"])]
+            if usage
+            else _cell(service, s["cell"], widths[1])
+        )
         rows.append(
             [
                 _cell(line.source_name, s["cell"], widths[0]),
-                _cell(service, s["cell"], widths[1]),
+                service_cell,
                 money(line.list_amount),
                 money(line.discount_amount),
                 money(line.amount),
             ]
         )
+        if number % 2:
+            banded.append(len(rows) - 1)
+        for reduction in line.rating.get("reductions", []):
+            rows.append(
+                [
+                    "",
+                    _cell(reduction["name"], s["cell_small"], widths[1]),
+                    "",
+                    money(-Decimal(reduction["amount"])),
+                    "",
+                ]
+            )
+            detail_rows.append(len(rows) - 1)
+            if number % 2:
+                banded.append(len(rows) - 1)
     rows.append(
         [
             "",
@@ -528,6 +555,12 @@ def build_flowables(data: StatementData, th: Theme, unicode_ok: bool) -> list[Fl
             *map(money, (data.list_total, data.discount_total, data.billed_total)),
         ]
     )
+    if detail_rows:
+        backgrounds = [("BACKGROUND", (0, r), (-1, r), BAND) for r in banded]
+        backgrounds += [("FONTSIZE", (0, r), (-1, r), 6.8) for r in detail_rows]
+        backgrounds += [("TEXTCOLOR", (0, r), (-1, r), MUTED) for r in detail_rows]
+    else:
+        backgrounds = [("ROWBACKGROUNDS", (0, 1), (-1, -2), [colors.white, BAND])]
     table = Table(rows, colWidths=widths, repeatRows=1)
     table.setStyle(
         TableStyle(
@@ -536,11 +569,19 @@ def build_flowables(data: StatementData, th: Theme, unicode_ok: bool) -> list[Fl
                 ("ALIGN", (2, 0), (-1, -1), "RIGHT"),
                 ("LINEABOVE", (0, -1), (-1, -1), 0.8, INK),
                 ("FONTNAME", (1, -1), (-1, -1), th.fonts.bold),
-                ("ROWBACKGROUNDS", (0, 1), (-1, -2), [colors.white, BAND]),
+                *backgrounds,
             ]
         )
     )
     story += [table, Spacer(1, 10)]
+    explanation = how_calculated(line.rating for line in data.lines)
+    if explanation:
+        story += [
+            _p("How this was calculated", s["h2"]),
+            Spacer(1, 2),
+            Paragraph(escape(" ".join(explanation)), s["note"]),
+            Spacer(1, 10),
+        ]
 
     # Detail by resource: flows across pages, header repeated.
     if data.details:
@@ -695,6 +736,8 @@ def render_statement_pdf(data: StatementData) -> bytes:
         data.reference_1_label,
         data.reference_2_label,
         *(f"{ln.source_name}{ln.service_name}" for ln in data.lines),
+        *(red["name"] for ln in data.lines for red in ln.rating.get("reductions", [])),
+        *(u["text"] for ln in data.lines for u in ln.rating.get("usage", [])),
         *(f"{d[1]}{d[3]}{d[4]}{d[6]}" for d in data.details),
         *(data.source_names or {}).values(),
     ]

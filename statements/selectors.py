@@ -20,6 +20,7 @@ from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
 from billing.models import PI, BillingPeriod, Charge, Project, Source
+from billing.rating import selectors as rating_selectors
 from billing.selectors import BILLABLE_STATES, billing_settings_get
 from chargeback.errors import Refused
 from chargeback.money import ZERO, format_money, round_currency
@@ -50,6 +51,8 @@ class DraftLine:
     billed_exact: Decimal = ZERO
     list_amount: Decimal = ZERO
     amount: Decimal = ZERO
+    # Rated usage (quantity @ unit price) and the discount by name: billing.rating.selectors.LineExplanation.
+    rating: dict[str, Any] = field(default_factory=dict)
 
     @property
     def discount_amount(self) -> Decimal:
@@ -163,6 +166,7 @@ _CHARGE_FIELDS = (
     "cost_center",
     "reference_1",
     "reference_2",
+    "id",
 )
 
 
@@ -183,6 +187,7 @@ def statement_drafts(period: BillingPeriod, *, pi_email: str | None = None) -> P
         p.project_id: p for p in Project.objects.filter(project_id__in=charges.values("project_code"))
     }
     sources = {s.pk: s for s in Source.objects.all()}
+    explanations = rating_selectors.charge_explanations(period)
     billable = set(BILLABLE_STATES)
     found: list[tuple[tuple[str, str], StatementDraft | HeldBack]] = []
     rows = charges.values_list(*_CHARGE_FIELDS).order_by("pi_id", "project_code").iterator(chunk_size=10000)
@@ -241,7 +246,7 @@ def statement_drafts(period: BillingPeriod, *, pi_email: str | None = None) -> P
             held_back_exact=group.held_exact,
             rejected_count=group.rejected,
         )
-        _fill_lines_and_details(draft, group.charges, sources)
+        _fill_lines_and_details(draft, group.charges, sources, explanations)
         draft.content_hash = _content_hash(draft)
         found.append((order, draft))
 
@@ -253,8 +258,14 @@ def statement_drafts(period: BillingPeriod, *, pi_email: str | None = None) -> P
     return result
 
 
-def _fill_lines_and_details(draft: StatementDraft, charges: list[tuple], sources: dict[int, Source]) -> None:
+def _fill_lines_and_details(
+    draft: StatementDraft,
+    charges: list[tuple],
+    sources: dict[int, Source],
+    explanations: dict[int, rating_selectors.ChargeExplanation],
+) -> None:
     lines: dict[tuple[int, str, str], DraftLine] = {}
+    explained: dict[tuple[int, str, str], rating_selectors.LineExplanation] = {}
     details: dict[tuple[int, str, str, str, str], list[Any]] = {}
     for row in charges:
         source_id, service, category = row[3], row[4], row[5]
@@ -273,6 +284,11 @@ def _fill_lines_and_details(draft: StatementDraft, charges: list[tuple], sources
         line.charge_count += 1
         line.list_exact += list_cost
         line.billed_exact += billed
+        explanation = explanations.get(row[16])
+        if explanation is not None:
+            explained.setdefault((source_id, service, kind), rating_selectors.LineExplanation()).add(
+                explanation
+            )
         detail = details.get((source_id, service, kind, resource_id, resource_name))
         if detail is None:
             # [quantity, unit, list, billed, charges]; quantity None once units disagree.
@@ -293,9 +309,16 @@ def _fill_lines_and_details(draft: StatementDraft, charges: list[tuple], sources
         detail[3] += billed
         detail[4] += 1
     draft.charge_count = len(charges)
-    for line in lines.values():
+    for key, line in lines.items():
         line.list_amount = round_currency(line.list_exact, draft.currency)
         line.amount = round_currency(line.billed_exact, draft.currency)
+        if key in explained:
+            line.rating = explained[key].as_json(
+                list_exact=line.list_exact,
+                billed_exact=line.billed_exact,
+                discount=line.discount_amount,
+                currency=draft.currency,
+            )
     draft.lines = sorted(
         lines.values(), key=lambda ln: (ln.source_name.lower(), ln.service_name.lower(), _KIND_ORDER[ln.kind])
     )
@@ -344,6 +367,8 @@ def _content_hash(draft: StatementDraft) -> str:
                 ln.charge_count,
                 _dec(ln.list_exact),
                 _dec(ln.billed_exact),
+                # Only lines that have one: statements issued before rating existed keep their hash.
+                *([ln.rating] if ln.rating else []),
             ]
             for ln in draft.lines
         ],

@@ -279,6 +279,7 @@ def _issue(
                     list_amount=line.list_amount,
                     discount_amount=line.discount_amount,
                     amount=line.amount,
+                    rating=line.rating,
                 )
             )
     StatementLine.objects.bulk_create(lines, batch_size=2000)
@@ -349,6 +350,7 @@ def statement_pdf_data(statement: Statement, org: BillingSettings | None = None)
             list_amount=line.list_amount,
             discount_amount=line.discount_amount,
             amount=line.amount,
+            rating=line.rating or {},
         )
         for line in statement.lines.all()
     ]

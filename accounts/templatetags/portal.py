@@ -13,8 +13,11 @@ register = template.Library()
 
 
 @register.filter
-def money(value: Decimal | None, currency: str = "USD") -> str:
-    """'$1,234.50' in the installation's currency (half-up to the minor unit)."""
+def money(value: Decimal | str | None, currency: str = "USD") -> str:
+    """'$1,234.50' in the installation's currency (half-up to the minor unit); exact decimal
+    strings (amounts kept in JSON) are accepted too."""
+    if isinstance(value, str):
+        value = Decimal(value)
     return format_money(value, currency or "USD")
 
 

@@ -191,3 +191,98 @@ def charge_explanations(period: BillingPeriod) -> dict[int, ChargeExplanation]:
     for charge_id, name, amount in paid.iterator(chunk_size=10000):
         found[charge_id].reductions.append((name, amount))
     return dict(found)
+
+
+class LineExplanation:
+    """How one statement line (a source × service) was worked out: its rated usage per unit and
+    price, and its discount split by name (free allowance, each subsidy, and any other discount
+    such as a provider's), the parts adding up exactly to the line's rounded discount."""
+
+    def __init__(self) -> None:
+        self.usage: dict[tuple[str, Decimal], Decimal] = {}
+        self.reductions: dict[str, Decimal] = {}
+
+    def add(self, item: ChargeExplanation) -> None:
+        if item.unit_price is not None:
+            key = (item.unit, item.unit_price)
+            self.usage[key] = self.usage.get(key, ZERO) + item.quantity
+        for name, amount in item.reductions:
+            self.reductions[name] = self.reductions.get(name, ZERO) + amount
+
+    def as_json(
+        self, *, list_exact: Decimal, billed_exact: Decimal, discount: Decimal, currency: str
+    ) -> dict:
+        """{"usage": [{quantity, unit, price, text}], "reductions": [{name, amount}]} with amounts
+        rounded to the minor unit so that they add up to `discount` (largest remainder)."""
+        if not self.usage and not self.reductions:
+            return {}
+        from .units import format_price, format_quantity, unit_label
+
+        usage = [
+            {
+                "quantity": format(quantity.normalize(), "f"),
+                "unit": unit,
+                "price": format(price, "f"),
+                "text": f"{format_quantity(quantity)} {unit_label(unit, quantity)} @ {format_price(price, currency)}",
+            }
+            for (unit, price), quantity in sorted(self.usage.items())
+        ]
+        parts = sorted(self.reductions.items(), key=lambda item: (item[0] != FREE_ALLOWANCE, item[0]))
+        other = list_exact - billed_exact - sum(self.reductions.values(), ZERO)
+        if other:
+            parts.append((OTHER_DISCOUNT, other))
+        amounts = split_rounded([amount for _, amount in parts], discount, currency)
+        reductions = [
+            {"name": name, "amount": format(amount, "f")}
+            for (name, _), amount in zip(parts, amounts, strict=True)
+            if amount
+        ]
+        return {"usage": usage, "reductions": reductions}
+
+
+OTHER_DISCOUNT = "Other discount"
+
+
+def split_rounded(parts: list[Decimal], total: Decimal, currency: str) -> list[Decimal]:
+    """Each part rounded to the currency's minor unit, adjusted one unit at a time (largest
+    remainders first) so that the rounded parts add up exactly to `total`."""
+    from chargeback.money import minor_unit, round_currency
+
+    unit = minor_unit(currency)
+    rounded = [round_currency(p, currency) for p in parts]
+    steps = int((total - sum(rounded, ZERO)) / unit)
+    if not parts or not steps:
+        return rounded
+    direction = 1 if steps > 0 else -1
+    # The parts whose rounding moved them furthest against the needed direction adjust first.
+    order = sorted(range(len(parts)), key=lambda i: direction * (rounded[i] - parts[i]))
+    for n in range(abs(steps)):
+        rounded[order[n % len(order)]] += direction * unit
+    return rounded
+
+
+def how_calculated(ratings: Iterable[dict]) -> list[str]:
+    """The short 'how this was calculated' note of a statement, from its lines' ratings (empty
+    when no line was rated or subsidised)."""
+    ratings = [r for r in ratings if r]
+    if not ratings:
+        return []
+    names = {red["name"] for r in ratings for red in r.get("reductions", [])}
+    subsidies = sorted(names - {FREE_ALLOWANCE, OTHER_DISCOUNT})
+    sentences = []
+    if any(r.get("usage") for r in ratings):
+        sentences.append(
+            "Rated usage is measured from the cluster's job accounting (core-hours: CPUs allocated × hours "
+            "run; GPU-hours: GPUs allocated × hours run) and from storage reports (the month's average), and "
+            "priced at the rate in effect for the month: quantity × unit price is the list price."
+        )
+    if FREE_ALLOWANCE in names:
+        sentences.append("A free allowance per project per month comes off first.")
+    if subsidies:
+        sentences.append(
+            f"{'Subsidies' if len(subsidies) > 1 else 'The subsidy'} ({', '.join(subsidies)}) then "
+            f"{'each pay their' if len(subsidies) > 1 else 'pays its'} percentage of what remains, in a "
+            "fixed order, up to any yearly cap per project; that part is paid for you."
+        )
+    sentences.append("The amount due is what is left; each line's discount is shown by name.")
+    return sentences
