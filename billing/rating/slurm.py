@@ -27,12 +27,15 @@ from __future__ import annotations
 
 import codecs
 import datetime as dt
+import os
 import re
 import zoneinfo
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -64,11 +67,11 @@ SACCT_COMMAND = (
 UNKNOWN_TIMES = ("Unknown", "None", "")
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S"
 _UNTYPED_GPUS = r"(?:^|,)gres/gpu=(?P<n>[0-9]+)"
-_TYPED_GPUS = re.compile(r"(?:^|,)gres/gpu:[^=,]+=([0-9]+)")
+_TYPED_GPUS = re.compile(r"(?:^|,)gres/gpu:[^=,]+=(?P<n>[0-9]+)")
 # A job of more CPUs or a longer ElapsedRaw is not a real job (and could overflow the sums).
 MAX_CPUS = 10_000_000
 MAX_SECONDS = 10 * 366 * 86400
-BLOCK_BYTES = 4 << 20
+BLOCK_BYTES = 8 << 20
 
 
 @dataclass
@@ -86,6 +89,11 @@ class SlurmUsage:
     running: int = 0
     split: int = 0
     not_billed: Counter = field(default_factory=Counter)
+
+    def add(self, block: _Block) -> None:
+        for name, count in block.counts.items():
+            setattr(self, name, getattr(self, name) + count)
+        self.not_billed.update(block.not_billed)
 
     def summary(self) -> dict[str, object]:
         return {
@@ -153,25 +161,59 @@ def _header_kind(path: Path, label: str) -> int:
     return 0
 
 
-def _open(path: Path, skip_rows: int, invalid: list[int], threads: bool) -> pacsv.CSVStreamingReader:
+_TEXT = pa.dictionary(pa.int32(), pa.string())
+# The fast read: numbers and timestamps converted by the CSV reader itself, names dictionary-encoded.
+TYPED_COLUMNS = {
+    "JobID": pa.string(),
+    "Account": _TEXT,
+    "Partition": _TEXT,
+    "AllocCPUS": pa.int64(),
+    "AllocTRES": pa.string(),
+    "ElapsedRaw": pa.int64(),
+    "Start": pa.timestamp("s"),
+    "End": pa.timestamp("s"),
+    "State": _TEXT,
+}
+
+
+def _options(skip_rows: int, invalid: list[int], *, threads: bool, typed: bool) -> dict[str, Any]:
     def on_invalid(row: pacsv.InvalidRow) -> str:
         invalid.append(row.number if row.number is not None else -1)
         return "skip"
 
-    return pacsv.open_csv(
-        path,
-        read_options=pacsv.ReadOptions(
+    return {
+        "read_options": pacsv.ReadOptions(
             column_names=list(FIELDS), skip_rows=skip_rows, block_size=BLOCK_BYTES, use_threads=threads
         ),
-        parse_options=pacsv.ParseOptions(
+        "parse_options": pacsv.ParseOptions(
             delimiter="|", quote_char=False, ignore_empty_lines=False, invalid_row_handler=on_invalid
         ),
-        convert_options=pacsv.ConvertOptions(
-            column_types={name: pa.string() for name in FIELDS},
+        "convert_options": pacsv.ConvertOptions(
+            column_types=TYPED_COLUMNS if typed else {name: pa.string() for name in USED},
             include_columns=list(USED),
+            null_values=list(UNKNOWN_TIMES) if typed else [],
             strings_can_be_null=False,
+            timestamp_parsers=[pacsv.ISO8601],
         ),
-    )
+    }
+
+
+def _read_table(path: Path, skip_rows: int, invalid: list[int]) -> pa.Table:
+    """The whole file at once, with every core (several times faster than streaming it): typed by
+    the reader when every value converts, else as text, which the checks then report line by line."""
+    try:
+        return pacsv.read_csv(path, **_options(skip_rows, invalid, threads=True, typed=True))
+    except pa.ArrowInvalid as exc:
+        if "conversion error" not in str(exc).lower():
+            raise
+    invalid.clear()
+    return pacsv.read_csv(path, **_options(skip_rows, invalid, threads=True, typed=False))
+
+
+def _codes(column: pa.Array) -> tuple[list[str], np.ndarray]:
+    """(distinct values, index of each row's value) of a text column, dictionary-encoded or not."""
+    encoded = column if pa.types.is_dictionary(column.type) else pc.dictionary_encode(column)
+    return encoded.dictionary.to_pylist(), encoded.indices.to_numpy(zero_copy_only=False)
 
 
 class _Errors:
@@ -193,15 +235,23 @@ class _Errors:
             (offset + int(r), name, v or "", message) for r, v in zip(rows[:room], values, strict=True)
         ]
 
+    def merge(self, other: _Errors, offset: int) -> None:
+        """Another block's errors (numbered from 0 in that block), numbered from `offset`."""
+        self.total += other.total
+        room = IngestError.MAX_ROW_ERRORS - len(self.items)
+        self.items += [(offset + r, name, value, message) for r, name, value, message in other.items[:room]]
+
 
 def _ints(
     column: pa.Array, jobs: np.ndarray, offset: int, name: str, limit: int, errors: _Errors
 ) -> np.ndarray:
     """Non-negative integers of a column (0 where not a job line); bad values are reported."""
-    try:
-        values = pc.cast(column, pa.int64()).to_numpy(zero_copy_only=False)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        good = pc.match_substring_regex(column, r"^[0-9]{1,18}$").to_numpy(zero_copy_only=False)
+    if pa.types.is_integer(column.type):
+        missing = pc.is_null(column).to_numpy(zero_copy_only=False)
+        errors.add(np.nonzero(jobs & missing)[0], offset, column, name, "not a whole number")
+        values = pc.fill_null(column, 0).to_numpy(zero_copy_only=False)
+    else:
+        good = pc.match_substring_regex(column, r"^-?[0-9]{1,18}$").to_numpy(zero_copy_only=False)
         errors.add(np.nonzero(jobs & ~good)[0], offset, column, name, "not a whole number")
         values = pc.cast(pc.if_else(pa.array(good), column, "0"), pa.int64()).to_numpy(zero_copy_only=False)
     values = np.where(jobs, values, 0)
@@ -214,14 +264,38 @@ def _times(
     column: pa.Array, jobs: np.ndarray, offset: int, name: str, errors: _Errors
 ) -> tuple[np.ndarray, np.ndarray]:
     """(naive local epoch seconds, known mask); 'Unknown', 'None' and '' are unknown."""
-    parsed = pc.strptime(column, format=TIMESTAMP_FORMAT, unit="s", error_is_null=True)
-    known = pc.is_valid(parsed).to_numpy(zero_copy_only=False)
-    unknown = pc.is_in(column, value_set=pa.array(UNKNOWN_TIMES)).to_numpy(zero_copy_only=False)
-    errors.add(
-        np.nonzero(jobs & ~known & ~unknown)[0], offset, column, name, "not a timestamp (YYYY-MM-DDTHH:MM:SS)"
+    parsed = (
+        column if pa.types.is_timestamp(column.type) else _parse_times(column, jobs, offset, name, errors)
     )
+    known = pc.is_valid(parsed).to_numpy(zero_copy_only=False)
     seconds = pc.fill_null(pc.cast(parsed, pa.int64()), 0).to_numpy(zero_copy_only=False)
     return seconds, known
+
+
+def _parse_times(column: pa.Array, jobs: np.ndarray, offset: int, name: str, errors: _Errors) -> pa.Array:
+    """Text timestamps parsed as the CSV reader does (ISO 8601), bad ones reported (the slow path,
+    taken only for a file the typed read refused)."""
+    unknown = pc.is_in(column, value_set=pa.array(UNKNOWN_TIMES))
+    text = pc.if_else(unknown, pa.scalar(None, pa.string()), column)
+    try:
+        return pc.cast(text, pa.timestamp("s"))
+    except pa.ArrowInvalid:
+        pass
+    parsed = pc.strptime(text, format=TIMESTAMP_FORMAT, unit="s", error_is_null=True).to_pylist()
+    values = text.to_pylist()
+    bad = []
+    for row, (value, stamp) in enumerate(zip(values, parsed, strict=True)):
+        if value is None or stamp is not None:
+            continue
+        try:  # other ISO 8601 forms ("2025-03-01 10:00:00", "...Z") the reader accepts too
+            parsed[row] = pc.cast(pa.array([value]), pa.timestamp("s"))[0].as_py()
+        except pa.ArrowInvalid:
+            bad.append(row)
+    rows = np.array(bad, dtype=np.int64)
+    errors.add(
+        rows[jobs[rows]] if len(rows) else rows, offset, column, name, "not a timestamp (YYYY-MM-DDTHH:MM:SS)"
+    )
+    return pa.array(parsed, pa.timestamp("s"))
 
 
 def _to_utc(naive: np.ndarray, zone: zoneinfo.ZoneInfo) -> np.ndarray:
@@ -247,11 +321,31 @@ def _gpus(tres: pa.Array, jobs: np.ndarray) -> np.ndarray:
     untyped = pc.struct_field(pc.extract_regex(subset, _UNTYPED_GPUS), "n")
     counts = np.array(pc.cast(pc.fill_null(untyped, "-1"), pa.int64()).to_numpy(zero_copy_only=False))
     typed_only = np.nonzero(counts < 0)[0]
-    if len(typed_only):
-        texts = subset.take(pa.array(typed_only)).to_pylist()
-        counts[typed_only] = [sum(int(n) for n in _TYPED_GPUS.findall(t)) for t in texts]
+    if len(typed_only):  # no untyped total: the typed counts add up
+        texts = subset.take(pa.array(typed_only))
+        first = pc.struct_field(pc.extract_regex(texts, _TYPED_GPUS.pattern), "n")
+        counts[typed_only] = pc.cast(pc.fill_null(first, "0"), pa.int64()).to_numpy(zero_copy_only=False)
+        several = np.nonzero(
+            pc.greater(pc.count_substring(texts, "gres/gpu:"), 1).to_numpy(zero_copy_only=False)
+        )[0]
+        for row, text in zip(several.tolist(), texts.take(pa.array(several)).to_pylist(), strict=True):
+            counts[typed_only[row]] = sum(int(n) for n in _TYPED_GPUS.findall(text))
     gpus[rows] = counts
     return gpus
+
+
+@dataclass
+class _Block:
+    """What one block of lines adds up to (worked out in a worker thread; merged in order)."""
+
+    rows: int
+    counts: Counter = field(default_factory=Counter)
+    not_billed: Counter = field(default_factory=Counter)
+    errors: _Errors = field(default_factory=_Errors)
+    accounts: list[str] = field(default_factory=list)  # the block's distinct accounts and partitions
+    partitions: list[str] = field(default_factory=list)
+    sums: pd.DataFrame | None = None  # per (account index, partition index): cpu, gpu, jobs
+    fractions: list[tuple[int, int, Fraction, Fraction]] = field(default_factory=list)
 
 
 class _Accumulator:
@@ -261,19 +355,20 @@ class _Accumulator:
         self.frames: list[pd.DataFrame] = []
         self.fractions: dict[tuple[int, int], list] = {}
 
-    def add(self, account: np.ndarray, partition: np.ndarray, cpu: np.ndarray, gpu: np.ndarray) -> None:
-        frame = pd.DataFrame({"a": account, "p": partition, "cpu": cpu, "gpu": gpu, "jobs": 1})
-        if len(cpu) and (
-            int(cpu.max()) >= 2**62 // max(len(cpu), 1) or int(gpu.max()) >= 2**62 // max(len(gpu), 1)
-        ):
-            frame = frame.astype({"cpu": object, "gpu": object})  # Python ints: exact whatever the size
-        self.frames.append(frame.groupby(["a", "p"], sort=False).sum())
-
-    def add_fraction(self, account: int, partition: int, cpu: Fraction, gpu: Fraction) -> None:
-        entry = self.fractions.setdefault((account, partition), [Fraction(0), Fraction(0), 0])
-        entry[0] += cpu
-        entry[1] += gpu
-        entry[2] += 1
+    def add(self, block: _Block, texts: Encoder) -> None:
+        accounts = np.array([texts.id_of(v) for v in block.accounts], dtype=np.int64)
+        partitions = np.array([texts.id_of(v) for v in block.partitions], dtype=np.int64)
+        if block.sums is not None and len(block.sums):
+            a = accounts[block.sums.index.get_level_values(0).to_numpy()]
+            p = partitions[block.sums.index.get_level_values(1).to_numpy()]
+            self.frames.append(block.sums.set_axis(pd.MultiIndex.from_arrays([a, p]), axis=0))
+        for a_local, p_local, cpu, gpu in block.fractions:
+            entry = self.fractions.setdefault(
+                (int(accounts[a_local]), int(partitions[p_local])), [Fraction(0), Fraction(0), 0]
+            )
+            entry[0] += cpu
+            entry[1] += gpu
+            entry[2] += 1
 
     def totals(self, names: list[str]) -> dict[tuple[str, str], list]:
         result: dict[tuple[str, str], list] = {}
@@ -296,6 +391,15 @@ class _Accumulator:
             entry[1] += gpu
             entry[2] += jobs
         return result
+
+
+def _group_sums(account: np.ndarray, partition: np.ndarray, cpu: np.ndarray, gpu: np.ndarray) -> pd.DataFrame:
+    frame = pd.DataFrame({"a": account, "p": partition, "cpu": cpu, "gpu": gpu, "jobs": 1})
+    if len(cpu) and (
+        int(cpu.max()) >= 2**62 // max(len(cpu), 1) or int(gpu.max()) >= 2**62 // max(len(gpu), 1)
+    ):
+        frame = frame.astype({"cpu": object, "gpu": object})  # Python ints: exact whatever the size
+    return frame.groupby(["a", "p"], sort=False).sum()
 
 
 def read_sacct(
@@ -322,11 +426,17 @@ def read_sacct(
     invalid: list[int] = []
     offset = 0
     try:
-        for batch in _open(path, skip, invalid, threads=True):
-            if batch.num_rows:
-                _rate_batch(batch, offset, window, not_billed, usage, texts, totals, errors)
-                offset += batch.num_rows
-            release_unused_memory()
+        table = _read_table(path, skip, invalid)
+        # Blocks are worked out on every core (pyarrow and numpy release the GIL) and merged in order.
+        with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+            for block in pool.map(lambda b: _rate_batch(b, window, not_billed), table.to_batches()):
+                usage.add(block)
+                errors.merge(block.errors, offset)
+                if not errors.total:
+                    totals.add(block, texts)
+                offset += block.rows
+        del table
+        release_unused_memory()
     except pa.ArrowInvalid as exc:
         if "utf8" in str(exc).lower():
             line = _first_non_utf8_line(path)
@@ -348,8 +458,7 @@ def _refusal(path: Path, label: str, skip: int, invalid: list[int], errors: _Err
     found again by a serial read, which knows their numbers; data rows are numbered around them."""
     wrong_fields: list[int] = []
     if invalid:
-        for _ in _open(path, skip, wrong_fields, threads=False):
-            pass
+        pacsv.read_csv(path, **_options(skip, wrong_fields, threads=False, typed=False))
     wrong = np.array(sorted(n for n in wrong_fields if n > 0), dtype=np.int64)
     first_line = 1 + skip
 
@@ -396,17 +505,11 @@ def _line_text(path: Path, number: int) -> str:
     return ""
 
 
-def _rate_batch(
-    batch: pa.RecordBatch,
-    offset: int,
-    window: PeriodWindow,
-    not_billed: set[str],
-    usage: SlurmUsage,
-    texts: Encoder,
-    totals: _Accumulator,
-    errors: _Errors,
-) -> None:
-    """One block of lines: validate, work out each job's seconds in the period, and sum them."""
+def _rate_batch(batch: pa.RecordBatch, window: PeriodWindow, not_billed: set[str]) -> _Block:
+    """One block of lines: validate, work out each job's seconds in the period, and sum them per
+    (account, partition). Pure: runs in a worker thread; rows are numbered from 0 in the block."""
+    block = _Block(rows=batch.num_rows)
+    counts, errors, offset = block.counts, block.errors, 0
     job_ids = batch.column("JobID")
     blank = pc.equal(job_ids, "").to_numpy(zero_copy_only=False)
     if blank.any():  # an empty line (kept by the reader so that row numbers stay line numbers)
@@ -415,8 +518,8 @@ def _rate_batch(
         blank[rows] = [not any(v) for v in values]
     steps = pc.match_substring(job_ids, ".").to_numpy(zero_copy_only=False)
     lines = ~blank
-    usage.lines += int(lines.sum())
-    usage.steps += int((steps & lines).sum())
+    counts["lines"] += int(lines.sum())
+    counts["steps"] += int((steps & lines).sum())
     jobs = lines & ~steps
     no_id = jobs & pc.equal(job_ids, "").to_numpy(zero_copy_only=False)
     errors.add(np.nonzero(no_id)[0], offset, job_ids, "JobID", "no JobID")
@@ -424,32 +527,29 @@ def _rate_batch(
     no_account = jobs & pc.equal(account_column, "").to_numpy(zero_copy_only=False)
     errors.add(np.nonzero(no_account)[0], offset, account_column, "Account", "no Slurm account")
     jobs &= ~no_id
-    usage.jobs += int(jobs.sum())
+    counts["jobs"] += int(jobs.sum())
 
     cpus = _ints(batch.column("AllocCPUS"), jobs, offset, "AllocCPUS", MAX_CPUS, errors)
     elapsed = _ints(batch.column("ElapsedRaw"), jobs, offset, "ElapsedRaw", MAX_SECONDS, errors)
     start, start_known = _times(batch.column("Start"), jobs, offset, "Start", errors)
     end, end_known = _times(batch.column("End"), jobs, offset, "End", errors)
     if errors.total:
-        return  # the file is refused; keep reading only to report the other lines' errors
+        return block  # the file is refused; the other blocks are still checked, to report their lines
 
-    states = pc.dictionary_encode(batch.column("State"))
-    skipped_state = np.array(
-        [(s.split(" ", 1)[0].upper() if s else "") in not_billed for s in states.dictionary.to_pylist()],
-        dtype=bool,
-    )
-    state_words = [(s.split(" ", 1)[0].upper() if s else "") for s in states.dictionary.to_pylist()]
-    state_index = states.indices.to_numpy(zero_copy_only=False)
+    # "CANCELLED by 1234" is in state CANCELLED.
+    state_values, state_index = _codes(batch.column("State"))
+    state_words = [(value.split(" ", 1)[0].upper() if value else "") for value in state_values]
+    skipped_state = np.array([word in not_billed for word in state_words], dtype=bool)
     excluded = jobs & skipped_state[state_index] if len(skipped_state) else np.zeros(len(jobs), dtype=bool)
     for index, count in Counter(state_index[excluded].tolist()).items():
-        usage.not_billed[state_words[index]] += count
+        block.not_billed[state_words[index]] += count
     jobs &= ~excluded
 
     start = _to_utc(start, window.time_zone)
     end = _to_utc(end, window.time_zone)
     running = jobs & start_known & ~end_known
     finished = jobs & start_known & end_known
-    usage.zero_length += int((finished & (elapsed == 0)).sum())
+    counts["zero_length"] += int((finished & (elapsed == 0)).sum())
     # A job that never started (no Start) ran for no time: with ElapsedRaw > 0 the line contradicts itself.
     errors.add(
         np.nonzero(jobs & ~start_known & (elapsed > 0))[0],
@@ -459,7 +559,7 @@ def _rate_batch(
         "no Start time but ElapsedRaw is not 0",
     )
     if errors.total:
-        return
+        return block
     finished &= elapsed > 0
 
     p0, p1 = window.start, window.end
@@ -468,8 +568,8 @@ def _rate_batch(
     until = min(p1, window.now)
     running_seconds = np.clip(until - np.maximum(start, p0), 0, None)
     seconds = np.where(running, running_seconds, seconds)
-    usage.running += int((running & (running_seconds > 0)).sum())
-    usage.outside_period += int((running & (running_seconds == 0)).sum())
+    counts["running"] += int((running & (running_seconds > 0)).sum())
+    counts["outside_period"] += int((running & (running_seconds == 0)).sum())
     # Finished inside the period: ElapsedRaw.
     inside = finished & (start >= p0) & (end <= p1)
     seconds = np.where(inside, elapsed, seconds)
@@ -484,20 +584,20 @@ def _rate_batch(
     )  # End ≤ Start: the month of Start
     seconds = np.where(instant, elapsed, seconds)
     proportional = crossing & ~exact & (span > 0)
-    usage.split += int(crossing.sum())
-    usage.outside_period += int((finished & ~inside & ~crossing & ~instant).sum())
+    counts["split"] += int(crossing.sum())
+    counts["outside_period"] += int((finished & ~inside & ~crossing & ~instant).sum())
 
     gpus = _gpus(batch.column("AllocTRES"), jobs)
-    account = texts.encode(account_column).to_numpy(zero_copy_only=False)
-    partition = texts.encode(batch.column("Partition")).to_numpy(zero_copy_only=False)
+    block.accounts, account = _codes(account_column)
+    block.partitions, partition = _codes(batch.column("Partition"))
     billed = (seconds > 0) & ~proportional
-    usage.billed_jobs += int(billed.sum())
-    totals.add(
+    counts["billed_jobs"] += int(billed.sum()) + int(proportional.sum())
+    block.sums = _group_sums(
         account[billed], partition[billed], cpus[billed] * seconds[billed], gpus[billed] * seconds[billed]
     )
     for row in np.nonzero(proportional)[0].tolist():
         share = Fraction(int(elapsed[row]) * int(overlap[row]), int(span[row]))
-        totals.add_fraction(
-            int(account[row]), int(partition[row]), share * int(cpus[row]), share * int(gpus[row])
+        block.fractions.append(
+            (int(account[row]), int(partition[row]), share * int(cpus[row]), share * int(gpus[row]))
         )
-        usage.billed_jobs += 1
+    return block

@@ -370,3 +370,54 @@ def test_usage_slurm_cli_json_focus_out_and_dry_run(cluster, tmp_path):
     assert real.json()["import"]["charges"] == 6 and real.json()["import"]["flagged"] == 1
     bad = run("usage", "slurm", tmp_path / "missing.txt", "-p", "2025-03")
     assert bad.code == 1 and "file not found" in bad.err
+
+
+def test_several_gpu_types_add_up_and_iso_timestamps_are_read(cluster, tmp_path):
+    lines = [
+        # No untyped total: 1 a100 + 2 v100 = 3 GPUs for 1 h.
+        "1|bob|phys|gpu|normal|1|cpu=1,gres/gpu:a100=1,gres/gpu:v100=2|3600|2025-03-04T00:00:00|2025-03-04T01:00:00|COMPLETED",
+        # A space instead of the T: read as the same timestamp.
+        "2|bob|phys|gpu|normal|1|cpu=1,gres/gpu=1|3600|2025-03-05 00:00:00|2025-03-05 01:00:00|COMPLETED",
+    ]
+    outcome = services.usage_rate(
+        kind="slurm",
+        path=write(tmp_path / "s.txt", lines),
+        period="2025-03",
+        source="hpc",
+        dry_run=True,
+        now=AFTER,
+    )
+    assert {r.unit: r.quantity for r in outcome.rows} == {"core-hour": Decimal("2"), "gpu-hour": Decimal("4")}
+
+
+def test_many_blocks_add_up_the_same_and_keep_line_numbers(cluster, tmp_path, monkeypatch):
+    """The reader's blocks are worked out in worker threads and merged in order."""
+    from billing.rating import slurm
+
+    lines = [
+        f"{n}|u|{'chem' if n % 3 else 'phys'}|{'gpu' if n % 5 == 0 else 'cpu'}|normal|{n % 7 + 1}|"
+        f"cpu={n % 7 + 1}{',gres/gpu=1' if n % 5 == 0 else ''}|{60 * n}|2025-03-{n % 28 + 1:02d}T00:00:00|"
+        f"2025-03-{n % 28 + 1:02d}T{n // 60 % 24:02d}:{n % 60:02d}:00|COMPLETED"
+        for n in range(1, 1201)
+    ]
+    path = write(tmp_path / "s.txt", lines)
+    one = services.usage_rate(
+        kind="slurm", path=path, period="2025-03", source="hpc", dry_run=True, now=AFTER
+    )
+    monkeypatch.setattr(slurm, "BLOCK_BYTES", 4096)
+    many = services.usage_rate(
+        kind="slurm", path=path, period="2025-03", source="hpc", dry_run=True, now=AFTER
+    )
+    assert [(r.usage.resource_id, r.unit, r.quantity) for r in many.rows] == [
+        (r.usage.resource_id, r.unit, r.quantity) for r in one.rows
+    ]
+    assert many.summary == one.summary and many.billed_total == one.billed_total
+    lines[1099] = lines[1099].replace("|COMPLETED", "|x|COMPLETED")  # line 1100: a field too many
+    fields = lines[1149].split("|")
+    fields[5] = "many"  # line 1150: AllocCPUS is not a number
+    lines[1149] = "|".join(fields)
+    with pytest.raises(IngestError) as raised:
+        services.usage_rate(
+            kind="slurm", path=write(tmp_path / "bad.txt", lines), period="2025-03", source="hpc"
+        )
+    assert [(e.line, e.column) for e in raised.value.errors] == [(1100, ""), (1150, "AllocCPUS")]
