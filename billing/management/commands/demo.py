@@ -41,6 +41,30 @@ DEMO_MAPPING = {
     "fund_org": "NSF-2025-0931",
     "note": "demo: shared AWS networking account of the astro survey",
 }
+# Rated usage: the prices and subsidies the demo month's HPC and storage files were worked out with
+# (the fiscal year starting July 2026), and the Slurm accounts of its labs; try them with the sample
+# usage files in fixtures/demo/usage/ (README: "Rated usage").
+DEMO_RATES_FROM = "2026-07"
+DEMO_RATES = [
+    # source, unit, price, tier
+    ("hpc", "core-hour", "0.0250", ""),
+    ("hpc", "core-hour", "0.0400", "highmem"),
+    ("hpc", "core-hour", "0.0000", "gpu"),
+    ("hpc", "gpu-hour", "1.1000", "gpu"),
+    ("storage", "tb-month", "5.0000", "project"),
+    ("storage", "tb-month", "1.5000", "archive"),
+]
+DEMO_SUBSIDIES = [
+    {"name": "HPC Research Support", "percent": "100", "source": "hpc"},
+    {"name": "Project Storage Subsidy", "percent": "50", "source": "storage", "tier": "project"},
+]
+DEMO_SLURM_ACCOUNTS = {
+    "nguyen_lab": ("chem-md-sim", "alice.nguyen@university.example", "NSF-2026-0042"),
+    "okafor_lab": ("genomics-pipeline", "bruno.okafor@university.example", "NIH-2026-0310"),
+    "diaz_lab": ("astro-survey", "carmen.diaz@university.example", "NSF-2025-0931"),
+    "rossi_lab": ("cfd-wind", "elena.rossi@university.example", "DOD-2026-0077"),
+}
+DEMO_USAGE_DIR = "fixtures/demo/usage"
 ADMIN_USERNAME = "admin"
 PASSWORD_ENV = "OPENCHARGEBACK_DEMO_PASSWORD"  # noqa: S105 (the variable's name, not a password)
 
@@ -72,6 +96,7 @@ class Command(ReportingCommand):
 
         created, existing = self._sources()
         mapping = services.account_mapping_set(**DEMO_MAPPING)
+        rating = seed_rating()
         if not self.is_json:
             self.line()
             self.line(
@@ -80,6 +105,11 @@ class Command(ReportingCommand):
             self.line(
                 f"Account mapping: {mapping.sub_account_id} → {mapping.project.project_id} "
                 f"({mapping.project.pi.email}, {mapping.fund_org})"
+            )
+            self.line(
+                f"Rated usage: {len(DEMO_RATES)} rates and {len(DEMO_SUBSIDIES)} subsidies from {DEMO_RATES_FROM} "
+                f"({rating['rates_added']} and {rating['subsidies_added']} added now; `rates list`, `subsidies list`), "
+                f"{rating['slurm_accounts']} Slurm accounts mapped"
             )
             self.line()
 
@@ -94,6 +124,7 @@ class Command(ReportingCommand):
             "open http://127.0.0.1:8000/admin/ and log in as admin",
             f"openchargeback periods show {DEMO_PERIOD}",
             f"openchargeback review list -p {DEMO_PERIOD}",
+            f"openchargeback usage slurm {DEMO_USAGE_DIR}/sacct_2026-11.txt -p 2026-11 --dry-run",
         ]
 
         if self.is_json:
@@ -107,6 +138,7 @@ class Command(ReportingCommand):
                         "pi_email": mapping.project.pi.email,
                         "fund_org": mapping.fund_org,
                     },
+                    "rating": rating,
                     "files": [file_result_json(self, r) for r in results],
                     "imported": sum(1 for r in results if r.ok and not r.skipped),
                     "skipped": sum(1 for r in results if r.skipped),
@@ -133,6 +165,7 @@ class Command(ReportingCommand):
             self.line("  then open http://127.0.0.1:8000/admin/ and log in as admin")
             self.line(f"  openchargeback periods show {DEMO_PERIOD}")
             self.line(f"  openchargeback review list -p {DEMO_PERIOD}")
+            self.line(f"  openchargeback usage slurm {DEMO_USAGE_DIR}/sacct_2026-11.txt -p 2026-11 --dry-run")
         if failed:
             message = f"{len(failed)} demo file(s) could not be imported: " + ", ".join(
                 r.path.name for r in failed
@@ -195,3 +228,34 @@ class Command(ReportingCommand):
         password = os.environ.get(PASSWORD_ENV) or secrets.token_urlsafe(12)
         users.objects.create_superuser(ADMIN_USERNAME, "admin@university.example", password)
         return {"username": ADMIN_USERNAME, "created": True, "password": password}
+
+
+def seed_rating() -> dict[str, int]:
+    """The demo's rates, subsidies and Slurm account mappings; those already there are kept."""
+    from billing.rating import selectors as rating_selectors
+    from billing.rating import services as rating_services
+
+    known = {(r.source.slug, r.unit, r.tier, r.effective_from) for r in rating_selectors.rates_all()}
+    rates = 0
+    for slug, unit, price, tier in DEMO_RATES:
+        if (slug, unit, tier, DEMO_RATES_FROM) not in known:
+            rating_services.rate_add(
+                source=slug,
+                unit=unit,
+                price=price,
+                tier=tier,
+                effective_from=DEMO_RATES_FROM,
+                actor_name="demo",
+            )
+            rates += 1
+    names = set(rating_selectors.subsidies_all().values_list("name", flat=True))
+    subsidies = 0
+    for subsidy in DEMO_SUBSIDIES:
+        if subsidy["name"] not in names:
+            rating_services.subsidy_add(effective_from=DEMO_RATES_FROM, actor_name="demo", **subsidy)
+            subsidies += 1
+    for account, (project, pi_email, fund_org) in DEMO_SLURM_ACCOUNTS.items():
+        services.account_mapping_set(
+            sub_account_id=account, project_id=project, pi_email=pi_email, fund_org=fund_org, source="hpc"
+        )
+    return {"rates_added": rates, "subsidies_added": subsidies, "slurm_accounts": len(DEMO_SLURM_ACCOUNTS)}
