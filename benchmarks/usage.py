@@ -40,6 +40,20 @@ POSTGRES_SERVER = "postgres://postgres@127.0.0.1:5432"
 TARGET_JOBS_PER_SECOND = 250_000
 TARGET_RATIO = 3.0
 TARGET_MB = 500.0
+# sacct's --format fields (billing.rating.slurm.FIELDS, not imported: the bare read's child loads pyarrow only).
+SACCT_FIELDS = (
+    "JobID",
+    "User",
+    "Account",
+    "Partition",
+    "QOS",
+    "AllocCPUS",
+    "AllocTRES",
+    "ElapsedRaw",
+    "Start",
+    "End",
+    "State",
+)
 
 
 def sacct_file(lines: int, seed: int) -> Path:
@@ -105,22 +119,9 @@ def _peak_mb() -> float:
 def _bare_read(file: Path) -> int:
     import pyarrow.csv as pacsv
 
-    fields = [
-        "JobID",
-        "User",
-        "Account",
-        "Partition",
-        "QOS",
-        "AllocCPUS",
-        "AllocTRES",
-        "ElapsedRaw",
-        "Start",
-        "End",
-        "State",
-    ]
     table = pacsv.read_csv(
         file,
-        read_options=pacsv.ReadOptions(column_names=fields),
+        read_options=pacsv.ReadOptions(column_names=list(SACCT_FIELDS)),
         parse_options=pacsv.ParseOptions(delimiter="|"),
     )
     return table.num_rows

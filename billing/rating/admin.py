@@ -16,7 +16,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from billing.admin import CurrencyAdminMixin, money, money_cell
+from billing.admin import CurrencyAdminMixin, ReadOnlyAdminMixin, money, money_cell
 from chargeback.errors import Refused
 
 from . import selectors, services
@@ -181,7 +181,9 @@ class SubsidyAdmin(AuditlogHistoryAdminMixin, _ServiceErrorsMixin, CurrencyAdmin
 
 
 @admin.register(UsageFile)
-class UsageFileAdmin(CurrencyAdminMixin, admin.ModelAdmin):
+class UsageFileAdmin(CurrencyAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Usage files are added by `openchargeback usage slurm|storage`; here they are read and re-rated."""
+
     list_display = (
         "original_name",
         "kind",
@@ -212,15 +214,6 @@ class UsageFileAdmin(CurrencyAdminMixin, admin.ModelAdmin):
         "actor_name",
     )
     readonly_fields = fields
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # rated with `openchargeback usage slurm|storage`
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     @admin.display(description="import")
     def import_col(self, obj: UsageFile) -> SafeString:
@@ -272,21 +265,12 @@ class UsageFileAdmin(CurrencyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(Rerate)
-class RerateAdmin(CurrencyAdminMixin, admin.ModelAdmin):
+class RerateAdmin(CurrencyAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("created_at", "period", "actor_name", "reason", "before_col", "after_col", "files_col")
     list_filter = (("period", admin.RelatedOnlyFieldListFilter),)
     list_select_related = ("period",)
     fields = ("period", "reason", "actor_name", "created_at", "before_col", "after_col", "details")
     readonly_fields = fields
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     @admin.display(description="billed before")
     def before_col(self, obj: Rerate) -> SafeString:

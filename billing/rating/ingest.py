@@ -40,6 +40,20 @@ def charge_details_delete(charges: QuerySet[Charge]) -> None:
     ChargeRating.objects.filter(charge__in=charges).delete()
 
 
+def charge_subsidies(charge_id: int, applied: list[Applied]) -> list[ChargeSubsidy]:
+    """The records of what each subsidy paid of a charge (its name and percent as they were)."""
+    return [
+        ChargeSubsidy(
+            charge_id=charge_id,
+            subsidy=a.subsidy,
+            name=a.subsidy.name,
+            percent=a.subsidy.percent,
+            amount=a.amount,
+        )
+        for a in applied
+    ]
+
+
 @dataclass
 class RatedImport:
     """A rated usage file on its way through the ingest."""
@@ -75,16 +89,7 @@ class RatedImport:
                     free_amount=row.free_amount,
                 )
             )
-            paid += [
-                ChargeSubsidy(
-                    charge_id=charge_id,
-                    subsidy=a.subsidy,
-                    name=a.subsidy.name,
-                    percent=a.subsidy.percent,
-                    amount=a.amount,
-                )
-                for a in row.subsidies
-            ]
+            paid += charge_subsidies(charge_id, row.subsidies)
         ChargeRating.objects.bulk_create(ratings, batch_size=2000)
         ChargeSubsidy.objects.bulk_create(paid, batch_size=2000)
         if self.dry_run:
@@ -144,16 +149,7 @@ class ImportSubsidies:
             queue = self.by_identity.get(ident)
             if not queue:
                 continue
-            rows += [
-                ChargeSubsidy(
-                    charge_id=charge_id,
-                    subsidy=a.subsidy,
-                    name=a.subsidy.name,
-                    percent=a.subsidy.percent,
-                    amount=a.amount,
-                )
-                for a in queue.popleft()
-            ]
+            rows += charge_subsidies(charge_id, queue.popleft())
         ChargeSubsidy.objects.bulk_create(rows, batch_size=5000)
 
 

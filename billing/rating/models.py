@@ -16,7 +16,19 @@ from .units import PRICE_PLACES, QUANTITY_PLACES, UNIT_CHOICES
 PERIOD_REGEX = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
 
 
-class Rate(models.Model):
+class _Edited(models.Model):
+    """Who last changed a rule and when; every change is in the audit log (the admin's history)."""
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    actor_name = models.CharField(max_length=150, blank=True, default="")
+
+    class Meta:
+        abstract = True
+
+
+class Rate(_Edited):
     """A price per unit for a source's usage, from a month on, optionally for one tier only.
 
     A newer rate for the same source, unit and tier takes over from its month; periods rated
@@ -47,10 +59,6 @@ class Rate(models.Model):
         max_length=7, help_text="YYYY-MM: the first month this rate applies to."
     )
     note = models.CharField(max_length=300, blank=True, default="")
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
-    actor_name = models.CharField(max_length=150, blank=True, default="")
 
     class Meta:
         ordering = ["source__slug", "unit", "tier", "-effective_from"]
@@ -68,7 +76,7 @@ class Rate(models.Model):
         return f"{self.source.slug} {self.unit}{tier} @ {self.price} from {self.effective_from}"
 
 
-class Subsidy(models.Model):
+class Subsidy(_Edited):
     """A named rule paying part of matching charges: a percent off what remains to be billed
     (after free allowances and subsidies earlier in the order), up to an optional cap per project
     per fiscal year. Every criterion given must match; an empty one matches everything."""
@@ -100,10 +108,6 @@ class Subsidy(models.Model):
         help_text="Subsidies apply in this order (then by name), each to what the ones before left.",
     )
     note = models.CharField(max_length=300, blank=True, default="")
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
-    actor_name = models.CharField(max_length=150, blank=True, default="")
 
     class Meta:
         verbose_name_plural = "subsidies"

@@ -136,17 +136,18 @@ def usage_file_same_name(*, source: Source, period: BillingPeriod, name: str) ->
     return usage_files_current(period).filter(source=source, original_name=name).last()
 
 
-def usage_file_with_sha256(sha256: str) -> UsageFile | None:
-    return usage_files_with_sha(sha256).first()
-
-
-def usage_files_with_sha(sha256: str) -> QuerySet[UsageFile]:
+def usage_file_with_sha256(sha256: str, *, source: Source, period: str) -> UsageFile | None:
+    """The usage file in force with these bytes for this source and period (one sacct export may
+    cover several months, each rated on its own)."""
     from billing.models import Import
 
     return (
-        UsageFile.objects.filter(sha256=sha256, import_run__status=Import.Status.COMPLETED)
+        UsageFile.objects.filter(
+            sha256=sha256, source=source, period__period=period, import_run__status=Import.Status.COMPLETED
+        )
         .select_related("source", "period")
         .order_by("-id")
+        .first()
     )
 
 

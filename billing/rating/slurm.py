@@ -6,8 +6,9 @@ The file is the output of
         --format=JobID,User,Account,Partition,QOS,AllocCPUS,AllocTRES,ElapsedRaw,Start,End,State \\
         -S 2025-03-01 -E 2025-04-01
 
-(pipe-separated; a header line in that field order is allowed). It is read in blocks by
-pyarrow's CSV reader and every rule is applied to whole columns:
+(pipe-separated; a header line in that field order is allowed). It is read by pyarrow's
+multi-threaded CSV reader, and every rule is applied to whole columns of each block, the blocks
+worked out on a thread pool:
 
 - job steps (a `.` in JobID) are skipped; a finished job with ElapsedRaw 0 charges nothing;
 - states in OPENCHARGEBACK_SLURM_NOT_BILLED_STATES (default NODE_FAIL) are skipped and counted;
@@ -136,8 +137,9 @@ def _header_kind(path: Path, label: str) -> int:
     with open(path, "rb") as fh:
         first = fh.readline(1 << 16)
     if not first.strip():
-        if path.stat().st_size == 0 or not Path(path).read_bytes().strip():
-            raise IngestError(f"{label} is empty: no sacct lines")
+        with open(path, "rb") as fh:
+            if not any(line.strip() for line in fh):
+                raise IngestError(f"{label} is empty: no sacct lines")
         return 0
     if first.startswith(codecs.BOM_UTF8):
         raise IngestError(f"{label}: starts with a byte order mark; sacct writes plain UTF-8 text")
@@ -223,7 +225,7 @@ class _Errors:
         self.items: list[tuple[int, str, str, str]] = []
         self.total = 0
 
-    def add(self, rows: np.ndarray, offset: int, column: pa.Array, name: str, message: str) -> None:
+    def add(self, rows: np.ndarray, column: pa.Array, name: str, message: str) -> None:
         if not len(rows):
             return
         self.total += len(rows)
@@ -231,9 +233,7 @@ class _Errors:
         if room <= 0:
             return
         values = column.take(pa.array(rows[:room])).to_pylist()
-        self.items += [
-            (offset + int(r), name, v or "", message) for r, v in zip(rows[:room], values, strict=True)
-        ]
+        self.items += [(int(r), name, v or "", message) for r, v in zip(rows[:room], values, strict=True)]
 
     def merge(self, other: _Errors, offset: int) -> None:
         """Another block's errors (numbered from 0 in that block), numbered from `offset`."""
@@ -242,37 +242,31 @@ class _Errors:
         self.items += [(offset + r, name, value, message) for r, name, value, message in other.items[:room]]
 
 
-def _ints(
-    column: pa.Array, jobs: np.ndarray, offset: int, name: str, limit: int, errors: _Errors
-) -> np.ndarray:
+def _ints(column: pa.Array, jobs: np.ndarray, name: str, limit: int, errors: _Errors) -> np.ndarray:
     """Non-negative integers of a column (0 where not a job line); bad values are reported."""
     if pa.types.is_integer(column.type):
         missing = pc.is_null(column).to_numpy(zero_copy_only=False)
-        errors.add(np.nonzero(jobs & missing)[0], offset, column, name, "not a whole number")
+        errors.add(np.nonzero(jobs & missing)[0], column, name, "not a whole number")
         values = pc.fill_null(column, 0).to_numpy(zero_copy_only=False)
     else:
         good = pc.match_substring_regex(column, r"^-?[0-9]{1,18}$").to_numpy(zero_copy_only=False)
-        errors.add(np.nonzero(jobs & ~good)[0], offset, column, name, "not a whole number")
+        errors.add(np.nonzero(jobs & ~good)[0], column, name, "not a whole number")
         values = pc.cast(pc.if_else(pa.array(good), column, "0"), pa.int64()).to_numpy(zero_copy_only=False)
     values = np.where(jobs, values, 0)
     bad = (values < 0) | (values > limit)
-    errors.add(np.nonzero(bad)[0], offset, column, name, f"out of range (0 to {limit:,})")
+    errors.add(np.nonzero(bad)[0], column, name, f"out of range (0 to {limit:,})")
     return np.where(bad, 0, values)
 
 
-def _times(
-    column: pa.Array, jobs: np.ndarray, offset: int, name: str, errors: _Errors
-) -> tuple[np.ndarray, np.ndarray]:
+def _times(column: pa.Array, jobs: np.ndarray, name: str, errors: _Errors) -> tuple[np.ndarray, np.ndarray]:
     """(naive local epoch seconds, known mask); 'Unknown', 'None' and '' are unknown."""
-    parsed = (
-        column if pa.types.is_timestamp(column.type) else _parse_times(column, jobs, offset, name, errors)
-    )
+    parsed = column if pa.types.is_timestamp(column.type) else _parse_times(column, jobs, name, errors)
     known = pc.is_valid(parsed).to_numpy(zero_copy_only=False)
     seconds = pc.fill_null(pc.cast(parsed, pa.int64()), 0).to_numpy(zero_copy_only=False)
     return seconds, known
 
 
-def _parse_times(column: pa.Array, jobs: np.ndarray, offset: int, name: str, errors: _Errors) -> pa.Array:
+def _parse_times(column: pa.Array, jobs: np.ndarray, name: str, errors: _Errors) -> pa.Array:
     """Text timestamps parsed as the CSV reader does (ISO 8601), bad ones reported (the slow path,
     taken only for a file the typed read refused)."""
     unknown = pc.is_in(column, value_set=pa.array(UNKNOWN_TIMES))
@@ -292,9 +286,7 @@ def _parse_times(column: pa.Array, jobs: np.ndarray, offset: int, name: str, err
         except pa.ArrowInvalid:
             bad.append(row)
     rows = np.array(bad, dtype=np.int64)
-    errors.add(
-        rows[jobs[rows]] if len(rows) else rows, offset, column, name, "not a timestamp (YYYY-MM-DDTHH:MM:SS)"
-    )
+    errors.add(rows[jobs[rows]] if len(rows) else rows, column, name, "not a timestamp (YYYY-MM-DDTHH:MM:SS)")
     return pa.array(parsed, pa.timestamp("s"))
 
 
@@ -509,7 +501,7 @@ def _rate_batch(batch: pa.RecordBatch, window: PeriodWindow, not_billed: set[str
     """One block of lines: validate, work out each job's seconds in the period, and sum them per
     (account, partition). Pure: runs in a worker thread; rows are numbered from 0 in the block."""
     block = _Block(rows=batch.num_rows)
-    counts, errors, offset = block.counts, block.errors, 0
+    counts, errors = block.counts, block.errors
     job_ids = batch.column("JobID")
     blank = pc.equal(job_ids, "").to_numpy(zero_copy_only=False)
     if blank.any():  # an empty line (kept by the reader so that row numbers stay line numbers)
@@ -522,17 +514,17 @@ def _rate_batch(batch: pa.RecordBatch, window: PeriodWindow, not_billed: set[str
     counts["steps"] += int((steps & lines).sum())
     jobs = lines & ~steps
     no_id = jobs & pc.equal(job_ids, "").to_numpy(zero_copy_only=False)
-    errors.add(np.nonzero(no_id)[0], offset, job_ids, "JobID", "no JobID")
+    errors.add(np.nonzero(no_id)[0], job_ids, "JobID", "no JobID")
     account_column = batch.column("Account")
     no_account = jobs & pc.equal(account_column, "").to_numpy(zero_copy_only=False)
-    errors.add(np.nonzero(no_account)[0], offset, account_column, "Account", "no Slurm account")
+    errors.add(np.nonzero(no_account)[0], account_column, "Account", "no Slurm account")
     jobs &= ~no_id
     counts["jobs"] += int(jobs.sum())
 
-    cpus = _ints(batch.column("AllocCPUS"), jobs, offset, "AllocCPUS", MAX_CPUS, errors)
-    elapsed = _ints(batch.column("ElapsedRaw"), jobs, offset, "ElapsedRaw", MAX_SECONDS, errors)
-    start, start_known = _times(batch.column("Start"), jobs, offset, "Start", errors)
-    end, end_known = _times(batch.column("End"), jobs, offset, "End", errors)
+    cpus = _ints(batch.column("AllocCPUS"), jobs, "AllocCPUS", MAX_CPUS, errors)
+    elapsed = _ints(batch.column("ElapsedRaw"), jobs, "ElapsedRaw", MAX_SECONDS, errors)
+    start, start_known = _times(batch.column("Start"), jobs, "Start", errors)
+    end, end_known = _times(batch.column("End"), jobs, "End", errors)
     if errors.total:
         return block  # the file is refused; the other blocks are still checked, to report their lines
 
@@ -553,7 +545,6 @@ def _rate_batch(batch: pa.RecordBatch, window: PeriodWindow, not_billed: set[str
     # A job that never started (no Start) ran for no time: with ElapsedRaw > 0 the line contradicts itself.
     errors.add(
         np.nonzero(jobs & ~start_known & (elapsed > 0))[0],
-        offset,
         batch.column("Start"),
         "Start",
         "no Start time but ElapsedRaw is not 0",

@@ -54,7 +54,7 @@ DEMO_RATES = [
     ("storage", "tb-month", "5.0000", "project"),
     ("storage", "tb-month", "1.5000", "archive"),
 ]
-DEMO_SUBSIDIES = [
+DEMO_SUBSIDIES: list[dict[str, Any]] = [
     {"name": "HPC Research Support", "percent": "100", "source": "hpc"},
     {"name": "Project Storage Subsidy", "percent": "50", "source": "storage", "tier": "project"},
 ]

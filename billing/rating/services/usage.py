@@ -173,7 +173,7 @@ def usage_rate(
     name = original_name or path.name
     sha = sha256_of(path)
     if not (force or focus_out):
-        earlier = selectors.usage_file_with_sha256(sha)
+        earlier = selectors.usage_file_with_sha256(sha, source=source_obj, period=period)
         if earlier is not None:
             raise Refused(
                 f"{name} was already rated as usage file #{earlier.pk} ({earlier.source.slug} {earlier.period}, "

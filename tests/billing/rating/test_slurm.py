@@ -288,6 +288,13 @@ def test_the_same_file_again_is_refused_and_the_same_name_replaces(cluster, tmp_
     first = services.usage_rate(kind="slurm", path=path, period="2025-03", source="hpc", now=AFTER)
     with pytest.raises(Refused, match="already rated as usage file"):
         services.usage_rate(kind="slurm", path=path, period="2025-03", source="hpc", now=AFTER)
+    # The same export rated for another month is not a duplicate: April gets its share of the jobs
+    # crossing into it and of the one still running.
+    april = services.usage_rate(kind="slurm", path=path, period="2025-04", source="hpc", now=AFTER)
+    assert april.imported.supersedes == [] and {r.usage.resource_id for r in april.rows} == {
+        "phys/cpu",
+        "astro/cpu",
+    }
     ghost = Charge.objects.get(resource_id="ghost/cpu")
     from billing.services import charges_approve
 
@@ -310,7 +317,7 @@ def test_the_same_file_again_is_refused_and_the_same_name_replaces(cluster, tmp_
     # chem's 100 free core-hours were used by the first file: the extra hour is billed in full.
     assert third.rows[0].free_quantity == 0 and third.billed_total == Decimal("0.02")
     assert Charge.objects.filter(period__period="2025-03").count() == 7
-    assert ChargeRating.objects.count() == 7
+    assert ChargeRating.objects.filter(charge__period__period="2025-03").count() == 7
 
 
 def test_a_used_rate_cannot_be_deleted(cluster, tmp_path):
@@ -421,3 +428,18 @@ def test_many_blocks_add_up_the_same_and_keep_line_numbers(cluster, tmp_path, mo
             kind="slurm", path=write(tmp_path / "bad.txt", lines), period="2025-03", source="hpc"
         )
     assert [(e.line, e.column) for e in raised.value.errors] == [(1100, ""), (1150, "AllocCPUS")]
+
+
+def test_empty_values_are_reported_when_every_value_converts(cluster, tmp_path):
+    """No value fails to convert, so the fast (typed) read is used; its checks still name the lines."""
+    lines = [
+        "1|a||cpu|normal|4|cpu=4|60|2025-03-04T00:00:00|2025-03-04T00:01:00|COMPLETED",
+        "",
+        "2|a|chem|cpu|normal||cpu=4|60|2025-03-04T00:00:00|2025-03-04T00:01:00|COMPLETED",
+        "3|a|chem|cpu|normal|4|cpu=4|60|2025-03-04T00:00:00|2025-03-04T00:01:00|COMPLETED",
+    ]
+    with pytest.raises(IngestError) as raised:
+        services.usage_rate(
+            kind="slurm", path=write(tmp_path / "s.txt", lines), period="2025-03", source="hpc"
+        )
+    assert [(e.line, e.column) for e in raised.value.errors] == [(1, "Account"), (3, "AllocCPUS")]
