@@ -199,3 +199,21 @@ def test_a_subsidy_applies_to_an_imported_cloud_file_and_is_stated(db, tmp_path)
         Decimal("30"),
     ]
     assert ChargeSubsidy.objects.count() == 2
+
+
+def test_rerate_carries_review_decisions_to_unchanged_charges(hpc, tmp_path):
+    services.rate_add(source="hpc", unit="core-hour", price="0.0200", effective_from="2025-07")
+    path = tmp_path / "sacct_2025-09.txt"
+    path.write_text(
+        "1|bob|phys|cpu|normal|10|cpu=10|3600|2025-09-10T00:00:00|2025-09-10T01:00:00|COMPLETED\n"
+        "2|eve|guests|cpu|normal|10|cpu=10|3600|2025-09-10T00:00:00|2025-09-10T01:00:00|COMPLETED\n"
+    )
+    services.usage_rate(kind="slurm", path=path, period="2025-09", source="hpc", now=AFTER)
+    guests = Charge.objects.get(sub_account_id="guests")
+    assert guests.review_state == Charge.ReviewState.FLAGGED  # nobody mapped the guests account
+    from billing.services import charges_approve
+
+    charges_approve(charge_ids=[guests.pk], note="visitors' hours, billed to the department")
+    outcome = services.usage_rerate(period="2025-09", reason="subsidy review")
+    assert outcome.files[0]["decisions_carried"] == 1
+    assert Charge.objects.get(sub_account_id="guests").review_state == Charge.ReviewState.APPROVED
