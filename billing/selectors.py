@@ -40,7 +40,40 @@ def period_get(period: str) -> BillingPeriod:
         raise Refused(f"period {period} does not exist") from None
 
 
+# Words shown in capitals (or their usual spelling) in a source's display name: aws -> AWS.
+SOURCE_NAME_WORDS = {
+    "ai": "AI",
+    "api": "API",
+    "aws": "AWS",
+    "gcp": "GCP",
+    "gpu": "GPU",
+    "hpc": "HPC",
+    "ibm": "IBM",
+    "it": "IT",
+    "oci": "OCI",
+    "openai": "OpenAI",
+    "vm": "VM",
+}
+SOURCE_SLUG_REGEX = r"[a-z0-9][a-z0-9_-]*"
+
+
+def source_slug(name: str) -> str:
+    """The slug a source name stands for, case-insensitive: `AWS` is `aws`."""
+    slug = (name or "").strip().lower()
+    if not re.fullmatch(SOURCE_SLUG_REGEX, slug):
+        raise Refused(f"invalid source name {slug!r}: use lower-case letters, digits, '-' and '_'")
+    return slug
+
+
+def source_display_name(slug: str) -> str:
+    """A name for people: well-known words as they are written (aws -> AWS, openai -> OpenAI,
+    it_storage -> IT Storage, azure-local -> Azure Local), other words title-cased."""
+    words = [w for w in re.split(r"[-_\s]+", slug) if w]
+    return " ".join(SOURCE_NAME_WORDS.get(w.lower(), w.capitalize()) for w in words) or slug
+
+
 def source_get(slug: str) -> Source:
+    slug = (slug or "").strip().lower()
     try:
         return Source.objects.get(slug=slug)
     except Source.DoesNotExist:
@@ -49,16 +82,28 @@ def source_get(slug: str) -> Source:
 
 
 def source_for_filename(name: str, sources: Iterable[Source] | None = None) -> Source | None:
-    """The source whose filename pattern matches the name (longest pattern wins), else a slug prefix."""
+    """The source a file name names: the longest matching filename pattern (counted without its
+    wildcards) or slug prefix wins, so `it_storage_2025-01.csv` is it_storage even when storage's
+    pattern is `*storage*`. A slug prefix must end the name or be followed by '_', '.' or '-' and a
+    digit: `azure-local_2025-01.csv` is never azure."""
     lower = name.lower()
     candidates = list(sources if sources is not None else Source.objects.filter(is_active=True))
-    matches = [
-        s for s in candidates if s.filename_pattern and fnmatch.fnmatch(lower, s.filename_pattern.lower())
-    ]
-    if matches:
-        return max(matches, key=lambda s: len(s.filename_pattern))
-    prefixed = [s for s in candidates if re.match(rf"{re.escape(s.slug.lower())}(?:[_.\-]|$)", lower)]
-    return max(prefixed, key=lambda s: len(s.slug)) if prefixed else None
+    scored: list[tuple[int, Source]] = []
+    for source in candidates:
+        pattern = source.filename_pattern.lower()
+        if pattern and fnmatch.fnmatch(lower, pattern):
+            scored.append((len(re.sub(r"[*?\[\]]", "", pattern)), source))
+        if re.match(rf"{re.escape(source.slug.lower())}(?:[_.]|-(?=[0-9])|$)", lower):
+            scored.append((len(source.slug), source))
+    return max(scored, key=lambda item: item[0])[1] if scored else None
+
+
+def source_name_from_filename(name: str) -> str:
+    """The source a file name suggests when no source matches it: the part before its period
+    (`it_storage_2025-01.csv` -> it_storage); empty when the name has no period or no such part."""
+    match = _PERIOD_IN_NAME.search(name)
+    prefix = name[: match.start()].strip("_.- ").lower() if match else ""
+    return prefix if re.fullmatch(SOURCE_SLUG_REGEX, prefix) else ""
 
 
 def period_from_filename(name: str) -> str | None:

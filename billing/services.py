@@ -185,18 +185,28 @@ def _require_reviewable(period: BillingPeriod) -> None:
 def source_create(
     *, slug: str, display_name: str = "", filename_pattern: str = "", fund_org: str = "", account: str = ""
 ) -> Source:
-    slug = (slug or "").strip().lower()
-    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", slug):
-        raise Refused(f"invalid source name {slug!r}: use lower-case letters, digits, '-' and '_'")
+    slug = selectors.source_slug(slug)
     if Source.objects.filter(slug=slug).exists():
         raise Refused(f"source {slug} already exists")
     return Source.objects.create(
         slug=slug,
-        display_name=display_name or slug.replace("_", " ").title(),
+        display_name=display_name or selectors.source_display_name(slug),
         filename_pattern=filename_pattern or f"{slug}_*",
         fund_org=fund_org,
         account=account,
     )
+
+
+@transaction.atomic
+def source_ensure(*, name: str) -> tuple[Source, bool]:
+    """The source named (case-insensitive), created on first sight as the original does; returns
+    it and whether it was created."""
+    slug = selectors.source_slug(name)
+    source, created = Source.objects.get_or_create(
+        slug=slug,
+        defaults={"display_name": selectors.source_display_name(slug), "filename_pattern": f"{slug}_*"},
+    )
+    return source, created
 
 
 @transaction.atomic
@@ -276,6 +286,8 @@ class ImportOutcome:
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    source_created: bool = False  # the source was new: created on first sight (or would be, dry run)
+    source_name: str = ""
 
 
 class _DryRunRollback(Exception):
@@ -293,18 +305,25 @@ def import_file(
     actor: Any = None,
     actor_name: str = "",
     original_name: str | None = None,
+    create_source: bool = False,
 ) -> ImportOutcome:
     """Import one FOCUS file all or nothing. Raises Refused/IngestError; a real run that fails
-    leaves only its failed Import record."""
+    leaves only its failed Import record. With `create_source` a source named for the first time
+    is created (and kept, with the failed Import, if the file is refused); a dry run creates
+    nothing."""
     path = Path(path)
-    source_obj = source if isinstance(source, Source) else selectors.source_get(source)
     if period:
         period = selectors.validate_period(period)
+    if isinstance(source, str) and create_source:
+        selectors.source_slug(source)  # a bad name is refused before the file is read
+    elif isinstance(source, str):
+        source = selectors.source_get(source)
     if not path.is_file():
         raise IngestError(f"file not found: {path}")
     name = original_name or path.name
     if dry_run:
-        return _import_dry_run(path, source_obj, period, append, force, pipeline.sha256_of(path), name)
+        return _import_dry_run(path, source, period, append, force, pipeline.sha256_of(path), name)
+    source_obj, created = source_ensure(name=source) if isinstance(source, str) else (source, False)
     sha256 = _BackgroundSha256(path)
     record = import_create(
         path=path,
@@ -316,7 +335,9 @@ def import_file(
         original_name=name,
         defer_hash=True,
     )
-    return import_execute(import_id=record.pk, period=period, force=force, pending_sha256=sha256)
+    outcome = import_execute(import_id=record.pk, period=period, force=force, pending_sha256=sha256)
+    outcome.source_created = created
+    return outcome
 
 
 def _refuse_duplicate(
@@ -432,12 +453,15 @@ def import_create(
 
 
 def _import_dry_run(
-    path: Path, source: Source, period: str | None, append: bool, force: bool, sha: str, name: str
+    path: Path, source: Source | str, period: str | None, append: bool, force: bool, sha: str, name: str
 ) -> ImportOutcome:
     _refuse_duplicate(sha, force)
-    outcome = ImportOutcome(file_name=name, source=source.slug, dry_run=True)
+    outcome = ImportOutcome(file_name=name, source="", dry_run=True)
     try:
         with transaction.atomic():
+            if isinstance(source, str):
+                source, outcome.source_created = source_ensure(name=source)
+            outcome.source, outcome.source_name = source.slug, source.display_name
             record = Import.objects.create(
                 source=source, original_name=name, sha256=sha, append=append, status=Import.Status.RUNNING
             )
@@ -464,7 +488,12 @@ def import_execute(
     Import.objects.filter(pk=record.pk).update(
         status=Import.Status.RUNNING, started_at=timezone.now(), runner=_runner()
     )
-    outcome = ImportOutcome(file_name=record.original_name, source=record.source.slug, import_id=record.pk)
+    outcome = ImportOutcome(
+        file_name=record.original_name,
+        source=record.source.slug,
+        source_name=record.source.display_name,
+        import_id=record.pk,
+    )
     try:
         with transaction.atomic():
             if pending_sha256 is None:

@@ -690,6 +690,8 @@ def _guess(name: str, sources: list[Source]) -> dict[str, str]:
     return {
         "name": name,
         "source": source.slug if source else "",
+        # No known source: the name's prefix, which the import creates on first sight.
+        "new_source": "" if source else selectors.source_name_from_filename(name),
         "period": selectors.period_from_filename(name) or "",
     }
 
@@ -716,13 +718,19 @@ def _start_import(request: HttpRequest, uploaded: UploadedFile, data: dict[str, 
         return {**rejected, "error": "Only .csv and .csv.gz files can be imported."}
     if uploaded.size and uploaded.size > limit:
         return {**rejected, "error": f"The file is larger than the upload limit ({_human_size(limit)})."}
-    sources = list(Source.objects.filter(is_active=True))
+    source: Source | None
     if data.get("source"):
-        source = next((s for s in sources if s.slug == data["source"]), None)
+        try:
+            source, _created = services.source_ensure(name=data["source"])  # a new name: created
+        except Refused as exc:
+            return {**rejected, "error": str(exc)}
     else:
-        source = selectors.source_for_filename(name, sources)
+        source = selectors.source_for_filename(name)
     if source is None:
-        return {**rejected, "error": "The source could not be told from the file name: choose one."}
+        return {
+            **rejected,
+            "error": "The source could not be told from the file name: choose one, or name a new one.",
+        }
     period = data.get("period") or selectors.period_from_filename(name) or None
     created_tmp = None
     try:

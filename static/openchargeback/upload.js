@@ -73,22 +73,37 @@
 
   function updateControls() {
     var waiting = items.filter(function (i) { return i.state === "waiting"; });
-    var ready = waiting.filter(function (i) { return i.source.value; });
+    var ready = waiting.filter(function (i) { return i.source.value.trim(); });
     start.disabled = running || ready.length === 0 || ready.length !== waiting.length;
     start.value = waiting.length > 1 ? "Import " + waiting.length + " files" : "Import";
     queue.hidden = items.length === 0;
     if (waiting.length && ready.length !== waiting.length) {
-      summary.textContent = "Choose the source of every file first.";
+      summary.textContent = "Choose or name the source of every file first.";
     } else if (!running) {
       summary.textContent = "";
     }
   }
 
+  // Known sources to pick from; a name not in the list creates that source on import.
+  var sourceList = el("datalist", { id: "ocb-source-list" });
+  sources.forEach(function (s) {
+    sourceList.appendChild(el("option", { value: s.slug, text: s.name }));
+  });
+  root.appendChild(sourceList);
+  var knownSlugs = sources.map(function (s) { return s.slug; });
+
+  function markNewSource(select) {
+    var name = select.value.trim().toLowerCase();
+    var isNew = name !== "" && knownSlugs.indexOf(name) < 0;
+    select.classList.toggle("ocb-new-source", isNew);
+    select.title = isNew ? "New source: created when this file is imported" : "";
+  }
+
   function addFile(file) {
-    var select = el("select", { "aria-label": "Source of " + file.name }, [el("option", { value: "", text: "choose…" })]);
-    sources.forEach(function (s) {
-      select.appendChild(el("option", { value: s.slug, text: s.slug + " — " + s.name }));
+    var select = el("input", {
+      type: "text", size: "12", placeholder: "source", "aria-label": "Source of " + file.name,
     });
+    select.setAttribute("list", "ocb-source-list");
     var period = el("input", {
       type: "text", size: "8", placeholder: "from file", pattern: "[0-9]{4}-[0-9]{2}",
       "aria-label": "Period of " + file.name,
@@ -120,7 +135,7 @@
       row.remove();
       updateControls();
     });
-    select.addEventListener("change", updateControls);
+    select.addEventListener("input", function () { markNewSource(select); updateControls(); });
     tbody.appendChild(row);
     items.push(item);
     if (!accepted(file.name)) {
@@ -154,9 +169,10 @@
           if (!item || item.state !== "waiting") {
             return;
           }
-          if (g.source && !item.source.value) {
-            item.source.value = g.source;
+          if ((g.source || g.new_source) && !item.source.value) {
+            item.source.value = g.source || g.new_source;
             item.source.classList.add("ocb-guessed");
+            markNewSource(item.source);
           }
           if (g.period && !item.period.value) {
             item.period.value = g.period;
@@ -241,7 +257,7 @@
       var data = new FormData();
       data.append("csrfmiddlewaretoken", csrf);
       data.append("file", item.file, item.file.name);
-      data.append("source", item.source.value);
+      data.append("source", item.source.value.trim());
       data.append("period", item.period.value.trim());
       if (item.append.checked) {
         data.append("append", "on");

@@ -160,11 +160,40 @@ def test_ingest_refuses_undetectable_source_naming_the_file(reference_sources, t
     assert "give -s SOURCE" in result.err
 
 
-def test_ingest_unknown_source_is_refused(tmp_path):
-    path = write_focus(tmp_path / "aws_2025-02.csv", focus_row())
-    result = run("ingest", path, "-s", "nope")
+def test_ingest_creates_a_source_on_first_sight(tmp_path):
+    path = write_focus(tmp_path / "it_storage_2025-02.csv", focus_row())
+    checked = run("ingest", path, "-s", "IT_Storage", "--dry-run")
+    assert checked.code == 0, checked.err
+    assert checked.out.startswith("new source 'it_storage' (IT Storage): would be created\n")
+    assert not Source.objects.exists()  # a dry run creates nothing
+
+    result = run("ingest", path, "-s", "IT_Storage", "--format", "json")
+    assert result.code == 0, result.err
+    assert result.json()["files"][0]["source"] == "it_storage"
+    assert result.json()["files"][0]["source_created"] is True
+    source = Source.objects.get()
+    assert (source.slug, source.display_name, source.filename_pattern) == (
+        "it_storage",
+        "IT Storage",
+        "it_storage_*",
+    )
+
+    other = write_focus(tmp_path / "x.csv", focus_row(resource="i-2"))
+    again = run("ingest", other, "-s", "it_storage")  # names are case-insensitive: the same source
+    assert again.code == 0 and "new source" not in again.out
+    assert Source.objects.count() == 1
+
+    bad = run("ingest", path, "-s", "it/storage")
+    assert bad.code == 1
+    assert "invalid source name 'it/storage'" in bad.err
+
+
+def test_ingest_without_source_suggests_one(tmp_path):
+    path = write_focus(tmp_path / "oracle_2025-02.csv", focus_row())
+    result = run("ingest", path)
     assert result.code == 1
-    assert "unknown source 'nope'" in result.err
+    assert "give -s SOURCE (e.g. -s oracle: a new source is created)" in result.err
+    assert not Source.objects.exists()
 
 
 @pytest.mark.parametrize("period", ["2025-1", "2025-13", "202501", "January"])
@@ -383,7 +412,7 @@ def test_sources_add_list_update():
     }
     assert run("sources", "add", "aws").code == 0
     aws = Source.objects.get(slug="aws")
-    assert (aws.display_name, aws.filename_pattern) == ("Aws", "aws_*")
+    assert (aws.display_name, aws.filename_pattern) == ("AWS", "aws_*")  # a well-known name in capitals
 
     assert [s["slug"] for s in run("sources", "list", "--format", "json").json()["sources"]] == [
         "aws",

@@ -189,7 +189,7 @@ def test_source_create_defaults_and_refusals():
     source = services.source_create(slug=" IT_Storage ", fund_org="RC-100", account="4500")
     assert (source.slug, source.display_name, source.filename_pattern) == (
         "it_storage",
-        "It Storage",
+        "IT Storage",
         "it_storage_*",
     )
     assert (source.fund_org, source.account, source.is_active) == ("RC-100", "4500", True)

@@ -120,8 +120,8 @@ def test_exit_codes(cli, tmp_path):
     assert "Traceback" not in bad_period.err
     as_json = cli("periods", "show", "2025-02", "--format", "json")
     assert as_json.code == 1 and as_json.json() == {"error": "period 2025-02 does not exist", "errors": []}
-    unknown_source = cli("ingest", tmp_path / "x.csv", "-s", "nope")
-    assert unknown_source.code == 1 and "unknown source 'nope'" in unknown_source.err
+    missing_file = cli("ingest", tmp_path / "x.csv", "-s", "nope")
+    assert missing_file.code == 1 and "file not found" in missing_file.err
 
     assert cli("sources", "add", "aws").code == 0
     missing_column = tmp_path / "aws_2025-02.csv"

@@ -56,6 +56,7 @@ def file_result_json(cmd: ReportingCommand, result: FileResult) -> dict[str, Any
         doc.update(
             {
                 "source": out.source,
+                "source_created": out.source_created,
                 "period": out.period,
                 "import_id": out.import_id,
                 "status": out.status,
@@ -85,6 +86,10 @@ def file_result_text(cmd: ReportingCommand, result: FileResult) -> None:
         return
     out = result.outcome
     assert out is not None
+    if out.source_created:
+        cmd.line(
+            f"new source {out.source!r} ({out.source_name})" + (": would be created" if out.dry_run else "")
+        )
     where = f"{out.source} {out.period}"
     head = (
         f"{name} → {where}, dry run (nothing written)"

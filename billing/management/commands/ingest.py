@@ -25,7 +25,9 @@ class Command(ReportingCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("files", nargs="+", metavar="FILE", help="FOCUS files to import")
         parser.add_argument(
-            "-s", "--source", help="source of every file (default: detected from each file name)"
+            "-s",
+            "--source",
+            help="source of every file, created if new (default: detected from each file name)",
         )
         parser.add_argument(
             "-p", "--period", help="billing period YYYY-MM; rows of another month reject the file"
@@ -40,7 +42,8 @@ class Command(ReportingCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         period = selectors.validate_period(options["period"]) if options["period"] else None
-        source = selectors.source_get(options["source"]) if options["source"] else None
+        # -s NAME: a source seen for the first time is created (the original's behaviour).
+        source = selectors.source_slug(options["source"]) if options["source"] else None
         results: list[FileResult] = []
         for name in options["files"]:
             result = self._import_one(Path(name), source, period, options)
@@ -96,7 +99,7 @@ class Command(ReportingCommand):
         )
 
     def _import_one(
-        self, path: Path, source: Source | None, period: str | None, options: dict[str, Any]
+        self, path: Path, source: str | None, period: str | None, options: dict[str, Any]
     ) -> FileResult:
         try:
             if not path.is_file():
@@ -108,6 +111,7 @@ class Command(ReportingCommand):
                 append=options["append"],
                 force=options["force"],
                 dry_run=options["dry_run"],
+                create_source=True,
             )
         except Refused as exc:
             return FileResult(path=path, error=exc)
@@ -120,8 +124,10 @@ class Command(ReportingCommand):
             known = ", ".join(
                 f"{s.slug} ({s.filename_pattern or s.slug + '_*'})" for s in selectors.sources_all()
             )
+            suggested = selectors.source_name_from_filename(path.name)
             raise Refused(
                 "cannot tell the source from the file name: no source's file name pattern matches "
                 f"(known: {known or 'none yet'}); give -s SOURCE"
+                + (f" (e.g. -s {suggested}: a new source is created)" if suggested else "")
             )
         return detected
