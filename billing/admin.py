@@ -1036,8 +1036,9 @@ class ImportAdmin(CurrencyAdminMixin, LargeTableAdminMixin, admin.ModelAdmin):
                     "source",
                     "period",
                     "status_col",
-                    "append",
+                    "replace",
                     "supersedes_col",
+                    "parts_col",
                     "actor_name",
                 )
             },
@@ -1168,6 +1169,21 @@ class ImportAdmin(CurrencyAdminMixin, LargeTableAdminMixin, admin.ModelAdmin):
             return "—"
         url = reverse("admin:billing_import_change", args=[obj.supersedes_id])
         return format_html('<a href="{}">#{}</a>', url, obj.supersedes_id)
+
+    @admin.display(description="same file, other periods")
+    def parts_col(self, obj: Import) -> SafeString | str:
+        """A file whose rows span several billing periods is one import per period."""
+        links = [
+            format_html(
+                '<a href="{}">#{} ({})</a>',
+                reverse("admin:billing_import_change", args=[o.pk]),
+                o.pk,
+                o.period,
+            )
+            for o in selectors.imports_of_same_file(obj)
+            if o.pk != obj.pk
+        ]
+        return format_html_join(", ", "{}", ((link,) for link in links)) if links else "—"
 
     @admin.display(description="warnings")
     def warnings_col(self, obj: Import) -> str:

@@ -193,7 +193,11 @@ class UploadForm(forms.Form):
     period = forms.CharField(
         required=False, max_length=7, help_text="Empty: guessed from the file name or its rows."
     )
-    append = forms.BooleanField(required=False, help_text="Add to the period's charges instead of replacing.")
+    replace = forms.BooleanField(
+        required=False,
+        help_text="Supersede every earlier import of the source and period. Without it a file adds to "
+        "them, and the same file name again supersedes its earlier import.",
+    )
 
     def clean_source(self) -> str:
         name = self.cleaned_data.get("source", "")

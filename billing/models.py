@@ -226,11 +226,22 @@ class Import(models.Model):
     sha256 = models.CharField(max_length=64, db_index=True)
     size_bytes = models.BigIntegerField(default=0)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
-    append = models.BooleanField(
-        default=False, help_text="Added to the period's charges instead of replacing."
+    replace = models.BooleanField(
+        default=False,
+        help_text="Superseded every earlier import of its source and period(s), not only an earlier "
+        "import of the same file name.",
     )
     supersedes = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="superseded_by"
+    )
+    part_of = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="parts",
+        help_text="The import of the same file that holds its other billing period (a file whose rows "
+        "span several periods is one import per period).",
     )
     rows_read = models.PositiveIntegerField(default=0)
     charges_created = models.PositiveIntegerField(default=0)
@@ -267,6 +278,7 @@ class FlagReason(models.TextChoices):
     MISSING_FUND_ORG = "missing_fund_org", "Missing fund/org"
     INVALID_FUND_ORG = "invalid_fund_org", "Invalid fund/org"
     PROJECT_PI_MISMATCH = "project_pi_mismatch", "Project seen under another PI"
+    PERIOD_MISMATCH = "period_mismatch", "Billing period mismatch"
     RULE = "rule", "Flag rule"
 
 

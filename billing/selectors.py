@@ -72,6 +72,13 @@ def source_display_name(slug: str) -> str:
     return " ".join(SOURCE_NAME_WORDS.get(w.lower(), w.capitalize()) for w in words) or slug
 
 
+def period_status(period: str) -> str | None:
+    """The period's status, or None when it does not exist yet."""
+    return (
+        BillingPeriod.objects.filter(period=validate_period(period)).values_list("status", flat=True).first()
+    )
+
+
 def source_get(slug: str) -> Source:
     slug = (slug or "").strip().lower()
     try:
@@ -247,6 +254,12 @@ def current_imports(source: Source, period: BillingPeriod) -> QuerySet[Import]:
     return Import.objects.filter(source=source, period=period, status=Import.Status.COMPLETED)
 
 
+def imports_of_same_file(record: Import) -> QuerySet[Import]:
+    """The imports of one file: a file whose rows span several billing periods is one per period."""
+    first = record.part_of_id or record.pk
+    return Import.objects.filter(Q(pk=first) | Q(part_of_id=first)).select_related("period").order_by("id")
+
+
 # --- reads for the CLI's lists ------------------------------------------------------------
 
 
@@ -309,6 +322,27 @@ def periods_overview() -> list[PeriodOverview]:
                 row.billed_total = exact_sum(charges, "billed_cost")
         result.append(row)
     return result
+
+
+@dataclass
+class SourceLastImport:
+    source: Source
+    last: Import | None  # its most recent import that finished (completed, superseded or failed)
+
+
+def sources_last_import() -> list[SourceLastImport]:
+    """Every source with its last finished import, for `sources sync-status`."""
+    finished = [Import.Status.COMPLETED, Import.Status.SUPERSEDED, Import.Status.FAILED]
+    rows = []
+    for source in Source.objects.order_by("slug"):
+        last = (
+            Import.objects.filter(source=source, status__in=finished)
+            .select_related("period")
+            .order_by("-id")
+            .first()
+        )
+        rows.append(SourceLastImport(source=source, last=last))
+    return rows
 
 
 def sources_all() -> QuerySet[Source]:

@@ -660,7 +660,10 @@ def import_status_data(record: Import, currency: str) -> dict[str, Any]:
         "id": record.pk,
         "name": record.original_name,
         "source": record.source.slug,
-        "period": record.period.period if record.period_id and record.period else "",
+        # A file whose rows span several billing periods is one import per period.
+        "period": ", ".join(str(i.period) for i in selectors.imports_of_same_file(record) if i.period_id)
+        if done and record.period_id
+        else (record.period.period if record.period_id and record.period else ""),
         "status": record.status,
         "status_label": record.get_status_display(),
         "done": done,
@@ -746,7 +749,7 @@ def _start_import(request: HttpRequest, uploaded: UploadedFile, data: dict[str, 
             record = services.import_create(
                 path=path,
                 source=source,
-                append=bool(data.get("append")),
+                replace=bool(data.get("replace")),
                 actor=request.user,
                 original_name=name,
             )

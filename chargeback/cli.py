@@ -36,6 +36,11 @@ def _take_config_option(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = _take_config_option(list(sys.argv if argv is None else argv))
+    if argv[1:] in (["--version"], ["version"]):  # this package's version (Django would print its own)
+        from chargeback import package_version
+
+        sys.stdout.write(f"openchargeback version {package_version()}\n")
+        return 0
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chargeback.settings")
     from django.core.management import execute_from_command_line
 

@@ -107,14 +107,28 @@ class ReportingCommand(BaseCommand):
     """Base class of the reporting commands (see the module docstring)."""
 
     output_format: str = "text"
+    # A command whose `--format` also names something else (export-journal: the journal layout, as
+    # the original's `--format gl`): any value is accepted; text and json still choose the output.
+    format_also_names: str = ""
 
     # --- parser -----------------------------------------------------------------------------
 
     def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
         parser = super().create_parser(prog_name, subcommand, **kwargs)
-        parser.add_argument(
-            "--format", choices=FORMATS, default="text", help="Output: text (default) or one JSON document."
-        )
+        if self.format_also_names:
+            parser.add_argument(
+                "--format",
+                default="text",
+                metavar=f"text|json|{self.format_also_names.upper()}",
+                help=f"Output: text (default) or one JSON document; any other value is the {self.format_also_names}.",
+            )
+        else:
+            parser.add_argument(
+                "--format",
+                choices=FORMATS,
+                default="text",
+                help="Output: text (default) or one JSON document.",
+            )
         for sub in _parsers(parser):
             sub.__class__ = _Parser
             if sub is not parser:
@@ -145,7 +159,8 @@ class ReportingCommand(BaseCommand):
             sys.exit(exc.code)
 
     def execute(self, *args: Any, **options: Any) -> Any:
-        self.output_format = options.get("format") or "text"
+        chosen = options.get("format") or "text"
+        self.output_format = chosen if chosen in FORMATS else "text"
         try:
             return super().execute(*args, **options)
         except UsageError as exc:

@@ -187,6 +187,12 @@ OPENCHARGEBACK_STATEMENT_EMAIL_SUBJECT = env.str(
     default="{{ organization }}: your statement{{ count|pluralize }} for {{ period_label }} ({{ total }} due)",
 )
 OPENCHARGEBACK_PDF_PAGE_SIZE = env.str("OPENCHARGEBACK_PDF_PAGE_SIZE", default="letter")
+# Where `export-journal` writes journals without -o, and where `generate` also writes statement PDFs
+# (empty: PDFs only in the media folder, downloadable from the admin and portal).
+OPENCHARGEBACK_JOURNAL_DIR = Path(
+    env.str("OPENCHARGEBACK_JOURNAL_DIR", default=str(DATA_DIR / "output" / "journals"))
+)
+OPENCHARGEBACK_PDF_DIR = env.str("OPENCHARGEBACK_PDF_DIR", default="")
 OPENCHARGEBACK_SENDING_STALE_SECONDS = env.int("OPENCHARGEBACK_SENDING_STALE_SECONDS", default=900)
 # A CLI waiting for workers that sees no progress for this long queues the unfinished tasks again
 # (idempotent; recovers messages a dying worker took from Redis without recording them).
@@ -200,6 +206,11 @@ LOGGING = build_logging(
 if CELERY_TASK_ALWAYS_EAGER:
     # Tasks run inside the CLI or the web request: a line per task would only be noise there.
     LOGGING["loggers"]["celery.app.trace"]["level"] = env.str("LOG_LEVEL", default="WARNING").upper()
+
+# `openchargeback serve` listens here unless told otherwise (web.host, web.port of config.yaml).
+OPENCHARGEBACK_WEB_HOST = env.str("OPENCHARGEBACK_WEB_HOST", default="127.0.0.1")
+OPENCHARGEBACK_WEB_PORT = env.int("OPENCHARGEBACK_WEB_PORT", default=8000)
+OPENCHARGEBACK_WEB_ENABLED = env.bool("OPENCHARGEBACK_WEB_ENABLED", default=True)
 
 # Behind a TLS-terminating reverse proxy that sets X-Forwarded-Proto (docs/deploy.md).
 if env.bool("TRUST_X_FORWARDED_PROTO", default=False):

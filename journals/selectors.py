@@ -71,8 +71,14 @@ def journal_formats_available() -> list[FormatSpec]:
     ]
 
 
+# The original OpenChargeback's format names: its default ("standard detail") is a row per PI ×
+# project × service, which is the summary layout here.
+FORMAT_ALIASES = {"default": "summary", "standard": "summary"}
+
+
 def journal_format_get(name: str) -> FormatSpec:
     name = (name or "").strip()
+    name = FORMAT_ALIASES.get(name, name)
     if name in BUILTIN_FORMATS:
         return BUILTIN_FORMATS[name]
     fmt = JournalFormat.objects.filter(name=name).first()

@@ -108,7 +108,9 @@
       type: "text", size: "8", placeholder: "from file", pattern: "[0-9]{4}-[0-9]{2}",
       "aria-label": "Period of " + file.name,
     });
-    var append = el("input", { type: "checkbox", "aria-label": "Append " + file.name });
+    var replace = el("input", {
+      type: "checkbox", "aria-label": "Replace every earlier import of the source and period with " + file.name,
+    });
     var bar = el("div", { className: "ocb-progress-bar" });
     var progress = el("div", { className: "ocb-progress" }, [bar]);
     var label = el("span", { className: "ocb-status-text" });
@@ -120,11 +122,11 @@
       el("td", { className: "ocb-num", text: humanSize(file.size) }),
       el("td", {}, [select]),
       el("td", {}, [period]),
-      el("td", {}, [append]),
+      el("td", {}, [replace]),
       el("td", {}, [status]),
     ]);
     var item = {
-      file: file, row: row, source: select, period: period, append: append, bar: bar,
+      file: file, row: row, source: select, period: period, replace: replace, bar: bar,
       progress: progress, label: label, details: details, status: status, state: "waiting",
     };
     remove.addEventListener("click", function () {
@@ -150,7 +152,7 @@
 
   function reject(item, message) {
     item.state = "rejected";
-    [item.source, item.period, item.append].forEach(function (field) { field.disabled = true; });
+    [item.source, item.period, item.replace].forEach(function (field) { field.disabled = true; });
     setStatus(item, "rejected", message, 0);
   }
 
@@ -203,7 +205,7 @@
         item.details.appendChild(el("a", { href: result.review_url, text: result.flagged.toLocaleString() + " flagged" }));
       }
       if (result.supersedes) {
-        item.details.appendChild(document.createTextNode(" · replaces import #" + result.supersedes));
+        item.details.appendChild(document.createTextNode(" · supersedes import #" + result.supersedes));
       }
       item.details.appendChild(document.createTextNode(" · "));
       item.details.appendChild(el("a", { href: result.url, text: "import #" + result.id }));
@@ -259,10 +261,10 @@
       data.append("file", item.file, item.file.name);
       data.append("source", item.source.value.trim());
       data.append("period", item.period.value.trim());
-      if (item.append.checked) {
-        data.append("append", "on");
+      if (item.replace.checked) {
+        data.append("replace", "on");
       }
-      [item.source, item.period, item.append].forEach(function (field) { field.disabled = true; });
+      [item.source, item.period, item.replace].forEach(function (field) { field.disabled = true; });
       item.state = "uploading";
       setStatus(item, "uploading", "uploading…", 0);
       var xhr = new XMLHttpRequest();

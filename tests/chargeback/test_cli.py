@@ -95,9 +95,9 @@ def test_reference_month_end_to_end(cli, reference_dir):
     assert billed[("frin.bumberly@example.edu", "cfd-turbulence")] == Decimal("5.00")
     assert sum(billed.values()) == Decimal("20227.00") and len(billed) == 10
 
-    again = cli("ingest", files[0], "-p", "2025-01")
-    assert again.code == 1
-    assert f"already imported as #{doc['files'][0]['import_id']}" in again.err
+    again = cli("ingest", files[0], "-p", "2025-01")  # the same bytes: skipped, not a failure (cron)
+    assert again.code == 0, again.err
+    assert f"skipped, already imported as #{doc['files'][0]['import_id']}" in again.out
 
 
 def test_exit_codes(cli, tmp_path):
@@ -106,7 +106,6 @@ def test_exit_codes(cli, tmp_path):
     for args in (
         ["ingest"],
         ["periods", "show", "2025-01", "--format", "xml"],
-        ["review", "reject", "--id", "1"],
         ["review", "approve"],
     ):
         result = cli(*args)
@@ -122,6 +121,8 @@ def test_exit_codes(cli, tmp_path):
     assert as_json.code == 1 and as_json.json() == {"error": "period 2025-02 does not exist", "errors": []}
     missing_file = cli("ingest", tmp_path / "x.csv", "-s", "nope")
     assert missing_file.code == 1 and "file not found" in missing_file.err
+    no_note = cli("review", "reject", "--id", "1")  # deliberate: every rejection says why
+    assert no_note.code == 1 and no_note.err == "error: a note is required: --note TEXT\n"
 
     assert cli("sources", "add", "aws").code == 0
     missing_column = tmp_path / "aws_2025-02.csv"
@@ -212,3 +213,13 @@ def test_demo_end_to_end_and_idempotent(tmp_path, demo_dir):
     (period,) = cli("periods", "list", "--format", "json").json()["periods"]
     assert (period["period"], period["charges"], period["flagged"]) == ("2026-10", 47, 2)
     assert (tmp_path / "data" / "media").is_dir()  # stored copies of the imports
+
+
+def test_version(tmp_path):
+    from chargeback import package_version
+
+    cli = Cli(tmp_path)
+    for args in (["--version"], ["version"]):
+        result = cli(*args)
+        assert result.code == 0 and result.out == f"openchargeback version {package_version()}\n", args
+    assert package_version() == "0.1.0"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -204,6 +205,25 @@ def test_serve_runs_gunicorn_with_structured_logs(monkeypatch, settings):
     call_command("serve", "--bind", "0.0.0.0:9000", "--bind", "unix:/tmp/oc.sock")
     assert captured["bind"] == ["0.0.0.0:9000", "unix:/tmp/oc.sock"]
     assert captured["workers"] >= 2
+
+
+def test_serve_takes_the_original_options(monkeypatch, settings):
+    """`serve --host/-h --port/-p --reload`, defaults from web.host/web.port of config.yaml."""
+    from chargeback.management.commands import serve
+
+    captured: dict = {}
+    monkeypatch.setattr(serve, "run_gunicorn", lambda options: captured.update(options))
+    out = io.StringIO()
+    call_command("serve", "-h", "0.0.0.0", "-p", "9100", "--reload", stdout=out)
+    assert captured["bind"] == ["0.0.0.0:9100"] and captured["reload"] is True
+    assert out.getvalue() == "OpenChargeback at http://0.0.0.0:9100/admin/ (the PI portal at /portal/)\n"
+    captured.clear()
+    settings.OPENCHARGEBACK_WEB_HOST, settings.OPENCHARGEBACK_WEB_PORT = "10.0.0.5", 8800
+    call_command("serve", "--port", "8801", stdout=io.StringIO())
+    assert captured["bind"] == ["10.0.0.5:8801"] and "reload" not in captured
+    settings.OPENCHARGEBACK_WEB_ENABLED = False
+    with pytest.raises(CommandError, match=r"web interface is switched off \(web.enabled: false"):
+        call_command("serve", stdout=io.StringIO())
 
 
 def test_serve_workers_from_web_concurrency(monkeypatch):

@@ -1,4 +1,4 @@
-"""openchargeback ingest FILE... [-s SOURCE] [-p YYYY-MM] [--dry-run] [--append] [--force]"""
+"""openchargeback ingest FILE... [-s SOURCE] [-p YYYY-MM] [--dry-run] [--replace] [--force]"""
 
 from __future__ import annotations
 
@@ -30,13 +30,17 @@ class Command(ReportingCommand):
             help="source of every file, created if new (default: detected from each file name)",
         )
         parser.add_argument(
-            "-p", "--period", help="billing period YYYY-MM; rows of another month reject the file"
+            "-p",
+            "--period",
+            help="billing period YYYY-MM for every row; rows of another month are kept and flagged "
+            "(default: each row's own month; a file spanning several is split)",
         )
         parser.add_argument("--dry-run", action="store_true", help="check and count, write nothing")
         parser.add_argument(
-            "--append",
+            "--replace",
             action="store_true",
-            help="add to the period's charges of this source instead of replacing",
+            help="supersede every earlier import of the source and period(s); by default a file adds to "
+            "them, and only the same file name again supersedes its earlier import",
         )
         parser.add_argument("--force", action="store_true", help="import bytes that were imported before")
 
@@ -108,11 +112,14 @@ class Command(ReportingCommand):
                 path=path,
                 source=source or self._detect_source(path),
                 period=period,
-                append=options["append"],
+                replace=options["replace"],
                 force=options["force"],
                 dry_run=options["dry_run"],
                 create_source=True,
             )
+        except services.AlreadyImported as exc:
+            # Nothing to do, not a failure: a cron job that runs twice must succeed.
+            return FileResult(path=path, skipped=str(exc), skipped_import=exc.import_id)
         except Refused as exc:
             return FileResult(path=path, error=exc)
         return FileResult(path=path, outcome=outcome)
