@@ -104,16 +104,10 @@ def _plural(n: int, one: str, many: str) -> str:
 
 
 def _statement_problems(period: BillingPeriod, currency: str) -> list[Problem]:
-    """Statements missing or stale, and billable charges nobody can be billed for."""
+    """Statements missing or stale, and billable charges nobody can be billed for. The period may
+    be open: the journal is that of its current statements, as the original's monthly script
+    exports it right after generating."""
     problems = []
-    if period.status == BillingPeriod.Status.OPEN:
-        problems.append(
-            Problem(
-                "period",
-                f"period {period.period} is open: generate its statements (which closes the period) "
-                "before exporting its journal",
-            )
-        )
     changes = statement_changes(period)
     if changes.new:
         n = len(changes.new)

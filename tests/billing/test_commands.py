@@ -796,8 +796,8 @@ def test_demo_text_output(demo_dir, monkeypatch):
     result = run("demo")
     assert result.code == 0, result.err
     assert "aws_2026-10.csv → aws 2026-10, import #" in result.out
-    # The demo issues the statements too, which closes the period.
-    assert "Period 2026-10 (closed)" in result.out and "billed $5,599.71" in result.out
+    # The demo issues the statements too; the period stays open (generate leaves its state alone).
+    assert "Period 2026-10 (open)" in result.out and "billed $5,599.71" in result.out
     assert "Total due $5,560.29" in result.out and "Sent 5 emails of 5." in result.out
     assert "statements: 8 current · due $5,560.29 (each line rounded to the cent) · 0 unsent" in result.out
     line = next(x for x in result.out.splitlines() if x.startswith("Admin user created: admin / "))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -66,6 +67,19 @@ class RunReport:
     failed: list[Delivery] = field(default_factory=list)
     unfinished: list[Delivery] = field(default_factory=list)
     waited: bool = True
+
+
+def warn_if_emails_go_to_files(cmd: ReportingCommand) -> None:
+    """Say loudly, on stderr, when statement emails will not reach a mail server, and where they go."""
+    backend = settings.EMAIL_BACKEND
+    if backend.endswith("filebased.EmailBackend"):
+        where = Path(settings.EMAIL_FILE_PATH).resolve()
+        cmd.stderr.write(
+            f"warning: emails are written as files in {where}, not sent to a mail server "
+            "(dev_mode: true, or no smtp settings in config.yaml / EMAIL_URL)"
+        )
+    elif backend.endswith("console.EmailBackend"):
+        cmd.stderr.write("warning: emails are printed on the console, not sent to a mail server")
 
 
 def add_wait_arguments(parser: CommandParser) -> None:
@@ -191,7 +205,6 @@ def generate_json(cmd: ReportingCommand, outcome: GenerateOutcome) -> dict[str, 
     return {
         "period": outcome.period,
         "dry_run": outcome.dry_run,
-        "closed_period": outcome.closed_period,
         "pi": outcome.pi_email,
         "currency": outcome.currency,
         "counts": {
@@ -227,11 +240,6 @@ def generate_json(cmd: ReportingCommand, outcome: GenerateOutcome) -> dict[str, 
 
 
 def generate_text(cmd: ReportingCommand, outcome: GenerateOutcome) -> None:
-    if outcome.closed_period:
-        if outcome.dry_run:
-            cmd.line(f"Period {outcome.period} is open: generate would close it first.")
-        else:
-            cmd.line(f"Period {outcome.period} was open: closed it (no more imports) before generating.")
     counts = [
         f"{outcome.count('new')} new",
         f"{outcome.count('revised')} revised",
