@@ -42,6 +42,14 @@ class BillingSettings(models.Model):
         default="",
         help_text="A fund/org that does not match this regex is flagged 'invalid fund/org'. Empty: any value.",
     )
+    # The original's config.yaml read with -c (chargeback.legacy_config.config_apply): the settings it
+    # manages are applied again whenever the file changes, over edits made here.
+    config_path = models.CharField(max_length=500, blank=True, default="", editable=False)
+    config_sha256 = models.CharField(max_length=64, blank=True, default="", editable=False)
+    config_applied_at = models.DateTimeField(null=True, blank=True, editable=False)
+    config_managed = models.JSONField(
+        default=list, blank=True, editable=False, help_text="The keys of config.yaml applied to the database."
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

@@ -74,6 +74,43 @@ class _Parser(CommandParser):
         raise UsageError(f"Error: {message}")
 
 
+class ProgressBar:
+    """A one-line bar on stderr, drawn only on a terminal. `megabytes`: counts are bytes, shown in MB."""
+
+    def __init__(self, stream: Any, total: int, enabled: bool, megabytes: bool = False) -> None:
+        self.stream = stream
+        self.total = total
+        self.enabled = enabled and total > 0 and hasattr(stream, "isatty") and stream.isatty()
+        self.megabytes = megabytes
+        self.done = 0
+        self._last = ""
+
+    def update(self, done: int, detail: str = "") -> None:
+        self.done = min(done, self.total)
+        if not self.enabled:
+            return
+        width = 30
+        filled = int(width * self.done / self.total) if self.total else width
+        counts = (
+            f"{self.done / 1e6:,.0f}/{self.total / 1e6:,.0f} MB"
+            if self.megabytes
+            else f"{self.done}/{self.total}"
+        )
+        text = f"\r[{'#' * filled}{'.' * (width - filled)}] {counts} {detail}"
+        if text != self._last:
+            self.stream.write(text.ljust(78))
+            self.stream.flush()
+            self._last = text
+
+    def advance(self, units: int, detail: str = "") -> None:
+        self.update(self.done + units, detail)
+
+    def finish(self) -> None:
+        if self.enabled and self._last:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
 def _parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
     yield parser
     for action in parser._actions:

@@ -7,7 +7,9 @@ anything wrong with the file (the caller records it on the Import and nothing is
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from decimal import Decimal
 from itertools import repeat
@@ -92,9 +94,25 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+# Who wants to know how far the reading is: (bytes read, file size), e.g. the CLI's progress bar.
+_progress: ContextVar[Callable[[int, int], None] | None] = ContextVar("ingest_progress", default=None)
+
+
+@contextmanager
+def progress_reported_to(callback: Callable[[int, int], None]) -> Iterator[None]:
+    """Imports in this block report their reading progress to `callback(bytes_read, size)`."""
+    token = _progress.set(callback)
+    try:
+        yield
+    finally:
+        _progress.reset(token)
+
+
 def parse_file(path: Path, billing_settings: BillingSettings, name: str | None = None) -> ParsedFile:
     """Stream the file through validation and per-key summing; raises IngestError on bad input."""
     focus = reader.open_focus_file(path, name)
+    report = _progress.get()
+    size = path.stat().st_size
     label = focus.name
     tag_reader = transform.TagReader(
         keys={
@@ -116,6 +134,8 @@ def parse_file(path: Path, billing_settings: BillingSettings, name: str | None =
     for batch in _regrouped(reader.iter_batches(focus, django_settings.OPENCHARGEBACK_INGEST_BLOCK_BYTES)):
         partial = transform.transform_batch(batch, first_line, tag_reader, texts, errors, stats)
         release_unused_memory()  # the batch's temporaries (its text, Python strings of its tags)
+        if report is not None:
+            report(focus.bytes_read(), size)
         first_line += batch.num_rows
         if len(errors) >= IngestError.MAX_ROW_ERRORS:
             break

@@ -803,7 +803,7 @@ def test_demo_text_output(demo_dir, monkeypatch):
     line = next(x for x in result.out.splitlines() if x.startswith("Admin user created: admin / "))
     password = line.rsplit(" ", 1)[1]
     assert len(password) >= 12 and get_user_model().objects.get(username="admin").check_password(password)
-    assert "openchargeback runserver" in result.out and "/admin/" in result.out
+    assert "  openchargeback serve\n" in result.out and "/admin/" in result.out
 
     again = run("demo")
     assert again.code == 0, again.err

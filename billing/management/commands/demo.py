@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import os
 import secrets
+import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,17 @@ DEMO_MAPPING = {
 }
 ADMIN_USERNAME = "admin"
 PASSWORD_ENV = "OPENCHARGEBACK_DEMO_PASSWORD"  # noqa: S105 (the variable's name, not a password)
+
+
+def invoked_as() -> str:
+    """How to call this program again, as typed from here: `openchargeback` when that is on the PATH
+    (an activated venv), else the path it was run by (`.venv/bin/openchargeback` after `make demo`)."""
+    program = Path(sys.argv[0])
+    on_path = shutil.which("openchargeback")
+    if program.name != "openchargeback" or (on_path and Path(on_path).resolve() == program.resolve()):
+        return "openchargeback"
+    relative = os.path.relpath(program.resolve())
+    return relative if not relative.startswith("..") else str(program.resolve())
 
 
 class Command(ReportingCommand):
@@ -89,11 +102,12 @@ class Command(ReportingCommand):
         summary = selectors.period_summary(selectors.period_get(DEMO_PERIOD))
         statement_totals = statement_selectors.period_statement_totals(summary.period)
         failed = [r for r in results if not r.ok]
+        prog = invoked_as()
         next_steps = [
-            "openchargeback runserver",
+            f"{prog} serve",
             "open http://127.0.0.1:8000/admin/ and log in as admin",
-            f"openchargeback periods show {DEMO_PERIOD}",
-            f"openchargeback review list -p {DEMO_PERIOD}",
+            f"{prog} periods show {DEMO_PERIOD}",
+            f"{prog} review list -p {DEMO_PERIOD}",
         ]
 
         if self.is_json:
@@ -129,10 +143,10 @@ class Command(ReportingCommand):
             self.line()
             self.line("Next steps:")
             self.line(f"  emails with the statement PDFs are in {settings.EMAIL_FILE_PATH}")
-            self.line("  openchargeback runserver")
-            self.line("  then open http://127.0.0.1:8000/admin/ and log in as admin")
-            self.line(f"  openchargeback periods show {DEMO_PERIOD}")
-            self.line(f"  openchargeback review list -p {DEMO_PERIOD}")
+            self.line(f"  {next_steps[0]}")
+            self.line(f"  then {next_steps[1]}")
+            for step in next_steps[2:]:
+                self.line(f"  {step}")
         if failed:
             message = f"{len(failed)} demo file(s) could not be imported: " + ", ".join(
                 r.path.name for r in failed

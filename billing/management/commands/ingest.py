@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 from django.core.management.base import CommandParser
 
 from billing import selectors, services
+from billing.ingest import pipeline
 from billing.models import Source
-from chargeback.commands import AlreadyReported, ReportingCommand, refusal_errors
+from chargeback.commands import AlreadyReported, ProgressBar, ReportingCommand, refusal_errors
 from chargeback.errors import Refused
 
 from ._output import FileResult, file_message, file_result_json, file_result_text, import_totals, plural
+
+PROGRESS_BAR_BYTES = 4 * 1024 * 1024
 
 
 class Command(ReportingCommand):
@@ -108,15 +112,26 @@ class Command(ReportingCommand):
         try:
             if not path.is_file():
                 raise Refused(f"file not found: {path}")
-            outcome = services.import_file(
-                path=path,
-                source=source or self._detect_source(path),
-                period=period,
-                replace=options["replace"],
-                force=options["force"],
-                dry_run=options["dry_run"],
-                create_source=True,
+            # A bar while a large file is read, on a terminal only (never in a cron job's mail).
+            size = path.stat().st_size
+            bar = ProgressBar(
+                sys.stderr, size, enabled=size >= PROGRESS_BAR_BYTES and not self.is_json, megabytes=True
             )
+            try:
+                with pipeline.progress_reported_to(
+                    lambda done, _size: bar.update(done, f"reading {path.name}")
+                ):
+                    outcome = services.import_file(
+                        path=path,
+                        source=source or self._detect_source(path),
+                        period=period,
+                        replace=options["replace"],
+                        force=options["force"],
+                        dry_run=options["dry_run"],
+                        create_source=True,
+                    )
+            finally:
+                bar.finish()
         except services.AlreadyImported as exc:
             # Nothing to do, not a failure: a cron job that runs twice must succeed.
             return FileResult(path=path, skipped=str(exc), skipped_import=exc.import_id)

@@ -12,7 +12,7 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import CommandParser
 
-from chargeback.commands import ReportingCommand
+from chargeback.commands import ProgressBar, ReportingCommand
 from chargeback.errors import Refused
 from statements import selectors, services, tasks
 from statements.models import Delivery, Statement
@@ -24,37 +24,6 @@ def plural(n: int, word: str, many: str | None = None) -> str:
 
 
 # --- running and waiting ------------------------------------------------------------------------
-
-
-class ProgressBar:
-    """A one-line bar on stderr, drawn only on a terminal."""
-
-    def __init__(self, stream: Any, total: int, enabled: bool) -> None:
-        self.stream = stream
-        self.total = total
-        self.enabled = enabled and total > 0 and hasattr(stream, "isatty") and stream.isatty()
-        self.done = 0
-        self._last = ""
-
-    def update(self, done: int, detail: str = "") -> None:
-        self.done = min(done, self.total)
-        if not self.enabled:
-            return
-        width = 30
-        filled = int(width * self.done / self.total) if self.total else width
-        text = f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {detail}"
-        if text != self._last:
-            self.stream.write(text.ljust(78))
-            self.stream.flush()
-            self._last = text
-
-    def advance(self, units: int, detail: str = "") -> None:
-        self.update(self.done + units, detail)
-
-    def finish(self) -> None:
-        if self.enabled and self._last:
-            self.stream.write("\n")
-            self.stream.flush()
 
 
 @dataclass
