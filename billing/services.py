@@ -752,8 +752,8 @@ def _import_part_of(record: Import) -> Import:
         part_of=record,
         actor=record.actor,
         actor_name=record.actor_name,
-        started_at=record.started_at,
-        runner=record.runner,
+        started_at=timezone.now(),
+        runner=_runner(),
     )
 
 

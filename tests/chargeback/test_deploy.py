@@ -326,6 +326,13 @@ def test_serve_starts_gunicorn_for_real(tmp_path):
         )
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/admin/login/", timeout=5) as response:
             assert response.status == 200
+            page = response.read().decode()
+        # Styled from the first start, DEBUG off, collectstatic never run: the admin's CSS is served.
+        css = re.findall(r'href="(/static/[^"]+\.css)"', page)
+        assert "/static/admin/css/base.css" in css and not list((tmp_path / "data" / "static").iterdir())
+        for href in css:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{href}", timeout=5) as response:
+                assert response.status == 200 and response.headers["Content-Type"].startswith("text/css")
     finally:
         process.terminate()
         try:
