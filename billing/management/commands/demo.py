@@ -137,7 +137,7 @@ class Command(ReportingCommand):
             self.line()
             if admin["created"]:
                 self.line(f"Admin user created: {ADMIN_USERNAME} / {admin['password']}")
-                self.line("  (shown only this once; change it with `openchargeback changepassword admin`)")
+                self.line(f"  (shown only this once; change it with `{prog} changepassword admin`)")
             else:
                 self.line(f"Admin user {ADMIN_USERNAME!r} already exists; its password is unchanged.")
             self.line()
