@@ -825,3 +825,33 @@ def test_demo_reports_a_file_it_cannot_import(demo_dir, tmp_path):
     doc = result.json()  # still one document
     assert doc["failed"] == 1 and doc["imported"] == 4
     assert "gcp_2026-10.csv" in result.err
+
+
+def test_ingest_shows_a_progress_bar_on_a_terminal(tmp_path, monkeypatch, synthetic):
+    import io
+    import sys
+
+    from billing.management.commands import ingest
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    path, _manifest = synthetic(rows=3000)
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    monkeypatch.setattr(ingest, "PROGRESS_BAR_BYTES", path.stat().st_size)  # "a few MB": this file
+    result = run("ingest", path, "-s", "aws", "-p", "2025-01")
+    assert result.code == 0, result.err
+    size_mb = f"{path.stat().st_size / 1e6:,.0f}"
+    assert f"] {size_mb}/{size_mb} MB reading {path.name}" in terminal.getvalue()
+    assert terminal.getvalue().startswith("\r[") and terminal.getvalue().endswith("\n")
+    # No bar for a smaller file, nor off a terminal (a cron job's mail).
+    smaller, _ = synthetic(name="aws_2025-01_b.csv", rows=100, seed=3)
+    monkeypatch.setattr(sys, "stderr", terminal := Terminal())
+    assert run("ingest", smaller, "-s", "aws", "-p", "2025-01").code == 0
+    assert terminal.getvalue() == ""
+    monkeypatch.setattr(ingest, "PROGRESS_BAR_BYTES", 1)
+    monkeypatch.setattr(sys, "stderr", mail := io.StringIO())
+    assert run("ingest", path, "-s", "aws", "-p", "2025-01", "--force").code == 0
+    assert mail.getvalue() == ""
