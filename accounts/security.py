@@ -13,6 +13,53 @@ from django.contrib.auth.backends import ModelBackend
 from django.http import HttpRequest, HttpResponseBase
 
 
+class ConfigUserBackend(ModelBackend):
+    """The users of `web.users` in config.yaml (settings.OPENCHARGEBACK_CONFIG_USERS).
+
+    - They sign in by their name in the file (`admin`) as well as by their email (the first
+      backend takes the email, against the database's password).
+    - A `recovery: true` user is checked against the file's bcrypt hash whatever the database says
+      (password changed, account deactivated or deleted): the way back in when locked out of the
+      database's users. Its account is restored, active, with its role. Lockouts still apply: the
+      first backend refuses a locked-out name before this one is asked.
+    """
+
+    def authenticate(  # type: ignore[override]
+        self,
+        request: HttpRequest | None,
+        username: str | None = None,
+        password: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        name = (username or "").strip().lower()
+        entry = next(
+            (u for u in settings.OPENCHARGEBACK_CONFIG_USERS if name in (u["name"], u["email"])), None
+        )
+        if entry is None or not password:
+            return None
+        if entry["recovery"]:
+            if not _bcrypt_matches(password, entry["password_hash"]):
+                return None
+            from accounts.services import config_user_ensure
+
+            return config_user_ensure(entry=entry, restore=True)[0]
+        if name == entry["email"]:
+            return None  # the email: the first backend has answered for the database's password
+        return ModelBackend.authenticate(self, request, username=entry["email"], password=password)
+
+
+def _bcrypt_matches(password: str, password_hash: str) -> bool:
+    import bcrypt
+
+    data = password.encode()
+    if len(data) > 72:  # bcrypt reads 72 bytes at most (and bcrypt >= 5 refuses more)
+        return False
+    try:
+        return bcrypt.checkpw(data, password_hash.encode())
+    except ValueError:
+        return False
+
+
 class LockoutModelBackend(AxesStandaloneBackend, ModelBackend):
     """Django's ModelBackend behind django-axes' lockout check, in one backend: a user name (or
     browser) locked out after AXES_FAILURE_LIMIT failures is refused before the password is

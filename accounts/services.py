@@ -166,6 +166,43 @@ def user_add(
     return outcome
 
 
+# Roles of the original's web.users (config.yaml) -> the roles here; an admin is also a superuser
+# (it managed the original's users, which is the auth admin here).
+CONFIG_ROLES = {"admin": roles.BILLING_ADMIN, "reviewer": roles.REVIEWER, "viewer": roles.VIEWER}
+
+
+@transaction.atomic
+def config_user_ensure(*, entry: dict[str, Any], restore: bool = False) -> tuple[Any, bool]:
+    """A user of `web.users` in config.yaml, in the database, active with its role; returns (user,
+    created). A missing user is created with the file's bcrypt hash as its password (it works as
+    one; the next sign-in replaces it by a PBKDF2 hash). An existing user keeps its password (the
+    database overrides the file), and with `restore` (a recovery user who signed in with the file's
+    password) is made usable again whatever was changed."""
+    User = get_user_model()
+    email = normalize_email(entry["email"])
+    user = selectors.user_for_email(email)
+    created = user is None
+    if user is None:
+        first, _, last = (entry.get("display_name") or "").partition(" ")
+        user = User(username=email, email=email, first_name=first[:150], last_name=last[:150])
+        user.password = "bcrypt$" + entry["password_hash"]
+    role = CONFIG_ROLES[entry.get("role") or "viewer"]
+    user.is_active = user.is_staff = True
+    if entry.get("role") == "admin":
+        user.is_superuser = True
+    user.save()
+    user.groups.add(roles_ensure()[role])
+    if created or restore:
+        audit(
+            "config_user_restored" if restore and not created else "config_user_created",
+            actor="config.yaml",
+            user=email,
+            role=role,
+            recovery=bool(entry.get("recovery")),
+        )
+    return user, created
+
+
 def _pi_group() -> Group:
     group = Group.objects.filter(name=roles.PI).first()
     return group if group is not None else roles_ensure(strict=False)[roles.PI]

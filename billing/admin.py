@@ -170,6 +170,27 @@ def _page_number(request: HttpRequest) -> int:
         return 1
 
 
+class ConfigManagedMixin:
+    """Pages of settings that a config.yaml read with -c manages say so (and which keys)."""
+
+    config_keys: tuple[str, ...] = ()
+
+    def _config_notice(self, request: HttpRequest) -> None:
+        notice = selectors.config_managed_notice(self.config_keys)
+        if notice:
+            messages.info(request, notice)
+
+    def changeform_view(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if request.method == "GET":
+            self._config_notice(request)
+        return super().changeform_view(request, *args, **kwargs)  # type: ignore[misc]
+
+    def changelist_view(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if request.method == "GET":
+            self._config_notice(request)
+        return super().changelist_view(request, *args, **kwargs)  # type: ignore[misc]
+
+
 class LargeTableAdminMixin:
     show_full_result_count = False
     list_per_page = 100
@@ -765,7 +786,8 @@ class ReviewLogAdmin(CurrencyAdminMixin, LargeTableAdminMixin, ReadOnlyAdminMixi
 
 
 @admin.register(FlagRule)
-class FlagRuleAdmin(admin.ModelAdmin):
+class FlagRuleAdmin(ConfigManagedMixin, admin.ModelAdmin):
+    config_keys = ("review",)
     form = FlagRuleForm
     list_display = ("name", "pattern_col", "fields_col", "mode", "source", "is_active", "flagged_now")
     list_filter = ("is_active", "mode", "source")
@@ -1036,8 +1058,9 @@ class ImportAdmin(CurrencyAdminMixin, LargeTableAdminMixin, admin.ModelAdmin):
                     "source",
                     "period",
                     "status_col",
-                    "append",
+                    "replace",
                     "supersedes_col",
+                    "parts_col",
                     "actor_name",
                 )
             },
@@ -1169,6 +1192,21 @@ class ImportAdmin(CurrencyAdminMixin, LargeTableAdminMixin, admin.ModelAdmin):
         url = reverse("admin:billing_import_change", args=[obj.supersedes_id])
         return format_html('<a href="{}">#{}</a>', url, obj.supersedes_id)
 
+    @admin.display(description="same file, other periods")
+    def parts_col(self, obj: Import) -> SafeString | str:
+        """A file whose rows span several billing periods is one import per period."""
+        links = [
+            format_html(
+                '<a href="{}">#{} ({})</a>',
+                reverse("admin:billing_import_change", args=[o.pk]),
+                o.pk,
+                o.period,
+            )
+            for o in selectors.imports_of_same_file(obj)
+            if o.pk != obj.pk
+        ]
+        return format_html_join(", ", "{}", ((link,) for link in links)) if links else "—"
+
     @admin.display(description="warnings")
     def warnings_col(self, obj: Import) -> str:
         return "; ".join(obj.warnings or []) or "—"
@@ -1178,7 +1216,8 @@ class ImportAdmin(CurrencyAdminMixin, LargeTableAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(BillingSettings)
-class BillingSettingsAdmin(admin.ModelAdmin):
+class BillingSettingsAdmin(ConfigManagedMixin, admin.ModelAdmin):
+    config_keys = ("currency", "email.from_name", "tag_mapping", "review")
     form = BillingSettingsForm
     fieldsets = (
         ("Organisation", {"fields": ("organization_name", "contact_email", "currency_code")}),
@@ -1219,7 +1258,8 @@ class BillingSettingsAdmin(admin.ModelAdmin):
 
 
 @admin.register(Source)
-class SourceAdmin(admin.ModelAdmin):
+class SourceAdmin(ConfigManagedMixin, admin.ModelAdmin):
+    config_keys = ("imports.known_sources",)
     form = SourceForm
     list_display = ("slug", "display_name", "filename_pattern", "fund_org", "account", "is_active")
     search_fields = ("slug", "display_name")

@@ -7,7 +7,10 @@ from typing import Any
 
 from django import forms
 
+from chargeback.errors import Refused
+
 from .models import PERIOD_REGEX, AccountMapping, BillingPeriod, BillingSettings, FlagRule, Source
+from .selectors import source_slug
 
 
 def _clean_period(value: str) -> str:
@@ -182,18 +185,28 @@ class AccountMappingForm(forms.ModelForm):
 class UploadForm(forms.Form):
     """The upload page's per-file settings (the files themselves come from request.FILES)."""
 
-    source = forms.ChoiceField(required=False, help_text="Empty: guessed from the file name.")
+    source = forms.CharField(
+        required=False,
+        max_length=50,
+        help_text="Empty: guessed from the file name. A name not known yet creates that source.",
+    )
     period = forms.CharField(
         required=False, max_length=7, help_text="Empty: guessed from the file name or its rows."
     )
-    append = forms.BooleanField(required=False, help_text="Add to the period's charges instead of replacing.")
+    replace = forms.BooleanField(
+        required=False,
+        help_text="Supersede every earlier import of the source and period. Without it a file adds to "
+        "them, and the same file name again supersedes its earlier import.",
+    )
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        sources = Source.objects.filter(is_active=True).order_by("slug")
-        self.fields["source"].choices = [("", "guess from file name")] + [  # type: ignore[attr-defined]
-            (s.slug, f"{s.slug} — {s.display_name}") for s in sources
-        ]
+    def clean_source(self) -> str:
+        name = self.cleaned_data.get("source", "")
+        if not name.strip():
+            return ""
+        try:
+            return source_slug(name)
+        except Refused as exc:
+            raise forms.ValidationError(str(exc)) from None
 
     def clean_period(self) -> str:
         return _clean_period(self.cleaned_data.get("period", ""))

@@ -42,6 +42,14 @@ class BillingSettings(models.Model):
         default="",
         help_text="A fund/org that does not match this regex is flagged 'invalid fund/org'. Empty: any value.",
     )
+    # The original's config.yaml read with -c (chargeback.legacy_config.config_apply): the settings it
+    # manages are applied again whenever the file changes, over edits made here.
+    config_path = models.CharField(max_length=500, blank=True, default="", editable=False)
+    config_sha256 = models.CharField(max_length=64, blank=True, default="", editable=False)
+    config_applied_at = models.DateTimeField(null=True, blank=True, editable=False)
+    config_managed = models.JSONField(
+        default=list, blank=True, editable=False, help_text="The keys of config.yaml applied to the database."
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -226,11 +234,22 @@ class Import(models.Model):
     sha256 = models.CharField(max_length=64, db_index=True)
     size_bytes = models.BigIntegerField(default=0)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
-    append = models.BooleanField(
-        default=False, help_text="Added to the period's charges instead of replacing."
+    replace = models.BooleanField(
+        default=False,
+        help_text="Superseded every earlier import of its source and period(s), not only an earlier "
+        "import of the same file name.",
     )
     supersedes = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="superseded_by"
+    )
+    part_of = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="parts",
+        help_text="The import of the same file that holds its other billing period (a file whose rows "
+        "span several periods is one import per period).",
     )
     rows_read = models.PositiveIntegerField(default=0)
     charges_created = models.PositiveIntegerField(default=0)
@@ -267,6 +286,7 @@ class FlagReason(models.TextChoices):
     MISSING_FUND_ORG = "missing_fund_org", "Missing fund/org"
     INVALID_FUND_ORG = "invalid_fund_org", "Invalid fund/org"
     PROJECT_PI_MISMATCH = "project_pi_mismatch", "Project seen under another PI"
+    PERIOD_MISMATCH = "period_mismatch", "Billing period mismatch"
     RULE = "rule", "Flag rule"
 
 

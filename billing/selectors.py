@@ -25,6 +25,20 @@ def billing_settings_get() -> BillingSettings:
     return settings
 
 
+def config_managed_notice(keys: Iterable[str]) -> str:
+    """What to tell people on an admin page whose settings a config.yaml manages (read with -c):
+    which of `keys` it sets, and that an edit lasts until the file changes. Empty when none."""
+    settings = billing_settings_get()
+    managed = [key for key in keys if key in (settings.config_managed or [])]
+    if not settings.config_path or not managed:
+        return ""
+    when = settings.config_applied_at.strftime("%Y-%m-%d %H:%M") if settings.config_applied_at else ""
+    return (
+        f"Managed by {settings.config_path} (applied {when} UTC): {', '.join(managed)}. An edit here lasts "
+        "until the file changes; then the file's values are applied again. Change them in the file."
+    )
+
+
 def validate_period(period: str) -> str:
     period = (period or "").strip()
     if not re.fullmatch(PERIOD_REGEX, period):
@@ -40,7 +54,47 @@ def period_get(period: str) -> BillingPeriod:
         raise Refused(f"period {period} does not exist") from None
 
 
+# Words shown in capitals (or their usual spelling) in a source's display name: aws -> AWS.
+SOURCE_NAME_WORDS = {
+    "ai": "AI",
+    "api": "API",
+    "aws": "AWS",
+    "gcp": "GCP",
+    "gpu": "GPU",
+    "hpc": "HPC",
+    "ibm": "IBM",
+    "it": "IT",
+    "oci": "OCI",
+    "openai": "OpenAI",
+    "vm": "VM",
+}
+SOURCE_SLUG_REGEX = r"[a-z0-9][a-z0-9_-]*"
+
+
+def source_slug(name: str) -> str:
+    """The slug a source name stands for, case-insensitive: `AWS` is `aws`."""
+    slug = (name or "").strip().lower()
+    if not re.fullmatch(SOURCE_SLUG_REGEX, slug):
+        raise Refused(f"invalid source name {slug!r}: use lower-case letters, digits, '-' and '_'")
+    return slug
+
+
+def source_display_name(slug: str) -> str:
+    """A name for people: well-known words as they are written (aws -> AWS, openai -> OpenAI,
+    it_storage -> IT Storage, azure-local -> Azure Local), other words title-cased."""
+    words = [w for w in re.split(r"[-_\s]+", slug) if w]
+    return " ".join(SOURCE_NAME_WORDS.get(w.lower(), w.capitalize()) for w in words) or slug
+
+
+def period_status(period: str) -> str | None:
+    """The period's status, or None when it does not exist yet."""
+    return (
+        BillingPeriod.objects.filter(period=validate_period(period)).values_list("status", flat=True).first()
+    )
+
+
 def source_get(slug: str) -> Source:
+    slug = (slug or "").strip().lower()
     try:
         return Source.objects.get(slug=slug)
     except Source.DoesNotExist:
@@ -49,16 +103,28 @@ def source_get(slug: str) -> Source:
 
 
 def source_for_filename(name: str, sources: Iterable[Source] | None = None) -> Source | None:
-    """The source whose filename pattern matches the name (longest pattern wins), else a slug prefix."""
+    """The source a file name names: the longest matching filename pattern (counted without its
+    wildcards) or slug prefix wins, so `it_storage_2025-01.csv` is it_storage even when storage's
+    pattern is `*storage*`. A slug prefix must end the name or be followed by '_', '.' or '-' and a
+    digit: `azure-local_2025-01.csv` is never azure."""
     lower = name.lower()
     candidates = list(sources if sources is not None else Source.objects.filter(is_active=True))
-    matches = [
-        s for s in candidates if s.filename_pattern and fnmatch.fnmatch(lower, s.filename_pattern.lower())
-    ]
-    if matches:
-        return max(matches, key=lambda s: len(s.filename_pattern))
-    prefixed = [s for s in candidates if re.match(rf"{re.escape(s.slug.lower())}(?:[_.\-]|$)", lower)]
-    return max(prefixed, key=lambda s: len(s.slug)) if prefixed else None
+    scored: list[tuple[int, Source]] = []
+    for source in candidates:
+        pattern = source.filename_pattern.lower()
+        if pattern and fnmatch.fnmatch(lower, pattern):
+            scored.append((len(re.sub(r"[*?\[\]]", "", pattern)), source))
+        if re.match(rf"{re.escape(source.slug.lower())}(?:[_.]|-(?=[0-9])|$)", lower):
+            scored.append((len(source.slug), source))
+    return max(scored, key=lambda item: item[0])[1] if scored else None
+
+
+def source_name_from_filename(name: str) -> str:
+    """The source a file name suggests when no source matches it: the part before its period
+    (`it_storage_2025-01.csv` -> it_storage); empty when the name has no period or no such part."""
+    match = _PERIOD_IN_NAME.search(name)
+    prefix = name[: match.start()].strip("_.- ").lower() if match else ""
+    return prefix if re.fullmatch(SOURCE_SLUG_REGEX, prefix) else ""
 
 
 def period_from_filename(name: str) -> str | None:
@@ -202,6 +268,12 @@ def current_imports(source: Source, period: BillingPeriod) -> QuerySet[Import]:
     return Import.objects.filter(source=source, period=period, status=Import.Status.COMPLETED)
 
 
+def imports_of_same_file(record: Import) -> QuerySet[Import]:
+    """The imports of one file: a file whose rows span several billing periods is one per period."""
+    first = record.part_of_id or record.pk
+    return Import.objects.filter(Q(pk=first) | Q(part_of_id=first)).select_related("period").order_by("id")
+
+
 # --- reads for the CLI's lists ------------------------------------------------------------
 
 
@@ -264,6 +336,27 @@ def periods_overview() -> list[PeriodOverview]:
                 row.billed_total = exact_sum(charges, "billed_cost")
         result.append(row)
     return result
+
+
+@dataclass
+class SourceLastImport:
+    source: Source
+    last: Import | None  # its most recent import that finished (completed, superseded or failed)
+
+
+def sources_last_import() -> list[SourceLastImport]:
+    """Every source with its last finished import, for `sources sync-status`."""
+    finished = [Import.Status.COMPLETED, Import.Status.SUPERSEDED, Import.Status.FAILED]
+    rows = []
+    for source in Source.objects.order_by("slug"):
+        last = (
+            Import.objects.filter(source=source, status__in=finished)
+            .select_related("period")
+            .order_by("-id")
+            .first()
+        )
+        rows.append(SourceLastImport(source=source, last=last))
+    return rows
 
 
 def sources_all() -> QuerySet[Source]:

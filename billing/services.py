@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from django.core.files import File
 from django.core.files.storage import FileSystemStorage
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from accounts.services import pi_users_ensure
@@ -32,13 +33,14 @@ from chargeback.errors import Refused
 from . import selectors
 from .ingest import pipeline
 from .ingest.errors import IngestError
-from .ingest.flagging import FlagContext, summarize
+from .ingest.flagging import Flag, FlagContext, summarize
 from .models import (
     PI,
     AccountMapping,
     BillingPeriod,
     Charge,
     ChargeFlag,
+    FlagReason,
     FlagRule,
     Import,
     PeriodTransition,
@@ -124,7 +126,11 @@ def period_ensure_open(*, period: str, actor: Any = None, actor_name: str = "") 
 
 @transaction.atomic
 def period_close(*, period: str, actor: Any = None, actor_name: str = "", note: str = "") -> BillingPeriod:
+    """Close an open period (no more imports). A closed one is returned as it is (a cron job may
+    close it twice); a finalized one is refused."""
     obj = _locked_period(period)
+    if obj.status == Status.CLOSED:
+        return obj
     if obj.status != Status.OPEN:
         raise Refused(f"period {obj.period} is {obj.status}; only an open period can be closed")
     obj.status, obj.closed_at = Status.CLOSED, timezone.now()
@@ -188,18 +194,28 @@ def _require_reviewable(period: BillingPeriod) -> None:
 def source_create(
     *, slug: str, display_name: str = "", filename_pattern: str = "", fund_org: str = "", account: str = ""
 ) -> Source:
-    slug = (slug or "").strip().lower()
-    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", slug):
-        raise Refused(f"invalid source name {slug!r}: use lower-case letters, digits, '-' and '_'")
+    slug = selectors.source_slug(slug)
     if Source.objects.filter(slug=slug).exists():
         raise Refused(f"source {slug} already exists")
     return Source.objects.create(
         slug=slug,
-        display_name=display_name or slug.replace("_", " ").title(),
+        display_name=display_name or selectors.source_display_name(slug),
         filename_pattern=filename_pattern or f"{slug}_*",
         fund_org=fund_org,
         account=account,
     )
+
+
+@transaction.atomic
+def source_ensure(*, name: str) -> tuple[Source, bool]:
+    """The source named (case-insensitive), created on first sight as the original does; returns
+    it and whether it was created."""
+    slug = selectors.source_slug(name)
+    source, created = Source.objects.get_or_create(
+        slug=slug,
+        defaults={"display_name": selectors.source_display_name(slug), "filename_pattern": f"{slug}_*"},
+    )
+    return source, created
 
 
 @transaction.atomic
@@ -260,12 +276,32 @@ def account_mapping_set(
 
 
 @dataclass
+class ImportPart:
+    """The charges an import wrote into one billing period (a file spanning several periods has
+    one part, and one Import, per period)."""
+
+    period: str
+    import_id: int | None
+    rows: int
+    charges: int
+    flagged: int
+    list_total: Decimal
+    billed_total: Decimal
+    mismatched_rows: dict[str, int] = field(default_factory=dict)  # row month -> rows kept here, flagged
+
+
+@dataclass
 class ImportOutcome:
-    """What an import did, or with dry_run what it would do."""
+    """What an import did, or with dry_run what it would do. `period`, `import_id` and the totals
+    are those of the whole file; `parts` has one entry per billing period it went to. `mode` says
+    how it met earlier imports of its source and period(s): added (none superseded), superseded
+    (an earlier import of the same file name) or replaced (every earlier import, --replace)."""
 
     file_name: str
     source: str
     period: str = ""
+    mode: str = ""
+    parts: list[ImportPart] = field(default_factory=list)
     dry_run: bool = False
     import_id: int | None = None
     status: str = ""
@@ -279,6 +315,8 @@ class ImportOutcome:
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    source_created: bool = False  # the source was new: created on first sight (or would be, dry run)
+    source_name: str = ""
 
 
 class _DryRunRollback(Exception):
@@ -290,42 +328,70 @@ def import_file(
     path: Path | str,
     source: str | Source,
     period: str | None = None,
-    append: bool = False,
+    replace: bool = False,
     force: bool = False,
     dry_run: bool = False,
     actor: Any = None,
     actor_name: str = "",
     original_name: str | None = None,
+    create_source: bool = False,
     rated: RatedImport | None = None,
 ) -> ImportOutcome:
     """Import one FOCUS file all or nothing. Raises Refused/IngestError; a real run that fails
-    leaves only its failed Import record. `rated`: the file is rated usage (billing.rating), which
-    says which imports it replaces and records how its charges were priced."""
+    leaves only its failed Import record.
+
+    - Periods: without `period` the rows go to their own billing periods (a file spanning several
+      is split, one Import per period); with it every row goes there, rows of other months
+      flagged "billing period mismatch".
+    - Earlier imports of the source and period(s): a file of another name adds to them; the same
+      file name again supersedes that file's earlier import; `replace` supersedes every one of them.
+      The same bytes again are refused (AlreadyImported) unless `force`.
+    - With `create_source` a source named for the first time is created (and kept, with the failed
+      Import, if the file is refused); a dry run creates nothing.
+    - `rated`: the file is rated usage (billing.rating), which says which imports it replaces and
+      records how its charges were priced."""
     path = Path(path)
-    source_obj = source if isinstance(source, Source) else selectors.source_get(source)
     if period:
         period = selectors.validate_period(period)
+    if isinstance(source, str) and create_source:
+        selectors.source_slug(source)  # a bad name is refused before the file is read
+    elif isinstance(source, str):
+        source = selectors.source_get(source)
     if not path.is_file():
         raise IngestError(f"file not found: {path}")
     name = original_name or path.name
     if dry_run:
-        return _import_dry_run(path, source_obj, period, append, force, pipeline.sha256_of(path), name, rated)
+        return _import_dry_run(path, source, period, replace, force, pipeline.sha256_of(path), name, rated)
+    source_obj, created = source_ensure(name=source) if isinstance(source, str) else (source, False)
     sha256 = _BackgroundSha256(path)
     record = import_create(
         path=path,
         source=source_obj,
-        append=append,
+        replace=replace,
         force=force,
         actor=actor,
         actor_name=actor_name,
         original_name=name,
         defer_hash=True,
     )
-    return import_execute(import_id=record.pk, period=period, force=force, pending_sha256=sha256, rated=rated)
+    outcome = import_execute(
+        import_id=record.pk, period=period, force=force, pending_sha256=sha256, rated=rated
+    )
+    outcome.source_created = created
+    return outcome
+
+
+class AlreadyImported(Refused):
+    """The same bytes were imported before and are still current: nothing to do (the CLI reports
+    the file as skipped, so that a cron job run twice succeeds)."""
+
+    def __init__(self, message: str, import_id: int) -> None:
+        super().__init__(message)
+        self.import_id = import_id
 
 
 def _refuse_duplicate(
-    sha: str, force: bool, *, exclude: int | None = None, error: type[Refused] = Refused
+    sha: str, force: bool, *, exclude: int | None = None, error: type[AlreadyImported] = AlreadyImported
 ) -> None:
     """Refuse bytes already imported (completed), unless forced; `exclude` is the import checking."""
     duplicates = Import.objects.filter(sha256=sha, status=Import.Status.COMPLETED)
@@ -333,9 +399,12 @@ def _refuse_duplicate(
         duplicates = duplicates.exclude(pk=exclude)
     duplicate = duplicates.select_related("source", "period").order_by("-id").first()
     if duplicate and not force:
+        first_id = duplicate.part_of_id or duplicate.pk  # a file split by period: name its first import
+        periods = ", ".join(str(i.period) for i in selectors.imports_of_same_file(duplicate))
         raise error(
-            f"already imported as #{duplicate.pk} ({duplicate.original_name}, {duplicate.source.slug} "
-            f"{duplicate.period}); use --force to import it again"
+            f"already imported as #{first_id} ({duplicate.original_name}, {duplicate.source.slug} "
+            f"{periods}); use --force to import it again",
+            first_id,
         )
 
 
@@ -381,7 +450,7 @@ class _BackgroundSha256:
         return self._digest
 
 
-class _DuplicateImport(Refused):
+class _DuplicateImport(AlreadyImported):
     """The bytes were imported before; the new Import record is removed, not kept as failed."""
 
 
@@ -389,7 +458,7 @@ def import_create(
     *,
     path: Path,
     source: Source,
-    append: bool = False,
+    replace: bool = False,
     force: bool = False,
     actor: Any = None,
     actor_name: str = "",
@@ -405,7 +474,7 @@ def import_create(
         source=source,
         original_name=original_name or path.name,
         size_bytes=path.stat().st_size,
-        append=append,
+        replace=replace,
         status=Import.Status.PENDING,
         **_actor_fields(actor, actor_name),
     )
@@ -438,26 +507,31 @@ def import_create(
 
 def _import_dry_run(
     path: Path,
-    source: Source,
+    source: Source | str,
     period: str | None,
-    append: bool,
+    replace: bool,
     force: bool,
     sha: str,
     name: str,
     rated: RatedImport | None = None,
 ) -> ImportOutcome:
     _refuse_duplicate(sha, force)
-    outcome = ImportOutcome(file_name=name, source=source.slug, dry_run=True)
+    outcome = ImportOutcome(file_name=name, source="", dry_run=True)
     try:
         with transaction.atomic():
+            if isinstance(source, str):
+                source, outcome.source_created = source_ensure(name=source)
+            outcome.source, outcome.source_name = source.slug, source.display_name
             record = Import.objects.create(
-                source=source, original_name=name, sha256=sha, append=append, status=Import.Status.RUNNING
+                source=source, original_name=name, sha256=sha, replace=replace, status=Import.Status.RUNNING
             )
             _run_import(record, period, outcome, path=path, rated=rated)
             raise _DryRunRollback
     except _DryRunRollback:
         pass
     outcome.import_id = None
+    for part in outcome.parts:
+        part.import_id = None
     outcome.status = "dry-run"
     return outcome
 
@@ -481,7 +555,12 @@ def import_execute(
     Import.objects.filter(pk=record.pk).update(
         status=Import.Status.RUNNING, started_at=timezone.now(), runner=_runner()
     )
-    outcome = ImportOutcome(file_name=record.original_name, source=record.source.slug, import_id=record.pk)
+    outcome = ImportOutcome(
+        file_name=record.original_name,
+        source=record.source.slug,
+        source_name=record.source.display_name,
+        import_id=record.pk,
+    )
     try:
         with transaction.atomic():
             if pending_sha256 is None:
@@ -582,97 +661,176 @@ def _run_import(
         record.sha256 = pending_sha256.result()
         # A duplicate found this late removes the new Import instead of leaving it failed.
         _refuse_duplicate(record.sha256, force, exclude=record.pk, error=_DuplicateImport)
-    period_str = pipeline.check_periods(parsed, period, record.original_name)
-    period_obj = period_ensure_open(period=period_str, actor=record.actor, actor_name=record.actor_name)
-    period_obj = BillingPeriod.objects.select_for_update().get(pk=period_obj.pk)
-    if period_obj.status != Status.OPEN:
-        raise Refused(f"period {period_str} is {period_obj.status}: it accepts no imports")
-
+    parts = pipeline.plan_periods(parsed, period)
+    periods = {part.period: _period_for_import(part.period, record) for part in parts}
+    # One Import per period: this one for the first part, one more for each other period.
+    records = [record] + [_import_part_of(record) for _part in parts[1:]]
     if rated is not None:  # rated usage replaces exactly the imports of its earlier rating
-        replaced = list(selectors.current_imports(record.source, period_obj).filter(pk__in=rated.replaces))
-    elif record.append:
-        replaced = []
-    else:
         replaced = list(
-            selectors.current_imports(record.source, period_obj).exclude(pk=record.pk).order_by("id")
+            Import.objects.filter(
+                pk__in=rated.replaces, period__in=list(periods.values()), status=Import.Status.COMPLETED
+            ).order_by("id")
         )
-    carried: dict[tuple, list[pipeline.CarriedDecision]] = {}
+    else:
+        replaced = _imports_replaced(record, [r.pk for r in records], list(periods.values()))
+    outcome.mode = "replaced" if record.replace and replaced else "superseded" if replaced else "added"
+    carried: dict[int, dict[tuple, list[pipeline.CarriedDecision]]] = {}
     if replaced:
-        for row in Charge.objects.filter(
+        for period_id, *row in Charge.objects.filter(
             import_run__in=replaced,
             review_state__in=[Charge.ReviewState.APPROVED, Charge.ReviewState.REJECTED],
-        ).values_list(*pipeline.IDENTITY_FIELDS, "review_state", "billed_cost", "list_cost", "id"):
-            carried.setdefault(tuple(row[:-4]), []).append(pipeline.CarriedDecision(*row[-4:]))
+        ).values_list(
+            "period_id", *pipeline.IDENTITY_FIELDS, "review_state", "billed_cost", "list_cost", "id"
+        ):
+            carried.setdefault(period_id, {}).setdefault(tuple(row[:-4]), []).append(
+                pipeline.CarriedDecision(*row[-4:])
+            )
         _delete_charges_of(replaced)
 
     context = FlagContext.load(settings)
     resolved = pipeline.resolve_attributions(parsed, record.source, context)
-    subsidised = (
-        None
-        if rated is not None
-        else rating_ingest.subsidies_apply_to_parsed(
-            parsed, resolved, source=record.source, period=period_str
-        )
-    )
     outcome.timings["attribute"] = time.perf_counter() - started - sum(outcome.timings.values())
-    written = pipeline.build_and_write(
-        parsed,
-        period_id=period_obj.pk,
-        period=period_str,
-        source=record.source,
-        import_id=record.pk,
-        resolved=resolved,
-        context=context,
-        carried=carried,
-    )
-    outcome.timings["write"] = time.perf_counter() - started - sum(outcome.timings.values())
-    pipeline.write_flags(record.pk, written.flags)
-    if rated is not None:
-        rated.after_write(record=record, period=period_obj)
-    elif subsidised is not None:
-        subsidised.write(record.pk)
-    pi_users_ensure(pi_ids=resolved.pi_ids())  # inactive portal users of new PIs
-    decisions = _log_carried_decisions(record, period_obj, written.carried, replaced)
-
-    # No cost is ever dropped: the charges must add up to the file, exactly.
-    if written.billed_total != parsed.stats.billed_total:
-        raise IngestError(
-            f"internal check failed: charges sum to {written.billed_total}, the file to {parsed.stats.billed_total}"
-        )
     warnings = []
     if parsed.stats.rounded_values:
         warnings.append(
             f"{parsed.stats.rounded_values} amounts had more than 10 decimal places and were rounded half-even"
         )
-    if subsidised is not None:
-        warnings += subsidised.warnings(settings.currency_code)
+    outcome.warnings = list(warnings)
     now = timezone.now()
-    Import.objects.filter(pk__in=[r.pk for r in replaced]).update(status=Import.Status.SUPERSEDED)
-    record.period = period_obj
-    record.status = Import.Status.COMPLETED
-    record.supersedes = replaced[-1] if replaced else None
-    record.rows_read = parsed.stats.rows
-    record.charges_created = written.charges
-    record.charges_flagged = written.flagged
-    record.decisions_carried = decisions
-    record.list_total = written.list_total
-    record.billed_total = written.billed_total
-    record.warnings = warnings
-    record.errors = []
-    record.error_message = ""
-    record.finished_at = now
-    record.save()
+    for part, part_record in zip(parts, records, strict=True):
+        period_obj = periods[part.period]
+        # Cloud costs get the subsidies in effect in their own period (rated usage has its own).
+        subsidised = (
+            None
+            if rated is not None
+            else rating_ingest.subsidies_apply_to_parsed(
+                parsed, resolved, source=record.source, period=part.period, row_periods=part.row_periods
+            )
+        )
+        written = pipeline.build_and_write(
+            parsed,
+            part,
+            period_id=period_obj.pk,
+            source=record.source,
+            import_id=part_record.pk,
+            resolved=resolved,
+            context=context,
+            carried=carried.get(period_obj.pk, {}),
+        )
+        pipeline.write_flags(part_record.pk, written.flags)
+        part_warnings = list(warnings)
+        if rated is not None:
+            rated.after_write(record=part_record, period=period_obj)
+        elif subsidised is not None:
+            subsidised.write(part_record.pk)
+            part_warnings += subsidised.warnings(settings.currency_code)
+            outcome.warnings += part_warnings[len(warnings) :]
+        decisions = _log_carried_decisions(part_record, period_obj, written.carried, replaced)
+        superseded_here = [r for r in replaced if r.period_id == period_obj.pk]
+        part_record.period = period_obj
+        part_record.status = Import.Status.COMPLETED
+        part_record.supersedes = superseded_here[-1] if superseded_here else None
+        part_record.rows_read = part.rows
+        part_record.charges_created = written.charges
+        part_record.charges_flagged = written.flagged
+        part_record.decisions_carried = decisions
+        part_record.list_total = written.list_total
+        part_record.billed_total = written.billed_total
+        part_record.warnings = part_warnings
+        part_record.errors = []
+        part_record.error_message = ""
+        part_record.finished_at = now
+        part_record.save()
+        outcome.parts.append(
+            ImportPart(
+                period=part.period,
+                import_id=part_record.pk,
+                rows=part.rows,
+                charges=written.charges,
+                flagged=written.flagged,
+                list_total=written.list_total,
+                billed_total=written.billed_total,
+                mismatched_rows={month: parsed.stats.periods[month] for month in part.mismatched},
+            )
+        )
+        outcome.decisions_carried += decisions
+    outcome.timings["write"] = time.perf_counter() - started - sum(outcome.timings.values())
+    pi_users_ensure(pi_ids=resolved.pi_ids())  # inactive portal users of new PIs
 
-    outcome.period = period_str
+    # No cost is ever dropped: the charges must add up to the file, exactly.
+    written_billed = sum((p.billed_total for p in outcome.parts), Decimal(0))
+    if written_billed != parsed.stats.billed_total:
+        raise IngestError(
+            f"internal check failed: charges sum to {written_billed}, the file to {parsed.stats.billed_total}"
+        )
+    Import.objects.filter(pk__in=[r.pk for r in replaced]).update(status=Import.Status.SUPERSEDED)
+
+    outcome.period = parts[0].period
     outcome.rows = parsed.stats.rows
-    outcome.charges = written.charges
-    outcome.flagged = written.flagged
-    outcome.list_total = written.list_total
-    outcome.billed_total = written.billed_total
+    outcome.charges = sum(p.charges for p in outcome.parts)
+    outcome.flagged = sum(p.flagged for p in outcome.parts)
+    outcome.list_total = sum((p.list_total for p in outcome.parts), Decimal(0))
+    outcome.billed_total = written_billed
     outcome.supersedes = [r.pk for r in replaced]
-    outcome.decisions_carried = decisions
-    outcome.warnings = warnings
     outcome.seconds = time.perf_counter() - started
+
+
+def _period_for_import(period: str, record: Import) -> BillingPeriod:
+    """The period, created open if new, locked for the import; refused unless open."""
+    period_obj = period_ensure_open(period=period, actor=record.actor, actor_name=record.actor_name)
+    period_obj = BillingPeriod.objects.select_for_update().get(pk=period_obj.pk)
+    if period_obj.status != Status.OPEN:
+        raise Refused(f"period {period} is {period_obj.status}: it accepts no imports")
+    return period_obj
+
+
+def _import_part_of(record: Import) -> Import:
+    """Another Import of the same file, for one more of its billing periods (same stored copy)."""
+    return Import.objects.create(
+        source=record.source,
+        original_name=record.original_name,
+        file=record.file.name,
+        sha256=record.sha256,
+        size_bytes=record.size_bytes,
+        status=Import.Status.RUNNING,
+        replace=record.replace,
+        part_of=record,
+        actor=record.actor,
+        actor_name=record.actor_name,
+        started_at=timezone.now(),
+        runner=_runner(),
+    )
+
+
+def _imports_replaced(record: Import, own_ids: list[int], periods: list[BillingPeriod]) -> list[Import]:
+    """The earlier imports this one supersedes in its periods: those of the same file name, or with
+    `replace` all of the source's. A file is superseded whole: the parts it has in other periods
+    go with it, so those periods must be open too."""
+    earlier = Import.objects.filter(
+        source=record.source, period__in=periods, status=Import.Status.COMPLETED
+    ).exclude(pk__in=own_ids)
+    if not record.replace:
+        earlier = earlier.filter(original_name=record.original_name)
+    groups = {i.part_of_id or i.pk for i in earlier}
+    if not groups:
+        return []
+    replaced = list(
+        Import.objects.filter(Q(pk__in=groups) | Q(part_of__in=groups), status=Import.Status.COMPLETED)
+        .exclude(pk__in=own_ids)
+        .select_related("period")
+        .order_by("id")
+    )
+    locked = {p.pk for p in periods}
+    for other in replaced:
+        if other.period_id is not None and other.period_id not in locked:
+            status = BillingPeriod.objects.select_for_update().get(pk=other.period_id).status
+            if status != Status.OPEN:
+                raise Refused(
+                    f"import #{other.pk} ({other.original_name}) also has rows in period {other.period}, "
+                    f"which is {status}: reopen it to supersede that file"
+                )
+            locked.add(other.period_id)
+    return replaced
 
 
 def _delete_charges_of(imports: list[Import]) -> None:
@@ -873,7 +1031,10 @@ def charge_correct_attribution(
     charge.fund_org = fund_org.strip() or (project.fund_org if project else "")
     charge.attribution_source = "manual"
     old_state = charge.review_state
-    flags = _flags_for_charge(charge, FlagContext.load(selectors.billing_settings_get()))
+    kept = _facts_of(ChargeFlag.objects.filter(charge=charge))
+    flags = _flags_for_charge(
+        charge, FlagContext.load(selectors.billing_settings_get()), kept.get(charge.pk, [])
+    )
     ChargeFlag.objects.filter(charge=charge).delete()
     ChargeFlag.objects.bulk_create(
         [ChargeFlag(charge=charge, reason=f.reason, rule_id=f.rule_id, detail=f.detail[:300]) for f in flags]
@@ -899,7 +1060,18 @@ def charge_correct_attribution(
     return charge
 
 
-def _flags_for_charge(charge: Charge, context: FlagContext) -> list:
+def _facts_of(flags: Any) -> dict[int, list[Flag]]:
+    """Flags that state facts of the file rather than rules (a row of another billing period),
+    by charge: kept when the rules run again."""
+    facts: dict[int, list[Flag]] = {}
+    for charge_id, reason, detail in flags.filter(reason=FlagReason.PERIOD_MISMATCH).values_list(
+        "charge_id", "reason", "detail"
+    ):
+        facts.setdefault(charge_id, []).append(Flag(reason, detail))
+    return facts
+
+
+def _flags_for_charge(charge: Charge, context: FlagContext, kept: list[Flag]) -> list[Flag]:
     owner = charge.project.pi.email if charge.project_id and charge.project else None
     flags = context.attribution_flags(
         has_pi=charge.pi_id is not None,
@@ -909,7 +1081,7 @@ def _flags_for_charge(charge: Charge, context: FlagContext) -> list:
         pi_email=charge.pi_email,
     )
     values = {name: getattr(charge, name) or "" for name, _ in FlagRule.FIELD_CHOICES}
-    return flags + context.rule_flags(values, charge.source_id)
+    return flags + kept + context.rule_flags(values, charge.source_id)
 
 
 @transaction.atomic
@@ -924,8 +1096,9 @@ def period_reevaluate_flags(*, period: str, actor: Any = None, actor_name: str =
     ).select_related("project__pi")
     batch = uuid.uuid4()
     fields = _actor_fields(actor, actor_name)
+    kept = _facts_of(ChargeFlag.objects.filter(charge__period=period_obj))
     for charge in undecided.iterator(chunk_size=5000):
-        flags = _flags_for_charge(charge, context)
+        flags = _flags_for_charge(charge, context, kept.get(charge.pk, []))
         summary = summarize(flags)
         state = Charge.ReviewState.FLAGGED if flags else Charge.ReviewState.OK
         if summary == charge.flag_summary and state == charge.review_state:

@@ -660,7 +660,10 @@ def import_status_data(record: Import, currency: str) -> dict[str, Any]:
         "id": record.pk,
         "name": record.original_name,
         "source": record.source.slug,
-        "period": record.period.period if record.period_id and record.period else "",
+        # A file whose rows span several billing periods is one import per period.
+        "period": ", ".join(str(i.period) for i in selectors.imports_of_same_file(record) if i.period_id)
+        if done and record.period_id
+        else (record.period.period if record.period_id and record.period else ""),
         "status": record.status,
         "status_label": record.get_status_display(),
         "done": done,
@@ -690,6 +693,8 @@ def _guess(name: str, sources: list[Source]) -> dict[str, str]:
     return {
         "name": name,
         "source": source.slug if source else "",
+        # No known source: the name's prefix, which the import creates on first sight.
+        "new_source": "" if source else selectors.source_name_from_filename(name),
         "period": selectors.period_from_filename(name) or "",
     }
 
@@ -716,13 +721,19 @@ def _start_import(request: HttpRequest, uploaded: UploadedFile, data: dict[str, 
         return {**rejected, "error": "Only .csv and .csv.gz files can be imported."}
     if uploaded.size and uploaded.size > limit:
         return {**rejected, "error": f"The file is larger than the upload limit ({_human_size(limit)})."}
-    sources = list(Source.objects.filter(is_active=True))
+    source: Source | None
     if data.get("source"):
-        source = next((s for s in sources if s.slug == data["source"]), None)
+        try:
+            source, _created = services.source_ensure(name=data["source"])  # a new name: created
+        except Refused as exc:
+            return {**rejected, "error": str(exc)}
     else:
-        source = selectors.source_for_filename(name, sources)
+        source = selectors.source_for_filename(name)
     if source is None:
-        return {**rejected, "error": "The source could not be told from the file name: choose one."}
+        return {
+            **rejected,
+            "error": "The source could not be told from the file name: choose one, or name a new one.",
+        }
     period = data.get("period") or selectors.period_from_filename(name) or None
     created_tmp = None
     try:
@@ -738,7 +749,7 @@ def _start_import(request: HttpRequest, uploaded: UploadedFile, data: dict[str, 
             record = services.import_create(
                 path=path,
                 source=source,
-                append=bool(data.get("append")),
+                replace=bool(data.get("replace")),
                 actor=request.user,
                 original_name=name,
             )

@@ -74,6 +74,43 @@ class _Parser(CommandParser):
         raise UsageError(f"Error: {message}")
 
 
+class ProgressBar:
+    """A one-line bar on stderr, drawn only on a terminal. `megabytes`: counts are bytes, shown in MB."""
+
+    def __init__(self, stream: Any, total: int, enabled: bool, megabytes: bool = False) -> None:
+        self.stream = stream
+        self.total = total
+        self.enabled = enabled and total > 0 and hasattr(stream, "isatty") and stream.isatty()
+        self.megabytes = megabytes
+        self.done = 0
+        self._last = ""
+
+    def update(self, done: int, detail: str = "") -> None:
+        self.done = min(done, self.total)
+        if not self.enabled:
+            return
+        width = 30
+        filled = int(width * self.done / self.total) if self.total else width
+        counts = (
+            f"{self.done / 1e6:,.0f}/{self.total / 1e6:,.0f} MB"
+            if self.megabytes
+            else f"{self.done}/{self.total}"
+        )
+        text = f"\r[{'#' * filled}{'.' * (width - filled)}] {counts} {detail}"
+        if text != self._last:
+            self.stream.write(text.ljust(78))
+            self.stream.flush()
+            self._last = text
+
+    def advance(self, units: int, detail: str = "") -> None:
+        self.update(self.done + units, detail)
+
+    def finish(self) -> None:
+        if self.enabled and self._last:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
 def _parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
     yield parser
     for action in parser._actions:
@@ -107,14 +144,28 @@ class ReportingCommand(BaseCommand):
     """Base class of the reporting commands (see the module docstring)."""
 
     output_format: str = "text"
+    # A command whose `--format` also names something else (export-journal: the journal layout, as
+    # the original's `--format gl`): any value is accepted; text and json still choose the output.
+    format_also_names: str = ""
 
     # --- parser -----------------------------------------------------------------------------
 
     def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
         parser = super().create_parser(prog_name, subcommand, **kwargs)
-        parser.add_argument(
-            "--format", choices=FORMATS, default="text", help="Output: text (default) or one JSON document."
-        )
+        if self.format_also_names:
+            parser.add_argument(
+                "--format",
+                default="text",
+                metavar=f"text|json|{self.format_also_names.upper()}",
+                help=f"Output: text (default) or one JSON document; any other value is the {self.format_also_names}.",
+            )
+        else:
+            parser.add_argument(
+                "--format",
+                choices=FORMATS,
+                default="text",
+                help="Output: text (default) or one JSON document.",
+            )
         for sub in _parsers(parser):
             sub.__class__ = _Parser
             if sub is not parser:
@@ -145,7 +196,8 @@ class ReportingCommand(BaseCommand):
             sys.exit(exc.code)
 
     def execute(self, *args: Any, **options: Any) -> Any:
-        self.output_format = options.get("format") or "text"
+        chosen = options.get("format") or "text"
+        self.output_format = chosen if chosen in FORMATS else "text"
         try:
             return super().execute(*args, **options)
         except UsageError as exc:

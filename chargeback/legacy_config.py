@@ -1,18 +1,28 @@
-"""Import the `config.yaml` of the original OpenChargeback (the FastAPI/SQLite version).
+"""The settings of the original OpenChargeback's `config.yaml` that live in the database here.
+
+Two ways in, one importer:
+- `config_apply()`: every command given the file with `-c` (or finding ./instance/config.yaml)
+  applies it when the file is new or changed since it was last applied (BillingSettings keeps its
+  path and sha256, and which keys it manages, for the admin to show); the command says what changed;
+- `config_import()` (`openchargeback import-config`): a one-off import, which also prints the
+  environment settings the file implies, for sites that keep an env file instead.
 
 What moves where:
 
 | config.yaml | here |
 |---|---|
 | `currency` (a symbol such as `$`, or an ISO code) | BillingSettings.currency_code (`$` reads as USD; `--currency` to choose) |
-| `tag_mapping.pi_email / project_id / fund_org / cost_center / reference_1 / reference_2` | BillingSettings tag keys (keys left out take the original's defaults, e.g. `project`) |
+| `tag_mapping.pi_email / project_id / fund_org / cost_center / reference_1 / reference_2` | BillingSettings tag keys (keys a tag_mapping leaves out take the original's defaults, e.g. `project`) |
 | `review.flag_patterns` | one FlagRule each: flag when service name, resource id or resource name contains a match, case-insensitive (as the original) |
 | `review.fund_org_patterns` | BillingSettings.fund_org_regex: a fund/org must start with a match of one of them, case-insensitive (as the original) |
 | `imports.known_sources[]` (`name`, `pattern`, `fund_org`, `account_code`) | Sources: slug from the pattern, glob `*pattern*`, credit fund/org and GL account |
-| `email.from_address` + `from_name`, `email.subject_template`, `smtp.*`, `logging.level/format`, `web.secret_key` | environment settings, printed for the env file (secrets are never printed) |
+| `email.from_name` | BillingSettings.organization_name (the organisation shown on statements) |
 | `journal.fund_org_regex / account_code_regex / default_account / debit_description / credit_description`, `tag_mapping.account_code` | journals.JournalSettings (`fund_org_regex`, `account_regex`, `default_account`, `debit_description`, `credit_description`, `account_tag`) |
-| `journal.template`, `web.session_lifetime_hours`, `web.password_requirements` | not supported: reported, nothing stored (a layout is a JournalFormat here) |
-| `dev_mode`, `database`, `output`, `logging.file/enabled`, `web.enabled/host/port/users`, `sources` | not needed here: reported |
+| `web.users` | users (created when missing, with their bcrypt hash as password, and their role) |
+| `email.from_address` + `from_name`, `email.subject_template`, `smtp.*`, `logging.level/format`, `web.secret_key`, `web.session_lifetime_hours` | settings of the process (chargeback/config_file.py); import-config prints them for an env file (secrets are never printed) |
+| `dev_mode`, `database`, `output`, `logging.file/enabled`, `web.enabled/host/port/password_requirements`, recovery users | read from the file itself (`-c config.yaml`); import-config reports them |
+| `journal.template` | `journal_gl.csv` is the gl layout; another template is reported (a layout is a JournalFormat here) |
+| `sources` | API credentials: reported, unused (costs arrive as FOCUS files) |
 
 Anything else is reported as unknown. All changes happen in one transaction; a value that
 cannot be used (a bad regex, an unknown currency symbol, a field too long) refuses the whole
@@ -28,7 +38,17 @@ from typing import Any
 from urllib.parse import quote
 
 from django.db import transaction
+from django.utils import timezone
 
+from chargeback.config_file import (
+    ORIGINAL_GL_TEMPLATE,
+    SECTION_KEYS,
+    TOP_LEVEL,
+    ConfigError,
+    ConfigFile,
+    read_config,
+    subject_template,
+)
 from chargeback.errors import Refused
 from chargeback.logging import audit
 
@@ -77,38 +97,20 @@ JOURNAL_FIELDS = {
     "template": "",
 }
 
-NOT_NEEDED = {
-    "dev_mode": "development switch: here emails go to files whenever EMAIL_URL is unset",
-    "database": "the original's database is not copied by import-config; data comes from re-importing FOCUS files",
-    "output": "PDFs, journals and development emails are kept under OPENCHARGEBACK_DATA_DIR",
-    "sources": "API credentials of the original are unused: costs arrive as FOCUS files",
+# Read from the file itself when it is given with -c; an env file (import-config) cannot say them.
+FROM_THE_FILE = {
+    "dev_mode": "emails to files in output.email_dir; give the file with -c config.yaml (an env file: leave EMAIL_URL unset)",
+    "database": "database.path is used with -c config.yaml; import-config copies no data: re-import the FOCUS files",
+    "output": "output.pdf_dir, journal_dir and email_dir are used with -c config.yaml",
 }
-SECTION_KEYS = {
-    "smtp": {"host", "port", "use_tls", "username", "password"},
-    "email": {"from_address", "from_name", "subject_template"},
-    "tag_mapping": {*TAG_FIELDS, "account_code"},
-    "logging": {"enabled", "level", "format", "file"},
-    "web": {
-        "enabled",
-        "host",
-        "port",
-        "secret_key",
-        "session_lifetime_hours",
-        "users",
-        "password_requirements",
-    },
-    "review": {"flag_patterns", "fund_org_patterns"},
-    "imports": {"known_sources"},
-    "journal": set(JOURNAL_FIELDS),
-}
+NOT_USED = {"sources": "API credentials of the original are unused: costs arrive as FOCUS files"}
 SOURCE_KEYS = {"name", "pattern", "fund_org", "account_code"}
-TOP_LEVEL = {"currency", *NOT_NEEDED, *SECTION_KEYS}
 
 
 @dataclass
 class Item:
     key: str
-    status: str  # applied | unchanged | environment | not_supported | not_needed | unknown
+    status: str  # applied | unchanged | environment | from_file | not_supported | not_needed | unknown
     detail: str = ""
 
 
@@ -137,22 +139,6 @@ class ConfigImportOutcome:
 
 class _DryRun(Exception):
     pass
-
-
-def load_yaml(path: Path) -> dict[str, Any]:
-    import yaml
-
-    if not path.is_file():
-        raise Refused(f"config file {path} not found")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise Refused(f"{path} is not valid YAML: {exc}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise Refused(f"{path}: expected a mapping of settings at the top level")
-    return data
 
 
 def _env_reference(value: Any) -> str | None:
@@ -217,15 +203,11 @@ def env_line(name: str, value: str | None) -> str:
     return name + '="' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _subject_template(text: str) -> str:
-    """`{billing_period}` style (Python format) to a Django template."""
-    names = {"billing_period": "period"}
-    return re.sub(r"\{(\w+)\}", lambda m: "{{ " + names.get(m.group(1), m.group(1)) + " }}", text)
-
-
 class _Importer:
-    def __init__(self, data: dict[str, Any], outcome: ConfigImportOutcome, currency: str | None) -> None:
-        self.data, self.outcome, self.currency_override = data, outcome, currency
+    def __init__(
+        self, config: ConfigFile, data: dict[str, Any], outcome: ConfigImportOutcome, currency: str | None
+    ) -> None:
+        self.config, self.data, self.outcome, self.currency_override = config, data, outcome, currency
         self.errors: list[str] = []
 
     # --- reporting --------------------------------------------------------------------------
@@ -265,14 +247,17 @@ class _Importer:
         self.journal_settings = journal_settings_get()
         self.journal_changes: dict[str, str] = {}
         root = self.unknown("", self.data, TOP_LEVEL)
-        for key in ("dev_mode", "database", "output", "sources"):
+        for key, detail in FROM_THE_FILE.items():
             if key in root:
-                self.item(key, "not_needed", NOT_NEEDED[key])
+                self.item(key, "from_file", detail)
+        if root.get("sources"):
+            self.item("sources", "not_needed", NOT_USED["sources"])
         if "currency" in root:
             self._currency(root["currency"])
         elif self.currency_override:
             self._currency("")
-        self._tags(self.unknown("tag_mapping", root.get("tag_mapping"), SECTION_KEYS["tag_mapping"]))
+        if "tag_mapping" in root:
+            self._tags(self.unknown("tag_mapping", root.get("tag_mapping"), SECTION_KEYS["tag_mapping"]))
         review = self.unknown("review", root.get("review"), SECTION_KEYS["review"])
         self._fund_org_patterns(review.get("fund_org_patterns"))
         self._flag_patterns(review.get("flag_patterns"))
@@ -468,11 +453,14 @@ class _Importer:
                 continue
             field_name = JOURNAL_FIELDS[key]
             if not field_name:
-                self.item(
-                    f"journal.{key}",
-                    "not_supported",
-                    "the layout is a JournalFormat here: edit one in the admin (Journals → formats)",
-                )
+                if str(value or "").strip() == ORIGINAL_GL_TEMPLATE:
+                    self.item(f"journal.{key}", "unchanged", "the gl layout (export-journal's default)")
+                else:
+                    self.item(
+                        f"journal.{key}",
+                        "not_supported",
+                        "the layout is a JournalFormat here: edit one in the admin (Journals → formats)",
+                    )
                 continue
             if key.endswith("regex") and value:
                 try:
@@ -492,16 +480,16 @@ class _Importer:
 
     def _email(self, email: dict[str, Any], smtp: dict[str, Any]) -> None:
         address = str(email.get("from_address") or "").strip()
+        display = str(email.get("from_name") or "").strip()
+        if display:  # the sender's name is the organisation statements are from
+            self._set("email.from_name", "organization_name", display, "shown on statements")
         if address:
-            display = str(email.get("from_name") or "").strip()
             sender = f'"{display}" <{address}>' if display else address
             self.env("DEFAULT_FROM_EMAIL", sender, "email.from_address")
-        elif "from_name" in email:
-            self.item("email.from_name", "not_needed", "without from_address")
         if email.get("subject_template"):
             self.env(
                 "OPENCHARGEBACK_STATEMENT_EMAIL_SUBJECT",
-                _subject_template(str(email["subject_template"])),
+                subject_template(str(email["subject_template"])),
                 "email.subject_template",
                 "a Django template here",
             )
@@ -541,8 +529,8 @@ class _Importer:
             if key in section:
                 self.item(
                     f"logging.{key}",
-                    "not_needed",
-                    "logs go to stderr (journald or the container runtime keeps them)",
+                    "from_file",
+                    "used with -c config.yaml; with an env file, logs go to stderr (LOG_FILE for a file)",
                 )
 
     def _web(self, web: dict[str, Any]) -> None:
@@ -554,18 +542,52 @@ class _Importer:
                 "web.secret_key",
                 f"from ${{{ref}}}" if ref else "copy it from config.yaml",
             )
+        if web.get("session_lifetime_hours"):
+            self.env(
+                "OPENCHARGEBACK_SESSION_HOURS",
+                str(web["session_lifetime_hours"]),
+                "web.session_lifetime_hours",
+            )
         for key in ("enabled", "host", "port"):
             if key in web:
-                self.item(f"web.{key}", "not_needed", "use `openchargeback serve --bind HOST:PORT`")
-        if "users" in web:
+                self.item(
+                    f"web.{key}", "from_file", "used by `serve` with -c config.yaml (or serve --host/--port)"
+                )
+        if "password_requirements" in web:
             self.item(
-                "web.users",
-                "not_needed",
-                "create accounts with `openchargeback createsuperuser` or the admin; bcrypt hashes are not carried over",
+                "web.password_requirements", "from_file", "the password validators, with -c config.yaml"
             )
-        for key in ("session_lifetime_hours", "password_requirements"):
-            if key in web:
-                self.item(f"web.{key}", "not_supported", "Django's defaults apply")
+        self._users()
+
+    def _users(self) -> None:
+        from accounts.services import config_user_ensure
+
+        for user in self.config.users:
+            key = f"web.users.{user.name}"
+            if user.recovery:
+                self.item(
+                    f"{key}.recovery",
+                    "from_file",
+                    "signs in with the file's password whenever the file is given with -c config.yaml",
+                )
+            if self.errors:
+                continue
+            account, created = config_user_ensure(entry=vars(user))
+            if created:
+                self.item(
+                    key, "applied", f"user {account.email} created ({user.role}), its bcrypt hash as password"
+                )
+            else:
+                self.item(key, "unchanged", f"user {account.email} exists: its password is the database's")
+
+
+def _import(
+    config: ConfigFile, data: dict[str, Any], outcome: ConfigImportOutcome, currency: str | None
+) -> None:
+    try:
+        _Importer(config, data, outcome, currency).run()
+    except ConfigError as exc:
+        raise Refused(str(exc)) from None
 
 
 def config_import(
@@ -575,11 +597,15 @@ def config_import(
     from billing.services import actor_label
 
     config_path = Path(path)
-    data = load_yaml(config_path)
+    try:
+        config = read_config(config_path)
+    except ConfigError as exc:
+        raise Refused(str(exc)) from None
     outcome = ConfigImportOutcome(path=config_path, dry_run=dry_run)
     try:
         with transaction.atomic():
-            _Importer(data, outcome, currency).run()
+            # As written: ${VAR} references are printed as such for the env file, never their values.
+            _import(config, config.raw, outcome, currency)
             if dry_run:
                 raise _DryRun
             audit(
@@ -591,3 +617,54 @@ def config_import(
     except _DryRun:
         pass
     return outcome
+
+
+# Keys of the file whose values live in the database (what config_managed lists for the admin).
+DATABASE_KEYS = (
+    "currency",
+    "email.from_name",
+    "tag_mapping",
+    "review",
+    "imports.known_sources",
+    "journal",
+    "web.users",
+)
+
+
+def config_apply(*, config: ConfigFile, force: bool = False) -> ConfigImportOutcome | None:
+    """Apply the database settings of a config.yaml read directly (-c), when the file is new or has
+    changed since it was last applied (or with `force`); None when there was nothing to do. One
+    transaction: a value that cannot be used refuses the whole file (Refused)."""
+    from billing.models import BillingSettings
+    from billing.selectors import billing_settings_get
+
+    settings = billing_settings_get()
+    if not force and (settings.config_path, settings.config_sha256) == (str(config.path), config.sha256):
+        return None
+    outcome = ConfigImportOutcome(path=config.path, dry_run=False)
+    with transaction.atomic():
+        _import(config, config.data, outcome, None)
+        managed = [key for key in DATABASE_KEYS if _has_key(config.data, key)]
+        BillingSettings.objects.filter(pk=settings.pk).update(
+            config_path=str(config.path),
+            config_sha256=config.sha256,
+            config_applied_at=timezone.now(),
+            config_managed=managed,
+        )
+        audit(
+            "config_applied",
+            actor="config.yaml",
+            path=str(config.path),
+            sha256=config.sha256,
+            applied=[i.key for i in outcome.items if i.status == "applied"],
+        )
+    return outcome
+
+
+def _has_key(data: dict[str, Any], dotted: str) -> bool:
+    node: Any = data
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return node not in (None, "", [], {})

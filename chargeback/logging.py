@@ -18,6 +18,7 @@ import json
 import logging
 import sys
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 LOG_FORMATS = ("json", "kv", "plain")
@@ -113,9 +114,10 @@ class KeyValueFormatter(StructuredFormatter):
 
 
 def build_logging(
-    log_format: str = "plain", level: str = "WARNING", audit_level: str = "INFO"
+    log_format: str = "plain", level: str = "WARNING", audit_level: str = "INFO", log_file: str = ""
 ) -> dict[str, Any]:
-    """The LOGGING dict of settings.py: one console handler with the chosen formatter.
+    """The LOGGING dict of settings.py: one console handler with the chosen formatter, and with
+    `log_file` (logging.file of config.yaml) the same lines in that file too.
 
     The root logger takes `level`; the audit logger and Celery's worker/beat loggers log at
     `audit_level`/INFO so that those events are kept whatever the root level is.
@@ -125,6 +127,17 @@ def build_logging(
         raise ValueError(f"LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}, not {log_format!r}")
     level = level.upper()
     operational = "INFO" if logging.getLevelName(level) == logging.WARNING else level
+    handlers: dict[str, Any] = {"console": {"class": "logging.StreamHandler", "formatter": log_format}}
+    if log_file:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        # WatchedFileHandler: logrotate may move the file away; the next line opens a new one.
+        handlers["file"] = {
+            "class": "logging.handlers.WatchedFileHandler",
+            "filename": str(log_file),
+            "formatter": log_format,
+            "encoding": "utf-8",
+        }
+    names = list(handlers)
     return {
         "version": 1,
         "disable_existing_loggers": False,
@@ -133,15 +146,15 @@ def build_logging(
             "json": {"()": "chargeback.logging.JSONFormatter"},
             "kv": {"()": "chargeback.logging.KeyValueFormatter"},
         },
-        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": log_format}},
-        "root": {"handlers": ["console"], "level": level},
+        "handlers": handlers,
+        "root": {"handlers": names, "level": level},
         "loggers": {
             AUDIT_LOGGER: {"level": audit_level.upper()},
             "celery.worker": {"level": operational},
             "celery.beat": {"level": operational},
             "celery.app.trace": {"level": operational},
-            "gunicorn.error": {"level": operational, "handlers": ["console"], "propagate": False},
-            "gunicorn.access": {"level": "INFO", "handlers": ["console"], "propagate": False},
+            "gunicorn.error": {"level": operational, "handlers": names, "propagate": False},
+            "gunicorn.access": {"level": "INFO", "handlers": names, "propagate": False},
         },
     }
 

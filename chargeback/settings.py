@@ -1,37 +1,56 @@
-"""Settings, read from the environment and an env file (django-environ).
+"""Settings, read from the environment and a config file.
 
-The env file is `./.env`, or the file named by OPENCHARGEBACK_CONFIG (the CLI's
-`-c/--config` sets it). With nothing configured the embedded default applies:
-SQLite, media and dev emails under OPENCHARGEBACK_DATA_DIR (./instance), Celery eager.
+The config file is the one named by OPENCHARGEBACK_CONFIG (the CLI's `-c/--config` sets it; the
+CLI also picks ./instance/config.yaml when present, as the original does), else `./.env`:
+- `.yaml`/`.yml`: the original OpenChargeback's config.yaml (chargeback/config_file.py says what
+  each key becomes); an environment variable set explicitly wins over the file;
+- anything else: an env file (django-environ), which overrides the environment.
+With nothing configured the embedded default applies: SQLite, media and dev emails under
+OPENCHARGEBACK_DATA_DIR (./instance), Celery eager.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import environ
 from celery.schedules import crontab
 
+from chargeback.config_file import ConfigFile, is_yaml, read_config
 from chargeback.logging import build_logging
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
 _config_file = os.environ.get("OPENCHARGEBACK_CONFIG")
-if _config_file:
+# The original's config.yaml, when that is the file given (None otherwise).
+OPENCHARGEBACK_CONFIG_FILE: ConfigFile | None = None
+if _config_file and is_yaml(_config_file):
+    OPENCHARGEBACK_CONFIG_FILE = read_config(_config_file)  # ConfigError names a bad key
+elif _config_file:
     if not Path(_config_file).is_file():
         raise environ.ImproperlyConfigured(f"config file not found: {_config_file}")
     env.read_env(_config_file, overwrite=True)
 elif Path(".env").is_file():
     env.read_env(".env")
+_yaml: dict[str, Any] = OPENCHARGEBACK_CONFIG_FILE.settings if OPENCHARGEBACK_CONFIG_FILE else {}
+# What the file could not honour: the CLI names each once per command.
+OPENCHARGEBACK_CONFIG_WARNINGS: list[str] = (
+    OPENCHARGEBACK_CONFIG_FILE.warnings if OPENCHARGEBACK_CONFIG_FILE else []
+)
 
-DATA_DIR = Path(env.str("OPENCHARGEBACK_DATA_DIR", default="instance")).resolve()
+DATA_DIR = Path(
+    env.str("OPENCHARGEBACK_DATA_DIR", default=str(_yaml.get("OPENCHARGEBACK_DATA_DIR", "instance")))
+).resolve()
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 DEBUG = env.bool("DEBUG", default=False)
 # A fixed development key only while DEBUG or when nothing is configured; production sets SECRET_KEY.
-SECRET_KEY = env.str("SECRET_KEY", default="openchargeback-insecure-development-key-change-me")
+SECRET_KEY = env.str(
+    "SECRET_KEY", default=_yaml.get("SECRET_KEY", "openchargeback-insecure-development-key-change-me")
+)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
@@ -88,7 +107,8 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'openchargeback.sqlite3'}")}
+_database_file = _yaml.get("DATABASE_PATH") or DATA_DIR / "openchargeback.sqlite3"  # database.path
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{_database_file}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets readers (the admin) work while an import writes; IMMEDIATE avoids lock upgrades.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
@@ -111,12 +131,23 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # so a stale entry is never read. Per process by default; CACHE_URL=redis://... shares it.
 CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://openchargeback")}
 
-AUTH_PASSWORD_VALIDATORS = [
+AUTH_PASSWORD_VALIDATORS = _yaml.get("AUTH_PASSWORD_VALIDATORS") or [  # web.password_requirements
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# New passwords are hashed with PBKDF2; bcrypt hashes (web.users of config.yaml) are checked, and
+# replaced by PBKDF2 at the next sign-in.
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2SHA1PasswordHasher",
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "accounts.passwords.OriginalBCryptPasswordHasher",
+    "django.contrib.auth.hashers.ScryptPasswordHasher",
+]
+# Users defined in web.users of config.yaml (accounts.security.ConfigUserBackend).
+OPENCHARGEBACK_CONFIG_USERS: list[dict[str, Any]] = _yaml.get("OPENCHARGEBACK_CONFIG_USERS", [])
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env.str("TIME_ZONE", default="UTC")
@@ -124,6 +155,9 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
+# Static files are served from the apps when `collectstatic` has not run (a fresh clone, the
+# original's quick start): the admin is styled from the first start, DEBUG or not.
+WHITENOISE_USE_FINDERS = True
 STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(DATA_DIR / "static")))
 # whitenoise warns about a missing directory before collectstatic
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
@@ -135,13 +169,18 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 
-# Email: EMAIL_URL (smtp://user:pass@host:587/?tls=True); default writes .eml files for inspection.
+# Email: EMAIL_URL (smtp://user:pass@host:587/?tls=True), else config.yaml's smtp (or dev_mode:
+# files in output.email_dir); the default writes .eml files for inspection.
+EMAIL_FILE_PATH = _yaml.get("EMAIL_FILE_PATH", DATA_DIR / "emails")
 if env.str("EMAIL_URL", default=""):
     vars().update(env.email_url("EMAIL_URL"))
+elif _yaml.get("EMAIL_BACKEND"):
+    vars().update({k: v for k, v in _yaml.items() if k.startswith("EMAIL_") and k != "EMAIL_FILE_PATH"})
 else:
     EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
-    EMAIL_FILE_PATH = DATA_DIR / "emails"
-DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="billing@localhost")
+DEFAULT_FROM_EMAIL = env.str(
+    "DEFAULT_FROM_EMAIL", default=_yaml.get("DEFAULT_FROM_EMAIL", "billing@localhost")
+)
 
 # Celery: without a broker, tasks run eagerly in the calling process.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="")
@@ -192,22 +231,49 @@ OPENCHARGEBACK_FISCAL_YEAR_START = env.int("OPENCHARGEBACK_FISCAL_YEAR_START", d
 # many seconds (its worker died mid-send) is marked failed, never re-sent by itself.
 OPENCHARGEBACK_STATEMENT_EMAIL_SUBJECT = env.str(
     "OPENCHARGEBACK_STATEMENT_EMAIL_SUBJECT",
-    default="{{ organization }}: your statement{{ count|pluralize }} for {{ period_label }} ({{ total }} due)",
+    default=_yaml.get(
+        "OPENCHARGEBACK_STATEMENT_EMAIL_SUBJECT",
+        "{{ organization }}: your statement{{ count|pluralize }} for {{ period_label }} ({{ total }} due)",
+    ),
 )
 OPENCHARGEBACK_PDF_PAGE_SIZE = env.str("OPENCHARGEBACK_PDF_PAGE_SIZE", default="letter")
+# Where `export-journal` writes journals without -o, and where `generate` also writes statement PDFs
+# (empty: PDFs only in the media folder, downloadable from the admin and portal).
+OPENCHARGEBACK_JOURNAL_DIR = Path(
+    env.str(
+        "OPENCHARGEBACK_JOURNAL_DIR",
+        default=str(_yaml.get("OPENCHARGEBACK_JOURNAL_DIR", DATA_DIR / "output" / "journals")),
+    )
+)
+OPENCHARGEBACK_PDF_DIR = env.str(
+    "OPENCHARGEBACK_PDF_DIR", default=str(_yaml.get("OPENCHARGEBACK_PDF_DIR", ""))
+)
 OPENCHARGEBACK_SENDING_STALE_SECONDS = env.int("OPENCHARGEBACK_SENDING_STALE_SECONDS", default=900)
 # A CLI waiting for workers that sees no progress for this long queues the unfinished tasks again
 # (idempotent; recovers messages a dying worker took from Redis without recording them).
 OPENCHARGEBACK_REDISPATCH_SECONDS = env.int("OPENCHARGEBACK_REDISPATCH_SECONDS", default=120)
 
 # Logs: LOG_FORMAT json | kv (key=value) | plain, one line per record, on stderr.
+_log_level = env.str("LOG_LEVEL", default=_yaml.get("LOG_LEVEL", "WARNING"))
 LOGGING = build_logging(
-    env.str("LOG_FORMAT", default="plain"),
-    env.str("LOG_LEVEL", default="WARNING"),
+    env.str("LOG_FORMAT", default=_yaml.get("LOG_FORMAT", "plain")),
+    _log_level,
+    log_file=env.str("LOG_FILE", default=str(_yaml.get("LOG_FILE", ""))),
 )
 if CELERY_TASK_ALWAYS_EAGER:
     # Tasks run inside the CLI or the web request: a line per task would only be noise there.
-    LOGGING["loggers"]["celery.app.trace"]["level"] = env.str("LOG_LEVEL", default="WARNING").upper()
+    LOGGING["loggers"]["celery.app.trace"]["level"] = _log_level.upper()
+
+# `openchargeback serve` listens here unless told otherwise (web.host, web.port of config.yaml).
+OPENCHARGEBACK_WEB_HOST = env.str(
+    "OPENCHARGEBACK_WEB_HOST", default=_yaml.get("OPENCHARGEBACK_WEB_HOST", "127.0.0.1")
+)
+OPENCHARGEBACK_WEB_PORT = env.int(
+    "OPENCHARGEBACK_WEB_PORT", default=_yaml.get("OPENCHARGEBACK_WEB_PORT", 8000)
+)
+OPENCHARGEBACK_WEB_ENABLED = env.bool(
+    "OPENCHARGEBACK_WEB_ENABLED", default=_yaml.get("OPENCHARGEBACK_WEB_ENABLED", True)
+)
 
 # Behind a TLS-terminating reverse proxy that sets X-Forwarded-Proto (docs/deploy.md).
 if env.bool("TRUST_X_FORWARDED_PROTO", default=False):
@@ -223,13 +289,18 @@ LOGIN_REDIRECT_URL = "portal:home"
 LOGOUT_REDIRECT_URL = "portal:login"
 # Invitation and password-reset links stay valid this long (until the password is set).
 PASSWORD_RESET_TIMEOUT = env.int("OPENCHARGEBACK_INVITATION_DAYS", default=7) * 24 * 3600
-SESSION_COOKIE_AGE = env.int("OPENCHARGEBACK_SESSION_HOURS", default=12) * 3600
+SESSION_COOKIE_AGE = (
+    env.int("OPENCHARGEBACK_SESSION_HOURS", default=_yaml.get("SESSION_COOKIE_AGE", 12 * 3600) // 3600) * 3600
+)
 
 # django-axes: a user name (or one browser at one address) is locked out after 5 failed sign-ins,
 # on the portal and the admin, for OPENCHARGEBACK_LOCKOUT_MINUTES; every failure and lockout is
 # logged (audit events login_failed, login_locked_out). Billing admins unlock by deleting the
 # access attempt in the admin.
-AUTHENTICATION_BACKENDS = ["accounts.security.LockoutModelBackend"]  # ModelBackend + axes' lockout
+AUTHENTICATION_BACKENDS = [
+    "accounts.security.LockoutModelBackend",  # ModelBackend + axes' lockout
+    "accounts.security.ConfigUserBackend",  # web.users of config.yaml: by name, and recovery users
+]
 AXES_FAILURE_LIMIT = env.int("OPENCHARGEBACK_LOGIN_FAILURE_LIMIT", default=5)
 AXES_COOLOFF_TIME = env.int("OPENCHARGEBACK_LOCKOUT_MINUTES", default=30) / 60  # hours
 AXES_LOCKOUT_PARAMETERS = ["username", ["ip_address", "user_agent"]]  # a name, or one browser spraying names

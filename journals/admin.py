@@ -19,6 +19,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 
+from billing.admin import ConfigManagedMixin
 from billing.models import BillingPeriod
 from chargeback.errors import Refused
 from chargeback.money import format_money
@@ -35,7 +36,8 @@ PREVIEW_ROWS = 20
 
 
 @admin.register(JournalSettings)
-class JournalSettingsAdmin(admin.ModelAdmin):
+class JournalSettingsAdmin(ConfigManagedMixin, admin.ModelAdmin):
+    config_keys = ("journal", "tag_mapping")
     fieldsets = (
         (
             "Ledger fields",

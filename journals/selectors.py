@@ -71,8 +71,14 @@ def journal_formats_available() -> list[FormatSpec]:
     ]
 
 
+# The original OpenChargeback's format names: its default ("standard detail") is a row per PI ×
+# project × service, which is the summary layout here.
+FORMAT_ALIASES = {"default": "summary", "standard": "summary"}
+
+
 def journal_format_get(name: str) -> FormatSpec:
     name = (name or "").strip()
+    name = FORMAT_ALIASES.get(name, name)
     if name in BUILTIN_FORMATS:
         return BUILTIN_FORMATS[name]
     fmt = JournalFormat.objects.filter(name=name).first()
@@ -98,16 +104,10 @@ def _plural(n: int, one: str, many: str) -> str:
 
 
 def _statement_problems(period: BillingPeriod, currency: str) -> list[Problem]:
-    """Statements missing or stale, and billable charges nobody can be billed for."""
+    """Statements missing or stale, and billable charges nobody can be billed for. The period may
+    be open: the journal is that of its current statements, as the original's monthly script
+    exports it right after generating."""
     problems = []
-    if period.status == BillingPeriod.Status.OPEN:
-        problems.append(
-            Problem(
-                "period",
-                f"period {period.period} is open: generate its statements (which closes the period) "
-                "before exporting its journal",
-            )
-        )
     changes = statement_changes(period)
     if changes.new:
         n = len(changes.new)

@@ -8,9 +8,12 @@ fails validation, debits that do not equal credits (e.g. a source without a cred
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 import tempfile
+from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.db import transaction
@@ -177,6 +180,24 @@ def journal_export(
         sha256=export.sha256,
     )
     return export
+
+
+def journal_export_save(*, export: JournalExport, directory: Path | None = None) -> Path:
+    """A copy of a kept export in the journal folder (settings.OPENCHARGEBACK_JOURNAL_DIR), named
+    journal_{period}_{YYYYmmdd_HHMMSS}.csv as the original names its journals; returns its
+    absolute path. A name taken already (two exports in one second) gets a suffix."""
+    folder = Path(directory or settings.OPENCHARGEBACK_JOURNAL_DIR).expanduser().resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = timezone.localtime(export.created_at).strftime("%Y%m%d_%H%M%S")
+    suffix = Path(export.filename).suffix or ".csv"
+    target = folder / f"journal_{export.period.period}_{stamp}{suffix}"
+    n = 1
+    while target.exists():
+        n += 1
+        target = folder / f"journal_{export.period.period}_{stamp}_{n}{suffix}"
+    with export.file.open("rb") as source, open(target, "wb") as out:
+        shutil.copyfileobj(source, out)
+    return target
 
 
 def journal_export_downloaded(*, export: JournalExport, actor: Any = None, actor_name: str = "") -> None:

@@ -330,8 +330,7 @@ class StatementAdmin(admin.ModelAdmin):
                 "without_pdf": totals.without_pdf,
             }
             context["send_periods"] = list(
-                BillingPeriod.objects.exclude(status=BillingPeriod.Status.OPEN)
-                .filter(statements__state=Statement.State.ISSUED)
+                BillingPeriod.objects.filter(statements__state=Statement.State.ISSUED)
                 .values_list("period", flat=True)
                 .distinct()
                 .order_by("-period")

@@ -7,6 +7,8 @@ a new version and marks the old one superseded (kept, with its PDF). The stateme
 
 from __future__ import annotations
 
+import re
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -16,6 +18,17 @@ from chargeback.money import MoneyField
 
 def statement_pdf_path(instance: Statement, filename: str) -> str:
     return f"statements/{instance.period.period}/{filename}"
+
+
+def statement_pdf_name(period: str, pi_email: str, project_code: str, version: int = 1) -> str:
+    """`{period}_{pi}_{project}.pdf`, as the original names statements (pi: the email before '@');
+    `_v2` and up for later versions. Characters a file name should not hold become '-'."""
+
+    def part(text: str) -> str:
+        return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "none"
+
+    name = f"{period}_{part(pi_email.partition('@')[0])}_{part(project_code or 'no-project')}"
+    return f"{name}.pdf" if version <= 1 else f"{name}_v{version}.pdf"
 
 
 class Statement(models.Model):
@@ -120,7 +133,7 @@ class Statement(models.Model):
 
     @property
     def pdf_filename(self) -> str:
-        return f"statement-{self.number}-v{self.version}.pdf"
+        return statement_pdf_name(self.period.period, self.pi_email, self.project_code, self.version)
 
 
 class StatementLine(models.Model):

@@ -220,6 +220,7 @@ class StatementData:
     details: list[list[Any]]
     replaces: str = ""
     source_names: dict[str, str] | None = None
+    draft: bool = False  # a preview (generate --dry-run): DRAFT across every page, nothing issued
 
     @property
     def label(self) -> str:
@@ -232,10 +233,17 @@ class StatementData:
 class _NumberedCanvas(rl_canvas.Canvas):
     """Keeps every page until save() so the footer can say 'Page x of y'."""
 
-    def __init__(self, *args: Any, footer: tuple[str, str, Fonts] = ("", "", STANDARD_FONTS), **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        footer: tuple[str, str, Fonts] = ("", "", STANDARD_FONTS),
+        draft: bool = False,
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
         self._pages: list[dict[str, Any]] = []
         self._footer = footer
+        self._draft = draft
 
     def showPage(self) -> None:
         self._pages.append(dict(self.__dict__))
@@ -245,9 +253,22 @@ class _NumberedCanvas(rl_canvas.Canvas):
         total = len(self._pages)
         for number, state in enumerate(self._pages, start=1):
             self.__dict__.update(state)
+            if self._draft:
+                self._draw_draft_mark()
             self._draw_footer(number, total)
             super().showPage()
         super().save()
+
+    def _draw_draft_mark(self) -> None:
+        """DRAFT across the page, light enough to read the statement through it."""
+        width, height = self._pagesize
+        self.saveState()
+        self.setFillColor(colors.Color(0.85, 0.1, 0.1, alpha=0.18))
+        self.setFont(self._footer[2].bold, 110)
+        self.translate(width / 2, height / 2)
+        self.rotate(40)
+        self.drawCentredString(0, -35, "DRAFT")
+        self.restoreState()
 
     def _draw_footer(self, number: int, total: int) -> None:
         left, middle, fonts = self._footer
@@ -669,7 +690,7 @@ class _StatementDoc(BaseDocTemplate):
             rightMargin=th.margin,
             topMargin=th.margin,
             bottomMargin=18 * mm,
-            title=f"Statement {data.label} — {data.period}",
+            title=f"{'DRAFT of statement' if data.draft else 'Statement'} {data.label} — {data.period}",
             author=data.organization,
             subject=f"{data.pi_email} · {data.project_code}",
             creator="OpenChargeback",
@@ -749,9 +770,13 @@ def render_statement_pdf(data: StatementData) -> bytes:
     buffer = io.BytesIO()
     doc = _StatementDoc(buffer, data, th)
     footer_left = f"Generated {_issued_text(data.issued_at)} · OpenChargeback"
-    footer_middle = f"Statement {data.label}"
+    footer_middle = (
+        f"DRAFT of statement {data.label}: not issued" if data.draft else f"Statement {data.label}"
+    )
     doc.build(
         build_flowables(data, th, unicode_ok),
-        canvasmaker=functools.partial(_NumberedCanvas, footer=(footer_left, footer_middle, fonts)),
+        canvasmaker=functools.partial(
+            _NumberedCanvas, footer=(footer_left, footer_middle, fonts), draft=data.draft
+        ),
     )
     return buffer.getvalue()

@@ -10,6 +10,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from auditlog.models import LogEntry
@@ -34,7 +35,7 @@ from chargeback.money import ZERO, format_money
 from . import selectors
 from .models import Delivery, Statement, StatementLine, statement_pdf_path
 from .pdf import LineData, StatementData, render_statement_pdf
-from .selectors import StatementDraft, discount_percent, format_percent
+from .selectors import DraftLine, StatementDraft, discount_percent, format_percent
 
 logger = logging.getLogger(__name__)
 Status = BillingPeriod.Status
@@ -85,7 +86,6 @@ class GenerateOutcome:
     period: str
     currency: str
     dry_run: bool = False
-    closed_period: bool = False  # generate closed the open period (or would, in a dry run)
     pi_email: str | None = None
     statements: list[StatementResult] = field(default_factory=list)  # current ones, by number
     withdrawn: list[StatementResult] = field(default_factory=list)
@@ -97,6 +97,8 @@ class GenerateOutcome:
     unbillable_count: int = 0
     unbillable_billed: Decimal = ZERO
     to_render: list[int] = field(default_factory=list)
+    # A dry run: each statement as it would be, with the draft it would be issued from (previews).
+    drafts: list[tuple[StatementResult, StatementDraft]] = field(default_factory=list)
 
     def count(self, status: str) -> int:
         return sum(1 for s in self.statements if s.status == status)
@@ -150,9 +152,11 @@ def statements_generate(
 
     Unchanged statements keep their version; a changed one gets a new version and the old one is
     superseded (kept, with its PDF); a statement whose charges are all gone is withdrawn
-    (superseded without successor). An open period is closed first; a finalized one is refused.
-    With `dry_run` nothing is written (not even the close) and the outcome says what would happen.
-    PDFs are not rendered here: `to_render` lists the statements that need one (tasks render them).
+    (superseded without successor). The period's state is left alone: statements may be issued on
+    an open period, and a later import plus generate issues new versions of what changed. A
+    finalized period is refused. With `dry_run` nothing is written and the outcome says what would
+    happen. PDFs are not rendered here: `to_render` lists the statements that need one (tasks
+    render them).
     """
     period_obj = billing_selectors.period_get(period)
     if period_obj.status == Status.FINALIZED:
@@ -160,13 +164,7 @@ def statements_generate(
     email = _pi_email(pi_email)
     currency = billing_selectors.billing_settings_get().currency_code
     outcome = GenerateOutcome(period=period_obj.period, currency=currency, dry_run=dry_run, pi_email=email)
-    if period_obj.status == Status.OPEN:
-        outcome.closed_period = True
     with transaction.atomic():
-        if outcome.closed_period and not dry_run:
-            billing_services.period_close(
-                period=period_obj.period, actor=actor, actor_name=actor_name, note="closed by generate"
-            )
         # One generate at a time per period: the period row is the lock.
         period_obj = BillingPeriod.objects.select_for_update().get(pk=period_obj.pk)
         if period_obj.status == Status.FINALIZED:
@@ -195,12 +193,15 @@ def _next_sequence(period: BillingPeriod) -> int:
 def _plan(outcome: GenerateOutcome, changes: selectors.StatementChanges, period: BillingPeriod) -> None:
     sequence = _next_sequence(period)
     for draft in changes.new:
-        outcome.statements.append(_result("new", draft, statement_number(period.period, sequence), 1))
+        result = _result("new", draft, statement_number(period.period, sequence), 1)
+        outcome.drafts.append((result, draft))
         sequence += 1
     for draft, old in changes.changed:
-        outcome.statements.append(_result("revised", draft, old.number, old.version + 1, replaces=old.label))
-    for _draft, old in changes.unchanged:
-        outcome.statements.append(_statement_result("unchanged", old))
+        result = _result("revised", draft, old.number, old.version + 1, replaces=old.label)
+        outcome.drafts.append((result, draft))
+    for draft, old in changes.unchanged:
+        outcome.drafts.append((_statement_result("unchanged", old), draft))
+    outcome.statements = [result for result, _draft in outcome.drafts]
     outcome.withdrawn = [_statement_result("withdrawn", s) for s in changes.withdrawn]
 
 
@@ -340,9 +341,21 @@ def _log_issued(created: list[Statement], superseded_ids: list[int], actor_field
 
 
 def statement_pdf_data(statement: Statement, org: BillingSettings | None = None) -> StatementData:
-    org = org or billing_selectors.billing_settings_get()
-    period = statement.period
-    lines = [
+    return pdf_data(
+        statement,
+        number=statement.number,
+        version=statement.version,
+        period=statement.period,
+        issued_at=statement.issued_at,
+        lines=pdf_lines(statement.lines.all()),
+        replaces=statement.supersedes.label if statement.supersedes_id and statement.supersedes else "",
+        org=org,
+    )
+
+
+def pdf_lines(lines: Iterable[StatementLine | DraftLine]) -> list[LineData]:
+    """The lines of a statement or of a draft, as the PDF shows them."""
+    return [
         LineData(
             source_name=line.source_name,
             service_name=line.service_name,
@@ -352,38 +365,54 @@ def statement_pdf_data(statement: Statement, org: BillingSettings | None = None)
             amount=line.amount,
             rating=line.rating or {},
         )
-        for line in statement.lines.all()
+        for line in lines
     ]
-    replaces = statement.supersedes.label if statement.supersedes_id and statement.supersedes else ""
+
+
+def pdf_data(
+    totals: Statement | StatementDraft,
+    *,
+    number: str,
+    version: int,
+    period: BillingPeriod,
+    issued_at: Any,
+    lines: list[LineData],
+    replaces: str = "",
+    org: BillingSettings | None = None,
+    draft: bool = False,
+) -> StatementData:
+    """What a PDF shows of a statement, or of a draft (`draft`: a preview, marked DRAFT)."""
+    org = org or billing_selectors.billing_settings_get()
     return StatementData(
-        number=statement.number,
-        version=statement.version,
+        number=number,
+        version=version,
         period=period.period,
         period_start=period.start_date,
         period_end=period.end_date,
-        issued_at=statement.issued_at,
-        currency=statement.currency,
+        issued_at=issued_at,
+        currency=totals.currency,
         organization=org.organization_name,
         contact_email=org.contact_email,
-        pi_name=statement.pi_name,
-        pi_email=statement.pi_email,
-        pi_department=statement.pi_department,
-        project_code=statement.project_code,
-        project_name=statement.project_name,
-        fund_org=statement.fund_org,
-        cost_center=statement.cost_center,
+        pi_name=totals.pi_name,
+        pi_email=totals.pi_email,
+        pi_department=totals.pi_department,
+        project_code=totals.project_code,
+        project_name=totals.project_name,
+        fund_org=totals.fund_org,
+        cost_center=totals.cost_center,
         reference_1_label=org.reference_1_label,
-        reference_1=statement.reference_1,
+        reference_1=totals.reference_1,
         reference_2_label=org.reference_2_label,
-        reference_2=statement.reference_2,
-        list_total=statement.list_total,
-        discount_total=statement.discount_total,
-        billed_total=statement.billed_total,
-        held_back_count=statement.held_back_count,
-        held_back_amount=statement.held_back_amount,
+        reference_2=totals.reference_2,
+        list_total=totals.list_total,
+        discount_total=totals.discount_total,
+        billed_total=totals.billed_total,
+        held_back_count=totals.held_back_count,
+        held_back_amount=totals.held_back_amount,
         lines=lines,
-        details=statement.details,
+        details=totals.details,
         replaces=replaces,
+        draft=draft,
     )
 
 
@@ -405,7 +434,21 @@ def statement_render_pdf(*, statement_id: int) -> bool:
     if not stored:
         default_storage.delete(name)  # another worker stored it first
         return False
+    if settings.OPENCHARGEBACK_PDF_DIR:
+        pdf_file_write(Path(settings.OPENCHARGEBACK_PDF_DIR), statement.pdf_filename, data)
     return True
+
+
+def pdf_file_write(folder: Path, name: str, data: bytes) -> Path:
+    """A PDF written into a folder of files for people (output.pdf_dir, previews): complete or not
+    at all (written beside, then renamed), replacing a file of that name."""
+    folder = folder.expanduser().resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / name
+    partial = folder / f".{name}.partial"
+    partial.write_bytes(data)
+    partial.replace(target)
+    return target
 
 
 def statement_record_render_error(*, statement_id: int, error: str) -> None:
@@ -463,8 +506,6 @@ def deliveries_queue(
     nothing; a failed delivery is queued again only with `resend_failed`. Statements must be up
     to date (generate first)."""
     period_obj = billing_selectors.period_get(period)
-    if period_obj.status == Status.OPEN:
-        raise Refused(f"period {period_obj.period} is open: generate its statements first")
     email = _pi_email(pi_email)
     changes = selectors.statement_changes(period_obj, pi_email=email)
     if not changes.up_to_date:

@@ -19,9 +19,10 @@ REFERENCE_SOURCES = ["aws", "azure", "hpc", "it_storage", "storage"]
 
 @pytest.fixture(autouse=True)
 def _media_in_tmp(settings, tmp_path):
-    """Stored imports, PDFs and emails of a test go to its own temporary folder."""
+    """Stored imports, PDFs, journals and emails of a test go to its own temporary folder."""
     settings.MEDIA_ROOT = tmp_path / "media"
     settings.EMAIL_FILE_PATH = tmp_path / "emails"
+    settings.OPENCHARGEBACK_JOURNAL_DIR = tmp_path / "journals"
 
 
 @pytest.fixture

@@ -110,7 +110,13 @@ def summarize(flags: list[Flag]) -> str:
     """Short text of all reasons for list displays (full detail is in ChargeFlag rows)."""
     labels = []
     for flag in flags:
-        label = f"rule:{flag.detail.split(':', 1)[0]}" if flag.reason == FlagReason.RULE else str(flag.reason)
+        if flag.reason == FlagReason.RULE:
+            label = f"rule:{flag.detail.split(':', 1)[0]}"
+        elif flag.reason == FlagReason.PERIOD_MISMATCH:  # which month the rows said
+            month = re.search(r"[0-9]{4}-[0-9]{2}", flag.detail)
+            label = f"{flag.reason}:{month.group(0) if month else ''}"
+        else:
+            label = str(flag.reason)
         if label not in labels:
             labels.append(label)
     return ", ".join(labels)[:500]

@@ -7,7 +7,9 @@ anything wrong with the file (the caller records it on the Import and nothing is
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from decimal import Decimal
 from itertools import repeat
@@ -19,7 +21,7 @@ import pyarrow.compute as pc
 from django.conf import settings as django_settings
 from django.db import connection
 
-from billing.models import BillingSettings, Charge, ChargeFlag, Source
+from billing.models import BillingSettings, Charge, ChargeFlag, FlagReason, Source
 from chargeback.money import MONEY_PLACES, SQLITE_MONEY_LIMIT
 
 from . import attribution, reader, transform
@@ -92,9 +94,25 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
+# Who wants to know how far the reading is: (bytes read, file size), e.g. the CLI's progress bar.
+_progress: ContextVar[Callable[[int, int], None] | None] = ContextVar("ingest_progress", default=None)
+
+
+@contextmanager
+def progress_reported_to(callback: Callable[[int, int], None]) -> Iterator[None]:
+    """Imports in this block report their reading progress to `callback(bytes_read, size)`."""
+    token = _progress.set(callback)
+    try:
+        yield
+    finally:
+        _progress.reset(token)
+
+
 def parse_file(path: Path, billing_settings: BillingSettings, name: str | None = None) -> ParsedFile:
     """Stream the file through validation and per-key summing; raises IngestError on bad input."""
     focus = reader.open_focus_file(path, name)
+    report = _progress.get()
+    size = path.stat().st_size
     label = focus.name
     tag_reader = transform.TagReader(
         keys={
@@ -116,6 +134,8 @@ def parse_file(path: Path, billing_settings: BillingSettings, name: str | None =
     for batch in _regrouped(reader.iter_batches(focus, django_settings.OPENCHARGEBACK_INGEST_BLOCK_BYTES)):
         partial = transform.transform_batch(batch, first_line, tag_reader, texts, errors, stats)
         release_unused_memory()  # the batch's temporaries (its text, Python strings of its tags)
+        if report is not None:
+            report(focus.bytes_read(), size)
         first_line += batch.num_rows
         if len(errors) >= IngestError.MAX_ROW_ERRORS:
             break
@@ -176,22 +196,37 @@ def _concat(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
     return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
 
 
-def check_periods(parsed: ParsedFile, expected: str | None, name: str) -> str:
-    """The one period of the file; refuses rows of other months, naming the months found."""
-    found = parsed.periods
+@dataclass(frozen=True)
+class PeriodPart:
+    """The charges of a file that go to one billing period: the rows of that month, or with an
+    expected period every row (rows of other months then stay, flagged as mismatches)."""
+
+    period: str
+    rows: int
+    row_periods: tuple[str, ...]  # the months the rows say; any other than `period` is a mismatch
+
+    @property
+    def mismatched(self) -> tuple[str, ...]:
+        return tuple(p for p in self.row_periods if p != self.period)
+
+
+def plan_periods(parsed: ParsedFile, expected: str | None) -> list[PeriodPart]:
+    """Where the file's charges go. Without an expected period each month of the rows is its own
+    part (a file spanning several months is split, all or nothing); with one, every row goes there,
+    as the original does. The part with the most rows comes first."""
+    counts = parsed.stats.periods
     if expected:
-        others = [p for p in found if p != expected]
-        if others:
-            detail = ", ".join(
-                f"{p} ({parsed.stats.periods[p]} rows, first at line {parsed.stats.first_line_of_period[p]})"
-                for p in others
-            )
-            raise IngestError(f"{name}: rows belong to another month than {expected}: {detail}")
-        return expected
-    if len(found) > 1:
-        detail = ", ".join(f"{p} ({parsed.stats.periods[p]} rows)" for p in found)
-        raise IngestError(f"{name}: rows span several months ({detail}); split the file or pass -p/--period")
-    return found[0]
+        return [PeriodPart(expected, sum(counts.values()), tuple(sorted(counts)))]
+    parts = [PeriodPart(period, counts[period], (period,)) for period in sorted(counts)]
+    return sorted(parts, key=lambda part: -part.rows)
+
+
+def charges_of(parsed: ParsedFile, part: PeriodPart) -> pa.Table:
+    """The summed charges of the part's rows (all of them when the part takes every month)."""
+    if set(part.row_periods) == set(parsed.periods):
+        return parsed.charges
+    ids = pa.array([parsed.texts.id_of(p) for p in part.row_periods], pa.int32())
+    return parsed.charges.filter(pc.is_in(parsed.charges.column("period"), value_set=ids))
 
 
 def resolve_attributions(parsed: ParsedFile, source: Source, context: FlagContext) -> Resolutions:
@@ -245,17 +280,25 @@ def decimal_units(column: pa.ChunkedArray) -> np.ndarray:
 
 def build_and_write(
     parsed: ParsedFile,
+    part: PeriodPart,
     *,
     period_id: int,
-    period: str,
     source: Source,
     import_id: int,
     resolved: Resolutions,
     context: FlagContext,
     carried: dict[tuple, list[CarriedDecision]],
 ) -> WriteResult:
-    """Write every charge of the parsed file; returns totals and the flags of flagged charges."""
+    """Write the charges of one part of the parsed file into its period; returns totals and the
+    flags of flagged charges. Rows of another month than the part's are flagged as mismatches."""
     result = WriteResult()
+    charges = charges_of(parsed, part)
+    mismatch_flags = {
+        parsed.texts.id_of(month): Flag(
+            FlagReason.PERIOD_MISMATCH, f"billing period mismatch (row says {month})"
+        )
+        for month in part.mismatched
+    }
 
     sqlite = connection.vendor == "sqlite"
     time_format = "%Y-%m-%d %H:%M:%S" if sqlite else "%Y-%m-%d %H:%M:%S+00"
@@ -270,7 +313,7 @@ def build_and_write(
         return Decimal(value).scaleb(-MONEY_PLACES) if sqlite else Decimal(value)
 
     def rows() -> Iterator[tuple]:
-        table = parsed.charges
+        table = charges
         strings = parsed.texts.values
         tag_reader = parsed.tag_reader
         flagged, ok = Charge.ReviewState.FLAGGED.value, Charge.ReviewState.OK.value
@@ -279,18 +322,18 @@ def build_and_write(
         group_summary = pa.array([summary for _, summary in resolved.flag_groups], pa.string())
         for offset in range(0, table.num_rows, WRITE_SLICE_ROWS):
             release_unused_memory()  # the previous slice's Python values
-            part = table.slice(offset, WRITE_SLICE_ROWS)
-            n = part.num_rows
-            col = {"lines": part.column("lines").to_pylist()}
+            chunk = table.slice(offset, WRITE_SLICE_ROWS)
+            n = chunk.num_rows
+            col = {"lines": chunk.column("lines").to_pylist()}
             for name in TEXT_COLUMNS - {"period"}:
-                col[name] = [strings[i] for i in part.column(name).to_pylist()]
+                col[name] = [strings[i] for i in chunk.column(name).to_pylist()]
             for name in ("charge_start", "charge_end"):
-                col[name] = pc.strftime(part.column(name), time_format).to_pylist()
+                col[name] = pc.strftime(chunk.column(name), time_format).to_pylist()
             for name in MONEY_NAMES:
-                col[name] = db_money(part.column(name))
-            col["quantity"] = pc.cast(pc.round(part.column("quantity"), 6), pa.string()).to_pylist()
+                col[name] = db_money(chunk.column(name))
+            col["quantity"] = pc.cast(pc.round(chunk.column("quantity"), 6), pa.string()).to_pylist()
             payer = resolved.table.take(
-                pa.array(resolved.rows_of(part.column("attribution"), part.column("sub_account_id")))
+                pa.array(resolved.rows_of(chunk.column("attribution"), chunk.column("sub_account_id")))
             )
             groups = payer.column("flag_group")
             res = {
@@ -298,18 +341,21 @@ def build_and_write(
             }
             states = group_state.take(groups).to_pylist()
             summaries = group_summary.take(groups).to_pylist()
-            # Per-charge work only where rules, flags or carried decisions need it.
-            per_charge = context.rules or carried or flagged in states
+            # Per-charge work only where rules, flags, mismatches or carried decisions need it.
+            per_charge = context.rules or carried or flagged in states or mismatch_flags
             group_of = groups.to_pylist() if per_charge else []
+            row_periods: list[int] = chunk.column("period").to_pylist() if mismatch_flags else [-1] * n
             for i in range(n) if per_charge else ():
                 flags = group_flags[group_of[i]]
+                mismatch = mismatch_flags.get(row_periods[i])
+                extra = [mismatch] if mismatch else []
                 if context.rules:
                     values = {name: col[name][i] for name in RULE_FIELDS}
                     values.update({name: res[name][i] for name in ATTRIBUTION_FIELDS})
-                    rule_flags = context.rule_flags(values, source.pk)
-                    if rule_flags:
-                        flags = flags + rule_flags
-                        states[i], summaries[i] = flagged, summarize(flags)
+                    extra += context.rule_flags(values, source.pk)
+                if extra:
+                    flags = flags + extra
+                    states[i], summaries[i] = flagged, summarize(flags)
                 if not flags and not carried:
                     continue
                 ident = (
@@ -321,7 +367,9 @@ def build_and_write(
                     col["charge_category"][i],
                 )
                 if flags:
-                    result.flags[ident] = flags
+                    # Keyed with the summary too: with -p, a resource can have a charge of the period
+                    # and a flagged one of a straggler month, with the same identity.
+                    result.flags[(*ident, summaries[i])] = flags
                 for decision in carried.get(ident, ()):
                     if (decision.billed, decision.listed) == (
                         as_decimal(col["billed_cost"][i]),
@@ -331,7 +379,7 @@ def build_and_write(
                         result.carried[ident] = decision.charge_id
                         break
             result.flagged += states.count(flagged)
-            tags = tag_reader.texts_of(part.column("tags"))
+            tags = tag_reader.texts_of(chunk.column("tags"))
             columns = [
                 repeat(period_id, n),
                 repeat(source.pk, n),
@@ -369,8 +417,8 @@ def build_and_write(
             yield from zip(*columns, strict=True)
 
     result.charges = write_charges(rows())
-    result.billed_total = pc.sum(parsed.charges.column("billed_cost")).as_py() or Decimal(0)
-    result.list_total = pc.sum(parsed.charges.column("list_cost")).as_py() or Decimal(0)
+    result.billed_total = pc.sum(charges.column("billed_cost")).as_py() or Decimal(0)
+    result.list_total = pc.sum(charges.column("list_cost")).as_py() or Decimal(0)
     return result
 
 
@@ -381,12 +429,14 @@ def charge_identities(import_id: int, **filters: object) -> Iterator[tuple[int, 
 
 
 def write_flags(import_id: int, flags: dict[tuple, list[Flag]]) -> None:
-    """Record every flag reason of the import's flagged charges (charges are matched by identity)."""
+    """Record every flag reason of the import's flagged charges (matched by identity and summary)."""
     if not flags:
         return
     rows = [
         ChargeFlag(charge_id=charge_id, reason=flag.reason, rule_id=flag.rule_id, detail=flag.detail[:300])
-        for charge_id, ident in charge_identities(import_id, flag_summary__gt="")
-        for flag in flags.get(ident, ())
+        for charge_id, *key in Charge.objects.filter(
+            import_run_id=import_id, flag_summary__gt=""
+        ).values_list("id", *IDENTITY_FIELDS, "flag_summary")
+        for flag in flags.get(tuple(key), ())
     ]
     ChargeFlag.objects.bulk_create(rows, batch_size=5000)

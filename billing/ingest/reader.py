@@ -68,6 +68,19 @@ class FocusFile:
     columns: dict[str, str]  # canonical name -> name in the file
     name: str = ""  # the name people know the file by (the upload's, not the stored copy's)
     row_errors: list[RowError] = field(default_factory=list)
+    stream: io.BufferedIOBase | None = None  # while iter_batches reads it
+
+    def bytes_read(self) -> int:
+        """How far into the file on disk the reading is (for a progress bar; 0 when unknown)."""
+        raw = getattr(self.stream, "fileobj", self.stream)  # gzip: the compressed file underneath
+        if raw is None:
+            return 0
+        if raw.closed:  # read to its end
+            return self.path.stat().st_size
+        try:
+            return int(raw.tell())
+        except (OSError, ValueError):
+            return 0
 
     @property
     def is_parquet(self) -> bool:
@@ -187,7 +200,7 @@ def iter_batches(focus: FocusFile, block_bytes: int) -> Iterator[pa.RecordBatch]
         strings_can_be_null=True,
         quoted_strings_can_be_null=True,
     )
-    stream = _open_binary(focus.path)
+    stream = focus.stream = _open_binary(focus.path)
     try:
         try:
             reader = pacsv.open_csv(

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from collections import defaultdict, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -154,9 +155,16 @@ class ImportSubsidies:
 
 
 def subsidies_apply_to_parsed(
-    parsed: ParsedFile, resolved: Resolutions, *, source: Source, period: str
+    parsed: ParsedFile,
+    resolved: Resolutions,
+    *,
+    source: Source,
+    period: str,
+    row_periods: Iterable[str] | None = None,
 ) -> ImportSubsidies | None:
-    """Apply the subsidies in effect to an imported (not rated) file's charges; None when none apply.
+    """Apply the subsidies in effect in `period` to an imported (not rated) file's charges whose rows
+    say one of `row_periods` (all of them when None: the file's part for one billing period); None
+    when none apply.
 
     Sources with rates are left alone: their subsidies are worked out when their usage is rated.
     """
@@ -176,6 +184,9 @@ def subsidies_apply_to_parsed(
     candidates = (
         pc.not_equal(codes, "") if scope is None else pc.is_in(codes, value_set=pa.array(sorted(scope)))
     )
+    if row_periods is not None:
+        months = pa.array([parsed.texts.id_of(month) for month in row_periods], table.column("period").type)
+        candidates = pc.and_(candidates, pc.is_in(table.column("period"), value_set=months))
     rows = pc.indices_nonzero(pc.fill_null(candidates, False)).to_pylist()
     if not rows:
         return None

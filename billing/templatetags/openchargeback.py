@@ -38,5 +38,10 @@ def flag_labels(summary: str | None) -> list[str]:
         item = item.strip()
         if not item:
             continue
-        result.append(f"Rule: {item[5:]}" if item.startswith("rule:") else str(labels.get(item, item)))
+        if item.startswith("rule:"):
+            result.append(f"Rule: {item[5:]}")
+        elif item.startswith("period_mismatch:"):
+            result.append(f"{labels['period_mismatch']} (row says {item.partition(':')[2]})")
+        else:
+            result.append(str(labels.get(item, item)))
     return result

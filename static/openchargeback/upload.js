@@ -73,27 +73,44 @@
 
   function updateControls() {
     var waiting = items.filter(function (i) { return i.state === "waiting"; });
-    var ready = waiting.filter(function (i) { return i.source.value; });
+    var ready = waiting.filter(function (i) { return i.source.value.trim(); });
     start.disabled = running || ready.length === 0 || ready.length !== waiting.length;
     start.value = waiting.length > 1 ? "Import " + waiting.length + " files" : "Import";
     queue.hidden = items.length === 0;
     if (waiting.length && ready.length !== waiting.length) {
-      summary.textContent = "Choose the source of every file first.";
+      summary.textContent = "Choose or name the source of every file first.";
     } else if (!running) {
       summary.textContent = "";
     }
   }
 
+  // Known sources to pick from; a name not in the list creates that source on import.
+  var sourceList = el("datalist", { id: "ocb-source-list" });
+  sources.forEach(function (s) {
+    sourceList.appendChild(el("option", { value: s.slug, text: s.name }));
+  });
+  root.appendChild(sourceList);
+  var knownSlugs = sources.map(function (s) { return s.slug; });
+
+  function markNewSource(select) {
+    var name = select.value.trim().toLowerCase();
+    var isNew = name !== "" && knownSlugs.indexOf(name) < 0;
+    select.classList.toggle("ocb-new-source", isNew);
+    select.title = isNew ? "New source: created when this file is imported" : "";
+  }
+
   function addFile(file) {
-    var select = el("select", { "aria-label": "Source of " + file.name }, [el("option", { value: "", text: "choose…" })]);
-    sources.forEach(function (s) {
-      select.appendChild(el("option", { value: s.slug, text: s.slug + " — " + s.name }));
+    var select = el("input", {
+      type: "text", size: "12", placeholder: "source", "aria-label": "Source of " + file.name,
     });
+    select.setAttribute("list", "ocb-source-list");
     var period = el("input", {
       type: "text", size: "8", placeholder: "from file", pattern: "[0-9]{4}-[0-9]{2}",
       "aria-label": "Period of " + file.name,
     });
-    var append = el("input", { type: "checkbox", "aria-label": "Append " + file.name });
+    var replace = el("input", {
+      type: "checkbox", "aria-label": "Replace every earlier import of the source and period with " + file.name,
+    });
     var bar = el("div", { className: "ocb-progress-bar" });
     var progress = el("div", { className: "ocb-progress" }, [bar]);
     var label = el("span", { className: "ocb-status-text" });
@@ -105,11 +122,11 @@
       el("td", { className: "ocb-num", text: humanSize(file.size) }),
       el("td", {}, [select]),
       el("td", {}, [period]),
-      el("td", {}, [append]),
+      el("td", {}, [replace]),
       el("td", {}, [status]),
     ]);
     var item = {
-      file: file, row: row, source: select, period: period, append: append, bar: bar,
+      file: file, row: row, source: select, period: period, replace: replace, bar: bar,
       progress: progress, label: label, details: details, status: status, state: "waiting",
     };
     remove.addEventListener("click", function () {
@@ -120,7 +137,7 @@
       row.remove();
       updateControls();
     });
-    select.addEventListener("change", updateControls);
+    select.addEventListener("input", function () { markNewSource(select); updateControls(); });
     tbody.appendChild(row);
     items.push(item);
     if (!accepted(file.name)) {
@@ -135,7 +152,7 @@
 
   function reject(item, message) {
     item.state = "rejected";
-    [item.source, item.period, item.append].forEach(function (field) { field.disabled = true; });
+    [item.source, item.period, item.replace].forEach(function (field) { field.disabled = true; });
     setStatus(item, "rejected", message, 0);
   }
 
@@ -154,9 +171,10 @@
           if (!item || item.state !== "waiting") {
             return;
           }
-          if (g.source && !item.source.value) {
-            item.source.value = g.source;
+          if ((g.source || g.new_source) && !item.source.value) {
+            item.source.value = g.source || g.new_source;
             item.source.classList.add("ocb-guessed");
+            markNewSource(item.source);
           }
           if (g.period && !item.period.value) {
             item.period.value = g.period;
@@ -187,7 +205,7 @@
         item.details.appendChild(el("a", { href: result.review_url, text: result.flagged.toLocaleString() + " flagged" }));
       }
       if (result.supersedes) {
-        item.details.appendChild(document.createTextNode(" · replaces import #" + result.supersedes));
+        item.details.appendChild(document.createTextNode(" · supersedes import #" + result.supersedes));
       }
       item.details.appendChild(document.createTextNode(" · "));
       item.details.appendChild(el("a", { href: result.url, text: "import #" + result.id }));
@@ -241,12 +259,12 @@
       var data = new FormData();
       data.append("csrfmiddlewaretoken", csrf);
       data.append("file", item.file, item.file.name);
-      data.append("source", item.source.value);
+      data.append("source", item.source.value.trim());
       data.append("period", item.period.value.trim());
-      if (item.append.checked) {
-        data.append("append", "on");
+      if (item.replace.checked) {
+        data.append("replace", "on");
       }
-      [item.source, item.period, item.append].forEach(function (field) { field.disabled = true; });
+      [item.source, item.period, item.replace].forEach(function (field) { field.disabled = true; });
       item.state = "uploading";
       setStatus(item, "uploading", "uploading…", 0);
       var xhr = new XMLHttpRequest();

@@ -792,6 +792,35 @@ def test_guess_source_and_period_from_file_names(rc, sources):
         "storage_2025-04.csv": ("storage", "2025-04"),
         "misc.csv": ("", ""),
     }
+    new = {g["name"]: g["new_source"] for g in response.json()["guesses"]}
+    assert new["misc.csv"] == "" and new["aws_2025-01.csv"] == ""
+    oracle = rc.get(reverse("admin:billing_import_guess"), {"name": "Oracle-OCI_2025-05.csv"}).json()
+    assert oracle["guesses"][0] == {  # no such source yet: its name is suggested, created on import
+        "name": "Oracle-OCI_2025-05.csv",
+        "source": "",
+        "new_source": "oracle-oci",
+        "period": "2025-05",
+    }
+
+
+def test_upload_creates_a_source_named_for_the_first_time(rc, sources, demo_dir):
+    upload = SimpleUploadedFile("oci_2026-10.csv", (demo_dir / "gcp_2026-10.csv").read_bytes())
+    response = rc.post(
+        reverse("admin:billing_import_upload"),
+        {"file": upload, "source": "OCI", "period": ""},
+        HTTP_ACCEPT="application/json",
+    )
+    result = response.json()["results"][0]
+    assert (result["status"], result["source"], result["period"]) == ("completed", "oci", "2026-10")
+    oci = Source.objects.get(slug="oci")
+    assert (oci.display_name, oci.filename_pattern) == ("OCI", "oci_*")
+    bad = rc.post(
+        reverse("admin:billing_import_upload"),
+        {"file": SimpleUploadedFile("x_2026-10.csv", b"x"), "source": "no such/source"},
+        HTTP_ACCEPT="application/json",
+    )
+    assert bad.status_code == 400 and "invalid source name" in json.dumps(bad.json()["errors"])
+    assert Source.objects.filter(slug__startswith="no").count() == 0
 
 
 def test_upload_one_file_runs_the_import_task_and_reports(rc, reviewer, sources, demo_dir):
@@ -919,7 +948,7 @@ def _settings_form(**changes) -> dict:
     data = {
         f.name: getattr(obj, f.name)
         for f in BillingSettings._meta.concrete_fields
-        if f.name not in ("id", "updated_at")
+        if f.editable and f.name not in ("id", "updated_at")
     }
     data.update(changes)
     return data

@@ -160,11 +160,40 @@ def test_ingest_refuses_undetectable_source_naming_the_file(reference_sources, t
     assert "give -s SOURCE" in result.err
 
 
-def test_ingest_unknown_source_is_refused(tmp_path):
-    path = write_focus(tmp_path / "aws_2025-02.csv", focus_row())
-    result = run("ingest", path, "-s", "nope")
+def test_ingest_creates_a_source_on_first_sight(tmp_path):
+    path = write_focus(tmp_path / "it_storage_2025-02.csv", focus_row())
+    checked = run("ingest", path, "-s", "IT_Storage", "--dry-run")
+    assert checked.code == 0, checked.err
+    assert checked.out.startswith("new source 'it_storage' (IT Storage): would be created\n")
+    assert not Source.objects.exists()  # a dry run creates nothing
+
+    result = run("ingest", path, "-s", "IT_Storage", "--format", "json")
+    assert result.code == 0, result.err
+    assert result.json()["files"][0]["source"] == "it_storage"
+    assert result.json()["files"][0]["source_created"] is True
+    source = Source.objects.get()
+    assert (source.slug, source.display_name, source.filename_pattern) == (
+        "it_storage",
+        "IT Storage",
+        "it_storage_*",
+    )
+
+    other = write_focus(tmp_path / "x.csv", focus_row(resource="i-2"))
+    again = run("ingest", other, "-s", "it_storage")  # names are case-insensitive: the same source
+    assert again.code == 0 and "new source" not in again.out
+    assert Source.objects.count() == 1
+
+    bad = run("ingest", path, "-s", "it/storage")
+    assert bad.code == 1
+    assert "invalid source name 'it/storage'" in bad.err
+
+
+def test_ingest_without_source_suggests_one(tmp_path):
+    path = write_focus(tmp_path / "oracle_2025-02.csv", focus_row())
+    result = run("ingest", path)
     assert result.code == 1
-    assert "unknown source 'nope'" in result.err
+    assert "give -s SOURCE (e.g. -s oracle: a new source is created)" in result.err
+    assert not Source.objects.exists()
 
 
 @pytest.mark.parametrize("period", ["2025-1", "2025-13", "202501", "January"])
@@ -177,13 +206,43 @@ def test_ingest_bad_period_format_is_refused(tmp_path, period):
     assert not Import.objects.exists()
 
 
-def test_ingest_rows_of_another_month_are_refused(tmp_path):
+def test_ingest_rows_of_another_month_are_kept_and_flagged(tmp_path):
     services.source_create(slug="aws")
-    path = write_focus(tmp_path / "aws_2025-02.csv", focus_row())
+    path = write_focus(
+        tmp_path / "aws_2025-03.csv",
+        focus_row("2025-03"),
+        focus_row("2025-02", resource="i-2", billed="1.00"),
+    )
     result = run("ingest", path, "-p", "2025-03")
-    assert result.code == 1
-    assert "2025-02" in result.err
-    assert not Charge.objects.exists()
+    assert result.code == 0, result.err
+    assert result.out.splitlines()[2:] == [
+        "  1 row of 2025-02 kept in 2025-03, flagged 'billing period mismatch (row says 2025-02)'",
+        "  added to the source's other imports of the period",
+    ]
+    straggler = Charge.objects.get(resource_id="i-2")
+    assert (straggler.period.period, straggler.review_state) == ("2025-03", "flagged")
+    listed = run("review", "list", "--period", "2025-03", "--reason", "period_mismatch")
+    assert "period_mismatch:2025-02" in listed.out and "1 flagged charge, billed $1.00" in listed.out
+
+
+def test_ingest_splits_a_file_spanning_several_periods(tmp_path):
+    path = write_focus(
+        tmp_path / "aws_2025-03.csv",
+        focus_row("2025-03"),
+        focus_row("2025-02", resource="i-2", billed="1.00"),
+    )
+    result = run("ingest", path, "-s", "AWS")
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    assert lines[0] == "new source 'aws' (AWS)"
+    # The period with the most rows first; as many rows each: by period.
+    assert lines[1].startswith("aws_2025-03.csv → aws 2025-02, 2025-03, imports #")
+    assert lines[1].endswith("(its rows span several billing periods: one import each)")
+    assert lines[3].startswith("  2025-02: rows 1 · charges 1 · flagged 0 · billed $1.00")
+    assert lines[4].startswith("  2025-03: rows 1 · charges 1 · flagged 0 · billed $8.50")
+    doc = run("ingest", path, "-s", "aws", "--format", "json").json()  # the same bytes: skipped
+    assert doc["files"][0]["skipped"].startswith("already imported as #")
+    assert {c.period.period for c in Charge.objects.all()} == {"2025-02", "2025-03"}
 
 
 def test_ingest_missing_column_is_refused_naming_it(tmp_path):
@@ -219,16 +278,45 @@ def test_ingest_bad_value_reports_line_column_value_in_json(tmp_path):
     assert not Charge.objects.exists()
 
 
-def test_ingest_same_file_again_is_refused_with_import_number(reference_sources, reference_dir):
+def test_ingest_same_file_again_is_skipped_with_import_number(reference_sources, reference_dir):
+    """The same bytes are not imported twice; it is no failure (a cron job run twice succeeds)."""
     path = reference_dir / "azure_2025-01.csv"
     first = run("ingest", path, "-p", "2025-01", "--format", "json")
     import_id = first.json()["files"][0]["import_id"]
     again = run("ingest", path, "-p", "2025-01")
-    assert again.code == 1
-    assert f"already imported as #{import_id}" in again.err
+    assert again.code == 0 and again.err == ""
+    assert again.out == (
+        f"azure_2025-01.csv: skipped, already imported as #{import_id} (azure_2025-01.csv, azure 2025-01); "
+        "use --force to import it again\n"
+    )
+    doc = run("ingest", path, "-p", "2025-01", "--format", "json").json()
+    assert (doc["files"][0]["import_id"], doc["imported"], doc["failed"]) == (import_id, 1, 0)
+    assert Import.objects.count() == 1
     forced = run("ingest", path, "-p", "2025-01", "--force", "--format", "json")
     assert forced.code == 0, forced.err
     assert forced.json()["files"][0]["supersedes"] == [import_id]
+    assert forced.json()["files"][0]["mode"] == "superseded"
+
+
+def test_ingest_says_how_a_file_met_earlier_imports(reference_sources, reference_dir, tmp_path):
+    aws = reference_dir / "aws_2025-01.csv"
+    first = run("ingest", aws, "-p", "2025-01")
+    assert "  added to the source's other imports of the period" in first.out.splitlines()
+    extra = write_focus(tmp_path / "aws_2025-01_late.csv", focus_row("2025-01", resource="late-1"))
+    added = run("ingest", extra, "-s", "aws", "-p", "2025-01")
+    assert "  added to the source's other imports of the period" in added.out.splitlines()
+    (tmp_path / "again").mkdir()
+    changed = write_focus(
+        tmp_path / "again" / "aws_2025-01_late.csv", focus_row("2025-01", resource="late-2")
+    )
+    superseded = run("ingest", changed, "-s", "aws", "-p", "2025-01", "--format", "json").json()["files"][0]
+    assert superseded["mode"] == "superseded" and len(superseded["supersedes"]) == 1
+    text = run("ingest", aws, "-p", "2025-01", "--replace", "--force").out.splitlines()
+    assert any(
+        line.startswith("  replaced every earlier import (#") and line.endswith("): --replace")
+        for line in text
+    )
+    assert set(Charge.objects.values_list("import_run__original_name", flat=True)) == {"aws_2025-01.csv"}
 
 
 def test_ingest_several_files_each_its_own_transaction(reference_sources, reference_dir, tmp_path):
@@ -275,8 +363,10 @@ def test_periods_lifecycle(reference_month):
     assert "2025-01" in text.out and "$20,227.00" in text.out and "open" in text.out
 
     closed = run("periods", "close", "2025-01", "--format", "json")
-    assert closed.json() == {"period": "2025-01", "action": "close", "status": "closed"}
-    assert run("periods", "close", "2025-01").code == 1  # only an open period can be closed
+    assert closed.json() == {"period": "2025-01", "action": "close", "status": "closed", "changed": True}
+    again = run("periods", "close", "2025-01", "-n", "cron ran twice")  # already closed: nothing to do
+    assert again.code == 0 and again.out == "Period 2025-01 is already closed.\n"
+    assert PeriodTransition.objects.filter(period__period="2025-01", to_status="closed").count() == 1
 
     assert run("periods", "reopen", "2025-01").code == 2  # --reason is required
     blank = run("periods", "reopen", "2025-01", "--reason", "  ")
@@ -383,7 +473,7 @@ def test_sources_add_list_update():
     }
     assert run("sources", "add", "aws").code == 0
     aws = Source.objects.get(slug="aws")
-    assert (aws.display_name, aws.filename_pattern) == ("Aws", "aws_*")
+    assert (aws.display_name, aws.filename_pattern) == ("AWS", "aws_*")  # a well-known name in capitals
 
     assert [s["slug"] for s in run("sources", "list", "--format", "json").json()["sources"]] == [
         "aws",
@@ -547,7 +637,8 @@ def test_review_approve_by_id_and_reject_all(demo_azure):
     again = run("review", "approve", "--id", pilot.pk)
     assert again.code == 0 and "Approved 0 charges" in again.out and "1 already approved" in again.out
 
-    assert run("review", "reject", "-p", "2026-10", "--all").code == 2  # note missing
+    no_note = run("review", "reject", "-p", "2026-10", "--all")  # refused, not a usage error
+    assert no_note.code == 1 and no_note.err.strip() == "error: a note is required: --note TEXT"
     blank = run("review", "reject", "-p", "2026-10", "--all", "--note", " ")
     assert blank.code == 1 and "a note is required" in blank.err
     rejected = run("review", "reject", "-p", "2026-10", "--all", "--note", "not ours")
@@ -555,6 +646,55 @@ def test_review_approve_by_id_and_reject_all(demo_azure):
     assert "Rejected 1 charge, billed $15.14." in rejected.out
     assert run("review", "list", "-p", "2026-10", "--format", "json").json()["count"] == 0
     assert "No flagged charges." in run("review", "list").out
+
+
+def test_the_original_cli_forms(demo_azure):
+    """The forms of the original OpenChargeback's documented CLI, as its users' scripts write them."""
+    listed = run("review", "list", "--period", "2026-10")
+    assert listed.code == 0 and "2 flagged charges, billed $39.43" in listed.out
+    one = selectors.flagged_charges(demo_azure).first()
+    refused = run("review", "reject", "--id", one.pk)  # deliberate: a rejection needs a note
+    assert refused.code == 1 and refused.err.strip() == "error: a note is required: --note TEXT"
+    approved = run("review", "approve", "--id", one.pk)  # no note needed
+    assert approved.code == 0 and approved.out.startswith("Approved 1 charge, billed $")
+    everything = run("review", "approve", "--period", "2026-10")  # every flagged charge of the period
+    assert everything.code == 0 and everything.out == "Approved 1 charge, billed $15.14.\n"
+    assert not selectors.flagged_charges(demo_azure).exists()
+
+    assert run("periods", "open", "2026-11").out == "Period 2026-11 is open.\n"
+    assert run("periods", "open", "2026-11").out == "Period 2026-11 is already open.\n"
+    closed = run("periods", "close", "2026-11", "--notes", "month done")
+    assert closed.code == 0 and closed.out == "Period 2026-11 is closed.\n"
+    assert run("periods", "close", "2026-11", "-n", "cron again").out == "Period 2026-11 is already closed.\n"
+    finalized = run("periods", "finalize", "2026-11", "-n", "Sent to accounting Jan 15")
+    assert finalized.code == 0 and finalized.out == "Period 2026-11 is finalized.\n"
+    notes = list(PeriodTransition.objects.filter(period__period="2026-11").values_list("to_status", "note"))
+    assert notes == [("open", "opened"), ("closed", "month done"), ("finalized", "Sent to accounting Jan 15")]
+
+    added = run("sources", "add", "it_storage", "-d", "IT Secure Storage", "-t", "file")
+    assert added.code == 0 and Source.objects.get(slug="it_storage").display_name == "IT Secure Storage"
+    api = run("sources", "add", "cost-explorer", "--type", "api")
+    assert api.code == 1 and "source type 'api' is not supported" in api.err
+
+
+def test_sources_sync_status(demo_azure):
+    services.source_create(slug="gcp")
+    text = run("sources", "sync-status")
+    assert text.code == 0
+    header, _rule, azure, gcp = text.out.splitlines()
+    assert header.split() == ["SOURCE", "LAST", "IMPORT", "AT", "STATUS", "PERIOD", "ROWS", "BILLED"]
+    assert azure.startswith("azure   #") and "azure_2026-10.csv" in azure and "completed  2026-10" in azure
+    assert gcp.split() == ["gcp", "never"]
+    doc = run("sources", "sync-status", "--format", "json").json()["sources"]
+    last = doc[0]["last_import"]
+    assert (doc[0]["source"], last["file"], last["period"], last["status"]) == (
+        "azure",
+        "azure_2026-10.csv",
+        "2026-10",
+        "completed",
+    )
+    assert last["rows"] == Import.objects.get().rows_read and last["billed"]["cents"] > 0
+    assert doc[1] == {"source": "gcp", "display_name": "GCP", "last_import": None}
 
 
 def test_review_approve_all_of_a_period(demo_azure):
@@ -656,14 +796,14 @@ def test_demo_text_output(demo_dir, monkeypatch):
     result = run("demo")
     assert result.code == 0, result.err
     assert "aws_2026-10.csv → aws 2026-10, import #" in result.out
-    # The demo issues the statements too, which closes the period.
-    assert "Period 2026-10 (closed)" in result.out and "billed $5,599.71" in result.out
+    # The demo issues the statements too; the period stays open (generate leaves its state alone).
+    assert "Period 2026-10 (open)" in result.out and "billed $5,599.71" in result.out
     assert "Total due $5,560.29" in result.out and "Sent 5 emails of 5." in result.out
     assert "statements: 8 current · due $5,560.29 (each line rounded to the cent) · 0 unsent" in result.out
     line = next(x for x in result.out.splitlines() if x.startswith("Admin user created: admin / "))
     password = line.rsplit(" ", 1)[1]
     assert len(password) >= 12 and get_user_model().objects.get(username="admin").check_password(password)
-    assert "openchargeback runserver" in result.out and "/admin/" in result.out
+    assert "  openchargeback serve\n" in result.out and "/admin/" in result.out
 
     again = run("demo")
     assert again.code == 0, again.err
@@ -685,3 +825,33 @@ def test_demo_reports_a_file_it_cannot_import(demo_dir, tmp_path):
     doc = result.json()  # still one document
     assert doc["failed"] == 1 and doc["imported"] == 4
     assert "gcp_2026-10.csv" in result.err
+
+
+def test_ingest_shows_a_progress_bar_on_a_terminal(tmp_path, monkeypatch, synthetic):
+    import io
+    import sys
+
+    from billing.management.commands import ingest
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    path, _manifest = synthetic(rows=3000)
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    monkeypatch.setattr(ingest, "PROGRESS_BAR_BYTES", path.stat().st_size)  # "a few MB": this file
+    result = run("ingest", path, "-s", "aws", "-p", "2025-01")
+    assert result.code == 0, result.err
+    size_mb = f"{path.stat().st_size / 1e6:,.0f}"
+    assert f"] {size_mb}/{size_mb} MB reading {path.name}" in terminal.getvalue()
+    assert terminal.getvalue().startswith("\r[") and terminal.getvalue().endswith("\n")
+    # No bar for a smaller file, nor off a terminal (a cron job's mail).
+    smaller, _ = synthetic(name="aws_2025-01_b.csv", rows=100, seed=3)
+    monkeypatch.setattr(sys, "stderr", terminal := Terminal())
+    assert run("ingest", smaller, "-s", "aws", "-p", "2025-01").code == 0
+    assert terminal.getvalue() == ""
+    monkeypatch.setattr(ingest, "PROGRESS_BAR_BYTES", 1)
+    monkeypatch.setattr(sys, "stderr", mail := io.StringIO())
+    assert run("ingest", path, "-s", "aws", "-p", "2025-01", "--force").code == 0
+    assert mail.getvalue() == ""

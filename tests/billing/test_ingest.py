@@ -35,6 +35,7 @@ from billing.models import (
     Project,
     ReviewLog,
 )
+from billing.templatetags.openchargeback import flag_labels
 from chargeback.errors import Refused
 from tests.conftest import ROOT
 from tests.factories import ProjectFactory
@@ -303,12 +304,11 @@ def test_many_small_batches_sum_to_the_same_charges(sources, synthetic, settings
         focus_row(ChargePeriodStart=f"2025-01-01T{h:02d}:00:00Z", Tags=tags(**ADA, created=f"t{h}"))
         for h in range(24)
     ]
-    (tmp_path / "extra").mkdir()
-    extra = write_focus(tmp_path / "extra" / "aws_2025-01.csv", rows)
+    extra = write_focus(tmp_path / "aws_2025-01_extra.csv", rows)
 
     def charges_of_run() -> list[tuple]:
         ingest(path, force=True)
-        ingest(extra, force=True, append=True)
+        ingest(extra, force=True)  # another file name: added to the first
         values = list(Charge.objects.values_list(*CHARGE_FIELDS).order_by(*CHARGE_FIELDS))
         Charge.objects.all().delete()
         return values
@@ -350,9 +350,17 @@ def test_same_file_again_is_refused_and_writes_nothing(sources, synthetic):
     assert Import.objects.get().status == Import.Status.COMPLETED
 
 
+def redelivered(path: Path) -> Path:
+    """The file moved to a folder of its own under the name `aws_2025-01.csv`: a file delivered again."""
+    folder = path.parent / f"redelivered-{path.stem}"
+    folder.mkdir()
+    return path.rename(folder / "aws_2025-01.csv")
+
+
 def test_changed_file_supersedes_atomically(sources, synthetic):
     first_path, _first_manifest = synthetic(rows=800, seed=1)
     second_path, second_manifest = synthetic(name="aws_2025-01_v2.csv", rows=600, seed=2)
+    second_path = redelivered(second_path)  # the same file name again, other bytes
     first = ingest(first_path)
     old_charge_ids = set(Charge.objects.values_list("id", flat=True))
 
@@ -397,11 +405,11 @@ def test_review_decisions_carry_over_to_unchanged_charges(sources, synthetic):
         and (r["SubAccountId"], r["ResourceId"], r["ServiceName"], r["ChargeCategory"]) == _identity(changed)
     )
     changed_row["BilledCost"] = str(D(changed_row["BilledCost"]) + D("0.01"))
-    second_path = write_focus(path.with_name("aws_2025-01_v2.csv"), rows, header=list(rows[0]))
+    second_path = redelivered(write_focus(path.with_name("aws_2025-01_v2.csv"), rows, header=list(rows[0])))
 
     second = ingest(second_path)
 
-    assert second.supersedes == [first.import_id]
+    assert second.supersedes == [first.import_id] and second.mode == "superseded"
     assert second.decisions_carried == 3
     assert Import.objects.get(pk=second.import_id).decisions_carried == 3
     new = {
@@ -474,27 +482,52 @@ def test_queued_import_runs_once_and_a_failed_one_can_run_again(sources, tmp_pat
     assert Charge.objects.count() == 1
 
 
-def test_append_adds_instead_of_replacing(sources, synthetic):
+def test_another_file_adds_and_replace_supersedes_every_import(sources, synthetic):
     first_path, first_manifest = synthetic(rows=400, seed=1)
     second_path, _ = synthetic(name="aws_2025-01_part2.csv", rows=300, seed=2)
     first = ingest(first_path)
 
-    second = ingest(second_path, append=True)
+    second = ingest(second_path)  # another file of the same source and month: added, as the original does
 
-    assert second.supersedes == []
+    assert (second.supersedes, second.mode) == ([], "added")
     assert set(Import.objects.values_list("status", flat=True)) == {"completed"}
-    assert Import.objects.get(pk=second.import_id).append is True
     both = file_billed_sum(first_path) + file_billed_sum(second_path)
     assert billed(Charge.objects.all()) == both
     assert selectors.period_summary(selectors.period_get("2025-01")).billed_total == both
     assert billed(Charge.objects.filter(import_run_id=first.import_id)) == file_billed_sum(first_path)
 
-    # A later full file replaces everything the source delivered for the period.
+    # --replace: a full file replaces everything the source delivered for the period.
     third_path, _ = synthetic(name="aws_2025-01_full.csv", rows=200, seed=3)
-    third = ingest(third_path)
+    third = ingest(third_path, replace=True)
     assert sorted(third.supersedes) == sorted([first.import_id, second.import_id])
+    assert third.mode == "replaced" and Import.objects.get(pk=third.import_id).replace is True
     assert billed(Charge.objects.all()) == file_billed_sum(third_path)
     assert first_manifest["rows"] == 400
+
+
+def test_same_name_supersedes_only_that_file(sources, synthetic, tmp_path):
+    aws_path, _ = synthetic(rows=300, seed=1)
+    part2_path, _ = synthetic(name="aws_2025-01_part2.csv", rows=200, seed=2)
+    first, part2 = ingest(aws_path), ingest(part2_path)
+    azure = write_focus(tmp_path / "aws_2025-01_copy.csv", [focus_row(ResourceId="az-1")])
+    other_source = ingest(azure, source="azure")  # same name stem, another source: never superseded
+
+    again_path, _ = synthetic(name="aws_2025-01_v2.csv", rows=250, seed=4)
+    again = ingest(redelivered(again_path))
+
+    assert (again.supersedes, again.mode) == ([first.import_id], "superseded")
+    statuses = dict(Import.objects.values_list("id", "status"))
+    assert statuses[first.import_id] == "superseded"
+    assert (
+        statuses[part2.import_id]
+        == statuses[other_source.import_id]
+        == statuses[again.import_id]
+        == "completed"
+    )
+    aws = Charge.objects.filter(source__slug="aws")
+    assert billed(aws) == file_billed_sum(part2_path) + file_billed_sum(
+        tmp_path / "redelivered-aws_2025-01_v2" / "aws_2025-01.csv"
+    )
 
 
 def test_dry_run_writes_nothing_and_reports(sources, synthetic, settings):
@@ -521,8 +554,9 @@ def test_dry_run_writes_nothing_and_reports(sources, synthetic, settings):
         outcome.billed_total,
     )
     other, _ = synthetic(name="aws_2025-01_v2.csv", rows=100, seed=6)
-    preview = ingest(other, dry_run=True)
-    assert preview.supersedes == [real.import_id]
+    preview = ingest(redelivered(other), dry_run=True)
+    assert preview.supersedes == [real.import_id] and preview.mode == "superseded"
+    assert [(p.period, p.import_id) for p in preview.parts] == [("2025-01", None)]
     assert Import.objects.get().status == Import.Status.COMPLETED
     assert Charge.objects.count() == real.charges
     with pytest.raises(Refused, match=f"already imported as #{real.import_id}"):
@@ -593,6 +627,90 @@ def test_null_literals_and_empty_cells(sources, tmp_path):
     assert first.charge_period_end is None
     assert (second.list_cost, second.sub_account_id, second.tags) == (D(3), "", {})
     assert (second.review_state, second.flag_summary) == ("flagged", "unattributed")
+
+
+# The shape of the FinOps Foundation's public FOCUS 1.0 sample (anonymised real exports): 44 columns,
+# AWS, Azure and Oracle rows in one file, quoted NULL literals, "YYYY-MM-DD HH:MM:SS" timestamps,
+# 12-digit accounts, amounts with many decimals, one row of the next billing period, and no PI tags.
+FOCUS_10_COLUMNS = [
+    "AvailabilityZone", "BilledCost", "BillingAccountId", "BillingAccountName", "BillingCurrency",
+    "BillingPeriodEnd", "BillingPeriodStart", "ChargeCategory", "ChargeClass", "ChargeDescription",
+    "ChargeFrequency", "ChargePeriodEnd", "ChargePeriodStart", "CommitmentDiscountCategory",
+    "CommitmentDiscountId", "CommitmentDiscountName", "CommitmentDiscountStatus", "CommitmentDiscountType",
+    "ConsumedQuantity", "ConsumedUnit", "ContractedCost", "ContractedUnitPrice", "EffectiveCost",
+    "InvoiceIssuerName", "ListCost", "ListUnitPrice", "PricingCategory", "PricingQuantity", "PricingUnit",
+    "ProviderName", "PublisherName", "RegionId", "RegionName", "ResourceId", "ResourceName", "ResourceType",
+    "ServiceCategory", "ServiceName", "SkuId", "SkuPriceId", "SubAccountId", "SubAccountName", "Tags",
+    "x_ServiceCode",
+]  # fmt: skip
+FOCUS_10_PROVIDERS = [
+    ("AWS", "Amazon EC2", "Compute", "012345678901", "us-east-1"),
+    ("Microsoft", "Virtual Machines", "Compute", "1b2c3d4e-0000-4000-8000-0123456789ab", "eastus"),
+    ("Oracle", "Block Storage", "Storage", "ocid1.tenancy.oc1..aaaa", "us-ashburn-1"),
+]
+
+
+def focus_10_sample(path: Path, rows: int = 1000) -> Path:
+    """A file of the FOCUS 1.0 sample's shape, every value written as such exports write it."""
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        out = csv.writer(fh, quoting=csv.QUOTE_ALL)  # the sample quotes every field, NULL too
+        out.writerow(FOCUS_10_COLUMNS)
+        for n in range(rows):
+            provider, service, category, account, region = FOCUS_10_PROVIDERS[n % 3]
+            month = "2024-10" if n == rows - 1 else "2024-09"  # one row of the next billing period
+            row = dict.fromkeys(FOCUS_10_COLUMNS, "NULL")
+            row.update(
+                BilledCost=f"{(n % 97) * 0.0173 + 0.0000000001 * n:.10f}",
+                ListCost=f"{(n % 97) * 0.02:.10f}",
+                EffectiveCost=f"{(n % 97) * 0.0173:.10f}",
+                BillingAccountId=account,
+                BillingCurrency="USD",
+                BillingPeriodStart=f"{month}-01 00:00:00",
+                BillingPeriodEnd="2024-10-01 00:00:00" if month == "2024-09" else "2024-11-01 00:00:00",
+                ChargePeriodStart=f"{month}-{1 + n % 28:02d} 00:00:00",
+                ChargePeriodEnd=f"{month}-{1 + n % 28:02d} 01:00:00",
+                ChargeCategory="Usage" if n % 10 else "Tax",
+                ProviderName=provider,
+                PublisherName=provider,
+                InvoiceIssuerName=provider,
+                RegionId=region,
+                ResourceId=f"{provider.lower()}-res-{n % 40}",
+                ServiceName=service,
+                ServiceCategory=category,
+                SubAccountId=account,
+                ConsumedQuantity=str(n % 7),
+                Tags='{"env": "prod", "team": "research"}' if n % 2 else "NULL",
+            )
+            out.writerow(row.values())
+    return path
+
+
+def test_focus_10_sample_shape_ingests_every_row(sources, tmp_path):
+    path = focus_10_sample(tmp_path / "focus_sample.csv")
+    exact = file_billed_sum(path)
+
+    outcome = ingest(path, source="oracle", period=None, create_source=True)  # split by billing period
+
+    assert outcome.source_created and outcome.rows == 1000
+    assert [(p.period, p.rows) for p in outcome.parts] == [("2024-09", 999), ("2024-10", 1)]
+    assert outcome.billed_total == exact == billed(Charge.objects.all())  # to the last decimal
+    assert outcome.warnings == []
+    # No PI tags: every cost kept, unattributed and flagged.
+    assert outcome.flagged == outcome.charges == Charge.objects.count()
+    assert set(Charge.objects.values_list("flag_summary", flat=True)) == {"unattributed"}
+    assert set(Charge.objects.values_list("sub_account_id", flat=True)) == {p[3] for p in FOCUS_10_PROVIDERS}
+    charge = Charge.objects.filter(charge_period_start__isnull=False).earliest("charge_period_start")
+    assert charge.charge_period_start == dt.datetime(2024, 9, 1, tzinfo=UTC)
+
+
+def test_focus_10_sample_shape_with_a_period_keeps_the_straggler(sources, tmp_path):
+    path = focus_10_sample(tmp_path / "focus_sample.csv", rows=300)
+    outcome = ingest(path, source="aws", period="2024-09")
+    (part,) = outcome.parts
+    assert (part.period, part.rows, part.mismatched_rows) == ("2024-09", 300, {"2024-10": 1})
+    assert billed(Charge.objects.all()) == file_billed_sum(path)
+    straggler = Charge.objects.get(flags__reason="period_mismatch")
+    assert straggler.flag_summary == "unattributed, period_mismatch:2024-10"
 
 
 def test_timestamp_forms(sources, tmp_path):
@@ -1016,36 +1134,131 @@ def test_bad_rows_are_all_reported_by_line(sources, tmp_path):
     assert_nothing_written()
 
 
-def test_rows_of_another_month_than_the_period(sources, tmp_path):
+def test_rows_of_another_month_than_the_period_are_kept_and_flagged(sources, tmp_path):
+    """With -p, a straggler row stays in the period given, flagged (as the original does): nothing
+    is refused. The same resource in both months stays two charges, each with its own flags."""
     rows = [
         focus_row(),
-        focus_row(BillingPeriodStart="2025-02-01T00:00:00Z"),
-        focus_row(BillingPeriodStart="2025-02-01"),
-        focus_row(BillingPeriodStart="2024-12-01"),
+        focus_row(BillingPeriodStart="2025-02-01T00:00:00Z", BilledCost="1.25"),
+        focus_row(BillingPeriodStart="2025-02-01", BilledCost="2.25", ResourceId="i-0002"),
+        focus_row(BillingPeriodStart="2024-12-01", BilledCost="3.00", Tags=""),
     ]
     path = write_focus(tmp_path / "aws_2025-01.csv", rows)
-    with pytest.raises(IngestError) as caught:
-        ingest(path, period="2025-01")
-    assert caught.value.message == (
-        "aws_2025-01.csv: rows belong to another month than 2025-01: "
-        "2024-12 (1 rows, first at line 5), 2025-02 (2 rows, first at line 3)"
+
+    outcome = ingest(path, period="2025-01")
+
+    assert (outcome.period, outcome.rows, outcome.charges, outcome.flagged) == ("2025-01", 4, 4, 3)
+    (part,) = outcome.parts
+    assert part.mismatched_rows == {"2024-12": 1, "2025-02": 2}
+    assert outcome.billed_total == D("15.00") == file_billed_sum(path)
+    assert list(BillingPeriod.objects.values_list("period", flat=True)) == ["2025-01"]
+    by_billed = {c.billed_cost: c for c in Charge.objects.all()}
+    assert by_billed[D("8.50")].review_state == "ok" and not by_billed[D("8.50")].flags.exists()
+    flags = {
+        amount: sorted((f.reason, f.detail) for f in by_billed[D(amount)].flags.all())
+        for amount in ("1.25", "2.25", "3.00")
+    }
+    assert flags == {
+        "1.25": [("period_mismatch", "billing period mismatch (row says 2025-02)")],
+        "2.25": [("period_mismatch", "billing period mismatch (row says 2025-02)")],
+        "3.00": [
+            ("period_mismatch", "billing period mismatch (row says 2024-12)"),
+            ("unattributed", "no PI in tags and no account mapping"),
+        ],
+    }
+    assert by_billed[D("1.25")].flag_summary == "period_mismatch:2025-02"
+    assert by_billed[D("3.00")].flag_summary == "unattributed, period_mismatch:2024-12"
+    assert flag_labels(by_billed[D("3.00")].flag_summary) == [
+        "Unattributed",
+        "Billing period mismatch (row says 2024-12)",
+    ]
+
+    # The rules running again (a flag rule changed) keep the mismatch: it is a fact of the file.
+    assert services.period_reevaluate_flags(period="2025-01") == 0
+    assert by_billed[D("1.25")].flags.get().reason == "period_mismatch"
+    assert Charge.objects.get(pk=by_billed[D("1.25")].pk).review_state == "flagged"
+    # So does a corrected attribution.
+    corrected = services.charge_correct_attribution(
+        charge_id=by_billed[D("3.00")].pk,
+        pi_email="ada@uni.example",
+        project_id="proj-ada",
+        fund_org="NSF-0001",
     )
-    the_failed_import(caught.value)
-    assert_nothing_written()
-    assert BillingPeriod.objects.count() == 0
+    assert (corrected.review_state, sorted(corrected.flags.values_list("reason", flat=True))) == (
+        "flagged",
+        ["period_mismatch"],
+    )
 
 
-def test_file_spanning_two_months_without_period(sources, tmp_path):
-    rows = [focus_row(), focus_row(BillingPeriodStart="2025-02-01")]
+def test_file_spanning_two_months_without_period_is_split(sources, tmp_path):
+    rows = [
+        focus_row(),
+        focus_row(ResourceId="i-0002", BilledCost="1.50"),
+        focus_row(BillingPeriodStart="2025-02-01", BilledCost="2.00"),
+    ]
     path = write_focus(tmp_path / "aws_2025-01.csv", rows)
-    with pytest.raises(IngestError) as caught:
-        ingest(path, period=None)
-    assert caught.value.message == (
-        "aws_2025-01.csv: rows span several months (2025-01 (1 rows), 2025-02 (1 rows)); "
-        "split the file or pass -p/--period"
+
+    outcome = ingest(path, period=None)
+
+    assert [(p.period, p.rows, p.charges, p.billed_total) for p in outcome.parts] == [
+        ("2025-01", 2, 2, D("10.00")),
+        ("2025-02", 1, 1, D("2.00")),
+    ]
+    assert outcome.period == "2025-01" and outcome.billed_total == D("12.00") == file_billed_sum(path)
+    first, second = (Import.objects.get(pk=p.import_id) for p in outcome.parts)
+    assert (first.period.period, first.part_of_id, first.rows_read, first.billed_total) == (
+        "2025-01",
+        None,
+        2,
+        D("10"),
     )
+    assert (second.period.period, second.part_of_id, second.rows_read) == ("2025-02", first.pk, 1)
+    assert second.file.name == first.file.name and second.sha256 == first.sha256
+    assert {c.period.period: c.import_run_id for c in Charge.objects.filter(resource_id="i-0001")} == {
+        "2025-01": first.pk,
+        "2025-02": second.pk,
+    }
+    assert not ChargeFlag.objects.exists()
+    # The same bytes again: refused, naming the file's first import and both of its periods.
+    with pytest.raises(
+        services.AlreadyImported,
+        match=rf"^already imported as #{first.pk} \(aws_2025-01.csv, aws 2025-01, 2025-02\)",
+    ):
+        ingest(path, period=None)
+
+    # The same file name again, now without the February row: the whole earlier file is superseded.
+    fixed = redelivered(write_focus(tmp_path / "fixed.csv", rows[:2]))
+    again = ingest(fixed, period=None)
+    assert sorted(again.supersedes) == [first.pk, second.pk]
+    assert not Charge.objects.filter(period__period="2025-02").exists()
+    assert billed(Charge.objects.all()) == D("10.00")
+
+
+def test_split_file_is_all_or_nothing(sources, tmp_path):
+    """Every period of a split file must accept imports; otherwise nothing is written."""
+    services.period_open(period="2025-02")
+    services.period_close(period="2025-02")
+    rows = [focus_row(), focus_row(BillingPeriodStart="2025-02-01", BilledCost="2.00")]
+    path = write_focus(tmp_path / "aws_2025-01.csv", rows)
+    with pytest.raises(Refused) as caught:
+        ingest(path, period=None)
+    assert str(caught.value).startswith("period 2025-02 is closed: it accepts no imports")
     the_failed_import(caught.value)
     assert_nothing_written()
+    assert not BillingPeriod.objects.filter(period="2025-01").exists()
+
+
+def test_superseding_a_split_file_needs_all_its_periods_open(sources, tmp_path):
+    rows = [focus_row(), focus_row(BillingPeriodStart="2025-02-01", BilledCost="2.00")]
+    first = ingest(write_focus(tmp_path / "aws_2025-01.csv", rows), period=None)
+    services.period_close(period="2025-02")
+    again = redelivered(write_focus(tmp_path / "v2.csv", [focus_row(BilledCost="9.00")]))
+    with pytest.raises(Refused, match=r"also has rows in period 2025-02, which is closed: reopen it"):
+        ingest(again, period=None)
+    assert billed(Charge.objects.all()) == D("10.50")
+    assert set(
+        Import.objects.filter(pk__in=[p.import_id for p in first.parts]).values_list("status", flat=True)
+    ) == {"completed"}
 
 
 def test_period_from_the_data_when_not_given(sources, tmp_path):

@@ -55,6 +55,61 @@ def test_source_for_filename_falls_back_to_slug_prefix():
     assert selectors.source_for_filename("hpc_2025-01.csv", sources=[storage]) is None
 
 
+def test_source_for_filename_prefers_the_most_specific_source():
+    # Patterns as import-config writes them from the original's known_sources (matched anywhere).
+    storage = SourceFactory(slug="storage", filename_pattern="*storage*")
+    azure = SourceFactory(slug="azure", filename_pattern="azure_*")
+    it_storage = SourceFactory(slug="it_storage", filename_pattern="")  # created on first sight: no pattern
+    assert selectors.source_for_filename("it_storage_2025-01.csv") == it_storage  # never storage
+    assert selectors.source_for_filename("storage_2025-01.csv") == storage
+    assert selectors.source_for_filename("campus-storage-2025-01.csv") == storage
+    assert selectors.source_for_filename("azure-local_2025-01.csv") is None  # never azure
+    azure_local = SourceFactory(slug="azure-local", filename_pattern="*azure-local*")
+    assert selectors.source_for_filename("azure-local_2025-01.csv") == azure_local
+    assert selectors.source_for_filename("azure_2025-01.csv") == azure
+    assert selectors.source_for_filename("azure-2025-01.csv") == azure  # the slug, then a date
+
+
+def test_source_names():
+    names = {
+        slug: selectors.source_display_name(slug)
+        for slug in (
+            "aws",
+            "gcp",
+            "hpc",
+            "openai",
+            "azure-local",
+            "it_storage",
+            "azure",
+            "storage",
+            "oci_gpu",
+        )
+    }
+    assert names == {
+        "aws": "AWS",
+        "gcp": "GCP",
+        "hpc": "HPC",
+        "openai": "OpenAI",
+        "azure-local": "Azure Local",
+        "it_storage": "IT Storage",
+        "azure": "Azure",
+        "storage": "Storage",
+        "oci_gpu": "OCI GPU",
+    }
+    assert selectors.source_slug(" AWS ") == "aws"
+    with pytest.raises(Refused, match=r"^invalid source name 'a b': use lower-case letters"):
+        selectors.source_slug("a b")
+    assert selectors.source_name_from_filename("IT_Storage_2025-01.csv") == "it_storage"
+    assert selectors.source_name_from_filename("azure-local-202501.csv.gz") == "azure-local"
+    assert selectors.source_name_from_filename("2025-01.csv") == ""
+    assert selectors.source_name_from_filename("export.csv") == ""
+
+
+def test_source_get_is_case_insensitive():
+    aws = SourceFactory(slug="aws")
+    assert selectors.source_get("AWS") == aws
+
+
 def test_period_from_filename():
     cases = {
         "aws_2025-01.csv": "2025-01",

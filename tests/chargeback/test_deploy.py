@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -206,6 +207,25 @@ def test_serve_runs_gunicorn_with_structured_logs(monkeypatch, settings):
     assert captured["workers"] >= 2
 
 
+def test_serve_takes_the_original_options(monkeypatch, settings):
+    """`serve --host/-h --port/-p --reload`, defaults from web.host/web.port of config.yaml."""
+    from chargeback.management.commands import serve
+
+    captured: dict = {}
+    monkeypatch.setattr(serve, "run_gunicorn", lambda options: captured.update(options))
+    out = io.StringIO()
+    call_command("serve", "-h", "0.0.0.0", "-p", "9100", "--reload", stdout=out)
+    assert captured["bind"] == ["0.0.0.0:9100"] and captured["reload"] is True
+    assert out.getvalue() == "OpenChargeback at http://0.0.0.0:9100/admin/ (the PI portal at /portal/)\n"
+    captured.clear()
+    settings.OPENCHARGEBACK_WEB_HOST, settings.OPENCHARGEBACK_WEB_PORT = "10.0.0.5", 8800
+    call_command("serve", "--port", "8801", stdout=io.StringIO())
+    assert captured["bind"] == ["10.0.0.5:8801"] and "reload" not in captured
+    settings.OPENCHARGEBACK_WEB_ENABLED = False
+    with pytest.raises(CommandError, match=r"web interface is switched off \(web.enabled: false"):
+        call_command("serve", stdout=io.StringIO())
+
+
 def test_serve_workers_from_web_concurrency(monkeypatch):
     from chargeback.management.commands import serve
 
@@ -306,6 +326,13 @@ def test_serve_starts_gunicorn_for_real(tmp_path):
         )
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/admin/login/", timeout=5) as response:
             assert response.status == 200
+            page = response.read().decode()
+        # Styled from the first start, DEBUG off, collectstatic never run: the admin's CSS is served.
+        css = re.findall(r'href="(/static/[^"]+\.css)"', page)
+        assert "/static/admin/css/base.css" in css and not list((tmp_path / "data" / "static").iterdir())
+        for href in css:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{href}", timeout=5) as response:
+                assert response.status == 200 and response.headers["Content-Type"].startswith("text/css")
     finally:
         process.terminate()
         try:

@@ -144,14 +144,27 @@ def test_import_applies_what_fits(config):
     assert outcome.unknown_keys == ["reporting"]
     statuses = {i.key: i.status for i in outcome.items}
     assert statuses["journal.fund_org_regex"] == "applied"
-    assert statuses["journal.template"] == "not_supported"  # a layout is a JournalFormat here
+    assert statuses["journal.template"] == "unchanged"  # journal_gl.csv: the gl layout
     journal = journal_settings_get()
     assert journal.fund_org_regex == "^(?P<orgn>[^-]+)-(?P<fund>.+)$"
     assert journal.account_regex == "^\\d{5}$"
     assert journal.default_account == "54000"
     assert journal.debit_description == "{source} {period} Research Computing Charges"
-    assert statuses["web.users"] == "not_needed"
-    assert statuses["database"] == "not_needed"
+    assert statuses["web.users.admin"] == "applied"  # created, its bcrypt hash working as its password
+    assert statuses["database"] == "from_file"  # used when the file is given with -c
+    assert settings.organization_name == "Research Computing Billing"  # email.from_name
+    from django.contrib.auth import authenticate, get_user_model
+
+    admin = get_user_model().objects.get(email="admin@example.edu")
+    assert (admin.username, admin.is_staff, admin.is_superuser, admin.password[:11]) == (
+        "admin@example.edu",
+        True,
+        True,
+        "bcrypt$$2b$",
+    )
+    assert authenticate(username="admin@example.edu", password="admin123") == admin
+    admin.refresh_from_db()
+    assert admin.password.startswith("pbkdf2_sha256$")  # upgraded at the first sign-in
 
 
 def test_flag_patterns_behave_as_in_the_original(config):

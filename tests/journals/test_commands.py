@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from decimal import Decimal
@@ -116,3 +117,45 @@ def test_console_script_end_to_end(tmp_path, reference_dir):
     assert len(rows) == 45 and sum(Decimal(r["Amount"]) for r in rows) == REFERENCE_TOTAL
     usage = cli("export-journal")
     assert usage.returncode == 2 and "-p/--period" in usage.stderr
+
+
+@pytest.mark.django_db
+def test_journal_folder_by_default_with_the_original_names(journal_month, settings, tmp_path):
+    """The original's form: `export-journal --period P --format gl`, written to the journal folder as
+    journal_{period}_{YYYYmmdd_HHMMSS}.csv, its absolute path printed."""
+    settings.OPENCHARGEBACK_JOURNAL_DIR = tmp_path / "journals"
+    out, _err = run("--period", "2025-01", "--format", "gl")
+    export = JournalExport.objects.get()
+    (written,) = (tmp_path / "journals").iterdir()
+    assert re.fullmatch(r"journal_2025-01_\d{8}_\d{6}\.csv", written.name)
+    assert out.splitlines()[-1] == f"Journal exported to: {written}"
+    assert written.is_absolute()
+    with export.file.open("rb") as fh:
+        assert written.read_bytes() == fh.read()
+    # The same second again: a second file, never an overwrite.
+    run("-p", "2025-01", "-f", "gl")
+    assert len(list((tmp_path / "journals").iterdir())) == 2
+
+    # The original's default and standard names: one row per PI × project × service.
+    for name in ("default", "standard"):
+        doc = json.loads(run("-p", "2025-01", "-f", name, "--format", "json")[0])["export"]
+        assert (doc["format"], doc["rows"]) == ("summary", 45)
+        assert Path(doc["output"]).parent == tmp_path / "journals"
+    with pytest.raises(UsageError, match="two layouts given"):
+        run("-p", "2025-01", "-f", "gl", "--format", "detail")
+
+
+@pytest.mark.django_db
+def test_include_flagged_says_what_is_held_back(journal_month, settings, tmp_path):
+    from billing.models import Charge
+
+    settings.OPENCHARGEBACK_JOURNAL_DIR = tmp_path
+    Charge.objects.filter(resource_id="hpc-node-042").update(review_state="flagged")  # held back: 0.00
+    Charge.objects.filter(resource_id="i-0abc123def456789a").update(review_state="flagged")
+    call_command("generate", "-p", "2025-01", stdout=io.StringIO(), stderr=io.StringIO())
+    out, err = run("-p", "2025-01", "--include-flagged")
+    assert "Journal exported to:" in out
+    assert err.strip() == (
+        "warning: --include-flagged: 2 flagged charges ($1,062.50) are on no statement, so not in the "
+        "journal; approve them (review approve --period 2025-01) and generate again"
+    )

@@ -64,7 +64,7 @@ def test_gl_balances_at_the_statement_total(journal_month):
     # Debits first, then credits; descriptions from the default template, cut to 35 characters.
     assert rows.index(credits[0]) == len(debits)
     assert all(len(r["Description"]) <= 35 for r in rows)
-    assert debits[0]["Description"].startswith("Aws 2025-01 Research Computing")
+    assert debits[0]["Description"].startswith("AWS 2025-01 Research Computing")
     assert export.statement_count == 10 and len(export.statements) == 10
     assert export.actor_name == "test" and export.format_name == "gl"
 

@@ -47,7 +47,7 @@ def test_detail_lists_versions_and_downloads(reference_month, admin_client):
     assert "2025-01-0005 v1" not in current and "2025-01-0005 v2" in current
     download = admin_client.get(f"/admin/statements/statement/{v1.pk}/pdf/")
     assert download.status_code == 200
-    assert download["Content-Disposition"].endswith('filename="statement-2025-01-0005-v1.pdf"')
+    assert download["Content-Disposition"].endswith('filename="2025-01_plex.wombsworth_exoplanet-survey.pdf"')
     assert b"".join(download.streaming_content).startswith(b"%PDF")
     assert LogEntry.objects.filter(object_pk=str(v1.pk), action=LogEntry.Action.ACCESS).exists()
 

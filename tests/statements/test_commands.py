@@ -23,10 +23,10 @@ def run(*args: str) -> tuple[str, str]:
     return out.getvalue(), err.getvalue()
 
 
-def test_generate_text_closes_period_and_lists_statements(reference_month):
+def test_generate_text_lists_statements_and_leaves_the_period_open(reference_month):
     out, _err = run("generate", "-p", "2025-01")
-    assert "Period 2025-01 was open: closed it" in out
-    assert "10 statements of 2025-01: 10 new, 0 revised, 0 unchanged" in out
+    assert out.startswith("10 statements of 2025-01: 10 new, 0 revised, 0 unchanged")
+    assert reference_month.__class__.objects.get(pk=reference_month.pk).status == "open"
     assert "2025-01-0009 v1" in out and "$2,307.75" in out
     assert "Total due $20,227.00" in out
     assert "Rendered 10 PDFs of 10." in out
@@ -36,7 +36,7 @@ def test_generate_text_closes_period_and_lists_statements(reference_month):
 def test_generate_dry_run_json_writes_nothing(reference_month):
     out, _err = run("generate", "-p", "2025-01", "--dry-run", "--format", "json")
     doc = json.loads(out)
-    assert doc["dry_run"] is True and doc["closed_period"] is True
+    assert doc["dry_run"] is True and "closed_period" not in doc
     assert doc["counts"] == {"statements": 10, "new": 10, "revised": 0, "unchanged": 0, "withdrawn": 0}
     assert doc["totals"]["billed"] == {"amount": "20227.00", "cents": 2022700}
     genomics = next(s for s in doc["statements"] if s["project_id"] == "genomics-sequencing")
@@ -83,9 +83,10 @@ def test_send_command_and_resend_failed(generated, smtp_server, settings):
 
 
 def test_refusals_exit_1_with_json_error(reference_month):
-    with pytest.raises(CommandRefused, match="open"):
-        run("send", "-p", "2025-01")
+    with pytest.raises(CommandRefused, match="out of date for 10 PI × projects"):
+        run("send", "-p", "2025-01")  # nothing issued yet: generate first
     run("generate", "-p", "2025-01")
+    billing_services.period_close(period="2025-01")
     billing_services.period_finalize(period="2025-01")
     out = io.StringIO()
     with pytest.raises(CommandRefused) as refused:

@@ -149,7 +149,10 @@ def test_revised_statement_sends_a_new_email_with_current_versions(generated, sm
     last = smtp_server.messages[-1]
     assert str(last["To"]) == "zorp.blinkman@example.edu"
     names = sorted(a.get_filename() for a in last.iter_attachments())
-    assert names == ["statement-2025-01-0009-v1.pdf", "statement-2025-01-0010-v2.pdf"]
+    assert names == [
+        "2025-01_zorp.blinkman_genomics-sequencing.pdf",
+        "2025-01_zorp.blinkman_protein-folding-ml_v2.pdf",
+    ]
     assert "revised" in last.get_body(preferencelist=("plain",)).get_content()
 
 

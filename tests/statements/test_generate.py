@@ -47,21 +47,23 @@ def test_reference_month_statements_match_readme(generated):
     assert all(s.pdf and s.version == 1 and s.state == "issued" for s in statements.values())
 
 
-def test_generate_closes_an_open_period_and_says_so(reference_month):
+def test_generate_leaves_the_period_state_alone(reference_month):
+    """Issuing statements on an open period is allowed (the original's monthly script does); a
+    later import plus generate issues new versions of what changed."""
     assert reference_month.status == "open"
     outcome = services.statements_generate(period="2025-01", actor_name="test")
-    assert outcome.closed_period
+    assert outcome.count("new") == 10
     period = billing_selectors.period_get("2025-01")
-    assert period.status == "closed"
-    transition = PeriodTransition.objects.filter(period=period, to_status="closed").get()
-    assert transition.note == "closed by generate"
-    again = services.statements_generate(period="2025-01")
-    assert not again.closed_period
+    assert period.status == "open" and not PeriodTransition.objects.filter(to_status="closed").exists()
+    services.statements_generate(period="2025-01")  # nothing changed: nothing new
+    billing_services.period_close(period="2025-01")
+    assert services.statements_generate(period="2025-01").count("unchanged") == 10  # closed: still fine
+    assert billing_selectors.period_get("2025-01").status == "closed"
 
 
 def test_dry_run_writes_nothing(reference_month):
     outcome = services.statements_generate(period="2025-01", dry_run=True)
-    assert outcome.dry_run and outcome.closed_period
+    assert outcome.dry_run
     assert len(outcome.statements) == 10
     assert {s.status for s in outcome.statements} == {"new"}
     assert [s.number for s in outcome.statements][:2] == ["2025-01-0001", "2025-01-0002"]

@@ -33,6 +33,7 @@ class FileResult:
     outcome: ImportOutcome | None = None
     error: Refused | None = None
     skipped: str = ""
+    skipped_import: int | None = None  # skipped: the import that holds these bytes already
 
     @property
     def ok(self) -> bool:
@@ -48,6 +49,7 @@ def file_result_json(cmd: ReportingCommand, result: FileResult) -> dict[str, Any
     doc: dict[str, Any] = {"file": str(result.path), "ok": result.ok}
     if result.skipped:
         doc["skipped"] = result.skipped
+        doc["import_id"] = result.skipped_import
     if result.error is not None:
         doc["error"] = str(result.error)
         doc["errors"] = refusal_errors(result.error)
@@ -56,6 +58,7 @@ def file_result_json(cmd: ReportingCommand, result: FileResult) -> dict[str, Any
         doc.update(
             {
                 "source": out.source,
+                "source_created": out.source_created,
                 "period": out.period,
                 "import_id": out.import_id,
                 "status": out.status,
@@ -66,7 +69,21 @@ def file_result_json(cmd: ReportingCommand, result: FileResult) -> dict[str, Any
                 "list": cmd.money(out.list_total),
                 "billed": cmd.money(out.billed_total),
                 "discount": cmd.money(out.list_total - out.billed_total),
+                "mode": out.mode,
                 "supersedes": out.supersedes,
+                "parts": [
+                    {
+                        "period": part.period,
+                        "import_id": part.import_id,
+                        "rows": part.rows,
+                        "charges": part.charges,
+                        "flagged": part.flagged,
+                        "list": cmd.money(part.list_total),
+                        "billed": cmd.money(part.billed_total),
+                        "mismatched_rows": part.mismatched_rows,
+                    }
+                    for part in out.parts
+                ],
                 "decisions_carried": out.decisions_carried,
                 "warnings": out.warnings,
                 "seconds": round(out.seconds, 3),
@@ -85,24 +102,49 @@ def file_result_text(cmd: ReportingCommand, result: FileResult) -> None:
         return
     out = result.outcome
     assert out is not None
-    where = f"{out.source} {out.period}"
-    head = (
-        f"{name} → {where}, dry run (nothing written)"
-        if out.dry_run
-        else f"{name} → {where}, import #{out.import_id}"
-    )
-    cmd.line(head)
+    if out.source_created:
+        cmd.line(
+            f"new source {out.source!r} ({out.source_name})" + (": would be created" if out.dry_run else "")
+        )
+    split = len(out.parts) > 1
+    where = f"{out.source} {', '.join(p.period for p in out.parts) or out.period}"
+    if out.dry_run:
+        head = f"{name} → {where}, dry run (nothing written)"
+    else:
+        numbers = ", ".join(f"#{p.import_id}" for p in out.parts) or f"#{out.import_id}"
+        head = f"{name} → {where}, import{'s' if split else ''} {numbers}"
+    cmd.line(head + (" (its rows span several billing periods: one import each)" if split else ""))
     cmd.line(
         f"  rows {out.rows:,} · charges {out.charges:,} · flagged {out.flagged:,} · "
         f"list {cmd.fmt(out.list_total)} · billed {cmd.fmt(out.billed_total)} · {out.seconds:.2f} s"
     )
-    if out.supersedes:
-        verb = "would supersede" if out.dry_run else "superseded"
-        cmd.line(f"  {verb} import {', '.join(f'#{i}' for i in out.supersedes)}")
+    for part in out.parts:
+        if split:
+            cmd.line(
+                f"  {part.period}: rows {part.rows:,} · charges {part.charges:,} · flagged {part.flagged:,} · "
+                f"billed {cmd.fmt(part.billed_total)}"
+            )
+        for month, rows in part.mismatched_rows.items():
+            cmd.line(
+                f"  {plural(rows, 'row')} of {month} kept in {part.period}, flagged "
+                f"'billing period mismatch (row says {month})'"
+            )
+    cmd.line(f"  {_mode_text(out)}")
     if out.decisions_carried:
         cmd.line(f"  {plural(out.decisions_carried, 'review decision')} carried over")
     for warning in out.warnings:
         cmd.line(f"  warning: {warning}")
+
+
+def _mode_text(out: ImportOutcome) -> str:
+    """How the file met the earlier imports of its source and period(s)."""
+    would = out.dry_run
+    numbers = ", ".join(f"#{i}" for i in out.supersedes)
+    if out.mode == "replaced":
+        return f"{'would replace' if would else 'replaced'} every earlier import ({numbers}): --replace"
+    if out.mode == "superseded":
+        return f"{'would supersede' if would else 'superseded'} import {numbers}: the same file name again"
+    return f"{'would be added' if would else 'added'} to the source's other imports of the period"
 
 
 def import_totals(results: list[FileResult]) -> dict[str, Any]:

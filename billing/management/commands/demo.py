@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import os
 import secrets
+import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +66,19 @@ DEMO_SLURM_ACCOUNTS = {
     "diaz_lab": ("astro-survey", "carmen.diaz@university.example", "NSF-2025-0931"),
     "rossi_lab": ("cfd-wind", "elena.rossi@university.example", "DOD-2026-0077"),
 }
-DEMO_USAGE_DIR = "fixtures/demo/usage"
 ADMIN_USERNAME = "admin"
 PASSWORD_ENV = "OPENCHARGEBACK_DEMO_PASSWORD"  # noqa: S105 (the variable's name, not a password)
+
+
+def invoked_as() -> str:
+    """How to call this program again, as typed from here: `openchargeback` when that is on the PATH
+    (an activated venv), else the path it was run by (`.venv/bin/openchargeback` after `make demo`)."""
+    program = Path(sys.argv[0])
+    on_path = shutil.which("openchargeback")
+    if program.name != "openchargeback" or (on_path and Path(on_path).resolve() == program.resolve()):
+        return "openchargeback"
+    relative = os.path.relpath(program.resolve())
+    return relative if not relative.startswith("..") else str(program.resolve())
 
 
 class Command(ReportingCommand):
@@ -119,12 +131,13 @@ class Command(ReportingCommand):
         summary = selectors.period_summary(selectors.period_get(DEMO_PERIOD))
         statement_totals = statement_selectors.period_statement_totals(summary.period)
         failed = [r for r in results if not r.ok]
+        prog = invoked_as()
         next_steps = [
-            "openchargeback runserver",
+            f"{prog} serve",
             "open http://127.0.0.1:8000/admin/ and log in as admin",
-            f"openchargeback periods show {DEMO_PERIOD}",
-            f"openchargeback review list -p {DEMO_PERIOD}",
-            f"openchargeback usage slurm {DEMO_USAGE_DIR}/sacct_2026-11.txt -p 2026-11 --dry-run",
+            f"{prog} periods show {DEMO_PERIOD}",
+            f"{prog} review list -p {DEMO_PERIOD}",
+            f"{prog} usage slurm {_shown_path(folder / 'usage' / 'sacct_2026-11.txt')} -p 2026-11 --dry-run",
         ]
 
         if self.is_json:
@@ -155,17 +168,16 @@ class Command(ReportingCommand):
             self.line()
             if admin["created"]:
                 self.line(f"Admin user created: {ADMIN_USERNAME} / {admin['password']}")
-                self.line("  (shown only this once; change it with `openchargeback changepassword admin`)")
+                self.line(f"  (shown only this once; change it with `{prog} changepassword admin`)")
             else:
                 self.line(f"Admin user {ADMIN_USERNAME!r} already exists; its password is unchanged.")
             self.line()
             self.line("Next steps:")
             self.line(f"  emails with the statement PDFs are in {settings.EMAIL_FILE_PATH}")
-            self.line("  openchargeback runserver")
-            self.line("  then open http://127.0.0.1:8000/admin/ and log in as admin")
-            self.line(f"  openchargeback periods show {DEMO_PERIOD}")
-            self.line(f"  openchargeback review list -p {DEMO_PERIOD}")
-            self.line(f"  openchargeback usage slurm {DEMO_USAGE_DIR}/sacct_2026-11.txt -p 2026-11 --dry-run")
+            self.line(f"  {next_steps[0]}")
+            self.line(f"  then {next_steps[1]}")
+            for step in next_steps[2:]:
+                self.line(f"  {step}")
         if failed:
             message = f"{len(failed)} demo file(s) could not be imported: " + ", ".join(
                 r.path.name for r in failed
@@ -259,3 +271,10 @@ def seed_rating() -> dict[str, int]:
             sub_account_id=account, project_id=project, pi_email=pi_email, fund_org=fund_org, source="hpc"
         )
     return {"rates_added": rates, "subsidies_added": subsidies, "slurm_accounts": len(DEMO_SLURM_ACCOUNTS)}
+
+
+def _shown_path(path: Path) -> Path:
+    """The path as a next step should print it: relative when under the current folder, so the
+    command works as shown from here; absolute otherwise."""
+    path = path.resolve()
+    return path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path

@@ -1,4 +1,7 @@
-"""openchargeback periods list | show P | open P | close P | reopen P --reason R | finalize P"""
+"""openchargeback periods list | show P | open P | close P | reopen P --reason R | finalize P
+
+`open`, `close` and `finalize` take `--notes/-n TEXT` (the original's spelling; `--note` too).
+Opening an open period or closing a closed one succeeds and says so, for cron jobs run twice."""
 
 from __future__ import annotations
 
@@ -22,12 +25,14 @@ class Command(ReportingCommand):
         actions.add_parser("list", help="every period with status, charges, billed and flagged")
         show = actions.add_parser("show", help="totals, counts and billed per PI × project of a period")
         show.add_argument("period", metavar="PERIOD")
-        opened = actions.add_parser("open", help="create an open period")
+        opened = actions.add_parser("open", help="create an open period (an open one: nothing to do)")
         opened.add_argument("period", metavar="PERIOD")
-        opened.add_argument("--note", default="")
-        close = actions.add_parser("close", help="close an open period: no more imports")
+        _note_option(opened)
+        close = actions.add_parser(
+            "close", help="close an open period: no more imports (a closed one: nothing to do)"
+        )
         close.add_argument("period", metavar="PERIOD")
-        close.add_argument("--note", default="")
+        _note_option(close)
         reopen = actions.add_parser("reopen", help="reopen a closed period (a reason is required)")
         reopen.add_argument("period", metavar="PERIOD")
         reopen.add_argument("--reason", required=True, help="why the period is reopened")
@@ -35,7 +40,7 @@ class Command(ReportingCommand):
             "finalize", help="make a closed period immutable (no flagged charges may remain)"
         )
         finalize.add_argument("period", metavar="PERIOD")
-        finalize.add_argument("--note", default="")
+        _note_option(finalize)
 
     def handle(self, *args: Any, **options: Any) -> None:
         action = options["action"]
@@ -99,6 +104,7 @@ class Command(ReportingCommand):
 
     def _transition(self, action: str, options: dict[str, Any]) -> None:
         period = options["period"]
+        before = selectors.period_status(period)
         obj: BillingPeriod
         if action == "open":
             obj = services.period_open(period=period, note=options["note"])
@@ -108,7 +114,16 @@ class Command(ReportingCommand):
             obj = services.period_reopen(period=period, reason=options["reason"])
         else:
             obj = services.period_finalize(period=period, note=options["note"])
+        unchanged = before == obj.status
         if self.is_json:
-            self.emit({"period": obj.period, "action": action, "status": obj.status})
+            self.emit(
+                {"period": obj.period, "action": action, "status": obj.status, "changed": not unchanged}
+            )
         else:
-            self.line(f"Period {obj.period} is {obj.status}.")
+            self.line(f"Period {obj.period} is {'already ' if unchanged else ''}{obj.status}.")
+
+
+def _note_option(parser: Any) -> None:
+    parser.add_argument(
+        "-n", "--notes", "--note", dest="note", default="", help="a note kept with the change"
+    )

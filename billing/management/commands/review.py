@@ -1,6 +1,10 @@
 """openchargeback review list [-p P] [--reason R] [--limit N]
-| approve (--id N [N...] | -p P --all) [--note TEXT]
-| reject (--id N [N...] | -p P --all) --note TEXT"""
+| approve (--id N [N...] | -p P [--all]) [--note TEXT]
+| reject (--id N [N...] | -p P [--all]) --note TEXT
+
+`-p/--period P` without ids acts on every flagged charge of P, as the original's
+`review approve --period P`; `--all` says the same explicitly. A reject without a note is refused
+(exit 1): every rejection is explained in the review log."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from django.core.management.base import CommandParser
 from billing import selectors, services
 from billing.models import Charge, FlagReason
 from chargeback.commands import ReportingCommand, UsageError
+from chargeback.errors import Refused
 
 from ._output import UNATTRIBUTED, plural
 
@@ -19,11 +24,15 @@ REASONS = [choice.value for choice in FlagReason]
 
 def _decision_options(parser: CommandParser, *, note_required: bool) -> None:
     parser.add_argument("--id", dest="ids", type=int, nargs="+", metavar="N", help="charge ids")
-    parser.add_argument("-p", "--period", help="billing period YYYY-MM (with --all: its flagged charges)")
+    parser.add_argument(
+        "-p", "--period", help="billing period YYYY-MM: without --id, every flagged charge of it"
+    )
     parser.add_argument("--all", action="store_true", help="every flagged charge of the period given with -p")
     parser.add_argument(
+        "-n",
         "--note",
-        required=note_required,
+        "--notes",
+        dest="note",
         default="",
         help="why (required to reject)" if note_required else "why (optional)",
     )
@@ -127,10 +136,10 @@ class Command(ReportingCommand):
         action, ids, period = options["action"], options["ids"], options["period"]
         if ids and options["all"]:
             raise UsageError("give either --id N... or -p PERIOD --all, not both")
-        if not ids and not options["all"]:
-            raise UsageError(f"say which charges to {action}: --id N... or -p PERIOD --all")
-        if options["all"] and not period:
-            raise UsageError("--all needs -p PERIOD")
+        if not ids and not period:
+            raise UsageError(f"say which charges to {action}: --id N... or -p PERIOD")
+        if action == "reject" and not options["note"].strip():
+            raise Refused("a note is required: --note TEXT")
         decide = services.charges_approve if action == "approve" else services.charges_reject
         outcome = decide(charge_ids=ids or None, period=period, note=options["note"])
         if self.is_json:

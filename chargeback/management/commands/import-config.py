@@ -13,7 +13,8 @@ LABELS = {
     "applied": "Applied",
     "unchanged": "Already so",
     "environment": "Environment settings (put these in the env file)",
-    "not_supported": "Not yet supported (nothing stored)",
+    "from_file": "Read from the file itself: give it with -c config.yaml",
+    "not_supported": "Not supported (nothing stored)",
     "not_needed": "Not needed here",
     "unknown": "Unknown keys (ignored)",
 }

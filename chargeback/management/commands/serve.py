@@ -7,10 +7,8 @@ from typing import Any
 
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
-
-DEFAULT_BIND = "127.0.0.1:8000"
 
 
 def default_workers() -> int:
@@ -62,15 +60,31 @@ def run_gunicorn(options: dict[str, Any]) -> None:  # pragma: no cover - runs th
 class Command(BaseCommand):
     help = (
         "Serve the web application with gunicorn (production). --dev runs Django's development "
-        "server instead (auto-reload, static files from the apps)."
+        "server instead (auto-reload, static files from the apps). --host/-h and --port/-p are the "
+        "original's options; their defaults come from web.host and web.port of config.yaml."
     )
     requires_system_checks: list[str] = []
 
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        # -h is --host here, as in the original: help is --help only.
+        parser = super().create_parser(prog_name, subcommand, add_help=False, **kwargs)
+        parser.add_argument("--help", action="help", help="show this help message and exit")
+        return parser
+
     def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "-h", "--host", help=f"address to listen on (default {settings.OPENCHARGEBACK_WEB_HOST})"
+        )
+        parser.add_argument(
+            "-p", "--port", type=int, help=f"port to listen on (default {settings.OPENCHARGEBACK_WEB_PORT})"
+        )
+        parser.add_argument(
+            "--reload", action="store_true", help="restart when the code changes (development)"
+        )
         parser.add_argument(
             "--bind",
             action="append",
-            help=f"address:port or unix:PATH to listen on (repeatable; default {DEFAULT_BIND})",
+            help="address:port or unix:PATH to listen on (repeatable; instead of --host/--port)",
         )
         parser.add_argument(
             "--workers",
@@ -91,7 +105,11 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        binds = options["bind"] or [DEFAULT_BIND]
+        if not settings.OPENCHARGEBACK_WEB_ENABLED:
+            raise CommandError("the web interface is switched off (web.enabled: false in config.yaml)")
+        host = options["host"] or settings.OPENCHARGEBACK_WEB_HOST
+        port = options["port"] or settings.OPENCHARGEBACK_WEB_PORT
+        binds = options["bind"] or [f"{host}:{port}"]
         if options["migrate"]:
             call_command("migrate", interactive=False, verbosity=1)
         if options["collectstatic"]:
@@ -101,11 +119,14 @@ class Command(BaseCommand):
             return
         call_command("check", deploy=False)
         connections.close_all()  # no connection may cross the fork into the workers
-        run_gunicorn(
-            gunicorn_options(
-                bind=binds,
-                workers=options["workers"] or default_workers(),
-                threads=options["threads"],
-                timeout=options["timeout"],
-            )
+        if not options["bind"]:
+            self.stdout.write(f"OpenChargeback at http://{host}:{port}/admin/ (the PI portal at /portal/)")
+        config = gunicorn_options(
+            bind=binds,
+            workers=options["workers"] or default_workers(),
+            threads=options["threads"],
+            timeout=options["timeout"],
         )
+        if options["reload"]:
+            config["reload"] = True
+        run_gunicorn(config)

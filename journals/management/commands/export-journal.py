@@ -1,4 +1,11 @@
-"""openchargeback export-journal -p YYYY-MM [-f gl|summary|detail|NAME] [-o PATH] [--format json]"""
+"""openchargeback export-journal -p YYYY-MM [-f gl|summary|detail|default|standard|NAME] [-o PATH]
+[--include-flagged] [--format text|json|NAME]
+
+Without -o the file is written to the journal folder (output.journal_dir of config.yaml,
+OPENCHARGEBACK_JOURNAL_DIR) as journal_{period}_{YYYYmmdd_HHMMSS}.csv, as the original does, and
+its absolute path is printed. `--format NAME` names the layout too (the original's spelling);
+`--format json` still asks for a JSON document.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +15,8 @@ from typing import Any
 
 from django.core.management.base import CommandParser
 
-from billing.selectors import validate_period
-from chargeback.commands import ReportingCommand, UsageError
+from billing.selectors import period_get, period_summary, validate_period
+from chargeback.commands import FORMATS, ReportingCommand, UsageError
 from journals import selectors, services
 
 
@@ -18,9 +25,10 @@ class Command(ReportingCommand):
         "Export the general-ledger journal of a period, built from its current statements: one debit per "
         "PI fund/org and source, one credit per source. Refused, with every reason, when it would be "
         "wrong (statements missing or stale, debits ≠ credits, a fund/org the split regex cannot split, "
-        "an invalid account code). The file is kept (see the admin's journal exports); -o also writes "
-        "a copy."
+        "an invalid account code). The file is kept (see the admin's journal exports) and written to the "
+        "journal folder, or to -o PATH."
     )
+    format_also_names = "journal layout"
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("-p", "--period", required=True, help="billing period YYYY-MM")
@@ -28,29 +36,42 @@ class Command(ReportingCommand):
             "-f",
             "--journal-format",
             dest="journal_format",
-            default="gl",
+            default=None,
             metavar="gl|summary|detail|NAME",
-            help="layout: gl (default), summary, detail or the name of a custom journal format",
+            help="layout: gl (default), summary, detail or the name of a custom journal format; the "
+            "original's default and standard are summary (one row per PI × project × service)",
         )
         parser.add_argument(
             "-o",
             "--output",
             metavar="PATH",
-            help="also write the file here (a directory, a file, or - for stdout)",
+            help="write the file here (a directory, a file, or - for stdout) instead of the journal folder",
+        )
+        parser.add_argument(
+            "--include-flagged",
+            action="store_true",
+            help="accepted for the original's scripts; flagged charges are never journaled (they are held "
+            "back from statements): says how much is held back",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
         period = validate_period(options["period"])
+        layout = options["journal_format"]
+        if options["format"] not in FORMATS:
+            if layout and layout != options["format"]:
+                raise UsageError(f"two layouts given: -f {layout} and --format {options['format']}")
+            layout = options["format"]
         output = options.get("output")
         if output == "-" and self.is_json:
             raise UsageError("-o - prints the journal on stdout, which --format json needs for its document")
-        export = services.journal_export(period=period, format=options["journal_format"])
-        written = ""
-        if output:
-            written = self._copy(export, output)
+        export = services.journal_export(period=period, format=layout or "gl")
+        written = self._copy(export, output) if output else str(services.journal_export_save(export=export))
+        held_back = self._held_back(period) if options["include_flagged"] else None
         if self.is_json:
             document = selectors.export_summary(export)
-            document["output"] = written or None
+            document["output"] = written
+            if held_back is not None:
+                document["held_back"] = held_back
             self.emit({"export": document})
             return
         if output == "-":
@@ -61,9 +82,19 @@ class Command(ReportingCommand):
             f"credits {self.fmt(export.credit_total)}, from {export.statement_count:,} statement"
             f"{'' if export.statement_count == 1 else 's'}"
         )
-        self.line(f"  kept as   {export.file.name}")
-        if written:
-            self.line(f"  written   {written}")
+        self.line(f"  kept as   {export.file.name} (the admin's journal exports)")
+        self.line(f"Journal exported to: {written}")
+
+    def _held_back(self, period: str) -> dict[str, Any]:
+        """--include-flagged: the original journaled flagged charges; here they wait for review."""
+        summary = period_summary(period_get(period))
+        if summary.flagged:
+            self.stderr.write(
+                f"warning: --include-flagged: {summary.flagged:,} flagged charge"
+                f"{'' if summary.flagged == 1 else 's'} ({self.fmt(summary.flagged_billed)}) are on no statement, "
+                f"so not in the journal; approve them (review approve --period {period}) and generate again"
+            )
+        return {"charges": summary.flagged, "billed": self.money(summary.flagged_billed)}
 
     def _copy(self, export: Any, output: str) -> str:
         with export.file.open("rb") as source:
@@ -76,4 +107,4 @@ class Command(ReportingCommand):
             target.parent.mkdir(parents=True, exist_ok=True)
             with open(target, "wb") as out:
                 shutil.copyfileobj(source, out)
-        return str(target)
+        return str(target.resolve())

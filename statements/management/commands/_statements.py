@@ -6,12 +6,13 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import CommandParser
 
-from chargeback.commands import ReportingCommand
+from chargeback.commands import ProgressBar, ReportingCommand
 from chargeback.errors import Refused
 from statements import selectors, services, tasks
 from statements.models import Delivery, Statement
@@ -25,37 +26,6 @@ def plural(n: int, word: str, many: str | None = None) -> str:
 # --- running and waiting ------------------------------------------------------------------------
 
 
-class ProgressBar:
-    """A one-line bar on stderr, drawn only on a terminal."""
-
-    def __init__(self, stream: Any, total: int, enabled: bool) -> None:
-        self.stream = stream
-        self.total = total
-        self.enabled = enabled and total > 0 and hasattr(stream, "isatty") and stream.isatty()
-        self.done = 0
-        self._last = ""
-
-    def update(self, done: int, detail: str = "") -> None:
-        self.done = min(done, self.total)
-        if not self.enabled:
-            return
-        width = 30
-        filled = int(width * self.done / self.total) if self.total else width
-        text = f"\r[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} {detail}"
-        if text != self._last:
-            self.stream.write(text.ljust(78))
-            self.stream.flush()
-            self._last = text
-
-    def advance(self, units: int, detail: str = "") -> None:
-        self.update(self.done + units, detail)
-
-    def finish(self) -> None:
-        if self.enabled and self._last:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
 @dataclass
 class RunReport:
     """What rendering and sending achieved."""
@@ -66,6 +36,19 @@ class RunReport:
     failed: list[Delivery] = field(default_factory=list)
     unfinished: list[Delivery] = field(default_factory=list)
     waited: bool = True
+
+
+def warn_if_emails_go_to_files(cmd: ReportingCommand) -> None:
+    """Say loudly, on stderr, when statement emails will not reach a mail server, and where they go."""
+    backend = settings.EMAIL_BACKEND
+    if backend.endswith("filebased.EmailBackend"):
+        where = Path(settings.EMAIL_FILE_PATH).resolve()
+        cmd.stderr.write(
+            f"warning: emails are written as files in {where}, not sent to a mail server "
+            "(dev_mode: true, or no smtp settings in config.yaml / EMAIL_URL)"
+        )
+    elif backend.endswith("console.EmailBackend"):
+        cmd.stderr.write("warning: emails are printed on the console, not sent to a mail server")
 
 
 def add_wait_arguments(parser: CommandParser) -> None:
@@ -191,7 +174,6 @@ def generate_json(cmd: ReportingCommand, outcome: GenerateOutcome) -> dict[str, 
     return {
         "period": outcome.period,
         "dry_run": outcome.dry_run,
-        "closed_period": outcome.closed_period,
         "pi": outcome.pi_email,
         "currency": outcome.currency,
         "counts": {
@@ -227,11 +209,6 @@ def generate_json(cmd: ReportingCommand, outcome: GenerateOutcome) -> dict[str, 
 
 
 def generate_text(cmd: ReportingCommand, outcome: GenerateOutcome) -> None:
-    if outcome.closed_period:
-        if outcome.dry_run:
-            cmd.line(f"Period {outcome.period} is open: generate would close it first.")
-        else:
-            cmd.line(f"Period {outcome.period} was open: closed it (no more imports) before generating.")
     counts = [
         f"{outcome.count('new')} new",
         f"{outcome.count('revised')} revised",

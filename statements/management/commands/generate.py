@@ -1,4 +1,7 @@
-"""openchargeback generate -p YYYY-MM [--dry-run] [--send] [--pi EMAIL] [--no-wait] [--timeout S]"""
+"""openchargeback generate -p YYYY-MM [--dry-run] [--send] [--pi EMAIL] [--no-wait] [--timeout S]
+
+`--dry-run` issues nothing: it prints what would be issued and renders preview PDFs, marked DRAFT
+on every page, into a preview folder it names (preview/YYYY-MM in the PDF folder)."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from django.core.management.base import CommandParser
 from billing.selectors import validate_period
 from chargeback.commands import AlreadyReported, ReportingCommand
 from statements import services
+from statements.previews import statements_preview
 
 from ._statements import (
     add_wait_arguments,
@@ -20,6 +24,7 @@ from ._statements import (
     report_json,
     report_text,
     run_and_wait,
+    warn_if_emails_go_to_files,
 )
 
 
@@ -27,15 +32,17 @@ class Command(ReportingCommand):
     help = (
         "Issue the statements of a period (one per PI × project) from its ok and approved charges, and "
         "render their PDFs; --send also emails each PI their statements. Idempotent: unchanged statements "
-        "keep their version, changed ones get a new version. An open period is closed first; a finalized "
-        "one cannot be regenerated."
+        "keep their version, changed ones get a new version. The period's state is left alone; a "
+        "finalized one cannot be regenerated. --dry-run renders DRAFT previews and issues nothing."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("-p", "--period", required=True, help="billing period YYYY-MM")
         parser.add_argument("--pi", metavar="EMAIL", help="only this PI's statements")
         parser.add_argument(
-            "--dry-run", action="store_true", help="write nothing; print what would be issued"
+            "--dry-run",
+            action="store_true",
+            help="issue nothing: print what would be issued, render DRAFT previews into a preview folder",
         )
         parser.add_argument("--send", action="store_true", help="email each PI with unsent statements")
         add_wait_arguments(parser)
@@ -46,10 +53,19 @@ class Command(ReportingCommand):
             period=period, pi_email=options["pi"], dry_run=options["dry_run"]
         )
         if outcome.dry_run:
+            preview = statements_preview(outcome=outcome)
             if self.is_json:
-                self.emit(generate_json(self, outcome))
+                document = generate_json(self, outcome)
+                document["preview"] = {
+                    "folder": str(preview.folder),
+                    "files": [p.name for p in preview.files],
+                }
+                self.emit(document)
             else:
                 generate_text(self, outcome)
+                self.line(
+                    f"Preview PDFs, marked DRAFT (nothing issued): {len(preview.files):,} in {preview.folder}"
+                )
             return
 
         if not self.is_json:
@@ -60,6 +76,8 @@ class Command(ReportingCommand):
             if not self.is_json:
                 queue_text(self, queue)
         delivery_ids = [d.pk for d in queue.to_send] if queue else []
+        if delivery_ids:
+            warn_if_emails_go_to_files(self)
         report = run_and_wait(
             self, outcome.to_render, delivery_ids, wait=not options["no_wait"], timeout=options["timeout"]
         )

@@ -18,6 +18,7 @@ from ._statements import (
     report_json,
     report_text,
     run_and_wait,
+    warn_if_emails_go_to_files,
 )
 
 
@@ -42,6 +43,8 @@ class Command(ReportingCommand):
         if not self.is_json:
             queue_text(self, queue)
         delivery_ids = [d.pk for d in queue.to_send]
+        if delivery_ids:
+            warn_if_emails_go_to_files(self)
         # PDFs still missing (an interrupted generate) render in parallel ahead of the emails.
         unrendered = list(
             selectors.current_statements(period_get(period), pi_email=options["pi"])
