@@ -3,6 +3,7 @@ so the CLI, the admin, tasks and tests get the same behaviour."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import getpass
 import hashlib
@@ -15,7 +16,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -27,6 +28,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.services import pi_users_ensure
+from chargeback import storage
 from chargeback.errors import Refused
 
 from . import selectors
@@ -297,11 +299,15 @@ def import_file(
     actor_name: str = "",
     original_name: str | None = None,
     rated: RatedImport | None = None,
+    replaces: Iterable[int] | None = None,
 ) -> ImportOutcome:
     """Import one FOCUS file all or nothing. Raises Refused/IngestError; a real run that fails
     leaves only its failed Import record. `rated`: the file is rated usage (billing.rating), which
-    says which imports it replaces and records how its charges were priced."""
+    says which imports it replaces and records how its charges were priced. `replaces`: supersede
+    exactly these imports (of the file's source and period) instead of following `append`, as a
+    collection point does for a re-delivered object."""
     path = Path(path)
+    replaces = list(replaces) if replaces is not None else None
     source_obj = source if isinstance(source, Source) else selectors.source_get(source)
     if period:
         period = selectors.validate_period(period)
@@ -309,7 +315,9 @@ def import_file(
         raise IngestError(f"file not found: {path}")
     name = original_name or path.name
     if dry_run:
-        return _import_dry_run(path, source_obj, period, append, force, pipeline.sha256_of(path), name, rated)
+        return _import_dry_run(
+            path, source_obj, period, append, force, pipeline.sha256_of(path), name, rated, replaces
+        )
     sha256 = _BackgroundSha256(path)
     record = import_create(
         path=path,
@@ -321,7 +329,16 @@ def import_file(
         original_name=name,
         defer_hash=True,
     )
-    return import_execute(import_id=record.pk, period=period, force=force, pending_sha256=sha256, rated=rated)
+    return import_execute(
+        import_id=record.pk,
+        period=period,
+        force=force,
+        pending_sha256=sha256,
+        rated=rated,
+        replaces=replaces,
+        # On object storage the file just stored is read here rather than downloaded again.
+        local_path=None if storage.is_local(record.file.storage) else path,
+    )
 
 
 def _refuse_duplicate(
@@ -445,6 +462,7 @@ def _import_dry_run(
     sha: str,
     name: str,
     rated: RatedImport | None = None,
+    replaces: Iterable[int] | None = None,
 ) -> ImportOutcome:
     _refuse_duplicate(sha, force)
     outcome = ImportOutcome(file_name=name, source=source.slug, dry_run=True)
@@ -453,7 +471,7 @@ def _import_dry_run(
             record = Import.objects.create(
                 source=source, original_name=name, sha256=sha, append=append, status=Import.Status.RUNNING
             )
-            _run_import(record, period, outcome, path=path, rated=rated)
+            _run_import(record, period, outcome, path=path, rated=rated, replaces=replaces)
             raise _DryRunRollback
     except _DryRunRollback:
         pass
@@ -469,10 +487,13 @@ def import_execute(
     force: bool = False,
     pending_sha256: Any = None,
     rated: RatedImport | None = None,
+    replaces: Iterable[int] | None = None,
+    local_path: Path | None = None,
 ) -> ImportOutcome:
     """Run a pending import. On failure the Import is marked failed with its errors; nothing else stays.
 
     A duplicate found by a hash computed in the background removes the new Import altogether.
+    `local_path`: a file on this host with the stored copy's bytes, read instead of the copy.
     """
     record = Import.objects.select_related("source").get(pk=import_id)
     if record.status not in (Import.Status.PENDING, Import.Status.FAILED):
@@ -486,7 +507,16 @@ def import_execute(
         with transaction.atomic():
             if pending_sha256 is None:
                 _refuse_duplicate(record.sha256, force, exclude=record.pk)
-            _run_import(record, period, outcome, pending_sha256=pending_sha256, force=force, rated=rated)
+            _run_import(
+                record,
+                period,
+                outcome,
+                path=local_path,
+                pending_sha256=pending_sha256,
+                force=force,
+                rated=rated,
+                replaces=replaces,
+            )
     except _DuplicateImport:
         record.file.delete(save=False)
         Import.objects.filter(pk=record.pk).delete()
@@ -565,17 +595,15 @@ def _run_import(
     pending_sha256: Any = None,
     force: bool = False,
     rated: RatedImport | None = None,
+    replaces: Iterable[int] | None = None,
 ) -> None:
     """The work of an import, inside the caller's transaction."""
     from .rating import ingest as rating_ingest
 
     started = time.perf_counter()
     settings = selectors.billing_settings_get()
-    if path is None:
-        if not record.file:
-            raise IngestError(f"import #{record.pk} has no stored file")
-        path = Path(record.file.path)
-    parsed = pipeline.parse_file(path, settings, record.original_name)
+    with _file_to_read(record, path) as local_path:
+        parsed = pipeline.parse_file(local_path, settings, record.original_name)
     outcome.timings["parse"] = time.perf_counter() - started
     if pending_sha256 is not None:
         # Hashed on the other core during the parse; checked before anything is written.
@@ -590,6 +618,8 @@ def _run_import(
 
     if rated is not None:  # rated usage replaces exactly the imports of its earlier rating
         replaced = list(selectors.current_imports(record.source, period_obj).filter(pk__in=rated.replaces))
+    elif replaces is not None:
+        replaced = list(selectors.current_imports(record.source, period_obj).filter(pk__in=list(replaces)))
     elif record.append:
         replaced = []
     else:
@@ -673,6 +703,18 @@ def _run_import(
     outcome.decisions_carried = decisions
     outcome.warnings = warnings
     outcome.seconds = time.perf_counter() - started
+
+
+@contextlib.contextmanager
+def _file_to_read(record: Import, path: Path | None) -> Iterator[Path]:
+    """The file the import reads: the path given, else the stored copy (downloaded from object storage)."""
+    if path is not None:
+        yield path
+        return
+    if not record.file:
+        raise IngestError(f"import #{record.pk} has no stored file")
+    with storage.local_copy(record.file) as local_path:
+        yield local_path
 
 
 def _delete_charges_of(imports: list[Import]) -> None:

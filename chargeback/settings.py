@@ -14,6 +14,7 @@ import environ
 from celery.schedules import crontab
 
 from chargeback.logging import build_logging
+from chargeback.storage import storages_setting
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -130,10 +131,12 @@ STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 STATICFILES_DIRS = [BASE_DIR / "static"]  # project-wide assets: the admin's CSS, upload script
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(DATA_DIR / "media")))
-STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
-}
+# Media (stored imports, PDFs, journals): the local folder, or S3-compatible object storage shared
+# by web and worker hosts with OPENCHARGEBACK_STORAGE_URL=s3://bucket/prefix (chargeback/storage.py).
+OPENCHARGEBACK_STORAGE_URL = env.str("OPENCHARGEBACK_STORAGE_URL", default="")
+STORAGES = storages_setting(
+    OPENCHARGEBACK_STORAGE_URL, dict(os.environ), "whitenoise.storage.CompressedStaticFilesStorage"
+)
 
 # Email: EMAIL_URL (smtp://user:pass@host:587/?tls=True); default writes .eml files for inspection.
 if env.str("EMAIL_URL", default=""):
