@@ -7,6 +7,7 @@ SQLite, media and dev emails under OPENCHARGEBACK_DATA_DIR (./instance), Celery 
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
 
@@ -164,6 +165,16 @@ CELERY_BEAT_SCHEDULE = {
         ),
     },
 }
+# Collection points (billing/collection): beat collects new exports every this many minutes (0: never;
+# `openchargeback collect` still runs by hand or from cron). A local file modified in the last
+# OPENCHARGEBACK_COLLECT_SETTLE_SECONDS may still be being written: it waits for the next run.
+OPENCHARGEBACK_COLLECT_MINUTES = env.int("OPENCHARGEBACK_COLLECT_MINUTES", default=60)
+OPENCHARGEBACK_COLLECT_SETTLE_SECONDS = env.int("OPENCHARGEBACK_COLLECT_SETTLE_SECONDS", default=60)
+if OPENCHARGEBACK_COLLECT_MINUTES > 0:
+    CELERY_BEAT_SCHEDULE["collect-exports"] = {
+        "task": "billing.collect_exports",
+        "schedule": dt.timedelta(minutes=OPENCHARGEBACK_COLLECT_MINUTES),
+    }
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 # A task whose worker dies mid-run is delivered again (every task is idempotent); the broker hands

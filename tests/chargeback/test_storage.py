@@ -178,7 +178,6 @@ def test_statement_pdfs_and_journals_are_objects_downloaded_through_the_applicat
 
 
 def test_local_copy_and_media_names_walk_the_bucket(s3_media, tmp_path):
-    server, bucket = s3_media
     from django.core.files.base import ContentFile
 
     names = ["a/b/one.csv", "a/two.csv.gz", "three.pdf"]
