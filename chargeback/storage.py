@@ -18,7 +18,7 @@ import contextlib
 import datetime as dt
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -36,7 +36,7 @@ SPOOL_BYTES = 16 * 1024 * 1024
 COPY_CHUNK = 1024 * 1024
 
 
-def storage_options_from_url(url: str, environ: dict[str, str]) -> dict[str, Any]:
+def storage_options_from_url(url: str, environ: Mapping[str, str]) -> dict[str, Any]:
     """django-storages S3Storage options for `s3://bucket/prefix`, with the endpoint, region and
     addressing style from the environment (credentials are left to boto3's own lookup)."""
     parts = urlsplit(url)
@@ -64,7 +64,7 @@ def storage_options_from_url(url: str, environ: dict[str, str]) -> dict[str, Any
     return options
 
 
-def storages_setting(url: str, environ: dict[str, str], staticfiles_backend: str) -> dict[str, Any]:
+def storages_setting(url: str, environ: Mapping[str, str], staticfiles_backend: str) -> dict[str, Any]:
     """The STORAGES setting: the local folder without a URL, S3 with one."""
     storages: dict[str, Any] = {
         "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
