@@ -127,7 +127,7 @@ def test_an_import_whose_stored_copy_is_missing_fails_with_a_clear_message(s3_me
     assert record.status == Import.Status.FAILED and "internal error" in record.error_message
 
 
-def test_usage_files_are_stored_in_the_bucket_and_re_rated_from_it(s3_media, tmp_path, db):
+def test_usage_files_are_stored_in_the_bucket_and_re_rated_from_it(s3_media, tmp_path, admin_client):
     server, bucket = s3_media
     SourceFactory(slug="hpc")
     services.account_mapping_set(
@@ -142,6 +142,9 @@ def test_usage_files_are_stored_in_the_bucket_and_re_rated_from_it(s3_media, tmp
     outcome = rating.usage_rate(kind="slurm", path=sacct, period="2025-09", source="hpc", now=after)
     usage_file = UsageFile.objects.get(pk=outcome.usage_file_id)
     assert server.read(bucket, f"media/{usage_file.file.name}") == sacct.read_bytes()
+
+    response = admin_client.get(f"/admin/billing/usagefile/{usage_file.pk}/download/")
+    assert response.status_code == 200 and streamed(response) == sacct.read_bytes()
 
     rating.rate_add(source="hpc", unit="core-hour", price="0.0300", effective_from="2025-09")
     rerated = rating.usage_rerate(period="2025-09", reason="new rate", now=after)
