@@ -100,17 +100,14 @@ def filesystem(point: CollectionPoint) -> Any:
     if problem:
         raise Refused(problem)
     options: dict[str, Any] = {"skip_instance_cache": True}
+    if point.kind != Kind.LOCAL:
+        options["use_listings_cache"] = False
     if point.kind == Kind.S3:
         endpoint = (
             point.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
         )
         if endpoint:
             options["endpoint_url"] = endpoint
-        options["use_listings_cache"] = False
-    elif point.kind == Kind.AZURE:
-        options["use_listings_cache"] = False
-    elif point.kind == Kind.GCS:
-        options["cache_timeout"] = 0
     return fsspec.filesystem(PROTOCOLS[point.kind], **options)
 
 

@@ -325,6 +325,25 @@ def test_azure_and_gcs_libraries_are_installed():
         assert locations.library_problem(kind) == ""
 
 
+def test_each_kind_gets_its_fsspec_file_system_with_credentials_from_the_environment(aws, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    s3 = locations.filesystem(CollectionPoint(kind="s3", location="s3://b/p", source=aws))
+    assert type(s3).__name__ == "S3FileSystem" and s3.endpoint_url == "http://127.0.0.1:9"
+    own = locations.filesystem(
+        CollectionPoint(kind="s3", location="s3://b/p", source=aws, endpoint_url="http://127.0.0.1:8")
+    )
+    assert own.endpoint_url == "http://127.0.0.1:8"
+    monkeypatch.setenv(
+        "AZURE_STORAGE_CONNECTION_STRING",
+        "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=a2V5;EndpointSuffix=core.windows.net",
+    )
+    azure = locations.filesystem(CollectionPoint(kind="azure", location="az://c/p", source=aws))
+    assert type(azure).__name__ == "AzureBlobFileSystem" and "AccountName=acct" in azure.connection_string
+    local = locations.filesystem(CollectionPoint(kind="local", location="/srv", source=aws))
+    assert type(local).__name__ == "LocalFileSystem"
+    # GCS is not built here: without credentials gcsfs would ask the VM's metadata server.
+
+
 def test_azure_and_gcs_points_list_and_fetch_through_fsspec(aws, monkeypatch):
     """adlfs and gcsfs are fsspec file systems: the same listing and fetching serve them. A memory
     file system stands in for the stores here, answering with their info fields."""
