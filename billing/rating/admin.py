@@ -9,7 +9,7 @@ from auditlog.mixins import AuditlogHistoryAdminMixin
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
@@ -18,6 +18,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from billing.admin import CurrencyAdminMixin, ReadOnlyAdminMixin, money, money_cell
+from billing.views import stored_file_response
 from chargeback.errors import Refused
 
 from . import selectors, services
@@ -245,13 +246,7 @@ class UsageFileAdmin(CurrencyAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
         if not self.has_view_permission(request):
             raise PermissionDenied
         usage = get_object_or_404(UsageFile, pk=object_id)
-        if not usage.file:
-            raise Http404("this usage file has no stored copy")
-        try:
-            handle = usage.file.open("rb")
-        except FileNotFoundError:
-            raise Http404("the stored file is missing") from None
-        return FileResponse(handle, as_attachment=True, filename=usage.original_name)
+        return stored_file_response(usage.file, usage.original_name)
 
     def rerate_view(self, request: HttpRequest) -> HttpResponse:
         """Rate an open period's usage files again with today's rates and subsidies (logged)."""
