@@ -1121,6 +1121,12 @@ class ImportAdmin(CurrencyAdminMixin, LargeTableAdminMixin, admin.ModelAdmin):
     def download_view(self, request: HttpRequest, object_id: str) -> HttpResponseBase:
         return views.import_download(request, self, object_id)
 
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        from .collection.selectors import collection_problems
+
+        context = {"collection_problems": collection_problems(), **(extra_context or {})}
+        return super().changelist_view(request, context)
+
     def change_view(
         self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: dict | None = None
     ) -> HttpResponse:
@@ -1408,4 +1414,5 @@ class AccountMappingAdmin(admin.ModelAdmin):
 
 
 # Rates, subsidies, usage files and re-ratings (billing/rating) register their own screens.
+from .collection import admin as collection_admin  # noqa: E402, F401
 from .rating import admin as rating_admin  # noqa: E402, F401

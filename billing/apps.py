@@ -24,5 +24,6 @@ class BillingConfig(AppConfig):
             models.Subsidy,
             models.UsageFile,
             models.Rerate,
+            models.CollectionPoint,
         ):
             auditlog.register(model)

@@ -457,6 +457,7 @@ class ReviewLog(models.Model):
 
 # Rates, subsidies and rated usage live in their own package (billing/rating); their models belong
 # to this app, so they are imported here for Django to find them.
+from .collection.models import CollectedObject, CollectionPoint  # noqa: E402
 from .rating.models import (  # noqa: E402
     ChargeRating,
     ChargeSubsidy,
@@ -475,6 +476,8 @@ __all__ = [
     "ChargeFlag",
     "ChargeRating",
     "ChargeSubsidy",
+    "CollectedObject",
+    "CollectionPoint",
     "FlagReason",
     "FlagRule",
     "Import",

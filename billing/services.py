@@ -3,6 +3,7 @@ so the CLI, the admin, tasks and tests get the same behaviour."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import getpass
 import hashlib
@@ -15,7 +16,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -28,6 +29,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.services import pi_users_ensure
+from chargeback import storage
 from chargeback.errors import Refused
 
 from . import selectors
@@ -336,6 +338,7 @@ def import_file(
     original_name: str | None = None,
     create_source: bool = False,
     rated: RatedImport | None = None,
+    replaces: Iterable[int] | None = None,
 ) -> ImportOutcome:
     """Import one FOCUS file all or nothing. Raises Refused/IngestError; a real run that fails
     leaves only its failed Import record.
@@ -344,13 +347,15 @@ def import_file(
       is split, one Import per period); with it every row goes there, rows of other months
       flagged "billing period mismatch".
     - Earlier imports of the source and period(s): a file of another name adds to them; the same
-      file name again supersedes that file's earlier import; `replace` supersedes every one of them.
+      file name again supersedes that file's earlier import; `replace` supersedes every one of them;
+      `replaces` supersedes exactly those imports (a collection point's re-delivered object).
       The same bytes again are refused (AlreadyImported) unless `force`.
     - With `create_source` a source named for the first time is created (and kept, with the failed
       Import, if the file is refused); a dry run creates nothing.
     - `rated`: the file is rated usage (billing.rating), which says which imports it replaces and
       records how its charges were priced."""
     path = Path(path)
+    replaces = list(replaces) if replaces is not None else None
     if period:
         period = selectors.validate_period(period)
     if isinstance(source, str) and create_source:
@@ -361,7 +366,9 @@ def import_file(
         raise IngestError(f"file not found: {path}")
     name = original_name or path.name
     if dry_run:
-        return _import_dry_run(path, source, period, replace, force, pipeline.sha256_of(path), name, rated)
+        return _import_dry_run(
+            path, source, period, replace, force, pipeline.sha256_of(path), name, rated, replaces
+        )
     source_obj, created = source_ensure(name=source) if isinstance(source, str) else (source, False)
     sha256 = _BackgroundSha256(path)
     record = import_create(
@@ -375,7 +382,14 @@ def import_file(
         defer_hash=True,
     )
     outcome = import_execute(
-        import_id=record.pk, period=period, force=force, pending_sha256=sha256, rated=rated
+        import_id=record.pk,
+        period=period,
+        force=force,
+        pending_sha256=sha256,
+        rated=rated,
+        replaces=replaces,
+        # On object storage the file just stored is read here rather than downloaded again.
+        local_path=None if storage.is_local(record.file.storage) else path,
     )
     outcome.source_created = created
     return outcome
@@ -514,6 +528,7 @@ def _import_dry_run(
     sha: str,
     name: str,
     rated: RatedImport | None = None,
+    replaces: Iterable[int] | None = None,
 ) -> ImportOutcome:
     _refuse_duplicate(sha, force)
     outcome = ImportOutcome(file_name=name, source="", dry_run=True)
@@ -525,7 +540,7 @@ def _import_dry_run(
             record = Import.objects.create(
                 source=source, original_name=name, sha256=sha, replace=replace, status=Import.Status.RUNNING
             )
-            _run_import(record, period, outcome, path=path, rated=rated)
+            _run_import(record, period, outcome, path=path, rated=rated, replaces=replaces)
             raise _DryRunRollback
     except _DryRunRollback:
         pass
@@ -543,10 +558,13 @@ def import_execute(
     force: bool = False,
     pending_sha256: Any = None,
     rated: RatedImport | None = None,
+    replaces: Iterable[int] | None = None,
+    local_path: Path | None = None,
 ) -> ImportOutcome:
     """Run a pending import. On failure the Import is marked failed with its errors; nothing else stays.
 
     A duplicate found by a hash computed in the background removes the new Import altogether.
+    `local_path`: a file on this host with the stored copy's bytes, read instead of the copy.
     """
     record = Import.objects.select_related("source").get(pk=import_id)
     if record.status not in (Import.Status.PENDING, Import.Status.FAILED):
@@ -565,7 +583,16 @@ def import_execute(
         with transaction.atomic():
             if pending_sha256 is None:
                 _refuse_duplicate(record.sha256, force, exclude=record.pk)
-            _run_import(record, period, outcome, pending_sha256=pending_sha256, force=force, rated=rated)
+            _run_import(
+                record,
+                period,
+                outcome,
+                path=local_path,
+                pending_sha256=pending_sha256,
+                force=force,
+                rated=rated,
+                replaces=replaces,
+            )
     except _DuplicateImport:
         record.file.delete(save=False)
         Import.objects.filter(pk=record.pk).delete()
@@ -644,17 +671,15 @@ def _run_import(
     pending_sha256: Any = None,
     force: bool = False,
     rated: RatedImport | None = None,
+    replaces: Iterable[int] | None = None,
 ) -> None:
     """The work of an import, inside the caller's transaction."""
     from .rating import ingest as rating_ingest
 
     started = time.perf_counter()
     settings = selectors.billing_settings_get()
-    if path is None:
-        if not record.file:
-            raise IngestError(f"import #{record.pk} has no stored file")
-        path = Path(record.file.path)
-    parsed = pipeline.parse_file(path, settings, record.original_name)
+    with _file_to_read(record, path) as local_path:
+        parsed = pipeline.parse_file(local_path, settings, record.original_name)
     outcome.timings["parse"] = time.perf_counter() - started
     if pending_sha256 is not None:
         # Hashed on the other core during the parse; checked before anything is written.
@@ -665,14 +690,10 @@ def _run_import(
     periods = {part.period: _period_for_import(part.period, record) for part in parts}
     # One Import per period: this one for the first part, one more for each other period.
     records = [record] + [_import_part_of(record) for _part in parts[1:]]
-    if rated is not None:  # rated usage replaces exactly the imports of its earlier rating
-        replaced = list(
-            Import.objects.filter(
-                pk__in=rated.replaces, period__in=list(periods.values()), status=Import.Status.COMPLETED
-            ).order_by("id")
-        )
-    else:
-        replaced = _imports_replaced(record, [r.pk for r in records], list(periods.values()))
+    # Rated usage replaces exactly the imports of its earlier rating, a collected object those of
+    # its earlier versions; any other file follows its name (or `replace`).
+    only = rated.replaces if rated is not None else replaces
+    replaced = _imports_replaced(record, [r.pk for r in records], list(periods.values()), only=only)
     outcome.mode = "replaced" if record.replace and replaced else "superseded" if replaced else "added"
     carried: dict[int, dict[tuple, list[pipeline.CarriedDecision]]] = {}
     if replaced:
@@ -802,15 +823,21 @@ def _import_part_of(record: Import) -> Import:
     )
 
 
-def _imports_replaced(record: Import, own_ids: list[int], periods: list[BillingPeriod]) -> list[Import]:
-    """The earlier imports this one supersedes in its periods: those of the same file name, or with
-    `replace` all of the source's. A file is superseded whole: the parts it has in other periods
-    go with it, so those periods must be open too."""
-    earlier = Import.objects.filter(
-        source=record.source, period__in=periods, status=Import.Status.COMPLETED
-    ).exclude(pk__in=own_ids)
-    if not record.replace:
-        earlier = earlier.filter(original_name=record.original_name)
+def _imports_replaced(
+    record: Import, own_ids: list[int], periods: list[BillingPeriod], *, only: list[int] | None = None
+) -> list[Import]:
+    """The earlier imports this one supersedes: `only` those when given, else those of the same
+    file name in its periods, or with `replace` all of the source's there. A file is superseded
+    whole: the parts it has in other periods go with it, so those periods must be open too."""
+    if only is not None:
+        earlier = Import.objects.filter(pk__in=only, status=Import.Status.COMPLETED)
+    else:
+        earlier = Import.objects.filter(
+            source=record.source, period__in=periods, status=Import.Status.COMPLETED
+        )
+        if not record.replace:
+            earlier = earlier.filter(original_name=record.original_name)
+    earlier = earlier.exclude(pk__in=own_ids)
     groups = {i.part_of_id or i.pk for i in earlier}
     if not groups:
         return []
@@ -831,6 +858,18 @@ def _imports_replaced(record: Import, own_ids: list[int], periods: list[BillingP
                 )
             locked.add(other.period_id)
     return replaced
+
+
+@contextlib.contextmanager
+def _file_to_read(record: Import, path: Path | None) -> Iterator[Path]:
+    """The file the import reads: the path given, else the stored copy (downloaded from object storage)."""
+    if path is not None:
+        yield path
+        return
+    if not record.file:
+        raise IngestError(f"import #{record.pk} has no stored file")
+    with storage.local_copy(record.file) as local_path:
+        yield local_path
 
 
 def _delete_charges_of(imports: list[Import]) -> None:

@@ -15,6 +15,7 @@ from django.contrib.auth import get_user_model
 from chargeback.errors import Refused
 
 from . import selectors, services
+from .collection.tasks import collect_exports  # noqa: F401  (registered with the billing tasks)
 from .models import BillingPeriod
 
 logger = logging.getLogger(__name__)

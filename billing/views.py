@@ -824,11 +824,17 @@ def import_download(request: HttpRequest, model_admin: Any, object_id: str) -> F
     if not model_admin.has_view_permission(request):
         raise PermissionDenied
     record = get_object_or_404(Import, pk=object_id)
-    if not record.file:
-        raise Http404("this import has no stored file")
+    response = stored_file_response(record.file, record.original_name)
+    logger.info("import #%s downloaded by %s", record.pk, request.user)
+    return response
+
+
+def stored_file_response(stored: Any, filename: str) -> FileResponse:
+    """A stored file (from disk or object storage) streamed as a download; 404 when it is missing."""
+    if not stored:
+        raise Http404("no stored file")
     try:
-        handle = record.file.open("rb")
+        handle = stored.open("rb")
     except FileNotFoundError:
         raise Http404("the stored file is missing") from None
-    logger.info("import #%s downloaded by %s", record.pk, request.user)
-    return FileResponse(handle, as_attachment=True, filename=record.original_name)
+    return FileResponse(handle, as_attachment=True, filename=filename)

@@ -4,7 +4,8 @@ An archive (`.tar.gz`) holds:
 
 - `database/openchargeback.sqlite3` (SQLite online backup API) or
   `database/openchargeback.pgdump` (`pg_dump --format=custom`): a consistent snapshot;
-- `media/...`: every file under MEDIA_ROOT (stored imports, statement PDFs, journals);
+- `media/...`: every stored file (stored imports, statement PDFs, journals), from MEDIA_ROOT or
+  from object storage (chargeback/storage.py);
 - `manifest.json`, last: format, app version, database vendor, the applied migrations,
   the sha256 and size of every other member, and figures taken *from the snapshot itself*:
   row counts per table, the exact sum of every money column, and per period the charges and
@@ -47,6 +48,7 @@ from django.db.migrations.loader import MigrationLoader
 from django.db.migrations.recorder import MigrationRecorder
 from django.db.models import Count, Sum
 
+from chargeback import storage
 from chargeback.errors import Refused
 from chargeback.logging import audit
 from chargeback.money import MoneyField
@@ -333,6 +335,19 @@ def _add(tar: tarfile.TarFile, path: Path, arcname: str, files: dict[str, Any]) 
     files[arcname] = {"sha256": reader.digest.hexdigest(), "size": info.size}
 
 
+def _add_stored(tar: tarfile.TarFile, name: str, files: dict[str, Any]) -> None:
+    """A medium from object storage, streamed into the archive."""
+    media = storage.media_storage()
+    arcname = MEDIA_PREFIX + name
+    info = tarfile.TarInfo(arcname)
+    info.size, info.mode = media.size(name), 0o644
+    info.mtime = int(media.get_modified_time(name).timestamp())
+    with media.open(name, "rb") as fh:
+        reader = _HashingReader(fh)  # type: ignore[arg-type]
+        tar.addfile(info, reader)  # type: ignore[arg-type]
+    files[arcname] = {"sha256": reader.digest.hexdigest(), "size": info.size}
+
+
 def backup_create(*, path: str | Path, overwrite: bool = False) -> BackupOutcome:
     """Write one archive of the database and the media to PATH (a file, or a directory for a dated name)."""
     target = Path(path)
@@ -354,8 +369,12 @@ def backup_create(*, path: str | Path, overwrite: bool = False) -> BackupOutcome
         files: dict[str, Any] = {}
         with tarfile.open(partial, "w:gz", compresslevel=6) as tar:
             _add(tar, snapshot, member, files)
-            for file_path, arcname in _media_files(media_root):
-                _add(tar, file_path, arcname, files)
+            if storage.is_local():
+                for file_path, arcname in _media_files(media_root):
+                    _add(tar, file_path, arcname, files)
+            else:
+                for name in storage.media_names():
+                    _add_stored(tar, name, files)
             manifest = {
                 "format": FORMAT,
                 "format_version": FORMAT_VERSION,
@@ -476,7 +495,7 @@ class RestoreOutcome:
     manifest: dict[str, Any]
     media_files: int = 0
     migrated: list[str] = field(default_factory=list)
-    previous_media: Path | None = None
+    previous_media: Path | str | None = None  # a folder, or s3://bucket/prefix
 
 
 def installation_data() -> dict[str, int]:
@@ -637,7 +656,10 @@ def backup_restore(*, path: str | Path, force: bool = False, migrate: bool = Tru
             _restore_sqlite(snapshot, manifest)
         else:
             _restore_postgres(snapshot, work)
-        previous = _swap_media(work / "media", media_root)
+        if storage.is_local():
+            previous: Path | str | None = _swap_media(work / "media", media_root)
+        else:
+            previous = storage.media_replace(work / "media")
     problems = compare_stats(manifest["stats"], collect_stats())
     if problems:
         raise Refused(

@@ -11,6 +11,7 @@ OPENCHARGEBACK_DATA_DIR (./instance), Celery eager.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from celery.schedules import crontab
 
 from chargeback.config_file import ConfigFile, is_yaml, read_config
 from chargeback.logging import build_logging
+from chargeback.storage import storages_setting
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -164,10 +166,12 @@ STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 STATICFILES_DIRS = [BASE_DIR / "static"]  # project-wide assets: the admin's CSS, upload script
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(DATA_DIR / "media")))
-STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
-}
+# Media (stored imports, PDFs, journals): the local folder, or S3-compatible object storage shared
+# by web and worker hosts with OPENCHARGEBACK_STORAGE_URL=s3://bucket/prefix (chargeback/storage.py).
+OPENCHARGEBACK_STORAGE_URL = env.str("OPENCHARGEBACK_STORAGE_URL", default="")
+STORAGES = storages_setting(
+    OPENCHARGEBACK_STORAGE_URL, dict(os.environ), "whitenoise.storage.CompressedStaticFilesStorage"
+)
 
 # Email: EMAIL_URL (smtp://user:pass@host:587/?tls=True), else config.yaml's smtp (or dev_mode:
 # files in output.email_dir); the default writes .eml files for inspection.
@@ -200,6 +204,16 @@ CELERY_BEAT_SCHEDULE = {
         ),
     },
 }
+# Collection points (billing/collection): beat collects new exports every this many minutes (0: never;
+# `openchargeback collect` still runs by hand or from cron). A local file modified in the last
+# OPENCHARGEBACK_COLLECT_SETTLE_SECONDS may still be being written: it waits for the next run.
+OPENCHARGEBACK_COLLECT_MINUTES = env.int("OPENCHARGEBACK_COLLECT_MINUTES", default=60)
+OPENCHARGEBACK_COLLECT_SETTLE_SECONDS = env.int("OPENCHARGEBACK_COLLECT_SETTLE_SECONDS", default=60)
+if OPENCHARGEBACK_COLLECT_MINUTES > 0:
+    CELERY_BEAT_SCHEDULE["collect-exports"] = {
+        "task": "billing.collect_exports",
+        "schedule": dt.timedelta(minutes=OPENCHARGEBACK_COLLECT_MINUTES),
+    }
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 # A task whose worker dies mid-run is delivered again (every task is idempotent); the broker hands

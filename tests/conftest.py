@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import subprocess
 import sys
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,3 +80,68 @@ def synthetic(tmp_path):
         return make_synthetic(tmp_path, name, **options)
 
     return build
+
+
+# --- a local S3-compatible server (moto's server mode, in-process) ---------------------------
+
+
+@dataclass
+class S3Server:
+    endpoint: str
+    client: Any
+
+    def bucket(self, name: str | None = None) -> str:
+        """A new, empty bucket."""
+        name = name or f"test-{uuid.uuid4().hex[:12]}"
+        self.client.create_bucket(Bucket=name)
+        return name
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        return sorted(obj["Key"] for page in pages for obj in page.get("Contents", []))
+
+    def read(self, bucket: str, key: str) -> bytes:
+        return self.client.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """One moto S3 server for the session on a free local port, with test credentials in the
+    environment (boto3, s3fs and django-storages all read them there)."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in S3_ENV.items():
+            patch.setenv(key, value)
+        for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+            patch.delenv(key, raising=False)
+        client = boto3.client("s3", endpoint_url=endpoint, region_name=S3_ENV["AWS_DEFAULT_REGION"])
+        yield S3Server(endpoint=endpoint, client=client)
+    server.stop()
+
+
+@pytest.fixture
+def s3_media(s3_server, settings, monkeypatch):
+    """Media on the local S3 server (OPENCHARGEBACK_STORAGE_URL=s3://<new bucket>/media), as a
+    site with web and worker hosts configures it. Yields (server, bucket)."""
+    from chargeback.storage import storages_setting
+
+    bucket = s3_server.bucket()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint)
+    settings.STORAGES = storages_setting(
+        f"s3://{bucket}/media", dict(os.environ), settings.STORAGES["staticfiles"]["BACKEND"]
+    )
+    yield s3_server, bucket

@@ -9,7 +9,8 @@ from auditlog.mixins import AuditlogHistoryAdminMixin
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
@@ -17,6 +18,7 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from billing.admin import CurrencyAdminMixin, ReadOnlyAdminMixin, money, money_cell
+from billing.views import stored_file_response
 from chargeback.errors import Refused
 
 from . import selectors, services
@@ -228,11 +230,23 @@ class UsageFileAdmin(CurrencyAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     def download_col(self, obj: UsageFile) -> SafeString:
         if not obj.file:
             return format_html("{}", "—")
-        return format_html('<a href="{}">download</a>', obj.file.url)
+        url = reverse("admin:billing_usagefile_download", args=[obj.pk])
+        return format_html('<a href="{}">download</a>', url)
 
     def get_urls(self) -> list[URLPattern]:
         wrap = self.admin_site.admin_view
-        return [path("rerate/", wrap(self.rerate_view), name="billing_usagefile_rerate"), *super().get_urls()]
+        return [
+            path("rerate/", wrap(self.rerate_view), name="billing_usagefile_rerate"),
+            path("<path:object_id>/download/", wrap(self.download_view), name="billing_usagefile_download"),
+            *super().get_urls(),
+        ]
+
+    def download_view(self, request: HttpRequest, object_id: str) -> FileResponse:
+        """The stored usage file, streamed through the application (from disk or object storage)."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        usage = get_object_or_404(UsageFile, pk=object_id)
+        return stored_file_response(usage.file, usage.original_name)
 
     def rerate_view(self, request: HttpRequest) -> HttpResponse:
         """Rate an open period's usage files again with today's rates and subsidies (logged)."""

@@ -69,8 +69,8 @@ from pathlib import Path
 import django
 django.setup()
 from django.apps import apps
-from django.conf import settings
 from billing import selectors
+from chargeback import storage
 from billing.models import BillingPeriod, Import
 
 def digest(model):
@@ -98,10 +98,9 @@ for period in BillingPeriod.objects.order_by("period"):
         "by_project": [[p.pi_email, p.project_code, p.fund_org, p.charges, str(p.list_total), str(p.billed_total),
                         p.flagged_count, str(p.flagged_billed)] for p in s.by_project],
     }
-root = Path(settings.MEDIA_ROOT)
-for path in sorted(root.rglob("*")) if root.is_dir() else []:
-    if path.is_file():
-        out["media"][path.relative_to(root).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
+for name in storage.media_names():  # the local folder, or object storage
+    with storage.media_storage().open(name, "rb") as fh:
+        out["media"][name] = hashlib.sha256(fh.read()).hexdigest()
 out["imports_readable"] = all(
     hashlib.sha256(i.file.open("rb").read()).hexdigest() == i.sha256 for i in Import.objects.exclude(file="")
 )

@@ -28,7 +28,7 @@ APP_SERVICES = ("web", "worker", "beat")
 _ENV_CALL = re.compile(
     r"""\benv\.(?:str|bool|int|float|list|tuple|dict|json|url|db|db_url|email_url|cache_url|path)\(\s*["']([A-Z][A-Z0-9_]*)["']"""
 )
-_OS_ENVIRON = re.compile(r"""os\.environ(?:\.get\(|\[)\s*["']([A-Z][A-Z0-9_]*)["']""")
+_OS_ENVIRON = re.compile(r"""(?:os\.)?environ(?:\.get\(|\[)\s*["']([A-Z][A-Z0-9_]*)["']""")
 _INTERPOLATION = re.compile(r"\$\{([A-Z][A-Z0-9_]*)")
 
 

@@ -44,7 +44,7 @@ def test_a_database_that_is_not_ours_is_refused_in_one_line(tmp_path):
 def test_an_unmigrated_database_says_to_migrate(tmp_path):
     cli = Cli(tmp_path)
     assert cli("migrate", "--verbosity", "0").code == 0
-    assert cli("migrate", "billing", "0004", "--verbosity", "0").code == 0  # as an older version left it
+    assert cli("migrate", "billing", "0005", "--verbosity", "0").code == 0  # as an older version left it
     aws = REFERENCE_DIR / "aws_2025-01.csv"
     result = cli("ingest", aws, "-s", "aws")  # reads the billing settings, which lack newer columns
     assert result.code == 1

@@ -25,6 +25,7 @@ from billing import selectors as billing_selectors
 from billing.ingest.pipeline import sha256_of
 from billing.models import BillingPeriod, Import, Source
 from billing.services import ImportOutcome, import_file
+from chargeback import storage as media
 from chargeback.errors import Refused
 from chargeback.money import ZERO
 
@@ -267,13 +268,14 @@ def usage_rerate(
         BillingPeriod.objects.select_for_update().get(pk=period_obj.pk)
         for usage_file in files:
             old: Import = usage_file.import_run
-            rows, summary = read_usage(
-                usage_file.kind,
-                Path(usage_file.file.path),
-                period=period_obj.period,
-                name=usage_file.original_name,
-                now=now,
-            )
+            with media.local_copy(usage_file.file) as usage_path:
+                rows, summary = read_usage(
+                    usage_file.kind,
+                    usage_path,
+                    period=period_obj.period,
+                    name=usage_file.original_name,
+                    now=now,
+                )
             rated_rows = price_usage(
                 rows, source=usage_file.source, period=period_obj.period, replaces=[old.pk]
             )
@@ -283,7 +285,7 @@ def usage_rerate(
                 kind=usage_file.kind,
                 rows=rated_rows,
                 replaces=[old.pk],
-                usage_path=Path(usage_file.file.path),
+                usage_path=Path(usage_file.file.name or ""),  # stored already: not read again
                 usage_name=usage_file.original_name,
                 sha256=usage_file.sha256,
                 summary=summary,
