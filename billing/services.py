@@ -692,7 +692,7 @@ def _run_import(
     records = [record] + [_import_part_of(record) for _part in parts[1:]]
     # Rated usage replaces exactly the imports of its earlier rating, a collected object those of
     # its earlier versions; any other file follows its name (or `replace`).
-    only = rated.replaces if rated is not None else replaces
+    only = list(rated.replaces) if rated is not None else (list(replaces) if replaces is not None else None)
     replaced = _imports_replaced(record, [r.pk for r in records], list(periods.values()), only=only)
     outcome.mode = "replaced" if record.replace and replaced else "superseded" if replaced else "added"
     carried: dict[int, dict[tuple, list[pipeline.CarriedDecision]]] = {}
