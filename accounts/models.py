@@ -24,14 +24,18 @@ class UserPreference(models.Model):
 class Invitation(models.Model):
     """A set-your-password link emailed to a portal user (PI, delegate) or a staff user.
 
-    The link is Django's password-reset token: it stops working once the password is set, and
-    after PASSWORD_RESET_TIMEOUT. Accepting it (setting the password) activates the account.
+    The link's token (accounts.tokens) stops working once the password is set, after
+    PASSWORD_RESET_TIMEOUT, and when the account is disabled. Accepting it sets the password and
+    never changes whether the account is active. Disabling an account voids its pending invitations.
     """
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="invitations")
     email = models.EmailField(help_text="Where the link was sent.")
     sent_at = models.DateTimeField()
     accepted_at = models.DateTimeField(null=True, blank=True)
+    voided_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the account was disabled before the link was used."
+    )
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

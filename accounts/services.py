@@ -2,9 +2,13 @@
 the audit records of portal downloads.
 
 Users are named by their email address (username = the address in lower case). A PI gets a portal
-user when an import first sees the PI (`pi_users_ensure`, called by billing's import): inactive,
-without a password, in the "PI" group. `invitations_send` emails a set-your-password link (Django's
-token machinery); accepting it (`invitation_accept`) sets the password and activates the account.
+user when an import first sees the PI (`pi_users_ensure`, called by billing's import): active but
+without a password (nobody can sign in as it yet), in the "PI" group. `invitations_send` emails a
+set-your-password link (accounts.tokens); accepting it (`invitation_accept`) sets the password.
+
+`is_active` means one thing: the account may be used. Only an administrator changes it
+(`user_disable`, `user_enable`); no link, invitation or single sign-on ever turns it back on, and
+disabling voids every outstanding invitation and reset link.
 """
 
 from __future__ import annotations
@@ -86,10 +90,12 @@ def normalize_email(email: str) -> str:
     return email
 
 
-def _new_user(email: str, *, active: bool, name: str = "") -> Any:
+def _new_user(email: str, *, name: str = "") -> Any:
+    """A new account without a password: active (not disabled), yet nobody can sign in as it until
+    a password is set through an invitation or single sign-on vouches for the address."""
     User = get_user_model()
     first, _, last = (name or "").strip().partition(" ")
-    user = User(username=email, email=email, is_active=active, first_name=first[:150], last_name=last[:150])
+    user = User(username=email, email=email, is_active=True, first_name=first[:150], last_name=last[:150])
     user.set_unusable_password()
     user.save()
     return user
@@ -116,9 +122,9 @@ def user_add(
 ) -> UserOutcome:
     """Create a user (or find the one with this email) and give it roles ('reviewer', 'pi', ...).
 
-    Staff roles make the user staff (active; it signs in once it has a password: `invite`). The PI
-    role links the user to the PI of that email (which must exist: PIs appear on import or through
-    an account mapping); a new PI user stays inactive until it accepts its invitation.
+    Staff roles make the user staff (it signs in once it has a password: `invite`). The PI role
+    links the user to the PI of that email (which must exist: PIs appear on import or through an
+    account mapping). A disabled account is refused: enabling it is a decision of its own.
     """
     email = normalize_email(email)
     try:
@@ -138,19 +144,15 @@ def user_add(
     user = selectors.user_for_email(email)
     created = user is None
     if user is None:
-        user = _new_user(email, active=staff, name=name or (pi.name if pi else ""))
+        user = _new_user(email, name=name or (pi.name if pi else ""))
+    elif not user.is_active:
+        raise Refused(f"the account {user.get_username()} is disabled; enable it first (`users enable`)")
     groups = roles_ensure()
     added = [n for n in names if not user.groups.filter(name=n).exists()]
     user.groups.add(*(groups[n] for n in names))
-    changed = []
     if staff and not user.is_staff:
         user.is_staff = True
-        changed.append("is_staff")
-    if staff and not user.is_active and not created:
-        user.is_active = True
-        changed.append("is_active")
-    if changed:
-        user.save(update_fields=changed)
+        user.save(update_fields=["is_staff"])
     outcome = UserOutcome(user=user, created=created, roles_added=added)
     if pi is not None:
         if pi.user_id and pi.user_id != user.pk:
@@ -172,7 +174,7 @@ def _pi_group() -> Group:
 
 
 def pi_users_ensure(*, pi_ids: Iterable[int] | None = None) -> int:
-    """Give every PI (or the given ones) that has no user an inactive portal user in the PI group;
+    """Give every PI (or the given ones) that has no user a portal user (no password yet) in the PI group;
     a user that already has the PI's email is linked instead. Returns how many PIs were linked.
     Called by billing's import for the PIs of the file, inside its transaction."""
     pis = PI.objects.filter(user__isnull=True)
@@ -197,7 +199,7 @@ def pi_users_ensure(*, pi_ids: Iterable[int] | None = None) -> int:
                 if len(email) > 150 or not selectors.EMAIL_RE.fullmatch(email):
                     logger.warning("PI %s gets no portal user: not a usable user name", pi.email)
                     continue
-                user = _new_user(email, active=False, name=pi.name)
+                user = _new_user(email, name=pi.name)
             elif user.pk in taken:
                 logger.warning("PI %s not linked: user %s belongs to another PI", pi.email, user)
                 continue
@@ -235,9 +237,12 @@ def _invitation_context(user: Any, link: str) -> dict[str, Any]:
 
 def invitation_send(*, user: Any, actor: Any = None, actor_name: str = "") -> Invitation:
     """Email a set-your-password link to the user and record it. Refused for a user without an
-    email address. The link stays valid for PASSWORD_RESET_TIMEOUT, until the password is set."""
+    email address and for a disabled account. The link stays valid for PASSWORD_RESET_TIMEOUT,
+    until the password is set or the account is disabled."""
     if not user.email:
         raise Refused(f"user {user.get_username()} has no email address")
+    if not user.is_active:
+        raise Refused(f"the account {user.get_username()} is disabled; enable it first (`users enable`)")
     link = selectors.set_password_url(user)
     context = _invitation_context(user, link)
     subject = f"{context['organization']}: your billing portal account"
@@ -306,6 +311,9 @@ def invitations_send(
             raise Refused(f"no user and no PI with email {email}; add one with `openchargeback users add`")
         targets.append(user)
     for user in targets:
+        if not user.is_active:
+            outcome.skipped.append((user.email, "account disabled"))
+            continue
         if user.has_usable_password():
             outcome.skipped.append((user.email, "already has a password"))
             continue
@@ -318,25 +326,52 @@ def invitations_send(
 
 @transaction.atomic
 def invitation_accept(*, user: Any, password: str) -> Any:
-    """Set the password of a user who followed a valid set-password link. A user invited and not
-    yet active is activated; a user deactivated by an administrator stays refused."""
+    """Set the password of a user who followed a valid set-password link (an invitation or a
+    password reset). Never changes whether the account is active: a disabled account is refused."""
     User = get_user_model()
     user = User.objects.select_for_update().get(pk=user.pk)
-    pending = Invitation.objects.filter(user=user, accepted_at__isnull=True)
-    if not user.is_active and not pending.exists():
+    if not user.is_active:
         raise Refused("this account is disabled; ask the billing team")
     try:
         validate_password(password, user)
     except ValidationError as exc:
         raise Refused(" ".join(exc.messages)) from exc
     user.set_password(password)
-    fields = ["password"]
+    user.save(update_fields=["password"])
+    Invitation.objects.filter(user=user, accepted_at__isnull=True, voided_at__isnull=True).update(
+        accepted_at=timezone.now()
+    )
+    audit("password_set", actor=user.get_username())
+    return user
+
+
+@transaction.atomic
+def user_disable(*, user: Any, actor: Any = None, actor_name: str = "") -> int:
+    """Disable an account: it can no longer sign in (its sessions end with it), and every pending
+    invitation is voided, so no link it was sent works again, even once it is enabled. Returns
+    how many invitations were voided."""
+    User = get_user_model()
+    user = User.objects.select_for_update().get(pk=user.pk)
+    if user.is_active:
+        user.is_active = False
+        user.save(update_fields=["is_active"])
+    voided = Invitation.objects.filter(user=user, accepted_at__isnull=True, voided_at__isnull=True).update(
+        voided_at=timezone.now()
+    )
+    audit("account_disabled", actor=_actor_name(actor, actor_name), user=user.get_username(), voided=voided)
+    return voided
+
+
+@transaction.atomic
+def user_enable(*, user: Any, actor: Any = None, actor_name: str = "") -> Any:
+    """Enable a disabled account again. Links sent before it was disabled stay void: send a new
+    invitation if it has no password."""
+    User = get_user_model()
+    user = User.objects.select_for_update().get(pk=user.pk)
     if not user.is_active:
         user.is_active = True
-        fields.append("is_active")
-    user.save(update_fields=fields)
-    pending.update(accepted_at=timezone.now())
-    audit("password_set", actor=user.get_username(), activated="is_active" in fields)
+        user.save(update_fields=["is_active"])
+        audit("account_enabled", actor=_actor_name(actor, actor_name), user=user.get_username())
     return user
 
 
@@ -346,9 +381,9 @@ def invitation_accept(*, user: Any, password: str) -> Any:
 @transaction.atomic
 def sso_user_for_email(*, email: str) -> Any | None:
     """The user an identity provider's verified email claim signs in as: the user with that email,
-    else the portal user of the PI with that email (created if needed). A user created inactive for
-    a PI is activated: the provider has vouched for the address. None when nobody matches (the
-    sign-in is refused: OIDC creates no other accounts)."""
+    else the portal user of the PI with that email (created if needed). None when nobody matches or
+    the account is disabled (the sign-in is refused: OIDC creates no other accounts and never
+    enables one)."""
     try:
         email = normalize_email(email)
     except Refused:
@@ -364,18 +399,7 @@ def sso_user_for_email(*, email: str) -> Any | None:
         if user is None:
             return None
     if not user.is_active:
-        # Only accounts never set up are activated (no password, never signed in, no invitation
-        # accepted): any other inactive account was disabled on purpose.
-        if (
-            user.has_usable_password()
-            or user.last_login is not None
-            or Invitation.objects.filter(user=user, accepted_at__isnull=False).exists()
-        ):
-            return None
-        user.is_active = True
-        user.save(update_fields=["is_active"])
-        Invitation.objects.filter(user=user, accepted_at__isnull=True).update(accepted_at=timezone.now())
-        audit("account_activated_by_sso", actor=user.get_username())
+        return None
     return user
 
 
@@ -387,7 +411,7 @@ def delegation_grant(
     *, pi: PI, email: str, project_ids: Iterable[int], actor: Any = None
 ) -> list[Delegation]:
     """The PI lets the colleague with this email see the given projects (their own projects only).
-    A colleague without an account gets an inactive one and an invitation; one with an account is
+    A colleague without an account gets one (no password) and an invitation; one with an account is
     told by email."""
     email = normalize_email(email)
     if email == pi.email.lower():
@@ -403,7 +427,7 @@ def delegation_grant(
     user = selectors.user_for_email(email)
     created = user is None
     if user is None:
-        user = _new_user(email, active=False)
+        user = _new_user(email)
     user.groups.add(_pi_group())
     made = []
     for project in own.values():

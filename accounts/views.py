@@ -36,6 +36,7 @@ from chargeback.money import ZERO
 
 from . import selectors, services
 from .forms import ChargeFilterForm, DelegationForm, EmailAuthenticationForm, InvitationPasswordForm
+from .tokens import account_link_tokens
 
 CHARGES_PER_PAGE = 100
 
@@ -83,6 +84,7 @@ class PasswordResetView(auth_views.PasswordResetView):
     email_template_name = "portal/email/password_reset.txt"
     subject_template_name = "portal/email/password_reset_subject.txt"
     success_url = reverse_lazy("portal:password_reset_done")
+    token_generator = account_link_tokens
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         return {
@@ -101,10 +103,11 @@ class PasswordResetDoneView(auth_views.PasswordResetDoneView):
 
 class SetPasswordView(auth_views.PasswordResetConfirmView):
     """The link of an invitation or of a password reset: choose a password, then be signed in.
-    Accepting activates an invited account (accounts.services.invitation_accept)."""
+    The link dies when the account is disabled (accounts.tokens); accepting never enables one."""
 
     template_name = "registration/set_password.html"
     form_class = InvitationPasswordForm
+    token_generator = account_link_tokens
     success_url = reverse_lazy("portal:home")
 
     def form_valid(self, form: Any) -> HttpResponse:

@@ -245,16 +245,16 @@ def test_sso_maps_the_email_claim_to_the_pi(world, oidc):
     from tests.factories import PIFactory
 
     assert list(oidc.filter_users_by_claims({"email": "ADA@university.example"})) == [world.user_a]
-    # A PI without a user yet: the user is created and, vouched for by the IdP, activated.
+    # A PI without a user yet: the user is created; the IdP vouches for the address.
     carol = PIFactory(email="carol@university.example")
     users = list(oidc.filter_users_by_claims({"email": "carol@university.example", "email_verified": True}))
     carol.refresh_from_db()
     assert users == [carol.user] and carol.user.is_active
-    # An inactive PI user created by an import is activated the same way.
+    # A PI user created by an import (no password yet) signs in the same way.
     dave = PIFactory(email="dave@university.example")
     pi_users_ensure(pi_ids=[dave.pk])
     dave.refresh_from_db()
-    assert not dave.user.is_active
+    assert not dave.user.has_usable_password()
     assert list(oidc.filter_users_by_claims({"email": "dave@university.example"})) == [dave.user]
     # Nobody else: no account for strangers, none for unverified addresses.
     assert not oidc.filter_users_by_claims({"email": "stranger@elsewhere.example"}).exists()
