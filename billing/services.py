@@ -32,13 +32,14 @@ from chargeback.errors import Refused
 from . import selectors
 from .ingest import pipeline
 from .ingest.errors import IngestError
-from .ingest.flagging import FlagContext, summarize
+from .ingest.flagging import Flag, FlagContext, summarize
 from .models import (
     PI,
     AccountMapping,
     BillingPeriod,
     Charge,
     ChargeFlag,
+    FlagReason,
     FlagRule,
     Import,
     PeriodTransition,
@@ -861,6 +862,13 @@ def charge_correct_attribution(
 
 
 def _flags_for_charge(charge: Charge, context: FlagContext) -> list:
+    values = {name: getattr(charge, name) or "" for name, _ in FlagRule.FIELD_CHOICES}
+    if charge.attribution_source == "ambiguous":
+        # Its tags named a payer field twice: it stays so until a reviewer corrects it.
+        ambiguous = [Flag(f.reason, f.detail) for f in charge.flags.filter(reason=FlagReason.AMBIGUOUS_TAGS)]
+        return (ambiguous or [Flag(FlagReason.AMBIGUOUS_TAGS, "ambiguous tags")]) + context.rule_flags(
+            values, charge.source_id
+        )
     owner = charge.project.pi.email if charge.project_id and charge.project else None
     flags = context.attribution_flags(
         has_pi=charge.pi_id is not None,
@@ -869,7 +877,6 @@ def _flags_for_charge(charge: Charge, context: FlagContext) -> list:
         project_owner_email=owner,
         pi_email=charge.pi_email,
     )
-    values = {name: getattr(charge, name) or "" for name, _ in FlagRule.FIELD_CHOICES}
     return flags + context.rule_flags(values, charge.source_id)
 
 

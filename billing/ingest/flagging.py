@@ -73,8 +73,11 @@ class FlagContext:
         fund_org: str,
         project_owner_email: str | None,
         pi_email: str,
+        ambiguity: str = "",
     ) -> list[Flag]:
-        """Flags that depend only on who pays."""
+        """Flags that depend only on who pays. Tags that name a payer field twice name nobody."""
+        if ambiguity:
+            return [Flag(FlagReason.AMBIGUOUS_TAGS, ambiguity)]
         if not has_pi:
             return [Flag(FlagReason.UNATTRIBUTED, "no PI in tags and no account mapping")]
         flags = []
