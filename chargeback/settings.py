@@ -179,6 +179,13 @@ CRISPY_TEMPLATE_PACK = "bootstrap4"
 OPENCHARGEBACK_INGEST_BLOCK_BYTES = env.int("OPENCHARGEBACK_INGEST_BLOCK_BYTES", default=4 * 1024 * 1024)
 OPENCHARGEBACK_UPLOAD_MAX_BYTES = env.int("OPENCHARGEBACK_UPLOAD_MAX_BYTES", default=2 * 1024**3)
 
+# Backups are signed (HMAC-SHA256 of the manifest) with this key, or else with the key file, which
+# the first backup creates; restore refuses an archive whose signature does not verify.
+OPENCHARGEBACK_BACKUP_KEY = env.str("OPENCHARGEBACK_BACKUP_KEY", default="")
+OPENCHARGEBACK_BACKUP_KEY_FILE = Path(
+    env.str("OPENCHARGEBACK_BACKUP_KEY_FILE", default=str(DATA_DIR / "backup.key"))
+)
+
 # Statements: the email subject is a Django template (organization, period, period_label, pi_name,
 # pi_email, count, total); PDFs on letter or a4 paper; a delivery left "sending" longer than this
 # many seconds (its worker died mid-send) is marked failed, never re-sent by itself.

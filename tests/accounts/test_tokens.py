@@ -50,7 +50,7 @@ def _try_link(link: str) -> tuple[Client, Any]:
 
 
 def _invited_pi(mailoutbox: list) -> tuple[Any, str]:
-    pi = PIFactory(email="carol@university.example", name="Carol Chem")
+    pi: Any = PIFactory(email="carol@university.example", name="Carol Chem")
     pi_users_ensure(pi_ids=[pi.pk])
     pi.refresh_from_db()
     assert run("users", "invite", pi.email).code == 0

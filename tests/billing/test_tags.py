@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 import pyarrow as pa
 import pytest
@@ -97,7 +98,12 @@ class _Pairs(list):
 
 def _expected(text: str) -> str | None:
     """The attribution json.loads gives (the rules of the module docstring), or None if malformed."""
-    options = {"object_pairs_hook": _Pairs, "parse_int": str, "parse_float": str, "parse_constant": str}
+    options: dict[str, Any] = {
+        "object_pairs_hook": _Pairs,
+        "parse_int": str,
+        "parse_float": str,
+        "parse_constant": str,
+    }
     stripped = text.strip(" \t\r\n")
     try:
         value = json.loads(stripped, **options) if stripped else _Pairs()
