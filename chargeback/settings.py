@@ -178,6 +178,11 @@ CRISPY_TEMPLATE_PACK = "bootstrap4"
 # Ingest tuning: rows per streamed block and the largest upload accepted through the web.
 OPENCHARGEBACK_INGEST_BLOCK_BYTES = env.int("OPENCHARGEBACK_INGEST_BLOCK_BYTES", default=4 * 1024 * 1024)
 OPENCHARGEBACK_UPLOAD_MAX_BYTES = env.int("OPENCHARGEBACK_UPLOAD_MAX_BYTES", default=2 * 1024**3)
+# Limits of one import, whatever its origin (web or CLI): text once decompressed, rows, and the bad
+# rows after which a file is abandoned without reading the rest (its first 50 errors are listed).
+OPENCHARGEBACK_INGEST_MAX_BYTES = env.int("OPENCHARGEBACK_INGEST_MAX_BYTES", default=20 * 1024**3)
+OPENCHARGEBACK_INGEST_MAX_ROWS = env.int("OPENCHARGEBACK_INGEST_MAX_ROWS", default=200_000_000)
+OPENCHARGEBACK_INGEST_MAX_BAD_ROWS = env.int("OPENCHARGEBACK_INGEST_MAX_BAD_ROWS", default=10_000)
 
 # Backups are signed (HMAC-SHA256 of the manifest) with this key, or else with the key file, which
 # the first backup creates; restore refuses an archive whose signature does not verify.

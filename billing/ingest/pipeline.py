@@ -24,7 +24,7 @@ from chargeback.money import MONEY_PLACES, SQLITE_MONEY_LIMIT
 
 from . import attribution, reader, transform
 from .attribution import RESOLUTION_COLUMNS, Resolutions
-from .errors import IngestError, RowError
+from .errors import IngestError, rows_refused
 from .flagging import Flag, FlagContext, summarize
 from .memory import release_unused_memory
 from .transform import ATTRIBUTION_FIELDS
@@ -109,30 +109,44 @@ def parse_file(path: Path, billing_settings: BillingSettings, name: str | None =
     )
     stats = transform.BatchStats()
     texts = transform.Encoder()
-    errors: list[RowError] = []
+    errors = focus.errors  # bounded: the first errors by line, and counts
+    max_rows, max_bad_rows = (
+        django_settings.OPENCHARGEBACK_INGEST_MAX_ROWS,
+        django_settings.OPENCHARGEBACK_INGEST_MAX_BAD_ROWS,
+    )
     partials: list[pa.Table] = []
-    pending_rows = 0
+    pending_rows = rows_read = 0
     first_line = 2  # line 1 is the header
-    for batch in _regrouped(reader.iter_batches(focus, django_settings.OPENCHARGEBACK_INGEST_BLOCK_BYTES)):
+    batches = reader.iter_batches(
+        focus,
+        django_settings.OPENCHARGEBACK_INGEST_BLOCK_BYTES,
+        max_bytes=django_settings.OPENCHARGEBACK_INGEST_MAX_BYTES,
+        max_bad_rows=max_bad_rows,
+    )
+    for batch in _regrouped(batches):
+        errors.begin_batch(batch.num_rows)
         partial = transform.transform_batch(batch, first_line, tag_reader, texts, errors, stats)
+        errors.end_batch()
         release_unused_memory()  # the batch's temporaries (its text, Python strings of its tags)
         first_line += batch.num_rows
-        if len(errors) >= IngestError.MAX_ROW_ERRORS:
-            break
-        if partial is not None and not errors:
+        rows_read += batch.num_rows
+        if rows_read > max_rows:
+            raise IngestError(
+                f"{label}: more than {max_rows:,} rows; one import takes at most that many "
+                "(OPENCHARGEBACK_INGEST_MAX_ROWS)"
+            )
+        if errors.bad_rows >= max_bad_rows:
+            raise rows_refused(label, errors, abandoned=True)
+        if errors:
+            partials.clear()  # nothing will be imported: only the errors are still of use
+        elif partial is not None:
             partials.append(partial)
             pending_rows += partial.num_rows
             if pending_rows >= COMBINE_EVERY_ROWS and len(partials) > 1:
                 partials = [_combined(partials, tag_reader)]
                 pending_rows = partials[0].num_rows
-    errors = focus.row_errors + errors
     if errors:
-        errors.sort(key=lambda e: e.line or 0)
-        raise IngestError(
-            f"{label}: {len(errors)}{'+' if len(errors) >= IngestError.MAX_ROW_ERRORS else ''} "
-            f"bad row{'s' if len(errors) != 1 else ''}; nothing was imported",
-            errors,
-        )
+        raise rows_refused(label, errors)
     if stats.rows == 0:
         raise IngestError(f"{label} has a header but no data rows")
     charges = _combined(partials, tag_reader)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from .errors import IngestError, RowError
+from .errors import IngestError, RowError, RowErrorLog, rows_refused
 
 # Canonical FOCUS names of every column the ingest uses.
 COLUMNS = [
@@ -67,7 +67,7 @@ class FocusFile:
     header: list[str]
     columns: dict[str, str]  # canonical name -> name in the file
     name: str = ""  # the name people know the file by (the upload's, not the stored copy's)
-    row_errors: list[RowError] = field(default_factory=list)
+    errors: RowErrorLog = field(default_factory=RowErrorLog)
 
     @property
     def is_parquet(self) -> bool:
@@ -158,22 +158,54 @@ def open_focus_file(path: Path, name: str | None = None) -> FocusFile:
     return FocusFile(path=path, header=header, columns=columns, name=label)
 
 
-def iter_batches(focus: FocusFile, block_bytes: int) -> Iterator[pa.RecordBatch]:
-    """Yield record batches whose columns are the canonical names present, all strings (or null)."""
+class _CappedReader(io.RawIOBase):
+    """Counts the (decompressed) bytes read, and stops past `limit`: a small gzip may inflate to
+    far more text than any billing export holds."""
+
+    def __init__(self, raw: io.BufferedIOBase, limit: int) -> None:
+        self.raw, self.limit, self.total, self.exceeded = raw, limit, 0, False
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        self.total += len(data)
+        if self.total > self.limit:
+            self.exceeded = True
+            raise OSError("decompressed size limit exceeded")
+        return data
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
+def iter_batches(
+    focus: FocusFile, block_bytes: int, *, max_bytes: int | None = None, max_bad_rows: int | None = None
+) -> Iterator[pa.RecordBatch]:
+    """Yield record batches whose columns are the canonical names present, all strings (or null).
+
+    Rows with the wrong number of fields are recorded in `focus.errors` and skipped; after
+    `max_bad_rows` bad rows the file is abandoned, and past `max_bytes` of text it is refused.
+    """
     canonical_by_name = {v: k for k, v in focus.columns.items()}
     if focus.is_parquet:
         yield from _iter_parquet(focus, canonical_by_name, block_bytes)
         return
+    label = focus.name or focus.path.name
+    abandoned = False
 
     def on_invalid_row(row: pacsv.InvalidRow) -> str:
-        focus.row_errors.append(
-            RowError(
-                line=row.number,
-                column="",
-                value=(row.text or "")[:200],
-                message=f"expected {row.expected_columns} fields, found {row.actual_columns}",
-            )
+        nonlocal abandoned
+        focus.errors.skipped_row(
+            row.number or 0,
+            row.text or "",
+            f"expected {row.expected_columns} fields, found {row.actual_columns}",
         )
+        if max_bad_rows is not None and focus.errors.bad_rows >= max_bad_rows:
+            abandoned = True
+            return "error"  # stops the reader: nothing after this row is read
         return "skip"
 
     # use_threads=False: pyarrow only knows an invalid row's line number (InvalidRow.number) when it
@@ -187,7 +219,7 @@ def iter_batches(focus: FocusFile, block_bytes: int) -> Iterator[pa.RecordBatch]
         strings_can_be_null=True,
         quoted_strings_can_be_null=True,
     )
-    stream = _open_binary(focus.path)
+    stream = _CappedReader(_open_binary(focus.path), max_bytes if max_bytes is not None else 1 << 62)
     try:
         try:
             reader = pacsv.open_csv(
@@ -199,11 +231,16 @@ def iter_batches(focus: FocusFile, block_bytes: int) -> Iterator[pa.RecordBatch]
             for batch in reader:
                 yield batch.rename_columns([canonical_by_name[n] for n in batch.schema.names])
         except pa.ArrowInvalid as exc:
+            if abandoned:
+                raise rows_refused(label, focus.errors, abandoned=True) from None
             raise _explain_arrow_error(focus, exc) from exc
         except (OSError, EOFError, zlib.error) as exc:
-            raise IngestError(
-                f"{focus.name or focus.path.name}: the file could not be read to its end ({exc})"
-            ) from exc
+            if stream.exceeded:
+                raise IngestError(
+                    f"{label}: more than {stream.limit:,} bytes of text once decompressed; one import "
+                    "takes at most that much (OPENCHARGEBACK_INGEST_MAX_BYTES)"
+                ) from None
+            raise IngestError(f"{label}: the file could not be read to its end ({exc})") from exc
     finally:
         stream.close()
 

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from chargeback.money import MONEY_PLACES, quantize_money
 
-from .errors import RowError
+from .errors import RowErrorLog
 from .tags import ATTRIBUTION_FIELDS, TagReader
 
 __all__ = ["ATTRIBUTION_FIELDS", "Encoder", "TagReader", "transform_batch"]
@@ -77,19 +77,8 @@ class BatchStats:
     first_line_of_period: dict[str, int] = field(default_factory=dict)
 
 
-def _errors_where(
-    mask: pa.Array, column: pa.Array, name: str, first_line: int, message: str
-) -> list[RowError]:
-    indices = pc.indices_nonzero(mask).to_pylist()[:50]
-    values = column.take(pa.array(indices, type=pa.int64())).to_pylist() if indices else []
-    return [
-        RowError(line=first_line + i, column=name, value="" if v is None else str(v), message=message)
-        for i, v in zip(indices, values, strict=True)
-    ]
-
-
 def _parse_money(
-    column: pa.Array, name: str, first_line: int, errors: list[RowError], stats: BatchStats
+    column: pa.Array, name: str, first_line: int, errors: RowErrorLog | None, stats: BatchStats
 ) -> pa.Array:
     try:
         return pc.cast(column, MONEY_TYPE)
@@ -97,6 +86,8 @@ def _parse_money(
         pass
     # Slow path, only for a batch with a bad value or more than 10 decimal places.
     values: list[Decimal | None] = []
+    not_number = np.zeros(len(column), dtype=bool)
+    out_of_range = np.zeros(len(column), dtype=bool)
     for offset, text in enumerate(column.to_pylist()):
         if text is None:
             values.append(None)
@@ -106,22 +97,25 @@ def _parse_money(
             if not value.is_finite():
                 raise InvalidOperation
         except InvalidOperation:
-            errors.append(RowError(first_line + offset, name, text, "not a number"))
+            not_number[offset] = True
             values.append(None)
             continue
         rounded = quantize_money(value)
         if rounded != value:
             stats.rounded_values += 1
         if abs(rounded) >= Decimal(10) ** (38 - MONEY_PLACES):
-            errors.append(RowError(first_line + offset, name, text, "amount out of range"))
+            out_of_range[offset] = True
             values.append(None)
             continue
         values.append(rounded)
+    if errors is not None:
+        errors.add_where(not_number, column, name, first_line, "not a number")
+        errors.add_where(out_of_range, column, name, first_line, "amount out of range")
     return pa.array(values, type=MONEY_TYPE)
 
 
 def _parse_timestamps(
-    column: pa.Array, name: str, first_line: int, errors: list[RowError], required: bool
+    column: pa.Array, name: str, first_line: int, errors: RowErrorLog, required: bool
 ) -> pa.Array:
     """Canonical 'YYYY-MM-DDTHH:MM:SS' strings (zone dropped: local time as written), null when absent."""
     matched = pc.match_substring_regex(column, TIMESTAMP_REGEX)
@@ -129,9 +123,7 @@ def _parse_timestamps(
     if required:
         bad = pc.or_(bad, pc.is_null(column))
     if pc.any(bad).as_py():
-        errors.extend(
-            _errors_where(bad, column, name, first_line, "not a date or timestamp (YYYY-MM-DD[THH:MM:SS][Z])")
-        )
+        errors.add_where(bad, column, name, first_line, "not a date or timestamp (YYYY-MM-DD[THH:MM:SS][Z])")
         column = pc.if_else(bad, pa.scalar(None, pa.string()), column)
     parts = pc.extract_regex(pc.fill_null(column, "0000-01-01"), TIMESTAMP_REGEX)
     dates = pc.struct_field(parts, "d")
@@ -149,7 +141,7 @@ def _parse_timestamps(
         # instead of failing later with an internal error.
         bad_values = [v for v in pc.unique(canonical).to_pylist() if v and not _is_real_timestamp(v)]
         bad = pc.fill_null(pc.is_in(canonical, pa.array(bad_values, pa.string())), False)
-        errors.extend(_errors_where(bad, column, name, first_line, "no such date or time"))
+        errors.add_where(bad, column, name, first_line, "no such date or time")
         canonical = pc.if_else(bad, pa.scalar(None, pa.string()), canonical)
     return canonical
 
@@ -177,7 +169,7 @@ def transform_batch(
     first_line: int,
     tag_reader: TagReader,
     texts: Encoder,
-    errors: list[RowError],
+    errors: RowErrorLog,
     stats: BatchStats,
 ) -> pa.Table | None:
     """Validate one batch and sum its rows per charge key; None when the batch had errors.
@@ -191,9 +183,7 @@ def transform_batch(
     billed_raw = batch.column("BilledCost")
     missing_billed = pc.is_null(billed_raw)
     if pc.any(missing_billed).as_py():
-        errors.extend(
-            _errors_where(missing_billed, billed_raw, "BilledCost", first_line, "BilledCost is empty")
-        )
+        errors.add_where(missing_billed, billed_raw, "BilledCost", first_line, "BilledCost is empty")
     money = {}
     for name in MONEY_COLUMNS:
         if name in names:
@@ -223,8 +213,7 @@ def transform_batch(
         encoded = pc.dictionary_encode(tags_text)
         attribution_ids, problems = tag_reader.attribution_ids(encoded.dictionary)
         for position, message in problems:
-            bad = pc.equal(encoded.indices, position)
-            errors.extend(_errors_where(bad, tags_text, "Tags", first_line, message)[:5])
+            errors.add_where(pc.equal(encoded.indices, position), tags_text, "Tags", first_line, message)
         attribution = pa.array(attribution_ids).take(encoded.indices)
         tags = tag_reader.keep_texts(encoded)
     else:
@@ -236,7 +225,7 @@ def transform_batch(
 
     quantity_name = "ConsumedQuantity" if "ConsumedQuantity" in names else "PricingQuantity"
     if quantity_name in names:
-        quantity = _parse_money(batch.column(quantity_name), quantity_name, first_line, [], BatchStats())
+        quantity = _parse_money(batch.column(quantity_name), quantity_name, first_line, None, BatchStats())
     else:
         quantity = pa.nulls(n, MONEY_TYPE)
     unit_name = "ConsumedUnit" if "ConsumedUnit" in names else "PricingUnit"

@@ -1002,9 +1002,7 @@ def test_bad_rows_are_all_reported_by_line(sources, tmp_path):
     lines.append(_line(BillingPeriodStart="yesterday"))
     path = tmp_path / "aws_2025-01.csv"
     path.write_bytes(_csv_text(lines))
-    with pytest.raises(
-        IngestError, match=r"^aws_2025-01\.csv: 61\+ bad rows; nothing was imported$"
-    ) as caught:
+    with pytest.raises(IngestError, match=r"^aws_2025-01\.csv: 61 bad rows; nothing was imported$") as caught:
         ingest(path)
     errors = caught.value.errors
     assert len(errors) == IngestError.MAX_ROW_ERRORS
