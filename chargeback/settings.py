@@ -14,6 +14,7 @@ import environ
 from celery.schedules import crontab
 
 from chargeback.logging import build_logging
+from chargeback.secret_key import DEVELOPMENT_SECRET_KEY
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -30,8 +31,9 @@ DATA_DIR = Path(env.str("OPENCHARGEBACK_DATA_DIR", default="instance")).resolve(
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 DEBUG = env.bool("DEBUG", default=False)
-# A fixed development key only while DEBUG or when nothing is configured; production sets SECRET_KEY.
-SECRET_KEY = env.str("SECRET_KEY", default="openchargeback-insecure-development-key-change-me")
+# A fixed development key only while DEBUG or when nothing is configured; production sets SECRET_KEY
+# (`serve`, `worker`, `beat` and the WSGI app refuse to start with DEBUG off and no key: secret_key.py).
+SECRET_KEY = env.str("SECRET_KEY", default=DEVELOPMENT_SECRET_KEY)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 

@@ -10,6 +10,8 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 from django.db import connections
 
+from chargeback.secret_key import refuse_without_secret_key
+
 DEFAULT_BIND = "127.0.0.1:8000"
 
 
@@ -92,6 +94,8 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         binds = options["bind"] or [DEFAULT_BIND]
+        if not options["dev"]:
+            refuse_without_secret_key()
         if options["migrate"]:
             call_command("migrate", interactive=False, verbosity=1)
         if options["collectstatic"]:
