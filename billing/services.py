@@ -536,6 +536,7 @@ def imports_fail_interrupted(*, older_than: dt.timedelta = dt.timedelta(hours=24
 
 
 def _mark_failed(record: Import, message: str, errors: list[dict]) -> None:
+    message = message.replace("\x00", "\u2400")  # a parser's message may quote a row with a NUL in it
     Import.objects.filter(pk=record.pk).update(
         status=Import.Status.FAILED, error_message=message, errors=errors, finished_at=timezone.now()
     )

@@ -178,7 +178,7 @@ CELERY_RESULT_EXPIRES = 7 * 24 * 3600
 CRISPY_TEMPLATE_PACK = "bootstrap4"
 
 # Ingest tuning: rows per streamed block and the largest upload accepted through the web.
-OPENCHARGEBACK_INGEST_BLOCK_BYTES = env.int("OPENCHARGEBACK_INGEST_BLOCK_BYTES", default=4 * 1024 * 1024)
+OPENCHARGEBACK_INGEST_BLOCK_BYTES = env.int("OPENCHARGEBACK_INGEST_BLOCK_BYTES", default=1024 * 1024)
 OPENCHARGEBACK_UPLOAD_MAX_BYTES = env.int("OPENCHARGEBACK_UPLOAD_MAX_BYTES", default=2 * 1024**3)
 # Limits of one import, whatever its origin (web or CLI): text once decompressed, rows, and the bad
 # rows after which a file is abandoned without reading the rest (its first 50 errors are listed).

@@ -19,12 +19,26 @@ from chargeback.errors import Refused
 MAX_ROW_ERRORS = 50
 
 
+MAX_VALUE_CHARS = 200
+
+
+def printable(text: str) -> str:
+    """A value as a report and the database can hold it: a NUL shown as ␀ (PostgreSQL stores no
+    NUL), and at most MAX_VALUE_CHARS characters (a hostile cell may be megabytes)."""
+    text = text.replace("\x00", "\u2400")
+    return text if len(text) <= MAX_VALUE_CHARS else text[: MAX_VALUE_CHARS - 1] + "\u2026"
+
+
 @dataclass(frozen=True)
 class RowError:
     line: int | None
     column: str
     value: str
     message: str
+
+    def __post_init__(self) -> None:
+        for name in ("column", "value", "message"):
+            object.__setattr__(self, name, printable(getattr(self, name)))
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -109,7 +123,7 @@ class RowErrorLog:
         """A row the CSV reader could not split into the header's columns (never seen by the checks)."""
         bisect.insort(self._skipped, line)
         self.bad_rows += 1
-        self.add(RowError(line=line, column="", value=value[:200], message=message))
+        self.add(RowError(line=line, column="", value=value, message=message))
 
     def begin_batch(self, rows: int) -> None:
         self._batch = np.zeros(rows, dtype=bool)

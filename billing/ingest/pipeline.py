@@ -22,7 +22,7 @@ from django.db import connection
 from billing.models import BillingSettings, Charge, ChargeFlag, Source
 from chargeback.money import MONEY_PLACES, SQLITE_MONEY_LIMIT
 
-from . import attribution, reader, transform
+from . import attribution, numbers, reader, transform
 from .attribution import RESOLUTION_COLUMNS, Resolutions
 from .errors import IngestError, rows_refused
 from .flagging import Flag, FlagContext, summarize
@@ -34,6 +34,9 @@ from .writer import write_charges
 COMBINE_EVERY_ROWS = 1_000_000
 # Rows handed to the vectorised transform at once (the reader's blocks are smaller).
 TRANSFORM_ROWS = 100_000
+# The first batches are smaller (doubling up to TRANSFORM_ROWS): a file that is bad from its first
+# rows is abandoned after a small batch, in little memory; a good file loses nothing measurable.
+FIRST_TRANSFORM_ROWS = 10_000
 # Charges turned into Python row values at once while writing.
 WRITE_SLICE_ROWS = 50_000
 MONEY_NAMES = ("list_cost", "contracted_cost", "billed_cost", "effective_cost")
@@ -107,7 +110,7 @@ def parse_file(path: Path, billing_settings: BillingSettings, name: str | None =
         },
         prefixes=[p.lower() for p in billing_settings.tag_prefix_list],
     )
-    stats = transform.BatchStats()
+    stats = transform.BatchStats(money_limit=money_limit())
     texts = transform.Encoder()
     errors = focus.errors  # bounded: the first errors by line, and counts
     max_rows, max_bad_rows = (
@@ -151,9 +154,26 @@ def parse_file(path: Path, billing_settings: BillingSettings, name: str | None =
         raise IngestError(f"{label} has a header but no data rows")
     charges = _combined(partials, tag_reader)
     del partials
+    _check_sums(charges, stats.money_limit, label)
     return ParsedFile(
         charges=charges, stats=stats, tag_reader=tag_reader, texts=texts, periods=sorted(stats.periods)
     )
+
+
+def money_limit() -> Decimal:
+    """The largest amount this database stores: numeric(28, 10), or SQLite's 64-bit units."""
+    return SQLITE_MONEY_LIMIT if connection.vendor == "sqlite" else numbers.DATABASE_LIMIT
+
+
+def _check_sums(charges: pa.Table, limit: Decimal, label: str) -> None:
+    """Every row fits (checked per row); a charge sums rows, and must fit too."""
+    for name in MONEY_NAMES:
+        extremes = pc.min_max(charges.column(name)).as_py()
+        if any(v is not None and abs(v) >= limit for v in extremes.values()):
+            raise IngestError(
+                f"{label}: the rows of one charge add up to more than this database stores in {name} "
+                f"(at most ±{limit:,}); check the amounts"
+            )
 
 
 def _combined(partials: list[pa.Table], tag_reader: transform.TagReader) -> pa.Table:
@@ -172,14 +192,16 @@ def _regrouped(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     """Join the reader's small blocks (small blocks keep its memory low) into larger batches."""
     pending: list[pa.RecordBatch] = []
     rows = 0
+    target = min(FIRST_TRANSFORM_ROWS, TRANSFORM_ROWS)
     for batch in batches:
         if batch.num_rows == 0:
             continue
         pending.append(batch)
         rows += batch.num_rows
-        if rows >= TRANSFORM_ROWS:
+        if rows >= target:
             yield _concat(pending)
             pending, rows = [], 0
+            target = min(target * 2, TRANSFORM_ROWS)
     if pending:
         yield _concat(pending)
 

@@ -10,20 +10,18 @@ from __future__ import annotations
 import datetime
 from collections import Counter
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from chargeback.money import MONEY_PLACES, quantize_money
-
 from .errors import RowErrorLog
+from .numbers import DATABASE_LIMIT, MONEY_TYPE, parse_amounts
 from .tags import ATTRIBUTION_FIELDS, TagReader
 
 __all__ = ["ATTRIBUTION_FIELDS", "Encoder", "TagReader", "transform_batch"]
 
-MONEY_TYPE = pa.decimal128(38, MONEY_PLACES)
 MONEY_COLUMNS = ["BilledCost", "ListCost", "ContractedCost", "EffectiveCost"]
 _DATE = r"(?P<d>[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01]))"
 _TIME = r"(?:[T ](?P<t>[0-2][0-9]:[0-5][0-9](?::[0-5][0-9])?)(?:\.[0-9]+)?)?"
@@ -75,43 +73,24 @@ class BatchStats:
     rounded_values: int = 0
     periods: Counter = field(default_factory=Counter)
     first_line_of_period: dict[str, int] = field(default_factory=dict)
+    # The largest amount the database stores (SQLite's is smaller: see chargeback.money).
+    money_limit: Decimal = DATABASE_LIMIT
 
 
 def _parse_money(
     column: pa.Array, name: str, first_line: int, errors: RowErrorLog | None, stats: BatchStats
 ) -> pa.Array:
-    try:
-        return pc.cast(column, MONEY_TYPE)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        pass
-    # Slow path, only for a batch with a bad value or more than 10 decimal places.
-    values: list[Decimal | None] = []
-    not_number = np.zeros(len(column), dtype=bool)
-    out_of_range = np.zeros(len(column), dtype=bool)
-    for offset, text in enumerate(column.to_pylist()):
-        if text is None:
-            values.append(None)
-            continue
-        try:
-            value = Decimal(text.strip())
-            if not value.is_finite():
-                raise InvalidOperation
-        except InvalidOperation:
-            not_number[offset] = True
-            values.append(None)
-            continue
-        rounded = quantize_money(value)
-        if rounded != value:
-            stats.rounded_values += 1
-        if abs(rounded) >= Decimal(10) ** (38 - MONEY_PLACES):
-            out_of_range[offset] = True
-            values.append(None)
-            continue
-        values.append(rounded)
-    if errors is not None:
-        errors.add_where(not_number, column, name, first_line, "not a number")
-        errors.add_where(out_of_range, column, name, first_line, "amount out of range")
-    return pa.array(values, type=MONEY_TYPE)
+    """Exact amounts (numbers.py); bad ones are reported and null."""
+
+    def report(mask: np.ndarray, message: str) -> None:
+        assert errors is not None
+        errors.add_where(mask, column, name, first_line, message)
+
+    values, rounded = parse_amounts(
+        column, limit=stats.money_limit, report=report if errors is not None else None
+    )
+    stats.rounded_values += rounded
+    return values
 
 
 def _parse_timestamps(
@@ -179,6 +158,15 @@ def transform_batch(
     n = batch.num_rows
     names = batch.schema.names
     errors_before = len(errors)
+
+    # PostgreSQL cannot store a NUL character in text; no export means one.
+    for name in names:
+        column = batch.column(name)
+        nul = pc.match_substring(column, "\x00")
+        if pc.any(nul).as_py():
+            errors.add_where(
+                nul, column, name, first_line, "contains a NUL byte (\\x00), which cannot be stored"
+            )
 
     billed_raw = batch.column("BilledCost")
     missing_billed = pc.is_null(billed_raw)
