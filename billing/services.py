@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -28,6 +28,7 @@ from django.utils import timezone
 
 from accounts.services import pi_users_ensure
 from chargeback.errors import Refused
+from chargeback.regex import regex_problem
 
 from . import selectors
 from .ingest import pipeline
@@ -862,14 +863,18 @@ def charge_correct_attribution(
     return charge
 
 
-def _flags_for_charge(charge: Charge, context: FlagContext) -> list:
-    values = {name: getattr(charge, name) or "" for name, _ in FlagRule.FIELD_CHOICES}
+def _rule_values(charge: Charge) -> dict[str, str]:
+    return {name: getattr(charge, name) or "" for name, _ in FlagRule.FIELD_CHOICES}
+
+
+def _flags_for_charge(charge: Charge, context: FlagContext, rule_flags: list[Flag] | None = None) -> list:
+    """Every flag of a charge; `rule_flags` when the rules already ran over many charges at once."""
+    if rule_flags is None:
+        rule_flags = context.rule_flags(_rule_values(charge), charge.source_id)
     if charge.attribution_source == "ambiguous":
         # Its tags named a payer field twice: it stays so until a reviewer corrects it.
         ambiguous = [Flag(f.reason, f.detail) for f in charge.flags.filter(reason=FlagReason.AMBIGUOUS_TAGS)]
-        return (ambiguous or [Flag(FlagReason.AMBIGUOUS_TAGS, "ambiguous tags")]) + context.rule_flags(
-            values, charge.source_id
-        )
+        return (ambiguous or [Flag(FlagReason.AMBIGUOUS_TAGS, "ambiguous tags")]) + rule_flags
     owner = charge.project.pi.email if charge.project_id and charge.project else None
     flags = context.attribution_flags(
         has_pi=charge.pi_id is not None,
@@ -878,7 +883,7 @@ def _flags_for_charge(charge: Charge, context: FlagContext) -> list:
         project_owner_email=owner,
         pi_email=charge.pi_email,
     )
-    return flags + context.rule_flags(values, charge.source_id)
+    return flags + rule_flags
 
 
 @transaction.atomic
@@ -893,34 +898,57 @@ def period_reevaluate_flags(*, period: str, actor: Any = None, actor_name: str =
     ).select_related("project__pi")
     batch = uuid.uuid4()
     fields = _actor_fields(actor, actor_name)
-    for charge in undecided.iterator(chunk_size=5000):
-        flags = _flags_for_charge(charge, context)
-        summary = summarize(flags)
-        state = Charge.ReviewState.FLAGGED if flags else Charge.ReviewState.OK
-        if summary == charge.flag_summary and state == charge.review_state:
-            continue
-        ChargeFlag.objects.filter(charge=charge).delete()
-        ChargeFlag.objects.bulk_create(
-            [
-                ChargeFlag(charge=charge, reason=f.reason, rule_id=f.rule_id, detail=f.detail[:300])
-                for f in flags
-            ]
+    for chunk in _chunks(undecided.iterator(chunk_size=5000), 5000):
+        # The rules run over the whole chunk at once (RE2, column-wise).
+        rule_values = [_rule_values(charge) for charge in chunk]
+        rule_flags = context.rule_flags_many(
+            {name: [v[name] for v in rule_values] for name, _ in FlagRule.FIELD_CHOICES},
+            [charge.source_id for charge in chunk],
         )
-        if state != charge.review_state:
-            changed += 1
-            ReviewLog.objects.create(
-                charge=charge,
-                period=period_obj,
-                action=ReviewLog.Action.REEVALUATE,
-                from_state=charge.review_state,
-                to_state=state,
-                billed_cost=charge.billed_cost,
-                note=summary,
-                batch=batch,
-                **fields,
-            )
-        Charge.objects.filter(pk=charge.pk).update(flag_summary=summary, review_state=state)
+        for charge, charge_rule_flags in zip(chunk, rule_flags, strict=True):
+            flags = _flags_for_charge(charge, context, charge_rule_flags)
+            changed += _reevaluate_one(charge, flags, period_obj, batch, fields)
     return changed
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _reevaluate_one(
+    charge: Charge, flags: list, period_obj: BillingPeriod, batch: uuid.UUID, fields: dict[str, Any]
+) -> int:
+    """Record a charge's new flags; returns 1 when its state changed."""
+    summary = summarize(flags)
+    state = Charge.ReviewState.FLAGGED if flags else Charge.ReviewState.OK
+    if summary == charge.flag_summary and state == charge.review_state:
+        return 0
+    ChargeFlag.objects.filter(charge=charge).delete()
+    ChargeFlag.objects.bulk_create(
+        [ChargeFlag(charge=charge, reason=f.reason, rule_id=f.rule_id, detail=f.detail[:300]) for f in flags]
+    )
+    Charge.objects.filter(pk=charge.pk).update(flag_summary=summary, review_state=state)
+    if state == charge.review_state:
+        return 0
+    ReviewLog.objects.create(
+        charge=charge,
+        period=period_obj,
+        action=ReviewLog.Action.REEVALUATE,
+        from_state=charge.review_state,
+        to_state=state,
+        billed_cost=charge.billed_cost,
+        note=summary,
+        batch=batch,
+        **fields,
+    )
+    return 1
 
 
 @transaction.atomic
@@ -936,10 +964,9 @@ def flag_rule_save(
     rule_id: int | None = None,
 ) -> FlagRule:
     """Create or update a flag rule; an invalid regex or unknown field is refused with the reason."""
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        raise Refused(f"invalid regular expression {pattern!r}: {exc}") from None
+    problem = regex_problem(pattern)
+    if problem:
+        raise Refused(f"pattern {pattern!r}: {problem}")
     known = {name for name, _ in FlagRule.FIELD_CHOICES}
     unknown = [f for f in fields if f not in known]
     if not fields or unknown:
@@ -1019,10 +1046,9 @@ def billing_settings_update(**changes: Any) -> Any:
             )
         changes["currency_code"] = code
     if changes.get("fund_org_regex"):
-        try:
-            re.compile(changes["fund_org_regex"])
-        except re.error as exc:
-            raise Refused(f"invalid fund/org regex {changes['fund_org_regex']!r}: {exc}") from None
+        problem = regex_problem(changes["fund_org_regex"])
+        if problem:
+            raise Refused(f"fund/org regex {changes['fund_org_regex']!r}: {problem}")
     for key in ("tag_pi_email", "tag_project_id"):
         if key in changes and not (changes[key] or "").strip():
             raise Refused(f"the {key.removeprefix('tag_').replace('_', ' ')} tag key cannot be empty")

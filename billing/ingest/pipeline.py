@@ -337,15 +337,23 @@ def build_and_write(
             # Per-charge work only where rules, flags or carried decisions need it.
             per_charge = context.rules or carried or flagged in states
             group_of = groups.to_pylist() if per_charge else []
+            # Flag rules run column-wise on RE2: one call per rule and field for the whole slice.
+            rule_flags = (
+                context.rule_flags_many(
+                    {
+                        **{name: col[name] for name in RULE_FIELDS},
+                        **{name: res[name] for name in ATTRIBUTION_FIELDS},
+                    },
+                    [source.pk] * n,
+                )
+                if context.rules
+                else []
+            )
             for i in range(n) if per_charge else ():
                 flags = group_flags[group_of[i]]
-                if context.rules:
-                    values = {name: col[name][i] for name in RULE_FIELDS}
-                    values.update({name: res[name][i] for name in ATTRIBUTION_FIELDS})
-                    rule_flags = context.rule_flags(values, source.pk)
-                    if rule_flags:
-                        flags = flags + rule_flags
-                        states[i], summaries[i] = flagged, summarize(flags)
+                if context.rules and rule_flags[i]:
+                    flags = flags + rule_flags[i]
+                    states[i], summaries[i] = flagged, summarize(flags)
                 if not flags and not carried:
                     continue
                 ident = (
