@@ -11,6 +11,7 @@ from typing import Any
 
 from django.db.models import Count, Q, QuerySet, Sum
 
+from chargeback.admin_hardening import typed_id
 from chargeback.errors import Refused
 from chargeback.money import ZERO
 
@@ -348,10 +349,13 @@ def charges_search(queryset: QuerySet[Charge], term: str) -> QuerySet[Charge]:
     term = (term or "").strip()
     if not term:
         return queryset
-    if term.lstrip("#").isdigit() and len(term) < 19:
-        by_id = Q(id=int(term.lstrip("#")))
+    charge_id = typed_id(term)
+    if charge_id is not None:
+        by_id = Q(id=charge_id)
         if term.startswith("#"):
             return queryset.filter(by_id)
+    elif term.startswith("#") and term[1:].strip().isdigit():
+        return queryset.none()  # an id no charge can have (too long, or not ASCII digits)
     else:
         by_id = Q(pk__in=[])
     from .models import Project
@@ -381,10 +385,10 @@ def charges_search(queryset: QuerySet[Charge], term: str) -> QuerySet[Charge]:
 def charges_with_flag(queryset: QuerySet[Charge], key: str) -> QuerySet[Charge]:
     """Charges carrying a flag reason (`missing_fund_org`, ...) or a rule's flag (`rule:<id>`)."""
     if key.startswith("rule:"):
-        try:
-            flags = ChargeFlag.objects.filter(reason="rule", rule_id=int(key[5:]))
-        except ValueError:
+        rule_id = typed_id(key[5:])
+        if rule_id is None:
             return queryset.none()
+        flags = ChargeFlag.objects.filter(reason="rule", rule_id=rule_id)
     else:
         flags = ChargeFlag.objects.filter(reason=key)
     return queryset.filter(id__in=flags.values("charge_id"))
