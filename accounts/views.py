@@ -31,6 +31,7 @@ from django.views.decorators.http import require_POST
 
 from billing.models import BillingPeriod
 from billing.selectors import billing_settings_get
+from chargeback.downloads import attachment_header, download_name
 from chargeback.errors import Refused
 from chargeback.money import ZERO
 
@@ -225,7 +226,7 @@ def statement_pdf(request: HttpRequest, pk: int) -> FileResponse:
     return FileResponse(
         statement.pdf.open("rb"),
         as_attachment=request.GET.get("inline") is None,
-        filename=statement.pdf_filename,
+        filename=download_name(statement.pdf_filename, "statement.pdf"),
         content_type="application/pdf",
     )
 
@@ -360,9 +361,10 @@ def charges_csv(request: HttpRequest, period: str, project: str) -> StreamingHtt
         ),
         rows=qs.count(),
     )
-    name = f"charges-{period}-{access.project_code or 'no-project'}.csv".replace("/", "-").replace('"', "")
     response = StreamingHttpResponse(_csv_rows(qs, period), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    response["Content-Disposition"] = attachment_header(
+        f"charges-{period}-{access.project_code or 'no-project'}.csv", "charges.csv"
+    )
     return response
 
 

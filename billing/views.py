@@ -43,6 +43,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from accounts import roles
 from accounts import selectors as account_selectors
 from accounts import services as account_services
+from chargeback.downloads import download_name
 from chargeback.errors import Refused
 from chargeback.money import ZERO, currency_symbol, format_money
 
@@ -820,4 +821,6 @@ def import_download(request: HttpRequest, model_admin: Any, object_id: str) -> F
     except FileNotFoundError:
         raise Http404("the stored file is missing") from None
     logger.info("import #%s downloaded by %s", record.pk, request.user)
-    return FileResponse(handle, as_attachment=True, filename=record.original_name)
+    return FileResponse(
+        handle, as_attachment=True, filename=download_name(record.original_name, "import.csv")
+    )

@@ -17,6 +17,7 @@ from django.views.decorators.http import require_POST
 
 from billing.models import BillingPeriod
 from billing.selectors import billing_settings_get
+from chargeback.downloads import download_name
 from chargeback.errors import Refused
 from chargeback.money import format_money
 
@@ -361,7 +362,7 @@ class StatementAdmin(admin.ModelAdmin):
         return FileResponse(
             statement.pdf.open("rb"),
             as_attachment=request.GET.get("inline") is None,
-            filename=statement.pdf_filename,
+            filename=download_name(statement.pdf_filename, "statement.pdf"),
             content_type="application/pdf",
         )
 
