@@ -180,6 +180,12 @@ CRISPY_TEMPLATE_PACK = "bootstrap4"
 # Ingest tuning: rows per streamed block and the largest upload accepted through the web.
 OPENCHARGEBACK_INGEST_BLOCK_BYTES = env.int("OPENCHARGEBACK_INGEST_BLOCK_BYTES", default=1024 * 1024)
 OPENCHARGEBACK_UPLOAD_MAX_BYTES = env.int("OPENCHARGEBACK_UPLOAD_MAX_BYTES", default=2 * 1024**3)
+# The limit is enforced while the body streams in (chargeback/uploads.py), before anything is stored.
+FILE_UPLOAD_HANDLERS = [
+    "chargeback.uploads.UploadLimitHandler",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
 # Limits of one import, whatever its origin (web or CLI): text once decompressed, rows, and the bad
 # rows after which a file is abandoned without reading the rest (its first 50 errors are listed).
 OPENCHARGEBACK_INGEST_MAX_BYTES = env.int("OPENCHARGEBACK_INGEST_MAX_BYTES", default=20 * 1024**3)
