@@ -24,7 +24,7 @@ class UploadLimitHandler(FileUploadHandler):
     def receive_data_chunk(self, raw_data: bytes, start: int) -> bytes:
         if start + len(raw_data) > self.limit:
             if self.request is not None:
-                self.request.upload_refused = (self.file_name or "", self.limit)
+                setattr(self.request, "upload_refused", (self.file_name or "", self.limit))  # noqa: B010
             # connection_reset: stop reading the body; the rest of the file never reaches a disk.
             raise StopUpload(connection_reset=True)
         return raw_data  # on to the handlers that store it
