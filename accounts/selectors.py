@@ -9,7 +9,6 @@ exist). Statements and charges are matched on (PI, project id), the key statemen
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -32,7 +31,6 @@ from statements.models import Statement
 from .models import Delegation, Invitation, UserPreference
 from .tokens import account_link_tokens
 
-EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 NO_PROJECT = "none"  # the portal's key for a PI's charges without a project
 
 

@@ -30,6 +30,7 @@ from django.utils import timezone
 
 from billing import selectors as billing_selectors
 from billing.models import PI, Project
+from chargeback.emails import is_plain_email
 from chargeback.errors import Refused
 from chargeback.logging import audit
 
@@ -83,7 +84,7 @@ def roles_ensure(
 
 def normalize_email(email: str) -> str:
     email = (email or "").strip().lower()
-    if not selectors.EMAIL_RE.fullmatch(email):
+    if not is_plain_email(email):
         raise Refused(f"invalid email address {email!r}")
     if len(email) > 150:
         raise Refused(f"email address too long for a user name (150 characters at most): {email}")
@@ -196,7 +197,7 @@ def pi_users_ensure(*, pi_ids: Iterable[int] | None = None) -> int:
         for pi, email in zip(todo, emails, strict=True):
             user: Any = existing.get(email) or selectors.user_for_email(email)
             if user is None:
-                if len(email) > 150 or not selectors.EMAIL_RE.fullmatch(email):
+                if len(email) > 150 or not is_plain_email(email):
                     logger.warning("PI %s gets no portal user: not a usable user name", pi.email)
                     continue
                 user = _new_user(email, name=pi.name)
@@ -241,6 +242,10 @@ def invitation_send(*, user: Any, actor: Any = None, actor_name: str = "") -> In
     until the password is set or the account is disabled."""
     if not user.email:
         raise Refused(f"user {user.get_username()} has no email address")
+    if not is_plain_email(user.email):
+        raise Refused(
+            f"user {user.get_username()}: {user.email!r} is not a plain email address; nothing sent"
+        )
     if not user.is_active:
         raise Refused(f"the account {user.get_username()} is disabled; enable it first (`users enable`)")
     link = selectors.set_password_url(user)

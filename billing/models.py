@@ -268,6 +268,7 @@ class FlagReason(models.TextChoices):
     INVALID_FUND_ORG = "invalid_fund_org", "Invalid fund/org"
     PROJECT_PI_MISMATCH = "project_pi_mismatch", "Project seen under another PI"
     AMBIGUOUS_TAGS = "ambiguous_tags", "Ambiguous tags"
+    INVALID_PI_EMAIL = "invalid_pi_email", "Invalid PI email"
     RULE = "rule", "Flag rule"
 
 

@@ -27,6 +27,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from accounts.services import pi_users_ensure
+from chargeback.emails import is_plain_email
 from chargeback.errors import Refused
 from chargeback.regex import regex_problem
 
@@ -217,7 +218,7 @@ def source_update(*, slug: str, **changes: str) -> Source:
 
 def _pi_get_or_create(email: str) -> PI:
     email = (email or "").strip().lower()
-    if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
+    if not is_plain_email(email):
         raise Refused(f"invalid PI email {email!r}")
     pi, _ = PI.objects.get_or_create(email=email)
     return pi
@@ -867,14 +868,21 @@ def _rule_values(charge: Charge) -> dict[str, str]:
     return {name: getattr(charge, name) or "" for name, _ in FlagRule.FIELD_CHOICES}
 
 
+# Flags about what the file said (its tags), not about who pays now: they stay until a reviewer
+# corrects the charge's attribution.
+FILE_FLAG_REASONS = (FlagReason.AMBIGUOUS_TAGS, FlagReason.INVALID_PI_EMAIL)
+
+
 def _flags_for_charge(charge: Charge, context: FlagContext, rule_flags: list[Flag] | None = None) -> list:
     """Every flag of a charge; `rule_flags` when the rules already ran over many charges at once."""
     if rule_flags is None:
         rule_flags = context.rule_flags(_rule_values(charge), charge.source_id)
+    from_file = []
+    if charge.attribution_source != "manual" and any(r in charge.flag_summary for r in FILE_FLAG_REASONS):
+        from_file = [Flag(f.reason, f.detail) for f in charge.flags.filter(reason__in=FILE_FLAG_REASONS)]
     if charge.attribution_source == "ambiguous":
         # Its tags named a payer field twice: it stays so until a reviewer corrects it.
-        ambiguous = [Flag(f.reason, f.detail) for f in charge.flags.filter(reason=FlagReason.AMBIGUOUS_TAGS)]
-        return (ambiguous or [Flag(FlagReason.AMBIGUOUS_TAGS, "ambiguous tags")]) + rule_flags
+        return (from_file or [Flag(FlagReason.AMBIGUOUS_TAGS, "ambiguous tags")]) + rule_flags
     owner = charge.project.pi.email if charge.project_id and charge.project else None
     flags = context.attribution_flags(
         has_pi=charge.pi_id is not None,
@@ -883,7 +891,7 @@ def _flags_for_charge(charge: Charge, context: FlagContext, rule_flags: list[Fla
         project_owner_email=owner,
         pi_email=charge.pi_email,
     )
-    return flags + rule_flags
+    return from_file + flags + rule_flags
 
 
 @transaction.atomic

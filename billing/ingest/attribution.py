@@ -6,7 +6,8 @@ Python only sees what is distinct: e-mail addresses, project codes, account mapp
 
 Order of the rules: tags that name a PI; else the owner of the tagged project; else the
 sub-account's AccountMapping (a mapping for this source wins over one for every source); else
-unattributed. A PI tag that is not an e-mail address ("n/a", "TBD") names nobody. Tags that give
+unattributed. A PI tag that is not a plain e-mail address ("n/a", "TBD", "x<victim@evil.example>",
+chargeback.emails) names nobody and is flagged "invalid PI email". Tags that give
 a payer field twice name nobody either, and no mapping applies: they are flagged "ambiguous tags"
 for a reviewer. PIs and projects are created on first sight, a new project with the first
 attribution (by id) that names it.
@@ -14,7 +15,6 @@ attribution (by id) that names it.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,11 +22,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from billing.models import PI, AccountMapping, Project, Source
+from chargeback.emails import is_plain_email
 
 from .flagging import Flag, FlagContext, summarize
 from .transform import ATTRIBUTION_FIELDS, Encoder, TagReader
-
-_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
 # Columns of a Resolutions table, one row per attribution and then one per mapped (attribution, sub-account).
 # The payer's text fields are the attribution fields of tags (transform.ATTRIBUTION_FIELDS).
@@ -116,7 +115,7 @@ def resolve_attributions(
     used_mask = pa.array(used)
 
     # PIs named by tags (valid addresses only).
-    emails = sorted(e for e in pc.unique(email.filter(used_mask)).to_pylist() if _EMAIL.fullmatch(e))
+    emails = sorted(e for e in pc.unique(email.filter(used_mask)).to_pylist() if is_plain_email(e))
     pis = dict(PI.objects.filter(email__in=emails).values_list("email", "pk"))
     missing_pis = [e for e in emails if e not in pis]
     if missing_pis:
@@ -125,6 +124,8 @@ def resolve_attributions(
     pi_emails = list(pis)
     pi_row = pc.if_else(used_mask, _lookup(email, pi_emails), pa.scalar(None, pa.int32()))
     has_pi = pc.is_valid(pi_row)
+    # A PI tag given but not a plain address: kept for the flag, never a PI.
+    invalid_email = pc.if_else(pc.and_(pc.not_equal(email, ""), pc.invert(has_pi)), email, "")
     pi_pk = pa.array(list(pis.values()), pa.int64()).take(pi_row)
 
     # Projects named by tags; a new one belongs to the PI of the first attribution naming it.
@@ -222,6 +223,7 @@ def resolve_attributions(
     table = pa.concat_tables([table, pair_table]).combine_chunks()
     owner = pa.concat_arrays([owner, pa.array(pair_owner, pa.string())])
     ambiguity = pa.concat_arrays([ambiguity, pa.array([""] * len(pair_owner), pa.string())])
+    invalid_email = pa.concat_arrays([invalid_email, invalid_email.take(pa.array(pair_ids, pa.int64()))])
 
     # Flags that depend only on who pays: computed once per distinct combination.
     has_payer = pc.is_valid(table.column("pi_id"))
@@ -232,6 +234,7 @@ def resolve_attributions(
         pc.fill_null(owner, ""),
         table.column("pi_email"),
         ambiguity,
+        invalid_email,
     )
     encoded = pc.dictionary_encode(_array(key))
     groups = encoded.indices.to_numpy(zero_copy_only=False)
@@ -239,6 +242,7 @@ def resolve_attributions(
     sample = table.take(pa.array(first_rows)).to_pydict()
     owners = owner.take(pa.array(first_rows)).to_pylist()
     ambiguities = ambiguity.take(pa.array(first_rows)).to_pylist()
+    invalid_emails = invalid_email.take(pa.array(first_rows)).to_pylist()
     flag_groups = []
     for i in range(len(first_rows)):
         flags = context.attribution_flags(
@@ -248,6 +252,7 @@ def resolve_attributions(
             project_owner_email=owners[i],
             pi_email=sample["pi_email"][i],
             ambiguity=ambiguities[i],
+            invalid_pi_email=invalid_emails[i],
         )
         flag_groups.append((flags, summarize(flags)))
     table = table.append_column("flag_group", pa.array(groups.astype(np.int32)))

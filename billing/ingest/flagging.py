@@ -102,13 +102,22 @@ class FlagContext:
         project_owner_email: str | None,
         pi_email: str,
         ambiguity: str = "",
+        invalid_pi_email: str = "",
     ) -> list[Flag]:
-        """Flags that depend only on who pays. Tags that name a payer field twice name nobody."""
+        """Flags that depend only on who pays. Tags that name a payer field twice name nobody; a PI
+        email that is not a plain address names nobody either (the payer may still come from the
+        project or a mapping) and is flagged."""
         if ambiguity:
             return [Flag(FlagReason.AMBIGUOUS_TAGS, ambiguity)]
-        if not has_pi:
-            return [Flag(FlagReason.UNATTRIBUTED, "no PI in tags and no account mapping")]
         flags = []
+        if invalid_pi_email:
+            flags.append(
+                Flag(
+                    FlagReason.INVALID_PI_EMAIL, f"{invalid_pi_email!r} is not a plain address (local@domain)"
+                )
+            )
+        if not has_pi:
+            return [*flags, Flag(FlagReason.UNATTRIBUTED, "no PI in tags and no account mapping")]
         if not project_code:
             flags.append(Flag(FlagReason.MISSING_PROJECT, "no project id"))
         if not fund_org:
