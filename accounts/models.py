@@ -70,3 +70,26 @@ class Delegation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.project} of {self.pi} → {self.delegate}"
+
+
+class DelegationEmail(models.Model):
+    """An email a PI's delegation caused (an invitation or a notice to an existing account): the
+    record the per-PI limit counts (OPENCHARGEBACK_DELEGATION_EMAILS_PER_DAY)."""
+
+    class Kind(models.TextChoices):
+        INVITATION = "invitation", "Invitation"
+        NOTICE = "notice", "Notice of shared projects"
+
+    pi = models.ForeignKey("billing.PI", on_delete=models.CASCADE, related_name="delegation_emails")
+    delegate = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="delegation_emails"
+    )
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    sent_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-sent_at", "-id"]
+        indexes = [models.Index(fields=["pi", "-sent_at"], name="delegation_email_pi_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} to {self.delegate} for {self.pi} ({self.sent_at:%Y-%m-%d})"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -35,7 +36,7 @@ from chargeback.errors import Refused
 from chargeback.logging import audit
 
 from . import roles, selectors
-from .models import Delegation, Invitation, UserPreference
+from .models import Delegation, DelegationEmail, Invitation, UserPreference
 
 logger = logging.getLogger(__name__)
 
@@ -416,8 +417,12 @@ def delegation_grant(
     *, pi: PI, email: str, project_ids: Iterable[int], actor: Any = None
 ) -> list[Delegation]:
     """The PI lets the colleague with this email see the given projects (their own projects only).
-    A colleague without an account gets one (no password) and an invitation; one with an account is
-    told by email."""
+
+    A colleague without an account gets one (no password, group PI) and an invitation; one with an
+    account is told by email, and its groups, staff status and active flag are left exactly as they
+    are: a delegation grants portal access to those projects, nothing else. A disabled account is
+    not emailed. Each PI may cause OPENCHARGEBACK_DELEGATION_EMAILS_PER_DAY such emails a day.
+    """
     email = normalize_email(email)
     if email == pi.email.lower():
         raise Refused("you cannot delegate to yourself")
@@ -433,7 +438,7 @@ def delegation_grant(
     created = user is None
     if user is None:
         user = _new_user(email)
-    user.groups.add(_pi_group())
+        user.groups.add(_pi_group())
     made = []
     for project in own.values():
         delegation, new = Delegation.objects.get_or_create(
@@ -448,15 +453,30 @@ def delegation_grant(
                 project=project.project_id,
                 delegate=user.get_username(),
             )
-    if made:
-        needs_invite = not user.has_usable_password() and not (user.is_active and settings.OIDC_ENABLED)
-        if created or (
+    if made and user.is_active:
+        needs_invite = not user.has_usable_password() and not settings.OIDC_ENABLED
+        invite = created or (
             needs_invite and not Invitation.objects.filter(user=user, accepted_at__isnull=True).exists()
-        ):
+        )
+        _count_delegation_email(pi, user, DelegationEmail.Kind.INVITATION if invite else DelegationEmail.Kind.NOTICE)
+        if invite:
             transaction.on_commit(lambda: invitation_send(user=user, actor=actor, actor_name=label))
         else:
             transaction.on_commit(lambda: _notify_delegate(user, pi, [d.project for d in made]))
     return made
+
+
+def _count_delegation_email(pi: PI, user: Any, kind: str) -> None:
+    """Record an email a delegation causes; refused (and the delegation with it) past the PI's
+    daily limit, so a PI's sharing form cannot be used to mail anyone without end."""
+    limit = settings.OPENCHARGEBACK_DELEGATION_EMAILS_PER_DAY
+    since = timezone.now() - timedelta(days=1)
+    if DelegationEmail.objects.select_for_update().filter(pi=pi, sent_at__gte=since).count() >= limit:
+        raise Refused(
+            f"you have shared projects by email {limit} times in the last 24 hours; try again tomorrow, "
+            "or ask the billing team"
+        )
+    DelegationEmail.objects.create(pi=pi, delegate=user, kind=kind, sent_at=timezone.now())
 
 
 def _notify_delegate(user: Any, pi: PI, projects: list[Project]) -> None:

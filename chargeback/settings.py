@@ -236,6 +236,8 @@ LOGOUT_REDIRECT_URL = "portal:login"
 # Invitation and password-reset links stay valid this long (until the password is set).
 PASSWORD_RESET_TIMEOUT = env.int("OPENCHARGEBACK_INVITATION_DAYS", default=7) * 24 * 3600
 SESSION_COOKIE_AGE = env.int("OPENCHARGEBACK_SESSION_HOURS", default=12) * 3600
+# Emails (invitations, notices) one PI's delegations may cause in 24 hours.
+OPENCHARGEBACK_DELEGATION_EMAILS_PER_DAY = env.int("OPENCHARGEBACK_DELEGATION_EMAILS_PER_DAY", default=10)
 
 # django-axes: a user name (or one browser at one address) is locked out after 5 failed sign-ins,
 # on the portal and the admin, for OPENCHARGEBACK_LOCKOUT_MINUTES; every failure and lockout is
