@@ -458,7 +458,9 @@ def delegation_grant(
         invite = created or (
             needs_invite and not Invitation.objects.filter(user=user, accepted_at__isnull=True).exists()
         )
-        _count_delegation_email(pi, user, DelegationEmail.Kind.INVITATION if invite else DelegationEmail.Kind.NOTICE)
+        _count_delegation_email(
+            pi, user, DelegationEmail.Kind.INVITATION if invite else DelegationEmail.Kind.NOTICE
+        )
         if invite:
             transaction.on_commit(lambda: invitation_send(user=user, actor=actor, actor_name=label))
         else:

@@ -239,14 +239,19 @@ SESSION_COOKIE_AGE = env.int("OPENCHARGEBACK_SESSION_HOURS", default=12) * 3600
 # Emails (invitations, notices) one PI's delegations may cause in 24 hours.
 OPENCHARGEBACK_DELEGATION_EMAILS_PER_DAY = env.int("OPENCHARGEBACK_DELEGATION_EMAILS_PER_DAY", default=10)
 
-# django-axes: a user name (or one browser at one address) is locked out after 5 failed sign-ins,
-# on the portal and the admin, for OPENCHARGEBACK_LOCKOUT_MINUTES; every failure and lockout is
-# logged (audit events login_failed, login_locked_out). Billing admins unlock by deleting the
-# access attempt in the admin.
+# django-axes: a user name is locked out after 5 failed sign-ins, and a client address after 20
+# (whatever names and user agents it tries: accounts.security.LockoutHandler), on the portal and
+# the admin, for OPENCHARGEBACK_LOCKOUT_MINUTES; every failure and lockout is logged (audit events
+# login_failed, login_locked_out). Billing admins unlock by deleting the access attempts in the admin.
 AUTHENTICATION_BACKENDS = ["accounts.security.LockoutModelBackend"]  # ModelBackend + axes' lockout
+AXES_HANDLER = "accounts.security.LockoutHandler"
 AXES_FAILURE_LIMIT = env.int("OPENCHARGEBACK_LOGIN_FAILURE_LIMIT", default=5)
+OPENCHARGEBACK_LOGIN_ADDRESS_FAILURE_LIMIT = env.int("OPENCHARGEBACK_LOGIN_ADDRESS_FAILURE_LIMIT", default=20)
 AXES_COOLOFF_TIME = env.int("OPENCHARGEBACK_LOCKOUT_MINUTES", default=30) / 60  # hours
-AXES_LOCKOUT_PARAMETERS = ["username", ["ip_address", "user_agent"]]  # a name, or one browser spraying names
+AXES_LOCKOUT_PARAMETERS = ["username"]  # the address is counted by the handler, with its own limit
+# axes.W006 asks for ip_address among the lockout parameters; LockoutHandler locks addresses itself
+# (with a limit of their own, and not reset by one successful sign-in from that address).
+SILENCED_SYSTEM_CHECKS = ["axes.W006"]
 AXES_USERNAME_CALLABLE = "accounts.security.axes_username"
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
@@ -314,6 +319,7 @@ if OPENCHARGEBACK_HTTPS and not DEBUG:
     SESSION_COOKIE_NAME = "__Host-sessionid"
     CSRF_COOKIE_NAME = "__Host-csrftoken"
     SILENCED_SYSTEM_CHECKS = [
+        *SILENCED_SYSTEM_CHECKS,
         *([] if SECURE_HSTS_INCLUDE_SUBDOMAINS else ["security.W005"]),
         *([] if SECURE_HSTS_PRELOAD else ["security.W021"]),
     ]
