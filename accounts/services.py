@@ -550,6 +550,19 @@ def statement_pdf_downloaded(*, statement: Any, user: Any, via: str = "portal") 
     )
 
 
+def statement_pdf_missing(*, statement: Any, user: Any) -> None:
+    """A portal user asked for a PDF that is not rendered: recorded for the billing team (a warning
+    in the log), who render it; the portal renders nothing itself."""
+    audit(
+        "statement_pdf_missing",
+        actor=user.get_username(),
+        statement=statement.label,
+        statement_id=statement.pk,
+        render_error=statement.render_error or "",
+    )
+    logger.warning("statement %s has no PDF; %s asked for it in the portal", statement.label, user)
+
+
 def charges_csv_downloaded(
     *, user: Any, period: str, project_code: str, pi_emails: list[str], rows: int
 ) -> None:

@@ -22,6 +22,7 @@ from django.http import (
     Http404,
     HttpRequest,
     HttpResponse,
+    HttpResponseBase,
     HttpResponseRedirect,
     StreamingHttpResponse,
 )
@@ -210,18 +211,16 @@ def statement_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @login_required
-def statement_pdf(request: HttpRequest, pk: int) -> FileResponse:
+def statement_pdf(request: HttpRequest, pk: int) -> HttpResponseBase:
     scope = selectors.portal_scope(request.user)
     statement = selectors.portal_statement(scope, pk)
     if statement is None:
         raise Http404("no such statement")
     if not statement.pdf:
-        from statements.services import statement_render_pdf
-
-        statement_render_pdf(statement_id=statement.pk)
-        statement.refresh_from_db()
-        if not statement.pdf:
-            raise Http404("this statement has no PDF")
+        # Rendering is a write, not a PI's to trigger: say so, and tell the billing team.
+        services.statement_pdf_missing(statement=statement, user=request.user)
+        context = _base_context(request, scope, statement=statement)
+        return render(request, "portal/pdf_unavailable.html", context, status=404)
     services.statement_pdf_downloaded(statement=statement, user=request.user)
     return FileResponse(
         statement.pdf.open("rb"),
