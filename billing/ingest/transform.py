@@ -113,6 +113,11 @@ def _parse_timestamps(
     times = pc.if_else(pc.equal(pc.utf8_length(times), 0), pa.scalar("00:00:00"), times)
     canonical = pc.binary_join_element_wise(dates, pc.fill_null(times, "00:00:00"), "T")
     canonical = pc.if_else(pc.is_null(column), pa.scalar(None, pa.string()), canonical)
+    # Year 0 parses in Arrow but exists neither in Python nor in PostgreSQL.
+    year_zero = pc.fill_null(pc.starts_with(canonical, "0000-"), False)
+    if pc.any(year_zero).as_py():
+        errors.add_where(year_zero, column, name, first_line, "no such date or time")
+        canonical = pc.if_else(year_zero, pa.scalar(None, pa.string()), canonical)
     try:
         pc.cast(canonical, pa.timestamp("s"))
     except pa.ArrowInvalid:
