@@ -165,14 +165,18 @@ def money_limit() -> Decimal:
     return SQLITE_MONEY_LIMIT if connection.vendor == "sqlite" else numbers.DATABASE_LIMIT
 
 
+# Charge.quantity is numeric(28, 6).
+QUANTITY_LIMIT = Decimal(10) ** 22
+
+
 def _check_sums(charges: pa.Table, limit: Decimal, label: str) -> None:
     """Every row fits (checked per row); a charge sums rows, and must fit too."""
-    for name in MONEY_NAMES:
+    for name, most in (*((name, limit) for name in MONEY_NAMES), ("quantity", QUANTITY_LIMIT)):
         extremes = pc.min_max(charges.column(name)).as_py()
-        if any(v is not None and abs(v) >= limit for v in extremes.values()):
+        if any(v is not None and abs(v) >= most for v in extremes.values()):
             raise IngestError(
                 f"{label}: the rows of one charge add up to more than this database stores in {name} "
-                f"(at most ±{limit:,}); check the amounts"
+                f"(at most ±{most:,}); check the amounts"
             )
 
 

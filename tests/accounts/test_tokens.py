@@ -4,7 +4,6 @@ again does not revive them, and accepting a link never changes whether the accou
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import pytest
@@ -17,24 +16,14 @@ from accounts.models import Invitation
 from accounts.services import pi_users_ensure
 from chargeback.errors import Refused
 from tests.accounts.conftest import PASSWORD, client_for
+
+# The invitation emails go to the test mailbox, with links on https://billing.example.edu.
+from tests.accounts.test_accounts import NEW_PASSWORD, _link, _locmem_email  # noqa: F401
 from tests.cli import run
 from tests.factories import PIFactory
 
 pytestmark = pytest.mark.django_db
 User = get_user_model()
-NEW_PASSWORD = "violet kettle mountain 77"
-
-
-@pytest.fixture(autouse=True)
-def _locmem_email(settings):
-    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
-    settings.OPENCHARGEBACK_BASE_URL = "https://billing.example.edu"
-
-
-def _link(body: str) -> str:
-    match = re.search(r"https://billing\.example\.edu(/portal/password/set/[^/\s]+/[^/\s]+/)", body)
-    assert match, body
-    return match.group(1)
 
 
 def _try_link(link: str) -> tuple[Client, Any]:
