@@ -666,13 +666,13 @@ def backup_restore(
     with tempfile.TemporaryDirectory(prefix=".restore-", dir=media_root.parent) as tmp:
         work = Path(tmp)
         manifest = extract_verified(archive, work, unsigned=unsigned)
+        _check_migrations_known(manifest)
         vendor = manifest["database"]["vendor"]
         if vendor != _vendor():
             raise Refused(
                 f"the backup holds a {vendor} database and this installation uses {_vendor()}; "
                 "restore onto the same kind of database"
             )
-        _check_migrations_known(manifest)
         data = installation_data()
         if data and not force:
             listed = ", ".join(f"{t} ({n})" for t, n in sorted(data.items())[:8])
