@@ -128,7 +128,9 @@ def parse_file(path: Path, billing_settings: BillingSettings, name: str | None =
     )
     for batch in _regrouped(batches):
         errors.begin_batch(batch.num_rows)
-        partial = transform.transform_batch(batch, first_line, tag_reader, texts, errors, stats)
+        partial = transform.transform_batch(
+            batch, first_line, tag_reader, texts, errors, stats, check_nul=focus.nul_seen
+        )
         errors.end_batch()
         release_unused_memory()  # the batch's temporaries (its text, Python strings of its tags)
         first_line += batch.num_rows

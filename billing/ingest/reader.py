@@ -71,6 +71,9 @@ class FocusFile:
     columns: dict[str, str]  # canonical name -> name in the file
     name: str = ""  # the name people know the file by (the upload's, not the stored copy's)
     errors: RowErrorLog = field(default_factory=RowErrorLog)
+    # Whether the bytes read so far may hold a NUL (no cell holds one unless they do): the cells
+    # are then checked one by one. Parquet is always checked.
+    nul_seen: bool = False
 
     @property
     def is_parquet(self) -> bool:
@@ -192,10 +195,10 @@ def open_focus_file(path: Path, name: str | None = None) -> FocusFile:
 
 class _CappedReader(io.RawIOBase):
     """Counts the (decompressed) bytes read, and stops past `limit`: a small gzip may inflate to
-    far more text than any billing export holds."""
+    far more text than any billing export holds. Notes whether any NUL byte went by."""
 
-    def __init__(self, raw: io.BufferedIOBase, limit: int) -> None:
-        self.raw, self.limit, self.total, self.exceeded = raw, limit, 0, False
+    def __init__(self, raw: io.BufferedIOBase, limit: int, focus: FocusFile) -> None:
+        self.raw, self.limit, self.total, self.exceeded, self.focus = raw, limit, 0, False, focus
 
     def readable(self) -> bool:
         return True
@@ -203,6 +206,8 @@ class _CappedReader(io.RawIOBase):
     def read(self, size: int = -1) -> bytes:
         data = self.raw.read(size)
         self.total += len(data)
+        if not self.focus.nul_seen and b"\x00" in data:
+            self.focus.nul_seen = True
         if self.total > self.limit:
             self.exceeded = True
             raise OSError("decompressed size limit exceeded")
@@ -223,6 +228,7 @@ def iter_batches(
     """
     canonical_by_name = {v: k for k, v in focus.columns.items()}
     if focus.is_parquet:
+        focus.nul_seen = True
         yield from _iter_parquet(focus, canonical_by_name, block_bytes)
         return
     label = focus.name or focus.path.name
@@ -251,7 +257,7 @@ def iter_batches(
         strings_can_be_null=True,
         quoted_strings_can_be_null=True,
     )
-    stream = _CappedReader(_open_binary(focus.path), max_bytes if max_bytes is not None else 1 << 62)
+    stream = _CappedReader(_open_binary(focus.path), max_bytes if max_bytes is not None else 1 << 62, focus)
     reader = None
     failure: IngestError | None = None
     try:

@@ -129,7 +129,8 @@ class TagReader:
                     pc.if_else(pc.equal(token, "null"), pa.scalar(None, pa.string()), token),
                 )
             )
-            counts.append(np.array(pc.count_substring_regex(texts, rf'"{pattern}"\s*:'), dtype=np.int64))
+            counts.append(np.asarray(pc.is_valid(token).to_numpy(zero_copy_only=False), dtype=np.int64))
+        self._count_repeated_keys(texts, counts)
         problems: list[tuple[int, str]] = []
         if not plain_flags.all():
             self._read_json(texts, plain_flags, values, counts, problems)
@@ -159,6 +160,22 @@ class TagReader:
         for position, _ in problems:
             ids[position] = 0
         return ids, problems
+
+    def _count_repeated_keys(self, texts: pa.Array, counts: list[np.ndarray]) -> None:
+        """Exact key counts where some key may appear twice. One pass counts every attribution key
+        of each text; only texts with more keys than the fields found (rare) are counted per field."""
+        patterns = [p for p in (self._key_pattern(name) for name in ATTRIBUTION_FIELDS) if p]
+        if not patterns:
+            return
+        keys = np.array(pc.count_substring_regex(texts, rf'"(?:{"|".join(patterns)})"\s*:'), dtype=np.int64)
+        suspect = np.nonzero(keys > np.sum(counts, axis=0))[0]
+        if not len(suspect):
+            return
+        subset = texts.take(pa.array(suspect, pa.int64()))
+        for index, name in enumerate(ATTRIBUTION_FIELDS):
+            pattern = self._key_pattern(name)
+            if pattern is not None:
+                counts[index][suspect] = np.array(pc.count_substring_regex(subset, rf'"{pattern}"\s*:'))
 
     def _read_json(
         self,

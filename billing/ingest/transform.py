@@ -155,17 +155,20 @@ def transform_batch(
     texts: Encoder,
     errors: RowErrorLog,
     stats: BatchStats,
+    *,
+    check_nul: bool = True,
 ) -> pa.Table | None:
     """Validate one batch and sum its rows per charge key; None when the batch had errors.
 
     Text columns come back as ids into `texts`, Tags as (attribution id, tags text id).
+    `check_nul=False` when the bytes read hold no NUL (the reader knows): no cell is then searched.
     """
     n = batch.num_rows
     names = batch.schema.names
     errors_before = len(errors)
 
     # PostgreSQL cannot store a NUL character in text; no export means one.
-    for name in names:
+    for name in names if check_nul else ():
         column = batch.column(name)
         nul = pc.match_substring(column, "\x00")
         if pc.any(nul).as_py():
