@@ -51,11 +51,38 @@ if admin.site.is_registered(User):
 @admin.register(User)
 class PortalUserAdmin(UserAdmin):
     """Django's user admin, with roles and portal status in the list and the invitation action.
-    Permissions (is_superuser, groups) stay editable by users who may change users only."""
+    Permissions (is_superuser, groups) stay editable by users who may change users only.
+    Unticking "active" disables the account through the service (its links are voided too)."""
 
     list_display = ("username", "email", "roles", "is_active", "is_staff", "last_login")
     list_filter = ("groups", "is_staff", "is_active", "is_superuser")
-    actions = ["send_invitation"]
+    actions = ["send_invitation", "disable_accounts"]
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        active = obj.is_active
+        toggled = change and "is_active" in form.changed_data
+        if toggled:
+            obj.is_active = not active  # the service makes the change (and voids links)
+        super().save_model(request, obj, form, change)
+        if toggled and not active:
+            services.user_disable(user=obj, actor=request.user)
+        elif toggled:
+            services.user_enable(user=obj, actor=request.user)
+        obj.refresh_from_db(fields=["is_active"])
+
+    @admin.action(description="Disable the selected accounts (and void their links)", permissions=["change"])
+    def disable_accounts(self, request: HttpRequest, queryset: QuerySet) -> None:
+        users = list(queryset.exclude(pk=request.user.pk).order_by("username"))
+        for user in users:
+            services.user_disable(user=user, actor=request.user)
+        self.message_user(
+            request,
+            f"{len(users)} account{'s' if len(users) != 1 else ''} disabled"
+            + (
+                "; your own account was left as it is" if queryset.filter(pk=request.user.pk).exists() else ""
+            ),
+            messages.SUCCESS,
+        )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).prefetch_related("groups")

@@ -24,14 +24,18 @@ class UserPreference(models.Model):
 class Invitation(models.Model):
     """A set-your-password link emailed to a portal user (PI, delegate) or a staff user.
 
-    The link is Django's password-reset token: it stops working once the password is set, and
-    after PASSWORD_RESET_TIMEOUT. Accepting it (setting the password) activates the account.
+    The link's token (accounts.tokens) stops working once the password is set, after
+    PASSWORD_RESET_TIMEOUT, and when the account is disabled. Accepting it sets the password and
+    never changes whether the account is active. Disabling an account voids its pending invitations.
     """
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="invitations")
     email = models.EmailField(help_text="Where the link was sent.")
     sent_at = models.DateTimeField()
     accepted_at = models.DateTimeField(null=True, blank=True)
+    voided_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the account was disabled before the link was used."
+    )
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -66,3 +70,26 @@ class Delegation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.project} of {self.pi} → {self.delegate}"
+
+
+class DelegationEmail(models.Model):
+    """An email a PI's delegation caused (an invitation or a notice to an existing account): the
+    record the per-PI limit counts (OPENCHARGEBACK_DELEGATION_EMAILS_PER_DAY)."""
+
+    class Kind(models.TextChoices):
+        INVITATION = "invitation", "Invitation"
+        NOTICE = "notice", "Notice of shared projects"
+
+    pi = models.ForeignKey("billing.PI", on_delete=models.CASCADE, related_name="delegation_emails")
+    delegate = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="delegation_emails"
+    )
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    sent_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-sent_at", "-id"]
+        indexes = [models.Index(fields=["pi", "-sent_at"], name="delegation_email_pi_recent")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} to {self.delegate} for {self.pi} ({self.sent_at:%Y-%m-%d})"

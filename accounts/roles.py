@@ -164,3 +164,9 @@ def can_manage_periods(user: Any) -> bool:
 
 def can_edit_rules(user: Any) -> bool:
     return bool(user.has_perm("billing.change_flagrule"))
+
+
+def can_change_statements(user: Any) -> bool:
+    """Send, resend and render statements (rendering a PDF is a write): reviewers and billing
+    admins. Viewers and PIs only read what exists."""
+    return bool(user.has_perm("statements.send_statements"))

@@ -1,15 +1,22 @@
-"""Login security: the lockout backend (django-axes), the Content Security Policy middleware
+"""Login security: the lockout backend and handler (django-axes), the Content Security Policy middleware
 (django-csp) with the admin's allowance, and the OpenID Connect backend (mozilla-django-oidc)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from axes.attempts import get_cool_off_threshold
 from axes.backends import AxesStandaloneBackend
+from axes.conf import settings as axes_settings
+from axes.handlers.database import AxesDatabaseHandler
+from axes.helpers import get_client_username
+from axes.models import AccessAttempt
+from axes.signals import user_locked_out
 from csp.constants import UNSAFE_INLINE
 from csp.middleware import CSPMiddleware, PolicyParts
 from django.conf import settings
 from django.contrib.auth.backends import ModelBackend
+from django.db.models import Sum
 from django.http import HttpRequest, HttpResponseBase
 
 
@@ -81,6 +88,45 @@ class LockoutModelBackend(AxesStandaloneBackend, ModelBackend):
             AxesStandaloneBackend.authenticate(self, request, username=username, password=password, **kwargs)
         kwargs.pop("response_context", None)
         return ModelBackend.authenticate(self, request, username=username, password=password, **kwargs)
+
+
+class LockoutHandler(AxesDatabaseHandler):
+    """django-axes' database handler, locking by user name and by client address.
+
+    A user name is locked after AXES_FAILURE_LIMIT failures (axes' own lockout parameter). A client
+    address is locked after OPENCHARGEBACK_LOGIN_ADDRESS_FAILURE_LIMIT failures within the cool-off
+    time, whatever the user names and user agents it tried: rotating the user agent, or spraying
+    one password over many user names, no longer escapes the lockout. The address limit is higher
+    than the user name's so that colleagues behind one NAT address mistyping their own passwords
+    do not lock each other out."""
+
+    def address_failures(self, request: HttpRequest) -> int:
+        address = getattr(request, "axes_ip_address", "") or ""
+        if not address:
+            return 0
+        attempts = AccessAttempt.objects.filter(ip_address=address)
+        if axes_settings.AXES_COOLOFF_TIME is not None:
+            attempts = attempts.filter(attempt_time__gte=get_cool_off_threshold(request))
+        return int(attempts.aggregate(total=Sum("failures_since_start"))["total"] or 0)
+
+    def address_locked(self, request: HttpRequest) -> bool:
+        return self.address_failures(request) >= settings.OPENCHARGEBACK_LOGIN_ADDRESS_FAILURE_LIMIT
+
+    def is_locked(self, request: HttpRequest, credentials: dict | None = None) -> bool:
+        return super().is_locked(request, credentials) or self.address_locked(request)
+
+    def user_login_failed(self, sender: Any, credentials: dict, request: Any = None, **kwargs: Any) -> None:
+        super().user_login_failed(sender, credentials, request, **kwargs)
+        if request is None or getattr(request, "axes_locked_out", False) or not self.address_locked(request):
+            return
+        request.axes_locked_out = True  # the middleware answers with the lockout page
+        request.axes_credentials = credentials
+        user_locked_out.send(
+            "axes",
+            request=request,
+            username=get_client_username(request, credentials),
+            ip_address=request.axes_ip_address,
+        )
 
 
 def client_ip(request: HttpRequest) -> str:

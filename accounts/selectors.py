@@ -9,7 +9,6 @@ exist). Statements and charges are matched on (PI, project id), the key statemen
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -19,7 +18,6 @@ from urllib.parse import urljoin
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.tokens import default_token_generator
 from django.db.models import Count, Q, QuerySet, Sum
 from django.urls import reverse
 from django.utils.encoding import force_bytes
@@ -31,8 +29,8 @@ from chargeback.money import ZERO
 from statements.models import Statement
 
 from .models import Delegation, Invitation, UserPreference
+from .tokens import account_link_tokens
 
-EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 NO_PROJECT = "none"  # the portal's key for a PI's charges without a project
 
 
@@ -71,9 +69,9 @@ class UserRow:
     @property
     def status(self) -> str:
         if not self.user.is_active:
-            return "invited" if self.invited_at else "inactive"
+            return "disabled"
         if not self.user.has_usable_password():
-            return "active (no password)"
+            return "invited" if self.invited_at else "no password yet"
         return "active"
 
 
@@ -121,9 +119,10 @@ def absolute_url(path: str) -> str:
 
 
 def set_password_url(user: Any) -> str:
-    """The set-your-password link of an invitation (Django's password-reset token)."""
+    """The set-your-password link of an invitation (accounts.tokens: void once used, expired or
+    the account disabled)."""
     uid = urlsafe_base64_encode(force_bytes(user.pk))
-    token = default_token_generator.make_token(user)
+    token = account_link_tokens.make_token(user)
     return absolute_url(reverse("portal:set_password", kwargs={"uidb64": uid, "token": token}))
 
 

@@ -2,9 +2,13 @@
 the audit records of portal downloads.
 
 Users are named by their email address (username = the address in lower case). A PI gets a portal
-user when an import first sees the PI (`pi_users_ensure`, called by billing's import): inactive,
-without a password, in the "PI" group. `invitations_send` emails a set-your-password link (Django's
-token machinery); accepting it (`invitation_accept`) sets the password and activates the account.
+user when an import first sees the PI (`pi_users_ensure`, called by billing's import): active but
+without a password (nobody can sign in as it yet), in the "PI" group. `invitations_send` emails a
+set-your-password link (accounts.tokens); accepting it (`invitation_accept`) sets the password.
+
+`is_active` means one thing: the account may be used. Only an administrator changes it
+(`user_disable`, `user_enable`); no link, invitation or single sign-on ever turns it back on, and
+disabling voids every outstanding invitation and reset link.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -26,11 +31,12 @@ from django.utils import timezone
 
 from billing import selectors as billing_selectors
 from billing.models import PI, Project
+from chargeback.emails import is_plain_email
 from chargeback.errors import Refused
 from chargeback.logging import audit
 
 from . import roles, selectors
-from .models import Delegation, Invitation, UserPreference
+from .models import Delegation, DelegationEmail, Invitation, UserPreference
 
 logger = logging.getLogger(__name__)
 
@@ -79,17 +85,19 @@ def roles_ensure(
 
 def normalize_email(email: str) -> str:
     email = (email or "").strip().lower()
-    if not selectors.EMAIL_RE.fullmatch(email):
+    if not is_plain_email(email):
         raise Refused(f"invalid email address {email!r}")
     if len(email) > 150:
         raise Refused(f"email address too long for a user name (150 characters at most): {email}")
     return email
 
 
-def _new_user(email: str, *, active: bool, name: str = "") -> Any:
+def _new_user(email: str, *, name: str = "") -> Any:
+    """A new account without a password: active (not disabled), yet nobody can sign in as it until
+    a password is set through an invitation or single sign-on vouches for the address."""
     User = get_user_model()
     first, _, last = (name or "").strip().partition(" ")
-    user = User(username=email, email=email, is_active=active, first_name=first[:150], last_name=last[:150])
+    user = User(username=email, email=email, is_active=True, first_name=first[:150], last_name=last[:150])
     user.set_unusable_password()
     user.save()
     return user
@@ -116,9 +124,9 @@ def user_add(
 ) -> UserOutcome:
     """Create a user (or find the one with this email) and give it roles ('reviewer', 'pi', ...).
 
-    Staff roles make the user staff (active; it signs in once it has a password: `invite`). The PI
-    role links the user to the PI of that email (which must exist: PIs appear on import or through
-    an account mapping); a new PI user stays inactive until it accepts its invitation.
+    Staff roles make the user staff (it signs in once it has a password: `invite`). The PI role
+    links the user to the PI of that email (which must exist: PIs appear on import or through an
+    account mapping). A disabled account is refused: enabling it is a decision of its own.
     """
     email = normalize_email(email)
     try:
@@ -138,19 +146,15 @@ def user_add(
     user = selectors.user_for_email(email)
     created = user is None
     if user is None:
-        user = _new_user(email, active=staff, name=name or (pi.name if pi else ""))
+        user = _new_user(email, name=name or (pi.name if pi else ""))
+    elif not user.is_active:
+        raise Refused(f"the account {user.get_username()} is disabled; enable it first (`users enable`)")
     groups = roles_ensure()
     added = [n for n in names if not user.groups.filter(name=n).exists()]
     user.groups.add(*(groups[n] for n in names))
-    changed = []
     if staff and not user.is_staff:
         user.is_staff = True
-        changed.append("is_staff")
-    if staff and not user.is_active and not created:
-        user.is_active = True
-        changed.append("is_active")
-    if changed:
-        user.save(update_fields=changed)
+        user.save(update_fields=["is_staff"])
     outcome = UserOutcome(user=user, created=created, roles_added=added)
     if pi is not None:
         if pi.user_id and pi.user_id != user.pk:
@@ -209,7 +213,7 @@ def _pi_group() -> Group:
 
 
 def pi_users_ensure(*, pi_ids: Iterable[int] | None = None) -> int:
-    """Give every PI (or the given ones) that has no user an inactive portal user in the PI group;
+    """Give every PI (or the given ones) that has no user a portal user (no password yet) in the PI group;
     a user that already has the PI's email is linked instead. Returns how many PIs were linked.
     Called by billing's import for the PIs of the file, inside its transaction."""
     pis = PI.objects.filter(user__isnull=True)
@@ -231,10 +235,10 @@ def pi_users_ensure(*, pi_ids: Iterable[int] | None = None) -> int:
         for pi, email in zip(todo, emails, strict=True):
             user: Any = existing.get(email) or selectors.user_for_email(email)
             if user is None:
-                if len(email) > 150 or not selectors.EMAIL_RE.fullmatch(email):
+                if len(email) > 150 or not is_plain_email(email):
                     logger.warning("PI %s gets no portal user: not a usable user name", pi.email)
                     continue
-                user = _new_user(email, active=False, name=pi.name)
+                user = _new_user(email, name=pi.name)
             elif user.pk in taken:
                 logger.warning("PI %s not linked: user %s belongs to another PI", pi.email, user)
                 continue
@@ -272,9 +276,16 @@ def _invitation_context(user: Any, link: str) -> dict[str, Any]:
 
 def invitation_send(*, user: Any, actor: Any = None, actor_name: str = "") -> Invitation:
     """Email a set-your-password link to the user and record it. Refused for a user without an
-    email address. The link stays valid for PASSWORD_RESET_TIMEOUT, until the password is set."""
+    email address and for a disabled account. The link stays valid for PASSWORD_RESET_TIMEOUT,
+    until the password is set or the account is disabled."""
     if not user.email:
         raise Refused(f"user {user.get_username()} has no email address")
+    if not is_plain_email(user.email):
+        raise Refused(
+            f"user {user.get_username()}: {user.email!r} is not a plain email address; nothing sent"
+        )
+    if not user.is_active:
+        raise Refused(f"the account {user.get_username()} is disabled; enable it first (`users enable`)")
     link = selectors.set_password_url(user)
     context = _invitation_context(user, link)
     subject = f"{context['organization']}: your billing portal account"
@@ -343,6 +354,9 @@ def invitations_send(
             raise Refused(f"no user and no PI with email {email}; add one with `openchargeback users add`")
         targets.append(user)
     for user in targets:
+        if not user.is_active:
+            outcome.skipped.append((user.email, "account disabled"))
+            continue
         if user.has_usable_password():
             outcome.skipped.append((user.email, "already has a password"))
             continue
@@ -355,25 +369,52 @@ def invitations_send(
 
 @transaction.atomic
 def invitation_accept(*, user: Any, password: str) -> Any:
-    """Set the password of a user who followed a valid set-password link. A user invited and not
-    yet active is activated; a user deactivated by an administrator stays refused."""
+    """Set the password of a user who followed a valid set-password link (an invitation or a
+    password reset). Never changes whether the account is active: a disabled account is refused."""
     User = get_user_model()
     user = User.objects.select_for_update().get(pk=user.pk)
-    pending = Invitation.objects.filter(user=user, accepted_at__isnull=True)
-    if not user.is_active and not pending.exists():
+    if not user.is_active:
         raise Refused("this account is disabled; ask the billing team")
     try:
         validate_password(password, user)
     except ValidationError as exc:
         raise Refused(" ".join(exc.messages)) from exc
     user.set_password(password)
-    fields = ["password"]
+    user.save(update_fields=["password"])
+    Invitation.objects.filter(user=user, accepted_at__isnull=True, voided_at__isnull=True).update(
+        accepted_at=timezone.now()
+    )
+    audit("password_set", actor=user.get_username())
+    return user
+
+
+@transaction.atomic
+def user_disable(*, user: Any, actor: Any = None, actor_name: str = "") -> int:
+    """Disable an account: it can no longer sign in (its sessions end with it), and every pending
+    invitation is voided, so no link it was sent works again, even once it is enabled. Returns
+    how many invitations were voided."""
+    User = get_user_model()
+    user = User.objects.select_for_update().get(pk=user.pk)
+    if user.is_active:
+        user.is_active = False
+        user.save(update_fields=["is_active"])
+    voided = Invitation.objects.filter(user=user, accepted_at__isnull=True, voided_at__isnull=True).update(
+        voided_at=timezone.now()
+    )
+    audit("account_disabled", actor=_actor_name(actor, actor_name), user=user.get_username(), voided=voided)
+    return voided
+
+
+@transaction.atomic
+def user_enable(*, user: Any, actor: Any = None, actor_name: str = "") -> Any:
+    """Enable a disabled account again. Links sent before it was disabled stay void: send a new
+    invitation if it has no password."""
+    User = get_user_model()
+    user = User.objects.select_for_update().get(pk=user.pk)
     if not user.is_active:
         user.is_active = True
-        fields.append("is_active")
-    user.save(update_fields=fields)
-    pending.update(accepted_at=timezone.now())
-    audit("password_set", actor=user.get_username(), activated="is_active" in fields)
+        user.save(update_fields=["is_active"])
+        audit("account_enabled", actor=_actor_name(actor, actor_name), user=user.get_username())
     return user
 
 
@@ -383,9 +424,9 @@ def invitation_accept(*, user: Any, password: str) -> Any:
 @transaction.atomic
 def sso_user_for_email(*, email: str) -> Any | None:
     """The user an identity provider's verified email claim signs in as: the user with that email,
-    else the portal user of the PI with that email (created if needed). A user created inactive for
-    a PI is activated: the provider has vouched for the address. None when nobody matches (the
-    sign-in is refused: OIDC creates no other accounts)."""
+    else the portal user of the PI with that email (created if needed). None when nobody matches or
+    the account is disabled (the sign-in is refused: OIDC creates no other accounts and never
+    enables one)."""
     try:
         email = normalize_email(email)
     except Refused:
@@ -401,18 +442,7 @@ def sso_user_for_email(*, email: str) -> Any | None:
         if user is None:
             return None
     if not user.is_active:
-        # Only accounts never set up are activated (no password, never signed in, no invitation
-        # accepted): any other inactive account was disabled on purpose.
-        if (
-            user.has_usable_password()
-            or user.last_login is not None
-            or Invitation.objects.filter(user=user, accepted_at__isnull=False).exists()
-        ):
-            return None
-        user.is_active = True
-        user.save(update_fields=["is_active"])
-        Invitation.objects.filter(user=user, accepted_at__isnull=True).update(accepted_at=timezone.now())
-        audit("account_activated_by_sso", actor=user.get_username())
+        return None
     return user
 
 
@@ -424,8 +454,12 @@ def delegation_grant(
     *, pi: PI, email: str, project_ids: Iterable[int], actor: Any = None
 ) -> list[Delegation]:
     """The PI lets the colleague with this email see the given projects (their own projects only).
-    A colleague without an account gets an inactive one and an invitation; one with an account is
-    told by email."""
+
+    A colleague without an account gets one (no password, group PI) and an invitation; one with an
+    account is told by email, and its groups, staff status and active flag are left exactly as they
+    are: a delegation grants portal access to those projects, nothing else. A disabled account is
+    not emailed. Each PI may cause OPENCHARGEBACK_DELEGATION_EMAILS_PER_DAY such emails a day.
+    """
     email = normalize_email(email)
     if email == pi.email.lower():
         raise Refused("you cannot delegate to yourself")
@@ -440,8 +474,8 @@ def delegation_grant(
     user = selectors.user_for_email(email)
     created = user is None
     if user is None:
-        user = _new_user(email, active=False)
-    user.groups.add(_pi_group())
+        user = _new_user(email)
+        user.groups.add(_pi_group())
     made = []
     for project in own.values():
         delegation, new = Delegation.objects.get_or_create(
@@ -456,15 +490,32 @@ def delegation_grant(
                 project=project.project_id,
                 delegate=user.get_username(),
             )
-    if made:
-        needs_invite = not user.has_usable_password() and not (user.is_active and settings.OIDC_ENABLED)
-        if created or (
+    if made and user.is_active:
+        needs_invite = not user.has_usable_password() and not settings.OIDC_ENABLED
+        invite = created or (
             needs_invite and not Invitation.objects.filter(user=user, accepted_at__isnull=True).exists()
-        ):
+        )
+        _count_delegation_email(
+            pi, user, DelegationEmail.Kind.INVITATION if invite else DelegationEmail.Kind.NOTICE
+        )
+        if invite:
             transaction.on_commit(lambda: invitation_send(user=user, actor=actor, actor_name=label))
         else:
             transaction.on_commit(lambda: _notify_delegate(user, pi, [d.project for d in made]))
     return made
+
+
+def _count_delegation_email(pi: PI, user: Any, kind: str) -> None:
+    """Record an email a delegation causes; refused (and the delegation with it) past the PI's
+    daily limit, so a PI's sharing form cannot be used to mail anyone without end."""
+    limit = settings.OPENCHARGEBACK_DELEGATION_EMAILS_PER_DAY
+    since = timezone.now() - timedelta(days=1)
+    if DelegationEmail.objects.select_for_update().filter(pi=pi, sent_at__gte=since).count() >= limit:
+        raise Refused(
+            f"you have shared projects by email {limit} times in the last 24 hours; try again tomorrow, "
+            "or ask the billing team"
+        )
+    DelegationEmail.objects.create(pi=pi, delegate=user, kind=kind, sent_at=timezone.now())
 
 
 def _notify_delegate(user: Any, pi: PI, projects: list[Project]) -> None:
@@ -534,6 +585,19 @@ def statement_pdf_downloaded(*, statement: Any, user: Any, via: str = "portal") 
         pi=statement.pi_email,
         project=statement.project_code,
     )
+
+
+def statement_pdf_missing(*, statement: Any, user: Any) -> None:
+    """A portal user asked for a PDF that is not rendered: recorded for the billing team (a warning
+    in the log), who render it; the portal renders nothing itself."""
+    audit(
+        "statement_pdf_missing",
+        actor=user.get_username(),
+        statement=statement.label,
+        statement_id=statement.pk,
+        render_error=statement.render_error or "",
+    )
+    logger.warning("statement %s has no PDF; %s asked for it in the portal", statement.label, user)
 
 
 def charges_csv_downloaded(

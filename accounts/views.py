@@ -22,6 +22,7 @@ from django.http import (
     Http404,
     HttpRequest,
     HttpResponse,
+    HttpResponseBase,
     HttpResponseRedirect,
     StreamingHttpResponse,
 )
@@ -32,11 +33,13 @@ from django.views.decorators.http import require_POST
 from billing.models import BillingPeriod
 from billing.rating.selectors import how_calculated
 from billing.selectors import billing_settings_get
+from chargeback.downloads import attachment_header, download_name
 from chargeback.errors import Refused
 from chargeback.money import ZERO
 
 from . import selectors, services
 from .forms import ChargeFilterForm, DelegationForm, EmailAuthenticationForm, InvitationPasswordForm
+from .tokens import account_link_tokens
 
 CHARGES_PER_PAGE = 100
 
@@ -84,6 +87,7 @@ class PasswordResetView(auth_views.PasswordResetView):
     email_template_name = "portal/email/password_reset.txt"
     subject_template_name = "portal/email/password_reset_subject.txt"
     success_url = reverse_lazy("portal:password_reset_done")
+    token_generator = account_link_tokens
 
     def get_context_data(self, **kwargs: Any) -> dict[str, Any]:
         return {
@@ -102,10 +106,11 @@ class PasswordResetDoneView(auth_views.PasswordResetDoneView):
 
 class SetPasswordView(auth_views.PasswordResetConfirmView):
     """The link of an invitation or of a password reset: choose a password, then be signed in.
-    Accepting activates an invited account (accounts.services.invitation_accept)."""
+    The link dies when the account is disabled (accounts.tokens); accepting never enables one."""
 
     template_name = "registration/set_password.html"
     form_class = InvitationPasswordForm
+    token_generator = account_link_tokens
     success_url = reverse_lazy("portal:home")
 
     def form_valid(self, form: Any) -> HttpResponse:
@@ -209,23 +214,21 @@ def statement_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @login_required
-def statement_pdf(request: HttpRequest, pk: int) -> FileResponse:
+def statement_pdf(request: HttpRequest, pk: int) -> HttpResponseBase:
     scope = selectors.portal_scope(request.user)
     statement = selectors.portal_statement(scope, pk)
     if statement is None:
         raise Http404("no such statement")
     if not statement.pdf:
-        from statements.services import statement_render_pdf
-
-        statement_render_pdf(statement_id=statement.pk)
-        statement.refresh_from_db()
-        if not statement.pdf:
-            raise Http404("this statement has no PDF")
+        # Rendering is a write, not a PI's to trigger: say so, and tell the billing team.
+        services.statement_pdf_missing(statement=statement, user=request.user)
+        context = _base_context(request, scope, statement=statement)
+        return render(request, "portal/pdf_unavailable.html", context, status=404)
     services.statement_pdf_downloaded(statement=statement, user=request.user)
     return FileResponse(
         statement.pdf.open("rb"),
         as_attachment=request.GET.get("inline") is None,
-        filename=statement.pdf_filename,
+        filename=download_name(statement.pdf_filename, "statement.pdf"),
         content_type="application/pdf",
     )
 
@@ -360,9 +363,10 @@ def charges_csv(request: HttpRequest, period: str, project: str) -> StreamingHtt
         ),
         rows=qs.count(),
     )
-    name = f"charges-{period}-{access.project_code or 'no-project'}.csv".replace("/", "-").replace('"', "")
     response = StreamingHttpResponse(_csv_rows(qs, period), content_type="text/csv; charset=utf-8")
-    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    response["Content-Disposition"] = attachment_header(
+        f"charges-{period}-{access.project_code or 'no-project'}.csv", "charges.csv"
+    )
     return response
 
 

@@ -28,6 +28,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from accounts import roles
+from chargeback.admin_hardening import typed_id
 from chargeback.errors import Refused
 from chargeback.money import format_money
 
@@ -163,11 +164,15 @@ class LargeTablePaginator(Paginator):
         return super().page(number)
 
 
+# Past any real page, and small enough that its offset fits a 64-bit integer.
+MAX_PAGE = 10_000_000
+
+
 def _page_number(request: HttpRequest) -> int:
-    try:
-        return max(1, int(request.GET.get(PAGE_VAR, 1)))
-    except ValueError:
+    value = request.GET.get(PAGE_VAR, "1")
+    if not (value.isascii() and value.isdigit()):
         return 1
+    return MAX_PAGE if len(value) > 8 else min(max(1, int(value)), MAX_PAGE)
 
 
 class ConfigManagedMixin:
@@ -757,9 +762,9 @@ class ReviewLogAdmin(CurrencyAdminMixin, LargeTableAdminMixin, ReadOnlyAdminMixi
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet, search_term: str
     ) -> tuple[QuerySet, bool]:
-        term = search_term.strip()
-        if term.lstrip("#").isdigit():
-            return queryset.filter(charge_id=int(term.lstrip("#"))), False
+        charge_id = typed_id(search_term)
+        if charge_id is not None:
+            return queryset.filter(charge_id=charge_id), False
         return super().get_search_results(request, queryset, search_term)
 
     @admin.display(description="action")

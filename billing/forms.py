@@ -8,6 +8,7 @@ from typing import Any
 from django import forms
 
 from chargeback.errors import Refused
+from chargeback.regex import regex_problem
 
 from .models import PERIOD_REGEX, AccountMapping, BillingPeriod, BillingSettings, FlagRule, Source
 from .selectors import source_slug
@@ -128,10 +129,9 @@ class FlagRuleForm(forms.ModelForm):
 
     def clean_pattern(self) -> str:
         pattern = self.cleaned_data.get("pattern", "")
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise forms.ValidationError(f"Invalid regular expression: {exc}.") from None
+        problem = regex_problem(pattern)
+        if problem:
+            raise forms.ValidationError(problem[0].upper() + problem[1:] + ".")
         return pattern
 
 
@@ -148,11 +148,9 @@ class BillingSettingsForm(forms.ModelForm):
 
     def clean_fund_org_regex(self) -> str:
         pattern = self.cleaned_data.get("fund_org_regex") or ""
-        if pattern:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise forms.ValidationError(f"Invalid regular expression: {exc}.") from None
+        problem = regex_problem(pattern)
+        if problem:
+            raise forms.ValidationError(problem[0].upper() + problem[1:] + ".")
         return pattern
 
 

@@ -287,6 +287,8 @@ class FlagReason(models.TextChoices):
     INVALID_FUND_ORG = "invalid_fund_org", "Invalid fund/org"
     PROJECT_PI_MISMATCH = "project_pi_mismatch", "Project seen under another PI"
     PERIOD_MISMATCH = "period_mismatch", "Billing period mismatch"
+    AMBIGUOUS_TAGS = "ambiguous_tags", "Ambiguous tags"
+    INVALID_PI_EMAIL = "invalid_pi_email", "Invalid PI email"
     RULE = "rule", "Flag rule"
 
 
@@ -318,7 +320,7 @@ class Charge(models.Model):
     reference_1 = models.CharField(max_length=200, blank=True, default="")
     reference_2 = models.CharField(max_length=200, blank=True, default="")
     attribution_source = models.CharField(
-        max_length=12, default="tags", help_text="tags, mapping, manual or none"
+        max_length=12, default="tags", help_text="tags, project, mapping, manual, ambiguous or none"
     )
     # What was charged.
     resource_id = models.CharField(max_length=500, blank=True, default="")

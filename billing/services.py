@@ -30,7 +30,9 @@ from django.utils import timezone
 
 from accounts.services import pi_users_ensure
 from chargeback import storage
+from chargeback.emails import is_plain_email
 from chargeback.errors import Refused
+from chargeback.regex import regex_problem
 
 from . import selectors
 from .ingest import pipeline
@@ -236,7 +238,7 @@ def source_update(*, slug: str, **changes: str) -> Source:
 
 def _pi_get_or_create(email: str) -> PI:
     email = (email or "").strip().lower()
-    if not re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", email):
+    if not is_plain_email(email):
         raise Refused(f"invalid PI email {email!r}")
     pi, _ = PI.objects.get_or_create(email=email)
     return pi
@@ -658,6 +660,7 @@ def imports_fail_interrupted(*, older_than: dt.timedelta = dt.timedelta(hours=24
 
 
 def _mark_failed(record: Import, message: str, errors: list[dict]) -> None:
+    message = message.replace("\x00", "\u2400")  # a parser's message may quote a row with a NUL in it
     Import.objects.filter(pk=record.pk).update(
         status=Import.Status.FAILED, error_message=message, errors=errors, finished_at=timezone.now()
     )
@@ -1070,10 +1073,7 @@ def charge_correct_attribution(
     charge.fund_org = fund_org.strip() or (project.fund_org if project else "")
     charge.attribution_source = "manual"
     old_state = charge.review_state
-    kept = _facts_of(ChargeFlag.objects.filter(charge=charge))
-    flags = _flags_for_charge(
-        charge, FlagContext.load(selectors.billing_settings_get()), kept.get(charge.pk, [])
-    )
+    flags = _flags_for_charge(charge, FlagContext.load(selectors.billing_settings_get()))
     ChargeFlag.objects.filter(charge=charge).delete()
     ChargeFlag.objects.bulk_create(
         [ChargeFlag(charge=charge, reason=f.reason, rule_id=f.rule_id, detail=f.detail[:300]) for f in flags]
@@ -1099,18 +1099,34 @@ def charge_correct_attribution(
     return charge
 
 
-def _facts_of(flags: Any) -> dict[int, list[Flag]]:
-    """Flags that state facts of the file rather than rules (a row of another billing period),
-    by charge: kept when the rules run again."""
-    facts: dict[int, list[Flag]] = {}
-    for charge_id, reason, detail in flags.filter(reason=FlagReason.PERIOD_MISMATCH).values_list(
-        "charge_id", "reason", "detail"
-    ):
-        facts.setdefault(charge_id, []).append(Flag(reason, detail))
-    return facts
+def _rule_values(charge: Charge) -> dict[str, str]:
+    return {name: getattr(charge, name) or "" for name, _ in FlagRule.FIELD_CHOICES}
 
 
-def _flags_for_charge(charge: Charge, context: FlagContext, kept: list[Flag]) -> list[Flag]:
+# Flags about what the file said, not about who pays now: a row of another billing period stays
+# flagged so whatever happens; tags that named a payer field twice or an invalid PI email stay
+# until a reviewer corrects the charge's attribution.
+FILE_FLAG_REASONS = (FlagReason.PERIOD_MISMATCH, FlagReason.AMBIGUOUS_TAGS, FlagReason.INVALID_PI_EMAIL)
+
+
+def _file_flags(charge: Charge) -> list[Flag]:
+    reasons = (FlagReason.PERIOD_MISMATCH,) if charge.attribution_source == "manual" else FILE_FLAG_REASONS
+    summary = charge.flag_summary or ""
+    if len(summary) < 500 and not any(str(reason) in summary for reason in reasons):
+        return []  # the summary names every reason unless it was cut short
+    return [Flag(f.reason, f.detail) for f in charge.flags.filter(reason__in=reasons).order_by("id")]
+
+
+def _flags_for_charge(charge: Charge, context: FlagContext, rule_flags: list[Flag] | None = None) -> list:
+    """Every flag of a charge; `rule_flags` when the rules already ran over many charges at once."""
+    if rule_flags is None:
+        rule_flags = context.rule_flags(_rule_values(charge), charge.source_id)
+    from_file = _file_flags(charge)
+    if charge.attribution_source == "ambiguous":
+        # Its tags named a payer field twice: it stays so until a reviewer corrects it.
+        if not any(f.reason == FlagReason.AMBIGUOUS_TAGS for f in from_file):
+            from_file.append(Flag(FlagReason.AMBIGUOUS_TAGS, "ambiguous tags"))
+        return from_file + rule_flags
     owner = charge.project.pi.email if charge.project_id and charge.project else None
     flags = context.attribution_flags(
         has_pi=charge.pi_id is not None,
@@ -1119,8 +1135,7 @@ def _flags_for_charge(charge: Charge, context: FlagContext, kept: list[Flag]) ->
         project_owner_email=owner,
         pi_email=charge.pi_email,
     )
-    values = {name: getattr(charge, name) or "" for name, _ in FlagRule.FIELD_CHOICES}
-    return flags + kept + context.rule_flags(values, charge.source_id)
+    return from_file + flags + rule_flags
 
 
 @transaction.atomic
@@ -1135,35 +1150,57 @@ def period_reevaluate_flags(*, period: str, actor: Any = None, actor_name: str =
     ).select_related("project__pi")
     batch = uuid.uuid4()
     fields = _actor_fields(actor, actor_name)
-    kept = _facts_of(ChargeFlag.objects.filter(charge__period=period_obj))
-    for charge in undecided.iterator(chunk_size=5000):
-        flags = _flags_for_charge(charge, context, kept.get(charge.pk, []))
-        summary = summarize(flags)
-        state = Charge.ReviewState.FLAGGED if flags else Charge.ReviewState.OK
-        if summary == charge.flag_summary and state == charge.review_state:
-            continue
-        ChargeFlag.objects.filter(charge=charge).delete()
-        ChargeFlag.objects.bulk_create(
-            [
-                ChargeFlag(charge=charge, reason=f.reason, rule_id=f.rule_id, detail=f.detail[:300])
-                for f in flags
-            ]
+    for chunk in _chunks(undecided.iterator(chunk_size=5000), 5000):
+        # The rules run over the whole chunk at once (RE2, column-wise).
+        rule_values = [_rule_values(charge) for charge in chunk]
+        rule_flags = context.rule_flags_many(
+            {name: [v[name] for v in rule_values] for name, _ in FlagRule.FIELD_CHOICES},
+            [charge.source_id for charge in chunk],
         )
-        if state != charge.review_state:
-            changed += 1
-            ReviewLog.objects.create(
-                charge=charge,
-                period=period_obj,
-                action=ReviewLog.Action.REEVALUATE,
-                from_state=charge.review_state,
-                to_state=state,
-                billed_cost=charge.billed_cost,
-                note=summary,
-                batch=batch,
-                **fields,
-            )
-        Charge.objects.filter(pk=charge.pk).update(flag_summary=summary, review_state=state)
+        for charge, charge_rule_flags in zip(chunk, rule_flags, strict=True):
+            flags = _flags_for_charge(charge, context, charge_rule_flags)
+            changed += _reevaluate_one(charge, flags, period_obj, batch, fields)
     return changed
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _reevaluate_one(
+    charge: Charge, flags: list, period_obj: BillingPeriod, batch: uuid.UUID, fields: dict[str, Any]
+) -> int:
+    """Record a charge's new flags; returns 1 when its state changed."""
+    summary = summarize(flags)
+    state = Charge.ReviewState.FLAGGED if flags else Charge.ReviewState.OK
+    if summary == charge.flag_summary and state == charge.review_state:
+        return 0
+    ChargeFlag.objects.filter(charge=charge).delete()
+    ChargeFlag.objects.bulk_create(
+        [ChargeFlag(charge=charge, reason=f.reason, rule_id=f.rule_id, detail=f.detail[:300]) for f in flags]
+    )
+    Charge.objects.filter(pk=charge.pk).update(flag_summary=summary, review_state=state)
+    if state == charge.review_state:
+        return 0
+    ReviewLog.objects.create(
+        charge=charge,
+        period=period_obj,
+        action=ReviewLog.Action.REEVALUATE,
+        from_state=charge.review_state,
+        to_state=state,
+        billed_cost=charge.billed_cost,
+        note=summary,
+        batch=batch,
+        **fields,
+    )
+    return 1
 
 
 @transaction.atomic
@@ -1179,10 +1216,9 @@ def flag_rule_save(
     rule_id: int | None = None,
 ) -> FlagRule:
     """Create or update a flag rule; an invalid regex or unknown field is refused with the reason."""
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        raise Refused(f"invalid regular expression {pattern!r}: {exc}") from None
+    problem = regex_problem(pattern)
+    if problem:
+        raise Refused(f"pattern {pattern!r}: {problem}")
     known = {name for name, _ in FlagRule.FIELD_CHOICES}
     unknown = [f for f in fields if f not in known]
     if not fields or unknown:
@@ -1262,10 +1298,9 @@ def billing_settings_update(**changes: Any) -> Any:
             )
         changes["currency_code"] = code
     if changes.get("fund_org_regex"):
-        try:
-            re.compile(changes["fund_org_regex"])
-        except re.error as exc:
-            raise Refused(f"invalid fund/org regex {changes['fund_org_regex']!r}: {exc}") from None
+        problem = regex_problem(changes["fund_org_regex"])
+        if problem:
+            raise Refused(f"fund/org regex {changes['fund_org_regex']!r}: {problem}")
     for key in ("tag_pi_email", "tag_project_id"):
         if key in changes and not (changes[key] or "").strip():
             raise Refused(f"the {key.removeprefix('tag_').replace('_', ' ')} tag key cannot be empty")

@@ -43,6 +43,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from accounts import roles
 from accounts import selectors as account_selectors
 from accounts import services as account_services
+from chargeback.downloads import download_name
 from chargeback.errors import Refused
 from chargeback.money import ZERO, currency_symbol, format_money
 
@@ -712,6 +713,17 @@ def _accepted(name: str) -> bool:
     return name.lower().endswith(ACCEPTED_UPLOADS)
 
 
+def _refused_upload(name: str, limit: int) -> dict[str, Any]:
+    return {
+        "name": os.path.basename(name or "upload"),
+        "status": "rejected",
+        "status_label": "Not imported",
+        "done": True,
+        "ok": False,
+        "error": f"The file is larger than the upload limit ({_human_size(limit)}); it was not stored.",
+    }
+
+
 def _start_import(request: HttpRequest, uploaded: UploadedFile, data: dict[str, Any]) -> dict[str, Any]:
     """Store one uploaded file as a pending Import and run it as a task (eager: right here)."""
     name = os.path.basename(uploaded.name or "upload.csv")
@@ -775,10 +787,13 @@ def import_upload(request: HttpRequest, model_admin: Any) -> HttpResponse:
     form = UploadForm(request.POST if request.method == "POST" else None)
     if request.method == "POST":
         files = request.FILES.getlist("file")
-        if not files:
+        refused = getattr(request, "upload_refused", None)  # cut off while it streamed in
+        if not files and not refused:
             form.add_error(None, "Choose at least one file.")
         if form.is_valid():
             results = [_start_import(request, uploaded, form.cleaned_data) for uploaded in files]
+            if refused:
+                results.append(_refused_upload(*refused))
         if wants_json:
             if not form.is_valid():
                 return JsonResponse({"errors": form.errors.get_json_data()}, status=400)
@@ -837,4 +852,4 @@ def stored_file_response(stored: Any, filename: str) -> FileResponse:
         handle = stored.open("rb")
     except FileNotFoundError:
         raise Http404("the stored file is missing") from None
-    return FileResponse(handle, as_attachment=True, filename=filename)
+    return FileResponse(handle, as_attachment=True, filename=download_name(filename))

@@ -6,15 +6,19 @@ An archive (`.tar.gz`) holds:
   `database/openchargeback.pgdump` (`pg_dump --format=custom`): a consistent snapshot;
 - `media/...`: every stored file (stored imports, statement PDFs, journals), from MEDIA_ROOT or
   from object storage (chargeback/storage.py);
-- `manifest.json`, last: format, app version, database vendor, the applied migrations,
+- `manifest.json`: format, app version, database vendor, the applied migrations,
   the sha256 and size of every other member, and figures taken *from the snapshot itself*:
   row counts per table, the exact sum of every money column, and per period the charges and
-  billed totals by review state and by source.
+  billed totals by review state and by source;
+- `manifest.sig`, last: an HMAC of the manifest with the installation's backup key
+  (chargeback/backup_signing.py), so a member changed and re-hashed into the manifest is caught.
 
 Restore works on an installation without data (a fresh `migrate` is fine); it refuses one
 that has data unless forced. Before anything is written it checks every checksum, that the
 archive is complete, that the database vendor matches, and that this version knows every
-migration of the backup (a backup of a newer version is refused). The database is replaced
+migration of the backup (a backup of a newer version is refused), and that the signature verifies
+(unless `--unsigned`). Every path the manifest names must be a regular member of the archive
+itself; the database member is the one name this format uses for its vendor. The database is replaced
 in one transaction (SQLite backup API; PostgreSQL: one `psql --single-transaction`), the
 media are staged beside MEDIA_ROOT and moved in afterwards, and the restored figures are
 compared with the manifest. Then pending migrations of this version are applied.
@@ -48,7 +52,7 @@ from django.db.migrations.loader import MigrationLoader
 from django.db.migrations.recorder import MigrationRecorder
 from django.db.models import Count, Sum
 
-from chargeback import storage
+from chargeback import backup_signing, storage
 from chargeback.errors import Refused
 from chargeback.logging import audit
 from chargeback.money import MoneyField
@@ -265,6 +269,7 @@ class BackupOutcome:
     path: Path
     size_bytes: int
     manifest: dict[str, Any]
+    key: backup_signing.BackupKey | None = None  # the signing key (key.created: made by this backup)
 
 
 def default_archive_name(now: dt.datetime | None = None) -> str:
@@ -361,6 +366,8 @@ def backup_create(*, path: str | Path, overwrite: bool = False) -> BackupOutcome
     if vendor not in ("sqlite", "postgresql"):
         raise Refused(f"backups support SQLite and PostgreSQL, not {vendor}")
     media_root = Path(settings.MEDIA_ROOT)
+    key = backup_signing.backup_key(create=True)
+    assert key is not None
     with tempfile.TemporaryDirectory(prefix=".backup-", dir=target.parent) as work:
         member = SQLITE_MEMBER if vendor == "sqlite" else POSTGRES_MEMBER
         snapshot = Path(work) / Path(member).name
@@ -391,12 +398,13 @@ def backup_create(*, path: str | Path, overwrite: bool = False) -> BackupOutcome
                 "files": files,
             }
             data = json.dumps(manifest, indent=2, sort_keys=True).encode()
-            info = tarfile.TarInfo(MANIFEST)
-            info.size, info.mtime, info.mode = len(data), int(dt.datetime.now().timestamp()), 0o644
-            tar.addfile(info, io.BytesIO(data))
+            for name, body in ((MANIFEST, data), (backup_signing.SIGNATURE, backup_signing.sign(data, key))):
+                info = tarfile.TarInfo(name)
+                info.size, info.mtime, info.mode = len(body), int(dt.datetime.now().timestamp()), 0o644
+                tar.addfile(info, io.BytesIO(body))
         os.replace(partial, target)
-    audit("backup", actor=_actor(), path=str(target), files=len(files), vendor=vendor)
-    return BackupOutcome(path=target, size_bytes=target.stat().st_size, manifest=manifest)
+    audit("backup", actor=_actor(), path=str(target), files=len(files), vendor=vendor, key_id=key.key_id)
+    return BackupOutcome(path=target, size_bytes=target.stat().st_size, manifest=manifest, key=key)
 
 
 def _currency() -> str:
@@ -419,13 +427,16 @@ def _safe_member_name(name: str) -> str:
     return pure.as_posix()
 
 
-def extract_verified(archive: str | Path, into: Path) -> dict[str, Any]:
-    """Extract ARCHIVE into a directory, checking every member against the manifest. Returns the manifest."""
+def extract_verified(archive: str | Path, into: Path, *, unsigned: bool = False) -> dict[str, Any]:
+    """Extract ARCHIVE into a directory, checking the manifest's signature (unless `unsigned`) and
+    every member against the manifest. Returns the manifest, with "signature" set to how it was
+    checked."""
     archive = Path(archive)
     if not archive.is_file():
         raise Refused(f"backup {archive} not found")
     found: dict[str, dict[str, Any]] = {}
-    manifest: dict[str, Any] | None = None
+    manifest_bytes: bytes | None = None
+    signature: bytes | None = None
     try:
         with tarfile.open(archive, "r:*") as tar:
             for member in tar:
@@ -436,9 +447,17 @@ def extract_verified(archive: str | Path, into: Path) -> dict[str, Any]:
                     raise Refused(f"unexpected entry in archive: {name!r} is not a regular file")
                 source = tar.extractfile(member)
                 assert source is not None
-                if name == MANIFEST:
-                    manifest = json.loads(source.read(50 * 1024 * 1024))
+                if name in (MANIFEST, backup_signing.SIGNATURE):
+                    if name in found or (manifest_bytes if name == MANIFEST else signature) is not None:
+                        raise Refused(f"{archive} holds {name} twice; nothing was restored")
+                    body = source.read(50 * 1024 * 1024)
+                    if name == MANIFEST:
+                        manifest_bytes = body
+                    else:
+                        signature = body
                     continue
+                if name in found:
+                    raise Refused(f"{archive} holds {name} twice; nothing was restored")
                 dest = into / name
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 digest, size = hashlib.sha256(), 0
@@ -448,17 +467,24 @@ def extract_verified(archive: str | Path, into: Path) -> dict[str, Any]:
                         size += len(chunk)
                         out.write(chunk)
                 found[name] = {"sha256": digest.hexdigest(), "size": size}
-    except (tarfile.TarError, EOFError, OSError, json.JSONDecodeError) as exc:
+    except (tarfile.TarError, EOFError, OSError) as exc:
         raise Refused(f"cannot read backup {archive}: {exc.__class__.__name__}: {exc}") from None
-    if manifest is None:
+    if manifest_bytes is None:
         raise Refused(f"{archive} has no {MANIFEST}: not an OpenChargeback backup, or incomplete")
-    if manifest.get("format") != FORMAT:
+    try:
+        manifest = json.loads(manifest_bytes)
+    except ValueError as exc:
+        raise Refused(f"cannot read backup {archive}: its {MANIFEST} is not JSON ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise Refused(f"{archive} is not an OpenChargeback backup")
+    checked = backup_signing.verify(archive, manifest_bytes, signature, unsigned=unsigned)
     if int(manifest.get("format_version", 0)) > FORMAT_VERSION:
         raise Refused(
             f"{archive} uses backup format {manifest.get('format_version')}; this version reads {FORMAT_VERSION}"
         )
     expected = manifest.get("files", {})
+    if not isinstance(expected, dict) or not all(isinstance(v, dict) for v in expected.values()):
+        raise Refused(f"{archive}: the manifest's list of files is malformed; nothing was restored")
     problems = [f"missing from archive: {n}" for n in sorted(set(expected) - set(found))]
     problems += [f"not in manifest: {n}" for n in sorted(set(found) - set(expected))]
     problems += [
@@ -468,13 +494,31 @@ def extract_verified(archive: str | Path, into: Path) -> dict[str, Any]:
     ]
     if problems:
         raise Refused(f"backup {archive} is damaged; nothing was restored:\n  " + "\n  ".join(problems))
+    _check_database_member(archive, manifest, found)
+    manifest["signature"] = checked
     return manifest
 
 
-def backup_verify(*, path: str | Path) -> dict[str, Any]:
-    """Check an archive's checksums and completeness without touching the installation."""
+def _check_database_member(archive: Path, manifest: dict[str, Any], found: dict[str, Any]) -> None:
+    """The database the manifest names is this format's member for its vendor, and a regular file
+    of the archive itself: never a path outside it (`/tmp/planted.sqlite3`, `../x`)."""
+    database = manifest.get("database")
+    vendor = database.get("vendor") if isinstance(database, dict) else None
+    member = database.get("member") if isinstance(database, dict) else None
+    expected = {"sqlite": SQLITE_MEMBER, "postgresql": POSTGRES_MEMBER}.get(str(vendor))
+    if expected is None:
+        raise Refused(f"{archive}: unknown database vendor {vendor!r} in the manifest; nothing was restored")
+    if member != expected or member not in found:
+        raise Refused(
+            f"{archive}: the manifest names {member!r} as the database, not the archive's own "
+            f"{expected}; nothing was restored"
+        )
+
+
+def backup_verify(*, path: str | Path, unsigned: bool = False) -> dict[str, Any]:
+    """Check an archive's signature, checksums and completeness without touching the installation."""
     with tempfile.TemporaryDirectory(prefix=".verify-") as work:
-        manifest = extract_verified(path, Path(work))
+        manifest = extract_verified(path, Path(work), unsigned=unsigned)
         member = manifest["database"]["member"]
         if member == SQLITE_MEMBER:
             with _sqlite_alias(Path(work) / member) as alias:
@@ -628,22 +672,25 @@ def _swap_media(staged: Path, media_root: Path) -> Path | None:
     return previous
 
 
-def backup_restore(*, path: str | Path, force: bool = False, migrate: bool = True) -> RestoreOutcome:
-    """Restore an archive onto this installation (which must hold no data unless `force`)."""
+def backup_restore(
+    *, path: str | Path, force: bool = False, migrate: bool = True, unsigned: bool = False
+) -> RestoreOutcome:
+    """Restore an archive onto this installation (which must hold no data unless `force`); its
+    signature must verify unless `unsigned`."""
     archive = Path(path)
     media_root = Path(settings.MEDIA_ROOT)
     media_root.parent.mkdir(parents=True, exist_ok=True)
     # Staged beside MEDIA_ROOT: moving the files in is a rename on the same file system.
     with tempfile.TemporaryDirectory(prefix=".restore-", dir=media_root.parent) as tmp:
         work = Path(tmp)
-        manifest = extract_verified(archive, work)
+        manifest = extract_verified(archive, work, unsigned=unsigned)
+        _check_migrations_known(manifest)
         vendor = manifest["database"]["vendor"]
         if vendor != _vendor():
             raise Refused(
                 f"the backup holds a {vendor} database and this installation uses {_vendor()}; "
                 "restore onto the same kind of database"
             )
-        _check_migrations_known(manifest)
         data = installation_data()
         if data and not force:
             listed = ", ".join(f"{t} ({n})" for t, n in sorted(data.items())[:8])
@@ -671,7 +718,13 @@ def backup_restore(*, path: str | Path, force: bool = False, migrate: bool = Tru
     if migrate:
         outcome.migrated = _migrate_to_head()
     audit(
-        "restore", actor=_actor(), path=str(archive), vendor=vendor, forced=force, migrated=outcome.migrated
+        "restore",
+        actor=_actor(),
+        path=str(archive),
+        vendor=vendor,
+        forced=force,
+        migrated=outcome.migrated,
+        signature=manifest["signature"],
     )
     return outcome
 

@@ -51,6 +51,7 @@ from chargeback.config_file import (
 )
 from chargeback.errors import Refused
 from chargeback.logging import audit
+from chargeback.regex import regex_problem
 
 # The original's defaults for tag keys a config file leaves out.
 ORIGINAL_TAG_DEFAULTS = {
@@ -338,10 +339,9 @@ class _Importer:
             return []
         good = []
         for pattern in value:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                self.errors.append(f"{key}: invalid regular expression {pattern!r}: {exc}")
+            problem = regex_problem(pattern)
+            if problem:
+                self.errors.append(f"{key}: pattern {pattern!r}: {problem}")
                 continue
             good.append(pattern)
         return good
@@ -353,10 +353,9 @@ class _Importer:
                 self.item("review.fund_org_patterns", "unchanged", "empty: fund/org regex kept as is")
             return
         regex = fund_org_regex(patterns)
-        try:
-            re.compile(regex)
-        except re.error as exc:
-            self.errors.append(f"review.fund_org_patterns: cannot combine the patterns: {exc}")
+        problem = regex_problem(regex)
+        if problem:
+            self.errors.append(f"review.fund_org_patterns: cannot combine the patterns: {problem}")
             return
         self._set("review.fund_org_patterns", "fund_org_regex", regex, "full match, case-insensitive")
 
@@ -463,10 +462,9 @@ class _Importer:
                     )
                 continue
             if key.endswith("regex") and value:
-                try:
-                    re.compile(str(value))
-                except re.error as exc:
-                    self.errors.append(f"journal.{key}: invalid regular expression: {exc}")
+                problem = regex_problem(str(value))
+                if problem:
+                    self.errors.append(f"journal.{key}: {problem}")
                     continue
             self._set_journal(f"journal.{key}", field_name, "" if value is None else str(value))
 

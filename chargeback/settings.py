@@ -21,6 +21,7 @@ from celery.schedules import crontab
 
 from chargeback.config_file import ConfigFile, is_yaml, read_config
 from chargeback.logging import build_logging
+from chargeback.secret_key import DEVELOPMENT_SECRET_KEY, secret_key_from_file
 from chargeback.storage import storages_setting
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -49,9 +50,12 @@ DATA_DIR = Path(
 DATA_DIR.mkdir(parents=True, exist_ok=True)
 
 DEBUG = env.bool("DEBUG", default=False)
-# A fixed development key only while DEBUG or when nothing is configured; production sets SECRET_KEY.
+# SECRET_KEY from the environment or config.yaml, else the installation's key file in the data dir
+# (`demo` writes one), else a public development key: `serve`, `worker`, `beat` and the WSGI app
+# refuse to start with that one while DEBUG is off (secret_key.py).
 SECRET_KEY = env.str(
-    "SECRET_KEY", default=_yaml.get("SECRET_KEY", "openchargeback-insecure-development-key-change-me")
+    "SECRET_KEY",
+    default=_yaml.get("SECRET_KEY") or secret_key_from_file(DATA_DIR) or DEVELOPMENT_SECRET_KEY,
 )
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
@@ -229,8 +233,26 @@ CELERY_RESULT_EXPIRES = 7 * 24 * 3600
 CRISPY_TEMPLATE_PACK = "bootstrap4"
 
 # Ingest tuning: rows per streamed block and the largest upload accepted through the web.
-OPENCHARGEBACK_INGEST_BLOCK_BYTES = env.int("OPENCHARGEBACK_INGEST_BLOCK_BYTES", default=4 * 1024 * 1024)
+OPENCHARGEBACK_INGEST_BLOCK_BYTES = env.int("OPENCHARGEBACK_INGEST_BLOCK_BYTES", default=1024 * 1024)
 OPENCHARGEBACK_UPLOAD_MAX_BYTES = env.int("OPENCHARGEBACK_UPLOAD_MAX_BYTES", default=2 * 1024**3)
+# The limit is enforced while the body streams in (chargeback/uploads.py), before anything is stored.
+FILE_UPLOAD_HANDLERS = [
+    "chargeback.uploads.UploadLimitHandler",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
+# Limits of one import, whatever its origin (web or CLI): text once decompressed, rows, and the bad
+# rows after which a file is abandoned without reading the rest (its first 50 errors are listed).
+OPENCHARGEBACK_INGEST_MAX_BYTES = env.int("OPENCHARGEBACK_INGEST_MAX_BYTES", default=20 * 1024**3)
+OPENCHARGEBACK_INGEST_MAX_ROWS = env.int("OPENCHARGEBACK_INGEST_MAX_ROWS", default=200_000_000)
+OPENCHARGEBACK_INGEST_MAX_BAD_ROWS = env.int("OPENCHARGEBACK_INGEST_MAX_BAD_ROWS", default=10_000)
+
+# Backups are signed (HMAC-SHA256 of the manifest) with this key, or else with the key file, which
+# the first backup creates; restore refuses an archive whose signature does not verify.
+OPENCHARGEBACK_BACKUP_KEY = env.str("OPENCHARGEBACK_BACKUP_KEY", default="")
+OPENCHARGEBACK_BACKUP_KEY_FILE = Path(
+    env.str("OPENCHARGEBACK_BACKUP_KEY_FILE", default=str(DATA_DIR / "backup.key"))
+)
 
 # Rating of on-premises usage (billing/rating): the time zone sacct timestamps are written in, the
 # Slurm job states never billed, and the first month of the fiscal year (subsidy caps are per year).
@@ -306,18 +328,25 @@ PASSWORD_RESET_TIMEOUT = env.int("OPENCHARGEBACK_INVITATION_DAYS", default=7) * 
 SESSION_COOKIE_AGE = (
     env.int("OPENCHARGEBACK_SESSION_HOURS", default=_yaml.get("SESSION_COOKIE_AGE", 12 * 3600) // 3600) * 3600
 )
+# Emails (invitations, notices) one PI's delegations may cause in 24 hours.
+OPENCHARGEBACK_DELEGATION_EMAILS_PER_DAY = env.int("OPENCHARGEBACK_DELEGATION_EMAILS_PER_DAY", default=10)
 
-# django-axes: a user name (or one browser at one address) is locked out after 5 failed sign-ins,
-# on the portal and the admin, for OPENCHARGEBACK_LOCKOUT_MINUTES; every failure and lockout is
-# logged (audit events login_failed, login_locked_out). Billing admins unlock by deleting the
-# access attempt in the admin.
+# django-axes: a user name is locked out after 5 failed sign-ins, and a client address after 20
+# (whatever names and user agents it tries: accounts.security.LockoutHandler), on the portal and
+# the admin, for OPENCHARGEBACK_LOCKOUT_MINUTES; every failure and lockout is logged (audit events
+# login_failed, login_locked_out). Billing admins unlock by deleting the access attempts in the admin.
 AUTHENTICATION_BACKENDS = [
     "accounts.security.LockoutModelBackend",  # ModelBackend + axes' lockout
     "accounts.security.ConfigUserBackend",  # web.users of config.yaml: by name, and recovery users
 ]
+AXES_HANDLER = "accounts.security.LockoutHandler"
 AXES_FAILURE_LIMIT = env.int("OPENCHARGEBACK_LOGIN_FAILURE_LIMIT", default=5)
+OPENCHARGEBACK_LOGIN_ADDRESS_FAILURE_LIMIT = env.int("OPENCHARGEBACK_LOGIN_ADDRESS_FAILURE_LIMIT", default=20)
 AXES_COOLOFF_TIME = env.int("OPENCHARGEBACK_LOCKOUT_MINUTES", default=30) / 60  # hours
-AXES_LOCKOUT_PARAMETERS = ["username", ["ip_address", "user_agent"]]  # a name, or one browser spraying names
+AXES_LOCKOUT_PARAMETERS = ["username"]  # the address is counted by the handler, with its own limit
+# axes.W006 asks for ip_address among the lockout parameters; LockoutHandler locks addresses itself
+# (with a limit of their own, and not reset by one successful sign-in from that address).
+SILENCED_SYSTEM_CHECKS = ["axes.W006"]
 AXES_USERNAME_CALLABLE = "accounts.security.axes_username"
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
@@ -385,6 +414,7 @@ if OPENCHARGEBACK_HTTPS and not DEBUG:
     SESSION_COOKIE_NAME = "__Host-sessionid"
     CSRF_COOKIE_NAME = "__Host-csrftoken"
     SILENCED_SYSTEM_CHECKS = [
+        *SILENCED_SYSTEM_CHECKS,
         *([] if SECURE_HSTS_INCLUDE_SUBDOMAINS else ["security.W005"]),
         *([] if SECURE_HSTS_PRELOAD else ["security.W021"]),
     ]

@@ -21,6 +21,7 @@ from django.views.decorators.http import require_POST
 
 from billing.admin import ConfigManagedMixin
 from billing.models import BillingPeriod
+from chargeback.downloads import download_name
 from chargeback.errors import Refused
 from chargeback.money import format_money
 
@@ -359,6 +360,6 @@ class JournalExportAdmin(admin.ModelAdmin):
         return FileResponse(
             export.file.open("rb"),
             as_attachment=True,
-            filename=export.filename,
+            filename=download_name(export.filename, "journal.csv"),
             content_type=f"{content_type}; charset=utf-8",
         )

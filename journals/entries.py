@@ -10,7 +10,6 @@ source's credit shrinks by as much), so Σ debits = Σ credits = Σ statement to
 
 from __future__ import annotations
 
-import re
 import string
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 
 from chargeback.errors import Refused
 from chargeback.money import CURRENCY_MINOR_UNITS, ZERO, round_currency
+from chargeback.regex import RegexError, compile_linear
 
 DEBIT = "debit"
 CREDIT = "credit"
@@ -103,14 +103,20 @@ def summarize(values: Iterable[str]) -> str:
 
 
 def regex_errors(pattern: str, *, named_groups: bool = False) -> list[str]:
+    """Why a journal regex cannot be used (RE2: chargeback.regex), or []."""
     if not pattern:
         return []
     try:
-        compiled = re.compile(pattern)
-    except re.error as exc:
-        return [f"invalid regular expression: {exc}"]
+        compiled = compile_linear(pattern)
+    except RegexError as exc:
+        return [str(exc)]
     if named_groups:
-        unknown = sorted(set(compiled.groupindex) - set(LEDGER_FIELDS))
+        if compiled.has_unnamed_groups:
+            return [
+                "unnamed groups (…) cannot be read: name them, e.g. (?P<fund>…), or make them "
+                "non-capturing, (?:…)"
+            ]
+        unknown = sorted(set(compiled.group_names) - set(LEDGER_FIELDS))
         if unknown:
             return [
                 f"unknown named group(s) {', '.join(unknown)}: use any of {', '.join(LEDGER_FIELDS)}, "
@@ -127,7 +133,7 @@ class FundOrgSplitter:
 
     def __init__(self, pattern: str) -> None:
         self.pattern = pattern
-        self.regex = re.compile(pattern) if pattern else None
+        self.regex = compile_linear(pattern) if pattern else None
         self._cache: dict[str, dict[str, str] | None] = {}
 
     def split(self, fund_org: str) -> dict[str, str] | None:
@@ -139,13 +145,12 @@ class FundOrgSplitter:
         if self.regex is None:
             fields["fund"] = fund_org
         else:
-            match = self.regex.fullmatch(fund_org)
-            if match is None:
+            groups = self.regex.fullmatch_groups(fund_org)
+            if groups is None:
                 result = None
             else:
-                for name, value in match.groupdict().items():
-                    fields[name] = value or ""
-                if "fund" not in self.regex.groupindex:
+                fields.update(groups)
+                if "fund" not in self.regex.group_names:
                     fields["fund"] = fund_org
         self._cache[fund_org] = result
         return result

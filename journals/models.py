@@ -7,7 +7,6 @@ on save by rendering a sample journal.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from django.conf import settings
@@ -17,6 +16,7 @@ from django.db import models
 from django.db.models import Q
 
 from chargeback.money import MoneyField
+from chargeback.regex import compile_linear
 
 from .entries import LEDGER_FIELDS, PLACEHOLDERS, regex_errors, text_template_errors
 
@@ -118,7 +118,7 @@ class JournalSettings(models.Model):
             self.default_account
             and self.account_regex
             and not regex_errors(self.account_regex)
-            and not re.fullmatch(self.account_regex, self.default_account)
+            and not compile_linear(self.account_regex).fullmatch(self.default_account)
         ):
             errors.setdefault("default_account", []).append(
                 f"{self.default_account!r} does not match the account code regex"

@@ -18,7 +18,6 @@ the default.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from billing.models import BillingPeriod, Charge, Project, Source
 from billing.selectors import BILLABLE_STATES, billing_settings_get
 from chargeback.errors import Refused
 from chargeback.money import ZERO, format_money
+from chargeback.regex import compile_linear
 from statements.models import Statement, StatementLine
 from statements.selectors import current_statements, statement_changes
 
@@ -478,10 +478,12 @@ def journal_build(period: BillingPeriod) -> Journal:
 
     # Account codes.
     if account_regex:
-        compiled = re.compile(account_regex)
+        compiled = compile_linear(account_regex)
+        accounts = sorted({entry.account for entry in journal.entries})
+        valid = dict(zip(accounts, compiled.fullmatch_many(accounts).tolist(), strict=True))
         bad: dict[str, list[str]] = defaultdict(list)
         for entry in journal.entries:
-            if not compiled.fullmatch(entry.account):
+            if not valid[entry.account]:
                 where = (
                     f"debit of {entry.fund_org or '(no fund/org)'} for {entry.source_slug}"
                     if entry.is_debit

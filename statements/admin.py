@@ -9,14 +9,23 @@ from auditlog.signals import accessed
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseBase, HttpResponseRedirect
+from django.http import (
+    FileResponse,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    HttpResponseNotFound,
+    HttpResponseRedirect,
+)
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
+from accounts import roles
 from billing.models import BillingPeriod
 from billing.selectors import billing_settings_get
+from chargeback.downloads import download_name
 from chargeback.errors import Refused
 from chargeback.money import format_money
 
@@ -350,17 +359,32 @@ class StatementAdmin(admin.ModelAdmin):
         ]
 
     def pdf_view(self, request: HttpRequest, pk: int) -> HttpResponseBase:
+        """The statement's PDF. A missing one is rendered (queued, with workers) only for a role that
+        may change statements: rendering is a write; anybody else is told it is missing."""
         if not self.has_view_permission(request):
             raise PermissionDenied
         statement = get_object_or_404(Statement, pk=pk)
         if not statement.pdf:
-            services.statement_render_pdf(statement_id=statement.pk)
+            if not roles.can_change_statements(request.user):
+                return HttpResponseNotFound(
+                    f"Statement {statement.label} has no PDF yet. A reviewer or billing admin can render it "
+                    "(Statements → Render missing PDFs).",
+                    content_type="text/plain; charset=utf-8",
+                )
+            tasks.dispatch([statement.pk], [])
             statement.refresh_from_db()
+            if not statement.pdf:
+                return HttpResponseNotFound(
+                    f"The PDF of statement {statement.label} is being rendered"
+                    + (f" (last attempt failed: {statement.render_error})" if statement.render_error else "")
+                    + "; try again in a moment.",
+                    content_type="text/plain; charset=utf-8",
+                )
         accessed.send(sender=Statement, instance=statement)
         return FileResponse(
             statement.pdf.open("rb"),
             as_attachment=request.GET.get("inline") is None,
-            filename=statement.pdf_filename,
+            filename=download_name(statement.pdf_filename, "statement.pdf"),
             content_type="application/pdf",
         )
 
@@ -382,7 +406,7 @@ class StatementAdmin(admin.ModelAdmin):
         pairs = sorted(set(queryset.values_list("period__period", "pi_email")))
         _queue_and_send(request, [(period, email) for period, email in pairs])
 
-    @admin.action(description="Render missing PDFs", permissions=["view"])
+    @admin.action(description="Render missing PDFs", permissions=["send"])
     def render_missing(self, request: HttpRequest, queryset: QuerySet[Statement]) -> None:
         ids = list(queryset.filter(pdf="").values_list("pk", flat=True))
         if not ids:

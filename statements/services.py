@@ -29,6 +29,7 @@ from accounts.selectors import portal_link
 from billing import selectors as billing_selectors
 from billing import services as billing_services
 from billing.models import PI, BillingPeriod, BillingSettings
+from chargeback.emails import is_plain_email
 from chargeback.errors import Refused
 from chargeback.money import ZERO, format_money
 
@@ -701,6 +702,8 @@ def delivery_send(*, delivery_id: int) -> str:
         return delivery.state
     statements = list(delivery.statements.select_related("period").order_by("sequence"))
     try:
+        if not is_plain_email(delivery.recipient):
+            raise Refused(f"invalid PI email {delivery.recipient!r}: not a plain address, never emailed")
         outdated = [s.label for s in statements if s.state == Statement.State.SUPERSEDED]
         if outdated:
             raise Refused(f"superseded before sending ({', '.join(outdated)}); send the current statements")

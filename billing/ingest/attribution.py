@@ -6,13 +6,15 @@ Python only sees what is distinct: e-mail addresses, project codes, account mapp
 
 Order of the rules: tags that name a PI; else the owner of the tagged project; else the
 sub-account's AccountMapping (a mapping for this source wins over one for every source); else
-unattributed. A PI tag that is not an e-mail address ("n/a", "TBD") names nobody. PIs and projects
-are created on first sight, a new project with the first attribution (by id) that names it.
+unattributed. A PI tag that is not a plain e-mail address ("n/a", "TBD", "x<victim@evil.example>",
+chargeback.emails) names nobody and is flagged "invalid PI email". Tags that give
+a payer field twice name nobody either, and no mapping applies: they are flagged "ambiguous tags"
+for a reviewer. PIs and projects are created on first sight, a new project with the first
+attribution (by id) that names it.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,11 +22,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from billing.models import PI, AccountMapping, Project, Source
+from chargeback.emails import is_plain_email
 
 from .flagging import Flag, FlagContext, summarize
 from .transform import ATTRIBUTION_FIELDS, Encoder, TagReader
-
-_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
 # Columns of a Resolutions table, one row per attribution and then one per mapped (attribution, sub-account).
 # The payer's text fields are the attribution fields of tags (transform.ATTRIBUTION_FIELDS).
@@ -32,7 +33,7 @@ RESOLUTION_COLUMNS = (
     "pi_id",
     "project_id",
     *ATTRIBUTION_FIELDS,
-    "source",  # tags, project, mapping, none
+    "source",  # tags, project, mapping, ambiguous, none
     "flag_group",  # index into Resolutions.flag_groups
 )
 PROJECT_FIELDS = (
@@ -106,13 +107,15 @@ def resolve_attributions(
 ) -> Resolutions:
     """Resolve every attribution used by `charges` (creating PIs and projects met for the first time)."""
     email, code, fund_org, cost_center, ref1, ref2 = tag_reader.attribution_columns()
+    ambiguity = tag_reader.ambiguity_column()
+    ambiguous = pc.not_equal(ambiguity, "")
     n = len(email)
     used = np.zeros(n, dtype=bool)
     used[pc.unique(charges.column("attribution")).to_numpy()] = True
     used_mask = pa.array(used)
 
     # PIs named by tags (valid addresses only).
-    emails = sorted(e for e in pc.unique(email.filter(used_mask)).to_pylist() if _EMAIL.fullmatch(e))
+    emails = sorted(e for e in pc.unique(email.filter(used_mask)).to_pylist() if is_plain_email(e))
     pis = dict(PI.objects.filter(email__in=emails).values_list("email", "pk"))
     missing_pis = [e for e in emails if e not in pis]
     if missing_pis:
@@ -121,6 +124,8 @@ def resolve_attributions(
     pi_emails = list(pis)
     pi_row = pc.if_else(used_mask, _lookup(email, pi_emails), pa.scalar(None, pa.int32()))
     has_pi = pc.is_valid(pi_row)
+    # A PI tag given but not a plain address: kept for the flag, never a PI.
+    invalid_email = pc.if_else(pc.and_(pc.not_equal(email, ""), pc.invert(has_pi)), email, "")
     pi_pk = pa.array(list(pis.values()), pa.int64()).take(pi_row)
 
     # Projects named by tags; a new one belongs to the PI of the first attribution naming it.
@@ -179,7 +184,7 @@ def resolve_attributions(
 
     # Tags that name a PI win; else the tagged project's owner; the rest goes to account mappings.
     by_project = pc.and_(pc.invert(has_pi), has_project)
-    needs_mapping = pc.and_(used_mask, pc.invert(pc.or_(has_pi, has_project)))
+    needs_mapping = pc.and_(used_mask, pc.invert(pc.or_(pc.or_(has_pi, has_project), ambiguous)))
     null_id = pa.scalar(None, pa.int64())
     columns = {
         "pi_id": pc.if_else(has_pi, pi_pk, pc.if_else(by_project, p_pi_id, null_id)),
@@ -192,7 +197,9 @@ def resolve_attributions(
         "cost_center": pc.if_else(by_project, _or(cost_center, p_cost_center), cost_center),
         "reference_1": pc.if_else(by_project, _or(ref1, p_ref1), ref1),
         "reference_2": pc.if_else(by_project, _or(ref2, p_ref2), ref2),
-        "source": pc.if_else(has_pi, "tags", pc.if_else(by_project, "project", "none")),
+        "source": pc.if_else(
+            has_pi, "tags", pc.if_else(by_project, "project", pc.if_else(ambiguous, "ambiguous", "none"))
+        ),
     }
     owner = pc.if_else(pc.or_(has_pi, by_project), p_email, pa.scalar(None, pa.string()))
     table = pa.table(columns)
@@ -215,6 +222,8 @@ def resolve_attributions(
     pair_table, pair_owner = _mapped_rows(pair_ids, [texts.values[s] for s in pair_subs], table, source)
     table = pa.concat_tables([table, pair_table]).combine_chunks()
     owner = pa.concat_arrays([owner, pa.array(pair_owner, pa.string())])
+    ambiguity = pa.concat_arrays([ambiguity, pa.array([""] * len(pair_owner), pa.string())])
+    invalid_email = pa.concat_arrays([invalid_email, invalid_email.take(pa.array(pair_ids, pa.int64()))])
 
     # Flags that depend only on who pays: computed once per distinct combination.
     has_payer = pc.is_valid(table.column("pi_id"))
@@ -224,12 +233,16 @@ def resolve_attributions(
         table.column("fund_org"),
         pc.fill_null(owner, ""),
         table.column("pi_email"),
+        ambiguity,
+        invalid_email,
     )
     encoded = pc.dictionary_encode(_array(key))
     groups = encoded.indices.to_numpy(zero_copy_only=False)
     _, first_rows = np.unique(groups, return_index=True)
     sample = table.take(pa.array(first_rows)).to_pydict()
     owners = owner.take(pa.array(first_rows)).to_pylist()
+    ambiguities = ambiguity.take(pa.array(first_rows)).to_pylist()
+    invalid_emails = invalid_email.take(pa.array(first_rows)).to_pylist()
     flag_groups = []
     for i in range(len(first_rows)):
         flags = context.attribution_flags(
@@ -238,6 +251,8 @@ def resolve_attributions(
             fund_org=sample["fund_org"][i],
             project_owner_email=owners[i],
             pi_email=sample["pi_email"][i],
+            ambiguity=ambiguities[i],
+            invalid_pi_email=invalid_emails[i],
         )
         flag_groups.append((flags, summarize(flags)))
     table = table.append_column("flag_group", pa.array(groups.astype(np.int32)))

@@ -24,9 +24,9 @@ from django.db import connection
 from billing.models import BillingSettings, Charge, ChargeFlag, FlagReason, Source
 from chargeback.money import MONEY_PLACES, SQLITE_MONEY_LIMIT
 
-from . import attribution, reader, transform
+from . import attribution, numbers, reader, transform
 from .attribution import RESOLUTION_COLUMNS, Resolutions
-from .errors import IngestError, RowError
+from .errors import IngestError, rows_refused
 from .flagging import Flag, FlagContext, summarize
 from .memory import release_unused_memory
 from .transform import ATTRIBUTION_FIELDS
@@ -36,6 +36,9 @@ from .writer import write_charges
 COMBINE_EVERY_ROWS = 1_000_000
 # Rows handed to the vectorised transform at once (the reader's blocks are smaller).
 TRANSFORM_ROWS = 100_000
+# The first batches are smaller (doubling up to TRANSFORM_ROWS): a file that is bad from its first
+# rows is abandoned after a small batch, in little memory; a good file loses nothing measurable.
+FIRST_TRANSFORM_ROWS = 10_000
 # Charges turned into Python row values at once while writing.
 WRITE_SLICE_ROWS = 50_000
 MONEY_NAMES = ("list_cost", "contracted_cost", "billed_cost", "effective_cost")
@@ -125,41 +128,78 @@ def parse_file(path: Path, billing_settings: BillingSettings, name: str | None =
         },
         prefixes=[p.lower() for p in billing_settings.tag_prefix_list],
     )
-    stats = transform.BatchStats()
+    stats = transform.BatchStats(money_limit=money_limit())
     texts = transform.Encoder()
-    errors: list[RowError] = []
+    errors = focus.errors  # bounded: the first errors by line, and counts
+    max_rows, max_bad_rows = (
+        django_settings.OPENCHARGEBACK_INGEST_MAX_ROWS,
+        django_settings.OPENCHARGEBACK_INGEST_MAX_BAD_ROWS,
+    )
     partials: list[pa.Table] = []
-    pending_rows = 0
+    pending_rows = rows_read = 0
     first_line = 2  # line 1 is the header
-    for batch in _regrouped(reader.iter_batches(focus, django_settings.OPENCHARGEBACK_INGEST_BLOCK_BYTES)):
-        partial = transform.transform_batch(batch, first_line, tag_reader, texts, errors, stats)
+    batches = reader.iter_batches(
+        focus,
+        django_settings.OPENCHARGEBACK_INGEST_BLOCK_BYTES,
+        max_bytes=django_settings.OPENCHARGEBACK_INGEST_MAX_BYTES,
+        max_bad_rows=max_bad_rows,
+    )
+    for batch in _regrouped(batches):
+        errors.begin_batch(batch.num_rows)
+        partial = transform.transform_batch(
+            batch, first_line, tag_reader, texts, errors, stats, check_nul=focus.nul_seen
+        )
+        errors.end_batch()
         release_unused_memory()  # the batch's temporaries (its text, Python strings of its tags)
         if report is not None:
             report(focus.bytes_read(), size)
         first_line += batch.num_rows
-        if len(errors) >= IngestError.MAX_ROW_ERRORS:
-            break
-        if partial is not None and not errors:
+        rows_read += batch.num_rows
+        if rows_read > max_rows:
+            raise IngestError(
+                f"{label}: more than {max_rows:,} rows; one import takes at most that many "
+                "(OPENCHARGEBACK_INGEST_MAX_ROWS)"
+            )
+        if errors.bad_rows >= max_bad_rows:
+            raise rows_refused(label, errors, abandoned=True)
+        if errors:
+            partials.clear()  # nothing will be imported: only the errors are still of use
+        elif partial is not None:
             partials.append(partial)
             pending_rows += partial.num_rows
             if pending_rows >= COMBINE_EVERY_ROWS and len(partials) > 1:
                 partials = [_combined(partials, tag_reader)]
                 pending_rows = partials[0].num_rows
-    errors = focus.row_errors + errors
     if errors:
-        errors.sort(key=lambda e: e.line or 0)
-        raise IngestError(
-            f"{label}: {len(errors)}{'+' if len(errors) >= IngestError.MAX_ROW_ERRORS else ''} "
-            f"bad row{'s' if len(errors) != 1 else ''}; nothing was imported",
-            errors,
-        )
+        raise rows_refused(label, errors)
     if stats.rows == 0:
         raise IngestError(f"{label} has a header but no data rows")
     charges = _combined(partials, tag_reader)
     del partials
+    _check_sums(charges, stats.money_limit, label)
     return ParsedFile(
         charges=charges, stats=stats, tag_reader=tag_reader, texts=texts, periods=sorted(stats.periods)
     )
+
+
+def money_limit() -> Decimal:
+    """The largest amount this database stores: numeric(28, 10), or SQLite's 64-bit units."""
+    return SQLITE_MONEY_LIMIT if connection.vendor == "sqlite" else numbers.DATABASE_LIMIT
+
+
+# Charge.quantity is numeric(28, 6).
+QUANTITY_LIMIT = Decimal(10) ** 22
+
+
+def _check_sums(charges: pa.Table, limit: Decimal, label: str) -> None:
+    """Every row fits (checked per row); a charge sums rows, and must fit too."""
+    for name, most in (*((name, limit) for name in MONEY_NAMES), ("quantity", QUANTITY_LIMIT)):
+        extremes = pc.min_max(charges.column(name)).as_py()
+        if any(v is not None and abs(v) >= most for v in extremes.values()):
+            raise IngestError(
+                f"{label}: the rows of one charge add up to more than this database stores in {name} "
+                f"(at most ±{most:,}); check the amounts"
+            )
 
 
 def _combined(partials: list[pa.Table], tag_reader: transform.TagReader) -> pa.Table:
@@ -178,14 +218,16 @@ def _regrouped(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     """Join the reader's small blocks (small blocks keep its memory low) into larger batches."""
     pending: list[pa.RecordBatch] = []
     rows = 0
+    target = min(FIRST_TRANSFORM_ROWS, TRANSFORM_ROWS)
     for batch in batches:
         if batch.num_rows == 0:
             continue
         pending.append(batch)
         rows += batch.num_rows
-        if rows >= TRANSFORM_ROWS:
+        if rows >= target:
             yield _concat(pending)
             pending, rows = [], 0
+            target = min(target * 2, TRANSFORM_ROWS)
     if pending:
         yield _concat(pending)
 
@@ -344,15 +386,25 @@ def build_and_write(
             # Per-charge work only where rules, flags, mismatches or carried decisions need it.
             per_charge = context.rules or carried or flagged in states or mismatch_flags
             group_of = groups.to_pylist() if per_charge else []
+            # Flag rules run column-wise on RE2: one call per rule and field for the whole slice.
+            rule_flags = (
+                context.rule_flags_many(
+                    {
+                        **{name: col[name] for name in RULE_FIELDS},
+                        **{name: res[name] for name in ATTRIBUTION_FIELDS},
+                    },
+                    [source.pk] * n,
+                )
+                if context.rules
+                else []
+            )
             row_periods: list[int] = chunk.column("period").to_pylist() if mismatch_flags else [-1] * n
             for i in range(n) if per_charge else ():
                 flags = group_flags[group_of[i]]
                 mismatch = mismatch_flags.get(row_periods[i])
                 extra = [mismatch] if mismatch else []
-                if context.rules:
-                    values = {name: col[name][i] for name in RULE_FIELDS}
-                    values.update({name: res[name][i] for name in ATTRIBUTION_FIELDS})
-                    extra += context.rule_flags(values, source.pk)
+                if context.rules and rule_flags[i]:
+                    extra += rule_flags[i]
                 if extra:
                     flags = flags + extra
                     states[i], summaries[i] = flagged, summarize(flags)

@@ -150,7 +150,7 @@ def _focus(path: Path, *emails: str) -> Path:
     return path
 
 
-def test_a_pi_seen_on_import_gets_an_inactive_user(tmp_path):
+def test_a_pi_seen_on_import_gets_a_user_without_password(tmp_path):
     billing_services.source_create(slug="aws")
     existing = User.objects.create_user(
         "grace@university.example", "grace@university.example", PASSWORD, is_staff=True
@@ -162,7 +162,8 @@ def test_a_pi_seen_on_import_gets_an_inactive_user(tmp_path):
     )
     ada = PI.objects.get(email="ada@university.example")
     assert ada.user is not None and ada.user.username == "ada@university.example"
-    assert not ada.user.is_active and not ada.user.has_usable_password()
+    # Active (not disabled), but nobody can sign in as it before a password is set.
+    assert ada.user.is_active and not ada.user.has_usable_password()
     assert ada.user.groups.filter(name=roles.PI).exists()
     # A user with the PI's email already: linked, left as it was.
     grace = PI.objects.get(email="grace@university.example")
@@ -181,7 +182,9 @@ def test_a_dry_run_creates_no_user(tmp_path):
 
 def test_reference_month_pis_all_get_users(reference_month):
     assert PI.objects.count() and not PI.objects.filter(user__isnull=True).exists()
-    assert User.objects.filter(groups__name=roles.PI, is_active=False).count() == PI.objects.count()
+    pi_users = User.objects.filter(groups__name=roles.PI)
+    assert pi_users.count() == PI.objects.count()
+    assert not any(u.has_usable_password() for u in pi_users)
 
 
 # --- users command --------------------------------------------------------------------------
@@ -220,7 +223,7 @@ def test_users_add_pi_links_the_pi(mailoutbox):
     assert result.code == 0, result.err
     assert "linked to PI ada@university.example" in result.out and "invitation emailed" in result.out
     pi = PI.objects.get(email="ada@university.example")
-    assert pi.user is not None and not pi.user.is_active and not pi.user.is_staff
+    assert pi.user is not None and not pi.user.has_usable_password() and not pi.user.is_staff
     assert pi.user.first_name == "Ada" and pi.user.last_name == "Lovelace"
     assert len(mailoutbox) == 1
 

@@ -287,7 +287,8 @@ def test_pi_grants_and_revokes(world, mailoutbox, django_capture_on_commit_callb
     colleague = user_for_email("lab.admin@university.example")
     assert (
         colleague is not None
-        and not colleague.is_active
+        and colleague.is_active
+        and not colleague.has_usable_password()
         and colleague.username == "lab.admin@university.example"
     )
     assert set(

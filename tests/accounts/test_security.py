@@ -245,16 +245,16 @@ def test_sso_maps_the_email_claim_to_the_pi(world, oidc):
     from tests.factories import PIFactory
 
     assert list(oidc.filter_users_by_claims({"email": "ADA@university.example"})) == [world.user_a]
-    # A PI without a user yet: the user is created and, vouched for by the IdP, activated.
+    # A PI without a user yet: the user is created; the IdP vouches for the address.
     carol = PIFactory(email="carol@university.example")
     users = list(oidc.filter_users_by_claims({"email": "carol@university.example", "email_verified": True}))
     carol.refresh_from_db()
     assert users == [carol.user] and carol.user.is_active
-    # An inactive PI user created by an import is activated the same way.
+    # A PI user created by an import (no password yet) signs in the same way.
     dave = PIFactory(email="dave@university.example")
     pi_users_ensure(pi_ids=[dave.pk])
     dave.refresh_from_db()
-    assert not dave.user.is_active
+    assert not dave.user.has_usable_password()
     assert list(oidc.filter_users_by_claims({"email": "dave@university.example"})) == [dave.user]
     # Nobody else: no account for strangers, none for unverified addresses.
     assert not oidc.filter_users_by_claims({"email": "stranger@elsewhere.example"}).exists()
@@ -304,3 +304,26 @@ def test_client_ip_behind_the_proxy(settings, rf):
     settings.OPENCHARGEBACK_CLIENT_IP_FROM_PROXY = True
     assert client_ip(request) == "10.1.2.3"  # the proxy's entry, not the client's claim
     assert client_ip(rf.get("/", REMOTE_ADDR="127.0.0.2")) == "127.0.0.2"
+
+
+# --- CSRF -----------------------------------------------------------------------------------
+
+
+def test_writes_without_a_csrf_token_are_refused(world):
+    """Every form that writes (portal and admin) needs Django's CSRF token."""
+    from django.contrib.auth import get_user_model
+
+    from accounts.models import Delegation
+
+    portal = Client(enforce_csrf_checks=True)
+    portal.force_login(world.user_a)
+    response = portal.post(
+        reverse("portal:delegates"), {"email": "x@university.example", "projects": [str(world.a1.pk)]}
+    )
+    assert response.status_code == 403
+    assert not Delegation.objects.filter(delegate__username="x@university.example").exists()
+    admin_user = get_user_model().objects.create_superuser("root", "root@university.example", PASSWORD)
+    admin = Client(enforce_csrf_checks=True)
+    admin.force_login(admin_user)
+    assert admin.post(reverse("admin:billing_import_upload"), {}).status_code == 403
+    assert admin.post(reverse("admin:billing_charge_decide"), {"action": "approve"}).status_code == 403

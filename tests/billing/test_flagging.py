@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -14,13 +13,14 @@ import pytest
 from billing import selectors, services
 from billing.ingest.flagging import CompiledRule, Flag, FlagContext, compile_rule, summarize
 from billing.models import Charge, ChargeFlag, FlagReason, FlagRule
+from chargeback.regex import compile_linear
 from tests.factories import FlagRuleFactory, ProjectFactory, SourceFactory
 
 D = Decimal
 
 
 def context(fund_org_regex: str = "", rules: tuple = ()) -> FlagContext:
-    return FlagContext(fund_org_regex=re.compile(fund_org_regex) if fund_org_regex else None, rules=rules)
+    return FlagContext(fund_org_regex=compile_linear(fund_org_regex) if fund_org_regex else None, rules=rules)
 
 
 def attribution(ctx: FlagContext, **overrides) -> list[Flag]:
@@ -64,8 +64,8 @@ def test_attribution_flags():
 
 
 def test_compiled_rules():
-    match = CompiledRule(1, "gpu", re.compile("(?i)gpu"), ("service_name", "sku_id"), False, None)
-    must = CompiledRule(2, "fund format", re.compile(r"^[A-Z]+-\d+$"), ("fund_org",), True, 7)
+    match = CompiledRule(1, "gpu", compile_linear("(?i)gpu"), ("service_name", "sku_id"), False, None)
+    must = CompiledRule(2, "fund format", compile_linear(r"^[A-Z]+-\d+$"), ("fund_org",), True, 7)
 
     assert match.applies({"service_name": "HPC GPU Cluster"}, 3) == Flag(
         "rule", "gpu: service_name 'HPC GPU Cluster' matches (?i)gpu", 1
@@ -112,7 +112,9 @@ def test_flag_context_loads_active_rules_and_settings():
     assert ctx.fund_org_regex.pattern == r"[A-Z]+-\d+"
     assert [(r.name, r.fields) for r in ctx.rules] == [("a rule", ("fund_org",)), ("b rule", ("region",))]
     rule = FlagRule.objects.get(name="b rule")
-    assert compile_rule(rule) == CompiledRule(rule.pk, "b rule", re.compile("x"), ("region",), False, None)
+    assert compile_rule(rule) == CompiledRule(
+        rule.pk, "b rule", compile_linear("x"), ("region",), False, None
+    )
 
 
 # --- at ingest ------------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -22,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from chargeback import backup
+from chargeback import backup, backup_signing
 from chargeback.errors import Refused
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -154,6 +155,14 @@ class Installation:
         return json.loads(self.python(FINGERPRINT))
 
     @property
+    def key_file(self) -> Path:
+        return self.data_dir / "backup.key"
+
+    def trust(self, other: Installation) -> None:
+        """Give this installation the backup key of another (as an admin copies it over)."""
+        shutil.copyfile(other.key_file, self.key_file)
+
+    @property
     def media(self) -> Path:
         return self.data_dir / "media"
 
@@ -194,13 +203,22 @@ def _round_trip(base: Path, source: Installation, target: Installation) -> None:
     assert before["media"] and before["imports_readable"]
 
     archive = base / "site.tar.gz"
-    made = json.loads(source.run("backup", str(archive), "--format", "json").stdout)
+    first = source.run("backup", str(archive), "--format", "json")
+    made = json.loads(first.stdout)
     assert made["path"] == str(archive)
     assert made["periods"]["2025-01"]["billed"] == {"amount": "20227.0000000000", "cents": 2022700}
+    # The first backup creates the signing key and prints it once.
+    key = source.key_file.read_text().strip()
+    assert made["new_key_file"] == str(source.key_file) and f"key: {key}" in first.stderr
+    assert oct(source.key_file.stat().st_mode & 0o777) == "0o600"
 
     target.run("migrate", "-v", "0")  # a fresh installation, as `docker compose up` leaves it
+    # Without the key the archive's signature cannot be checked: refused, unless --unsigned.
+    refused = target.run("restore", str(archive), check=False)
+    assert refused.returncode == 1 and "cannot verify the signature" in refused.stderr
+    target.trust(source)
     restored = json.loads(target.run("restore", str(archive), "--format", "json").stdout)
-    assert restored["restored"] is True
+    assert restored["restored"] is True and restored["signature"] == "verified"
     after = target.fingerprint()
     # Every row of every table, every period total, every media file: identical.
     assert after == before
@@ -267,6 +285,14 @@ def archive(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture
+def archive_key(archive, settings) -> bytes:
+    """The key that signed `archive`, made this installation's (as an admin sets it)."""
+    key = (archive.parent / "site" / "backup.key").read_text().strip()
+    settings.OPENCHARGEBACK_BACKUP_KEY = key
+    return key.encode()
+
+
 def rewrite(
     src: Path,
     dst: Path,
@@ -275,16 +301,23 @@ def rewrite(
     manifest: Callable[[dict], None] | None = None,
     fix_checksums: bool = False,
     extra: tuple[tarfile.TarInfo, bytes] | None = None,
+    key: bytes | None = None,
 ) -> Path:
-    """Copy an archive, changing (or dropping: None) members and the manifest."""
+    """Copy an archive, changing (or dropping: None) members and the manifest. The manifest keeps
+    its bytes and signature unless it is changed; then it is signed again with `key` if given (as
+    someone holding the key would), else it keeps the old signature (which no longer verifies)."""
     members: list[tuple[tarfile.TarInfo, bytes]] = []
     doc: dict = {}
+    original = signature = b""
     checksums: dict[str, dict] = {}
     with tarfile.open(src, "r:gz") as tar:
         for info in tar:
             data = tar.extractfile(info).read()  # type: ignore[union-attr]
             if info.name == backup.MANIFEST:
-                doc = json.loads(data)
+                original, doc = data, json.loads(data)
+                continue
+            if info.name == backup_signing.SIGNATURE:
+                signature = data
                 continue
             if member is not None:
                 changed = member(info.name, data)
@@ -302,14 +335,19 @@ def rewrite(
         manifest(doc)
     if extra is not None:
         members.append(extra)
+    body = json.dumps(doc).encode()
+    if body == json.dumps(json.loads(original)).encode():
+        body = original
+    elif key is not None:
+        signature = backup_signing.sign(body, backup_signing.BackupKey(key, "test"))
     with tarfile.open(dst, "w:gz") as tar:
         for info, data in members:
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-        body = json.dumps(doc).encode()
-        info = tarfile.TarInfo(backup.MANIFEST)
-        info.size = len(body)
-        tar.addfile(info, io.BytesIO(body))
+        for name, data in ((backup.MANIFEST, body), (backup_signing.SIGNATURE, signature)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
     return dst
 
 
@@ -328,8 +366,9 @@ def _unchanged(settings) -> Any:
     return check
 
 
-def test_extract_a_good_archive(archive, tmp_path):
+def test_extract_a_good_archive(archive, archive_key, tmp_path):
     manifest = backup.extract_verified(archive, tmp_path)
+    assert manifest["signature"] == "verified"
     assert (tmp_path / backup.SQLITE_MEMBER).is_file()
     assert manifest["format"] == backup.FORMAT
     assert manifest["stats"]["periods"]["2025-01"]["billed_total"] == "20227.0000000000"
@@ -340,7 +379,7 @@ def test_extract_a_good_archive(archive, tmp_path):
 
 
 @pytest.mark.django_db
-def test_checksum_mismatch_is_refused(archive, tmp_path, settings):
+def test_checksum_mismatch_is_refused(archive, archive_key, tmp_path, settings):
     check = _unchanged(settings)
 
     def tamper(name: str, data: bytes) -> bytes:
@@ -353,7 +392,7 @@ def test_checksum_mismatch_is_refused(archive, tmp_path, settings):
 
 
 @pytest.mark.django_db
-def test_missing_member_is_refused(archive, tmp_path, settings):
+def test_missing_member_is_refused(archive, archive_key, tmp_path, settings):
     check = _unchanged(settings)
     bad = rewrite(archive, tmp_path / "bad.tar.gz", member=lambda n, d: None if n.startswith("media/") else d)
     with pytest.raises(Refused, match="missing from archive: media/"):
@@ -362,7 +401,7 @@ def test_missing_member_is_refused(archive, tmp_path, settings):
 
 
 @pytest.mark.django_db
-def test_unsafe_member_is_refused(archive, tmp_path, settings):
+def test_unsafe_member_is_refused(archive, archive_key, tmp_path, settings):
     check = _unchanged(settings)
     info = tarfile.TarInfo("../../escape.txt")
     bad = rewrite(archive, tmp_path / "bad.tar.gz", extra=(info, b"x"))
@@ -373,7 +412,7 @@ def test_unsafe_member_is_refused(archive, tmp_path, settings):
 
 
 @pytest.mark.django_db
-def test_truncated_or_foreign_files_are_refused(archive, tmp_path, settings):
+def test_truncated_or_foreign_files_are_refused(archive, archive_key, tmp_path, settings):
     check = _unchanged(settings)
     truncated = tmp_path / "truncated.tar.gz"
     truncated.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
@@ -390,40 +429,51 @@ def test_truncated_or_foreign_files_are_refused(archive, tmp_path, settings):
 
 
 @pytest.mark.django_db
-def test_backup_of_a_newer_version_is_refused(archive, tmp_path, settings):
+def test_backup_of_a_newer_version_is_refused(archive, archive_key, tmp_path, settings):
     check = _unchanged(settings)
 
     def newer(doc: dict) -> None:
-        from django.db import connection
-
-        doc["database"]["vendor"] = connection.vendor
         doc["migrations"]["billing"].append("9999_from_the_future")
         doc["app_version"] = "99.0"
 
-    bad = rewrite(archive, tmp_path / "newer.tar.gz", manifest=newer)
+    bad = rewrite(archive, tmp_path / "newer.tar.gz", manifest=newer, key=archive_key)
     with pytest.raises(Refused, match=r"newer version \(99.0\).*billing.9999_from_the_future"):
         backup.backup_restore(path=bad)
     check()
 
 
 @pytest.mark.django_db
-def test_other_database_vendor_is_refused(archive, tmp_path, settings):
+def test_other_database_vendor_is_refused(archive, archive_key, tmp_path, settings):
     from django.db import connection
 
     check = _unchanged(settings)
     other = "postgresql" if connection.vendor == "sqlite" else "sqlite"
-    bad = rewrite(
-        archive, tmp_path / "other.tar.gz", manifest=lambda doc: doc["database"].update(vendor=other)
-    )
+    member = {"postgresql": backup.POSTGRES_MEMBER, "sqlite": backup.SQLITE_MEMBER}[other]
+
+    def other_vendor(doc: dict) -> None:
+        doc["files"][member] = doc["files"].pop(backup.SQLITE_MEMBER)
+        doc["database"].update(vendor=other, member=member)
+
+    renamed = tmp_path / "renamed.tar.gz"
+    with tarfile.open(archive, "r:gz") as src, tarfile.open(renamed, "w:gz") as dst:
+        for info in src:
+            data = src.extractfile(info).read()  # type: ignore[union-attr]
+            if info.name == backup.SQLITE_MEMBER:
+                info.name = member
+            dst.addfile(info, io.BytesIO(data))
+    bad = rewrite(renamed, tmp_path / "other.tar.gz", manifest=other_vendor, key=archive_key)
     with pytest.raises(Refused, match=f"holds a {other} database"):
         backup.backup_restore(path=bad)
     check()
 
 
 def test_damaged_database_with_matching_checksums_changes_nothing(archive, tmp_path):
-    """A snapshot that passes the checksums but not the figures is refused before it is applied."""
+    """A snapshot that passes the checksums (and the signature: made with the key) but not the
+    figures is refused before it is applied."""
     site = Installation(tmp_path / "site")
     site.run("migrate", "-v", "0")
+    key = (archive.parent / "site" / "backup.key").read_text().strip()
+    site.key_file.write_text(key)
 
     def corrupt(name: str, data: bytes) -> bytes:
         if name != backup.SQLITE_MEMBER:
@@ -441,7 +491,7 @@ def test_damaged_database_with_matching_checksums_changes_nothing(archive, tmp_p
         conn.close()
         return path.read_bytes()
 
-    bad = rewrite(archive, tmp_path / "bad.tar.gz", member=corrupt, fix_checksums=True)
+    bad = rewrite(archive, tmp_path / "bad.tar.gz", member=corrupt, fix_checksums=True, key=key.encode())
     result = site.run("restore", str(bad), check=False)
     assert result.returncode == 1
     assert "does not match its manifest" in result.stderr
@@ -452,8 +502,9 @@ def test_damaged_database_with_matching_checksums_changes_nothing(archive, tmp_p
 
 def test_restore_check_only(archive, tmp_path):
     site = Installation(tmp_path / "site")
+    site.trust(Installation(archive.parent / "site"))
     result = json.loads(site.run("restore", "--check", str(archive), "--format", "json").stdout)
-    assert result["verified"] is True
+    assert result["verified"] is True and result["signature"] == "verified"
     assert result["periods"]["2025-01"]["billed"]["cents"] == 2022700
     assert not (site.data_dir / "media").exists() or not any((site.data_dir / "media").iterdir())
 
@@ -497,8 +548,15 @@ def test_postgres_failure_midway_changes_nothing(tmp_path, pg_databases, damage)
         assert b"zorp.blinkman@example.edu" in dump
         return dump.replace(b"zorp.blinkman@example.edu", b"zorp\tblinkman@example.edu")
 
-    bad = rewrite(archive, tmp_path / "bad.tar.gz", member=corrupt, fix_checksums=True)
+    bad = rewrite(
+        archive,
+        tmp_path / "bad.tar.gz",
+        member=corrupt,
+        fix_checksums=True,
+        key=source.key_file.read_bytes().strip(),
+    )
     target = Installation(tmp_path / "target", pg_databases())
+    target.trust(source)
     target.run("migrate", "-v", "0")
     target.run("sources", "add", "keepme")
     before = target.fingerprint()
@@ -509,3 +567,104 @@ def test_postgres_failure_midway_changes_nothing(tmp_path, pg_databases, damage)
     assert expected in result.stderr
     assert "NOTICE" not in result.stderr
     assert target.fingerprint() == before
+
+
+# --- authenticity: a signed manifest, and only the archive's own members ----------------------
+
+
+@pytest.mark.parametrize("where", ["absolute", "relative"])
+def test_a_manifest_naming_a_path_outside_the_archive_is_refused(archive, tmp_path, where):
+    """`database.member` naming a file outside the archive (even a perfect copy of the snapshot,
+    signed with the key) is refused: nothing but the archive's own member is ever restored."""
+    site = Installation(tmp_path / "site")
+    site.run("migrate", "-v", "0")
+    site.trust(Installation(archive.parent / "site"))
+    with tarfile.open(archive, "r:gz") as tar:
+        snapshot = tar.extractfile(backup.SQLITE_MEMBER).read()  # type: ignore[union-attr]
+    planted = tmp_path / "planted.sqlite3"
+    planted.write_bytes(snapshot)
+    name = str(planted) if where == "absolute" else "../../planted.sqlite3"
+
+    def plant(doc: dict) -> None:
+        doc["database"]["member"] = name
+
+    bad = rewrite(
+        archive, tmp_path / "planted.tar.gz", manifest=plant, key=site.key_file.read_bytes().strip()
+    )
+    for args in (["--check"], [], ["--unsigned"]):
+        result = site.run("restore", str(bad), *args, check=False)
+        assert result.returncode == 1, (args, result.stdout)
+        assert f"the manifest names {name!r} as the database" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+    assert site.fingerprint()["rows"]["billing.Charge"] == 0
+
+
+def _re_hashed(archive: Path, tmp_path: Path) -> Path:
+    """The archive with one charge's billed cost changed and the manifest's checksum updated, by
+    someone without the key."""
+
+    def tamper(name: str, data: bytes) -> bytes:
+        if name != backup.SQLITE_MEMBER:
+            return data
+        import sqlite3
+
+        path = tmp_path / "snapshot.sqlite3"
+        path.write_bytes(data)
+        conn = sqlite3.connect(path)
+        conn.execute(
+            "UPDATE billing_charge SET billed_cost = 0 WHERE id = (SELECT MIN(id) FROM billing_charge)"
+        )
+        conn.commit()
+        conn.close()
+        return path.read_bytes()
+
+    return rewrite(archive, tmp_path / "tampered.tar.gz", member=tamper, fix_checksums=True)
+
+
+@pytest.mark.django_db
+def test_a_re_hashed_tampered_database_fails_the_signature(archive, archive_key, tmp_path, settings):
+    check = _unchanged(settings)
+    bad = _re_hashed(archive, tmp_path)
+    for attempt in (backup.backup_verify, backup.backup_restore):
+        with pytest.raises(Refused, match="does not verify: the archive was changed after it was made"):
+            attempt(path=bad)
+    check()
+
+
+@pytest.mark.django_db
+def test_unsigned_and_foreign_key_archives_need_unsigned(archive, archive_key, tmp_path, settings):
+    check = _unchanged(settings)
+    unsigned = tmp_path / "unsigned.tar.gz"
+    with tarfile.open(archive, "r:gz") as src, tarfile.open(unsigned, "w:gz") as dst:
+        for info in src:
+            if info.name != backup_signing.SIGNATURE:
+                dst.addfile(info, src.extractfile(info))
+    with pytest.raises(Refused, match=r"is not signed.*with --unsigned"):
+        backup.backup_verify(path=unsigned)
+    (tmp_path / "x").mkdir()
+    verified = backup.extract_verified(unsigned, tmp_path / "x", unsigned=True)
+    assert verified["signature"] == "not checked (--unsigned)"
+
+    settings.OPENCHARGEBACK_BACKUP_KEY = "another installation's key"
+    with pytest.raises(Refused, match="signed with another backup key"):
+        backup.backup_restore(path=archive)
+    settings.OPENCHARGEBACK_BACKUP_KEY = ""
+    settings.OPENCHARGEBACK_BACKUP_KEY_FILE = tmp_path / "no-such.key"
+    with pytest.raises(Refused, match="this installation has no backup key"):
+        backup.backup_verify(path=archive)
+    check()
+
+
+def test_cli_refuses_a_tampered_archive_without_traceback(archive, tmp_path):
+    site = Installation(tmp_path / "site")
+    site.run("migrate", "-v", "0")
+    site.trust(Installation(archive.parent / "site"))
+    bad = _re_hashed(archive, tmp_path)
+    for args in (["--check"], []):
+        result = site.run("restore", str(bad), *args, "--format", "json", check=False)
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert "does not verify" in json.loads(result.stdout)["error"]
+    assert site.fingerprint()["rows"]["billing.Charge"] == 0
+    # A second backup uses the key it has and prints none.
+    again = site.run("backup", str(tmp_path / "second.tar.gz"))
+    assert "key:" not in again.stderr and "signed with backup key" in again.stdout

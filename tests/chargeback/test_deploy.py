@@ -194,6 +194,7 @@ def test_docker_compose_config(tmp_path):
 def test_serve_runs_gunicorn_with_structured_logs(monkeypatch, settings):
     from chargeback.management.commands import serve
 
+    settings.SECRET_KEY = "a production key, not the development one"
     captured = {}
     monkeypatch.setattr(serve, "run_gunicorn", lambda options: captured.update(options))
     call_command("serve", "--workers", "3")
@@ -211,6 +212,7 @@ def test_serve_takes_the_original_options(monkeypatch, settings):
     """`serve --host/-h --port/-p --reload`, defaults from web.host/web.port of config.yaml."""
     from chargeback.management.commands import serve
 
+    settings.SECRET_KEY = "a-real-key-for-this-test-" + "x" * 40  # serve refuses the public one
     captured: dict = {}
     monkeypatch.setattr(serve, "run_gunicorn", lambda options: captured.update(options))
     out = io.StringIO()
@@ -255,6 +257,7 @@ def test_worker_and_beat_arguments(monkeypatch, settings):
     from chargeback.management.commands import beat, worker
 
     settings.CELERY_BROKER_URL = "redis://127.0.0.1:6379/0"
+    settings.SECRET_KEY = "a production key, not the development one"
     runs: list[list[str]] = []
     monkeypatch.setattr(worker, "run_celery", runs.append)
     monkeypatch.setattr(beat, "run_celery", runs.append)
@@ -293,6 +296,7 @@ def test_serve_starts_gunicorn_for_real(tmp_path):
         DATABASE_URL=f"sqlite:///{tmp_path / 'data' / 'oc.sqlite3'}",
         LOG_FORMAT="json",
         LOG_LEVEL="INFO",
+        SECRET_KEY="a production key, not the development one",
     )
     process = subprocess.Popen(
         [

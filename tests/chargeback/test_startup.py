@@ -12,7 +12,7 @@ import pytest
 from django.test import override_settings
 
 from tests.chargeback.test_cli import Cli
-from tests.conftest import REFERENCE_DIR
+from tests.conftest import REFERENCE_DIR, ROOT
 
 
 def test_the_first_command_creates_the_database_and_says_where(tmp_path):
@@ -44,7 +44,9 @@ def test_a_database_that_is_not_ours_is_refused_in_one_line(tmp_path):
 def test_an_unmigrated_database_says_to_migrate(tmp_path):
     cli = Cli(tmp_path)
     assert cli("migrate", "--verbosity", "0").code == 0
-    assert cli("migrate", "billing", "0005", "--verbosity", "0").code == 0  # as an older version left it
+    newest = sorted(p.stem for p in (ROOT / "billing" / "migrations").glob("0*.py"))
+    # as an older version left it: one billing migration behind
+    assert cli("migrate", "billing", newest[-2], "--verbosity", "0").code == 0
     aws = REFERENCE_DIR / "aws_2025-01.csv"
     result = cli("ingest", aws, "-s", "aws")  # reads the billing settings, which lack newer columns
     assert result.code == 1

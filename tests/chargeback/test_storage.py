@@ -214,6 +214,8 @@ class S3Installation(Installation):
             **super().env,
             "OPENCHARGEBACK_STORAGE_URL": f"s3://{self.bucket}/media",
             "AWS_ENDPOINT_URL": self.server.endpoint,
+            # The site's backup key goes with it to the new host (backups are signed).
+            "OPENCHARGEBACK_BACKUP_KEY": "the-backup-key-of-this-site-for-the-storage-test",
         }
 
 

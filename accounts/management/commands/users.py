@@ -1,5 +1,5 @@
 """openchargeback users add EMAIL --role R [--role R ...] [--name N] [--invite] | list [--role R] |
-invite EMAIL [EMAIL ...] | invite --all-pis [--resend]"""
+invite EMAIL [EMAIL ...] | invite --all-pis [--resend] | disable EMAIL | enable EMAIL"""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from django.core.management.base import CommandParser
 
 from accounts import roles, selectors, services
 from chargeback.commands import ReportingCommand, UsageError
+from chargeback.errors import Refused
 
 ROLE_HELP = ", ".join(roles.ROLE_SLUGS)
 
@@ -33,6 +34,10 @@ class Command(ReportingCommand):
             "--all-pis", action="store_true", help="every PI whose account has no password yet"
         )
         invite.add_argument("--resend", action="store_true", help="also those invited before")
+        disable = actions.add_parser("disable", help="disable an account and void the links it was sent")
+        disable.add_argument("email", metavar="EMAIL")
+        enable = actions.add_parser("enable", help="enable a disabled account (old links stay void)")
+        enable.add_argument("email", metavar="EMAIL")
 
     def handle(self, *args: Any, **options: Any) -> None:
         action = options["action"]
@@ -40,8 +45,29 @@ class Command(ReportingCommand):
             self._add(options)
         elif action == "list":
             self._list(options)
+        elif action in ("disable", "enable"):
+            self._set_active(options["email"], action == "enable")
         else:
             self._invite(options)
+
+    def _set_active(self, email: str, active: bool) -> None:
+        user = selectors.user_for_email(services.normalize_email(email))
+        if user is None:
+            raise Refused(f"no user with email {email}")
+        voided = 0
+        if active:
+            services.user_enable(user=user)
+        else:
+            voided = services.user_disable(user=user)
+        user.refresh_from_db()
+        if self.is_json:
+            self.emit(
+                {"action": "enable" if active else "disable", "user": self._user_json(user), "voided": voided}
+            )
+            return
+        self.line(f"{'Enabled' if active else 'Disabled'} {user.get_username()}")
+        if voided:
+            self.line(f"  {voided} pending invitation{'s' if voided != 1 else ''} voided")
 
     def _add(self, options: dict[str, Any]) -> None:
         outcome = services.user_add(

@@ -23,6 +23,7 @@ from billing import selectors, services
 from billing.ingest import pipeline
 from chargeback.commands import AlreadyReported, ReportingCommand
 from chargeback.errors import Refused
+from chargeback.secret_key import PUBLIC_KEYS, secret_key_file_ensure
 from statements import selectors as statement_selectors
 
 from ._output import FileResult, file_result_json, file_result_text, period_summary_json, period_summary_text
@@ -105,6 +106,13 @@ class Command(ReportingCommand):
         if not self.is_json:
             self.line("Setting up the database …")
         call_command("migrate", interactive=False, verbosity=0 if self.is_json else 1, stdout=migrate_out)
+
+        # The quick start serves with DEBUG off: without a key of its own, the installation gets one.
+        key_file = (
+            secret_key_file_ensure(Path(settings.DATA_DIR)) if settings.SECRET_KEY in PUBLIC_KEYS else None
+        )
+        if key_file is not None and not self.is_json:
+            self.line(f"A secret key for this installation was written to {key_file} (keep it private).")
 
         created, existing = self._sources()
         mapping = services.account_mapping_set(**DEMO_MAPPING)

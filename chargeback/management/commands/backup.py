@@ -84,14 +84,27 @@ class Command(ReportingCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         outcome = backup.backup_create(path=options["path"], overwrite=options["overwrite"])
+        key = outcome.key
+        if key is not None and key.created:
+            # Printed once, on stderr (stdout may be a JSON document or a log): restoring this
+            # archive anywhere else needs this key.
+            self.stderr.write(
+                f"A new backup signing key was written to {key.origin}. Keep a copy of it away from "
+                f"this machine: restoring on another installation needs it (OPENCHARGEBACK_BACKUP_KEY).\n"
+                f"  key: {key.created}"
+            )
         if self.is_json:
             self.emit(
                 {
                     "path": str(outcome.path),
                     "size_bytes": outcome.size_bytes,
+                    "signed_with": key.key_id if key else None,
+                    "new_key_file": key.origin if key and key.created else None,
                     **manifest_summary(self, outcome.manifest),
                 }
             )
             return
         self.line(f"Backup written to {outcome.path} ({outcome.size_bytes:,} bytes)")
+        if key is not None:
+            self.line(f"  signed with backup key {key.key_id} ({key.origin})")
         manifest_text(self, outcome.manifest)

@@ -10,6 +10,8 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
+from chargeback.secret_key import refuse_without_secret_key
+
 
 def default_workers() -> int:
     """WEB_CONCURRENCY if set (gunicorn's convention), else 2 per core, at most 8."""
@@ -110,6 +112,8 @@ class Command(BaseCommand):
         host = options["host"] or settings.OPENCHARGEBACK_WEB_HOST
         port = options["port"] or settings.OPENCHARGEBACK_WEB_PORT
         binds = options["bind"] or [f"{host}:{port}"]
+        if not options["dev"]:
+            refuse_without_secret_key()
         if options["migrate"]:
             call_command("migrate", interactive=False, verbosity=1)
         if options["collectstatic"]:

@@ -8,6 +8,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
+from chargeback.secret_key import refuse_without_secret_key
+
 
 def beat_schedule_file() -> str:
     return str(settings.DATA_DIR / "celerybeat-schedule")
@@ -25,11 +27,14 @@ def worker_argv(*, concurrency: int, queues: str, loglevel: str, beat: bool, hos
 
 
 def require_broker() -> None:
+    """A worker (or the scheduler) needs a broker, and a real SECRET_KEY: it sends the emails
+    whose links are signed with it."""
     if not settings.CELERY_BROKER_URL:
         raise CommandError(
             "CELERY_BROKER_URL is not set: tasks run in-process and no worker is needed. "
             "Set it (e.g. redis://127.0.0.1:6379/0) to run tasks on workers."
         )
+    refuse_without_secret_key()
 
 
 def run_celery(argv: list[str]) -> None:  # pragma: no cover - runs the worker

@@ -1,0 +1,331 @@
+"""Attribution from the Tags column: which PI, project, fund/org and references a row names.
+
+Tags is a JSON object (Azure's brace-less form `"k": "v", ...` accepted). The configured keys
+are matched case-insensitively, with or without one provider prefix (AWS's `user:`), by the same
+RE2 pattern on both paths below, so the two always agree:
+
+- the fast path: plain objects (no escapes, nothing nested) are read column-wise by RE2 in C++,
+  and checked as JSON all at once by pyarrow's reader;
+- the JSON path: anything else is parsed by `json.loads`, one distinct value at a time.
+
+A key given twice (`{"pi_email": "a@x", ..., "pi_email": "b@x"}`) would name two payers (the
+first by a regex, the last by JSON), so such a row names nobody: its attribution carries the
+ambiguity ("pi_email appears twice"), it is flagged, and a reviewer corrects it.
+
+Values: strings as written, numbers and true/false as their JSON text, null (and "null",
+"none", empty) as nothing; a nested object or array names nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pajson
+
+ATTRIBUTION_FIELDS = ("pi_email", "project_code", "fund_org", "cost_center", "reference_1", "reference_2")
+# An attribution is kept as one string: its fields, then why the tags name nobody (empty unless
+# ambiguous), joined by this separator. JSON text cannot hold it unescaped, and decoded values
+# have it removed.
+FIELD_SEPARATOR = "\x1f"
+NO_ATTRIBUTION = FIELD_SEPARATOR * len(ATTRIBUTION_FIELDS)
+# A plain object: braces around text without escapes, nested objects or arrays.
+_PLAIN = r"^[ \t\r\n]*\{[^\\{}\[\]]*\}[ \t\r\n]*$"
+_JSON_SPACE = " \t\r\n"
+
+
+class _Pairs(list):
+    """A JSON object as the list of its (key, value) pairs, duplicates kept."""
+
+
+def _value_text(value: object) -> str | None:
+    """A JSON value as the fast path reads it: strings as they are, numbers (parsed as text) too,
+    true/false in lower case, null and nested values as nothing."""
+    if isinstance(value, str):
+        return value
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    return None
+
+
+def _unicode(text: str) -> str:
+    """JSON escapes may decode to lone surrogates, which UTF-8 (and pyarrow) cannot hold."""
+    return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
+def parse_tags(text: str) -> list[tuple[str, str | None]]:
+    """The (key, value) pairs of one Tags value, in order, duplicates kept; ValueError if malformed."""
+    stripped = text.strip(_JSON_SPACE)
+    if not stripped:
+        return []
+    options: dict = {"object_pairs_hook": _Pairs, "parse_int": str, "parse_float": str, "parse_constant": str}
+    try:
+        value = json.loads(stripped, **options)
+    except ValueError:
+        # Some Azure exports drop the outer braces: "k": "v", "k2": "v2"
+        if stripped.startswith("{"):
+            raise
+        value = json.loads("{" + stripped + "}", **options)
+    if not isinstance(value, _Pairs):
+        raise ValueError("Tags is not a JSON object")
+    pairs = []
+    for key, raw in value:
+        value_text = _value_text(raw)
+        pairs.append((_unicode(key), None if value_text is None else _unicode(value_text)))
+    return pairs
+
+
+@dataclass
+class TagReader:
+    """Reads attribution out of Tags values (configured keys, provider prefixes tolerated)."""
+
+    keys: dict[str, str]  # attribution field -> tag key (lower case)
+    prefixes: list[str]
+    # Distinct attributions (see FIELD_SEPARATOR); an attribution id indexes this list.
+    attributions: list[str] = field(default_factory=lambda: [NO_ATTRIBUTION])
+    # Per batch: its distinct Tags values and, per row, which one (None: one value per row).
+    tag_batches: list[tuple[pa.Array, pa.Array | None]] = field(default_factory=list)
+    _attribution_ids: dict[str, int] = field(default_factory=lambda: {NO_ATTRIBUTION: 0})
+
+    # --- reading attribution ----------------------------------------------------------------
+
+    def _key_pattern(self, name: str) -> str | None:
+        """RE2 pattern of a field's tag key: the key, any case, after at most one prefix."""
+        key = self.keys[name]
+        if not key:
+            return None
+        prefixes = "|".join(re.escape(p) for p in self.prefixes)
+        return f"(?i:(?:{prefixes})?{re.escape(key)})"
+
+    def attribution_ids(self, texts: pa.Array) -> tuple[np.ndarray, list[tuple[int, str]]]:
+        """Attribution ids of distinct Tags values, and the (position, problem) of malformed ones
+        (their id is 0: no attribution)."""
+        n = len(texts)
+        plain = pc.fill_null(pc.match_substring_regex(texts, _PLAIN), False)
+        plain_flags = plain.to_numpy(zero_copy_only=False)
+        values, counts = [], []
+        for name in ATTRIBUTION_FIELDS:
+            pattern = self._key_pattern(name)
+            if pattern is None:
+                values.append(pa.nulls(n, pa.string()))
+                counts.append(np.zeros(n, dtype=np.int64))
+                continue
+            token = pc.struct_field(
+                pc.extract_regex(texts, rf'"{pattern}"\s*:\s*(?P<v>"[^"]*"|[^",}}\s]+)'), "v"
+            )
+            quoted = pc.starts_with(token, '"')
+            # A string without its quotes; a number or true/false as written; null names nobody.
+            values.append(
+                pc.if_else(
+                    quoted,
+                    pc.utf8_slice_codeunits(token, 1, -1),
+                    pc.if_else(pc.equal(token, "null"), pa.scalar(None, pa.string()), token),
+                )
+            )
+            counts.append(np.asarray(pc.is_valid(token).to_numpy(zero_copy_only=False), dtype=np.int64))
+        self._count_repeated_keys(texts, counts)
+        problems: list[tuple[int, str]] = []
+        if not plain_flags.all():
+            self._read_json(texts, plain_flags, values, counts, problems)
+        if not _valid_json_objects(texts.filter(plain)):
+            # pyarrow's reader refused the plain objects together: find which, one at a time.
+            for position in np.nonzero(plain_flags)[0].tolist():
+                text = texts[position].as_py()
+                try:
+                    json.loads(text)
+                except ValueError as exc:
+                    problems.append((position, f"Tags is not valid JSON ({exc})"))
+
+        ambiguity = self._ambiguity(counts, n)
+        ambiguous = pc.not_equal(ambiguity, "")
+        columns = [
+            pc.if_else(ambiguous, "", _normalise(value, lower=index == 0))
+            for index, value in enumerate(values)
+        ]
+        joined = pc.binary_join_element_wise(*columns, ambiguity, FIELD_SEPARATOR)
+        encoded = pc.dictionary_encode(joined)
+        id_of_joined = np.fromiter(
+            (self._id_of(v) for v in encoded.dictionary.to_pylist()),
+            dtype=np.int32,
+            count=len(encoded.dictionary),
+        )
+        ids = id_of_joined[encoded.indices.to_numpy(zero_copy_only=False)]
+        for position, _ in problems:
+            ids[position] = 0
+        return ids, problems
+
+    def _count_repeated_keys(self, texts: pa.Array, counts: list[np.ndarray]) -> None:
+        """Exact key counts where some key may appear twice. One pass counts every attribution key
+        of each text; only texts with more keys than the fields found (rare) are counted per field."""
+        patterns = [p for p in (self._key_pattern(name) for name in ATTRIBUTION_FIELDS) if p]
+        if not patterns:
+            return
+        keys = np.array(pc.count_substring_regex(texts, rf'"(?:{"|".join(patterns)})"\s*:'), dtype=np.int64)
+        suspect = np.nonzero(keys > np.sum(counts, axis=0))[0]
+        if not len(suspect):
+            return
+        subset = texts.take(pa.array(suspect, pa.int64()))
+        for index, name in enumerate(ATTRIBUTION_FIELDS):
+            pattern = self._key_pattern(name)
+            if pattern is not None:
+                counts[index][suspect] = np.array(pc.count_substring_regex(subset, rf'"{pattern}"\s*:'))
+
+    def _read_json(
+        self,
+        texts: pa.Array,
+        plain_flags: np.ndarray,
+        values: list[pa.Array],
+        counts: list[np.ndarray],
+        problems: list[tuple[int, str]],
+    ) -> None:
+        """The JSON path: parse each value that is not a plain object, then match its keys with the
+        fast path's patterns; replaces those positions in `values` and `counts`."""
+        positions = np.nonzero(~plain_flags)[0]
+        owners: list[int] = []  # index into `positions` of each pair
+        keys: list[str] = []
+        raw: list[str | None] = []
+        parsed_ok = np.ones(len(positions), dtype=bool)
+        for index, text in enumerate(texts.take(pa.array(positions)).to_pylist()):
+            try:
+                pairs = parse_tags(text or "")
+            except (ValueError, RecursionError) as exc:
+                problems.append((int(positions[index]), f"Tags is not valid JSON ({exc})"))
+                parsed_ok[index] = False
+                continue
+            owners += [index] * len(pairs)
+            keys += [key for key, _ in pairs]
+            raw += [value for _, value in pairs]
+        owner = np.asarray(owners, dtype=np.int64)
+        key_array = pa.array(keys, pa.string())
+        value_array = pa.array(raw, pa.string())
+        mask = pa.array(~plain_flags)
+        for index, name in enumerate(ATTRIBUTION_FIELDS):
+            pattern = self._key_pattern(name)
+            if pattern is None:
+                continue
+            matched = np.nonzero(
+                pc.fill_null(pc.match_substring_regex(key_array, f"^{pattern}$"), False).to_numpy(
+                    zero_copy_only=False
+                )
+            )[0]
+            count = np.bincount(owner[matched], minlength=len(positions))
+            last = np.full(len(positions), -1, dtype=np.int64)
+            np.maximum.at(last, owner[matched], matched)
+            taken = value_array.take(pa.array(np.where(last >= 0, last, 0))) if len(raw) else None
+            found = (
+                pc.if_else(pa.array(last >= 0), taken, pa.scalar(None, pa.string()))
+                if taken is not None
+                else pa.nulls(len(positions), pa.string())
+            )
+            values[index] = pc.replace_with_mask(values[index], mask, found)
+            counts[index][positions] = np.where(parsed_ok, count, 0)
+
+    def _ambiguity(self, counts: list[np.ndarray], n: int) -> pa.Array:
+        """Per text, which keys appear more than once ("pi_email appears twice"), or "" (ambiguous
+        texts are rare: they are described one by one)."""
+        out = np.full(n, "", dtype=object)
+        stacked = np.vstack(counts) if counts else np.zeros((0, n), dtype=np.int64)
+        for row in np.nonzero((stacked > 1).any(axis=0))[0].tolist():
+            out[row] = "; ".join(
+                f"{self.keys[name]} appears {'twice' if count == 2 else f'{count} times'}"
+                for name, count in zip(ATTRIBUTION_FIELDS, stacked[:, row].tolist(), strict=True)
+                if count > 1
+            )
+        return pa.array(out, pa.string())
+
+    def attribution_columns(self) -> list[pa.Array]:
+        """The attributions as one string column per ATTRIBUTION_FIELDS entry, indexed by id."""
+        parts = self._parts()
+        return [pc.list_element(parts, i) for i in range(len(ATTRIBUTION_FIELDS))]
+
+    def ambiguity_column(self) -> pa.Array:
+        """Per attribution id, why its tags name nobody ("pi_email appears twice"), or ""."""
+        return pc.list_element(self._parts(), len(ATTRIBUTION_FIELDS))
+
+    def _parts(self) -> pa.Array:
+        return pc.split_pattern(pa.array(self.attributions, pa.string()), FIELD_SEPARATOR)
+
+    def _id_of(self, attribution: str) -> int:
+        ident = self._attribution_ids.get(attribution)
+        if ident is None:
+            ident = len(self.attributions)
+            self.attributions.append(attribution)
+            self._attribution_ids[attribution] = ident
+        return ident
+
+    # --- keeping the Tags text of charges ---------------------------------------------------
+
+    def keep_texts(self, encoded: pa.DictionaryArray) -> pa.Array:
+        """Ids of a batch's Tags values without a Python pass over them: the batch's distinct values
+        and row indices are kept, and an id is (batch number << 32) + row number in the batch, so the
+        highest id of a charge is its last row, however the file was split into batches."""
+        batch = len(self.tag_batches)
+        self.tag_batches.append((encoded.dictionary, encoded.indices))
+        rows = np.arange(len(encoded), dtype=np.int64) + (batch << 32)
+        return pa.array(rows)
+
+    def _values(self, batch: int, rows: np.ndarray) -> pa.Array:
+        values, indices = self.tag_batches[batch]
+        positions = pa.array(rows) if indices is None else indices.take(pa.array(rows))
+        return values.take(positions)
+
+    def compact(self, tag_ids: pa.ChunkedArray | pa.Array) -> pa.Array:
+        """Keep only the Tags values `tag_ids` still refer to (the ids of the charges summed so far),
+        so that memory follows charges, not rows, when tags differ row by row (a timestamp tag).
+        Returns the new ids, in the same order as the old ones, so the highest is still the latest."""
+        unique, new_ids = np.unique(np.asarray(tag_ids.to_numpy()), return_inverse=True)
+        batches, rows = unique >> 32, unique & 0xFFFFFFFF
+        pieces = [
+            # large_string: the values kept may together exceed a string array's 2 GB of offsets.
+            pc.cast(self._values(int(b), rows[batches == b]), pa.large_string())
+            for b in np.unique(batches)
+        ]
+        self.tag_batches = [(pa.concat_arrays(pieces) if pieces else pa.array([], pa.large_string()), None)]
+        return pa.array(new_ids.astype(np.int64))
+
+    def texts_of(self, tag_ids: pa.ChunkedArray | pa.Array) -> list[str]:
+        """Tags values of many ids as stored JSON text ('{}' when empty, Azure's missing braces
+        restored), one vectorised take per batch dictionary."""
+        ids = np.asarray(tag_ids.to_numpy())
+        batches, positions = ids >> 32, ids & 0xFFFFFFFF
+        out: list[str] = [""] * len(ids)
+        for batch in np.unique(batches):
+            where = np.nonzero(batches == batch)[0]
+            taken = pc.cast(self._values(int(batch), positions[where]), pa.string())
+            text = pc.utf8_trim_whitespace(taken)
+            text = pc.if_else(pc.equal(text, ""), "{}", text)
+            bare = pc.invert(pc.starts_with(text, "{"))
+            text = pc.if_else(bare, pc.binary_join_element_wise("{", text, "}", ""), text)
+            for position, value in zip(where.tolist(), text.to_pylist(), strict=True):
+                out[position] = value
+        return out
+
+
+def _normalise(value: pa.Array, *, lower: bool) -> pa.Array:
+    """A tag value as attribution uses it: trimmed, without the field separator, "null"/"none"
+    as nothing, e-mail addresses in lower case."""
+    value = pc.utf8_trim_whitespace(pc.replace_substring(pc.fill_null(value, ""), FIELD_SEPARATOR, ""))
+    value = pc.if_else(pc.match_substring_regex(value, "^(?i:null|none)$"), "", value)
+    return pc.utf8_lower(value) if lower else value
+
+
+def _valid_json_objects(texts: pa.Array) -> bool:
+    """True when every text (one JSON object each, no newlines inside) parses as JSON."""
+    lines = [t for t in texts.to_pylist() if t.strip()]
+    if not lines:
+        return True
+    try:
+        pajson.read_json(
+            io.BytesIO("\n".join(lines).encode()),
+            read_options=pajson.ReadOptions(block_size=max(1 << 20, 2 * max(map(len, lines)))),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return False
+    return True

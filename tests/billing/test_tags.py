@@ -1,0 +1,203 @@
+"""Attribution from Tags (billing/ingest/tags.py): a key given twice names nobody and is flagged
+"ambiguous tags", and the fast path (RE2 over plain objects) and the JSON path (json.loads) give
+the same attribution for every input, which a property test checks against json.loads itself."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from billing import services
+from billing.models import ChargeFlag, FlagReason, ReviewLog
+from tests.billing.test_ingest import charges_of, focus_row, ingest, write_focus
+
+ATTRIBUTION_FIELDS = ("pi_email", "project_code", "fund_org", "cost_center", "reference_1", "reference_2")
+FIELD_SEPARATOR = "\x1f"
+KEYS = {
+    "pi_email": "pi_email",
+    "project_code": "project_id",
+    "fund_org": "fund_org",
+    "cost_center": "cost_center",
+    "reference_1": "grant_number",
+    "reference_2": "request_id",
+}
+PREFIXES = ["user:", "tag:"]
+
+
+@pytest.fixture
+def aws(db):
+    return services.source_create(slug="aws")
+
+
+AMBIGUOUS_TAGS = {
+    # The first value wins in a regex, the last in json.loads: neither may.
+    "plain": '{"pi_email": "a@uni.example", "project_id": "p1", "pi_email": "b@uni.example", "fund_org": "F-1"}',
+    # A backslash elsewhere sends the value through json.loads.
+    "escaped": '{"pi_email": "a@uni.example", "note": "caf\\u00e9", "project_id": "p1", '
+    '"pi_email": "b@uni.example", "fund_org": "F-1"}',
+    # The same key with a provider prefix and in another case is the same key.
+    "prefixed": '{"user:PI_Email": "a@uni.example", "project_id": "p1", "pi_email": "b@uni.example"}',
+    "brace-less": '"pi_email": "a@uni.example", "project_id": "p1", "pi_email": "b@uni.example"',
+}
+
+
+@pytest.mark.parametrize("case", list(AMBIGUOUS_TAGS))
+def test_a_repeated_attribution_key_names_nobody_and_is_flagged(aws, tmp_path, case):
+    # A mapping of the sub-account would attribute an untagged row; an ambiguous one stays nobody's.
+    services.account_mapping_set(
+        sub_account_id="111122223333", project_id="mapped", pi_email="kim@uni.example", fund_org="NIH-3"
+    )
+    rows = [focus_row(Tags=AMBIGUOUS_TAGS[case])]
+    (charge,) = charges_of(ingest(write_focus(tmp_path / "aws_2025-01.csv", rows)))
+    assert (charge.pi_id, charge.project_id, charge.pi_email, charge.project_code) == (None, None, "", "")
+    assert (charge.attribution_source, charge.review_state) == ("ambiguous", "flagged")
+    assert charge.flag_summary == "ambiguous_tags"
+    flags = list(ChargeFlag.objects.filter(charge=charge).values_list("reason", "detail"))
+    assert flags == [(FlagReason.AMBIGUOUS_TAGS, "pi_email appears twice")]
+    # What the reviewer sees is the file's Tags as they were.
+    assert "b@uni.example" in json.dumps(charge.tags)
+
+
+def test_ambiguous_until_a_reviewer_corrects_it(aws, tmp_path):
+    rows = [focus_row(Tags=AMBIGUOUS_TAGS["plain"])]
+    (charge,) = charges_of(ingest(write_focus(tmp_path / "aws_2025-01.csv", rows)))
+    services.period_reevaluate_flags(period="2025-01")
+    charge.refresh_from_db()
+    assert charge.review_state == "flagged"
+    assert list(ChargeFlag.objects.filter(charge=charge).values_list("detail", flat=True)) == [
+        "pi_email appears twice"
+    ]
+    services.charge_correct_attribution(
+        charge_id=charge.pk, pi_email="b@uni.example", project_id="p1", fund_org="F-1", note="asked the lab"
+    )
+    charge.refresh_from_db()
+    assert (charge.pi_email, charge.project_code, charge.review_state) == ("b@uni.example", "p1", "ok")
+    assert ReviewLog.objects.filter(charge=charge, action=ReviewLog.Action.CORRECT).exists()
+
+
+def test_two_different_keys_twice_are_both_named(aws, tmp_path):
+    text = '{"pi_email": "a@x.example", "project_id": "p", "project_id": "q", "pi_email": "a@x.example", "pi_email": "c@x.example"}'
+    (charge,) = charges_of(ingest(write_focus(tmp_path / "aws_2025-01.csv", [focus_row(Tags=text)])))
+    assert list(ChargeFlag.objects.filter(charge=charge).values_list("detail", flat=True)) == [
+        "pi_email appears 3 times; project_id appears twice"
+    ]
+
+
+# --- both paths agree with json.loads ------------------------------------------------------------
+
+
+class _Pairs(list):
+    pass
+
+
+def _expected(text: str) -> str | None:
+    """The attribution json.loads gives (the rules of the module docstring), or None if malformed."""
+    options: dict[str, Any] = {
+        "object_pairs_hook": _Pairs,
+        "parse_int": str,
+        "parse_float": str,
+        "parse_constant": str,
+    }
+    stripped = text.strip(" \t\r\n")
+    try:
+        value = json.loads(stripped, **options) if stripped else _Pairs()
+    except ValueError:
+        if stripped.startswith("{"):
+            return None
+        try:
+            value = json.loads("{" + stripped + "}", **options)
+        except ValueError:
+            return None
+    if not isinstance(value, _Pairs):
+        return None
+    found: dict[str, list] = {name: [] for name in ATTRIBUTION_FIELDS}
+    for key, raw in value:
+        for name, configured in KEYS.items():
+            if re.fullmatch(f"(?:user:|tag:)?{re.escape(configured)}", key, re.IGNORECASE):
+                found[name].append(raw)
+    repeated = [(KEYS[name], len(v)) for name, v in found.items() if len(v) > 1]
+    if repeated:
+        words = [f"{key} appears {'twice' if n == 2 else f'{n} times'}" for key, n in repeated]
+        return FIELD_SEPARATOR * len(ATTRIBUTION_FIELDS) + "; ".join(words)
+    fields = []
+    for name in ATTRIBUTION_FIELDS:
+        raw = found[name][-1] if found[name] else None
+        text_value = {True: "true", False: "false"}.get(raw, raw) if isinstance(raw, bool) else raw
+        if not isinstance(text_value, str):
+            text_value = ""
+        text_value = text_value.replace(FIELD_SEPARATOR, "").strip()
+        if text_value.lower() in ("null", "none"):
+            text_value = ""
+        fields.append(text_value.lower() if name == "pi_email" else text_value)
+    return FIELD_SEPARATOR.join([*fields, ""])
+
+
+KEY_NAMES = st.sampled_from(
+    [
+        *KEYS.values(),
+        "PI_Email",
+        "user:pi_email",
+        "TAG:Project_ID",
+        "user:user:pi_email",
+        "pi_emails",
+        " pi_email",
+        "environment",
+        "owner",
+        "pi\\u005femail",  # an escaped key: json.loads decodes it to pi_email
+    ]
+)
+# Printable text whose case and whitespace Python and pyarrow treat alike.
+TEXT = st.text(alphabet=st.sampled_from(list('abcXYZ019 @.-_:,{}[]"\\é\t')), max_size=12)
+NUMBERS = st.sampled_from(["0", "-1", "12345", "1.50", "1e3", "-0.0", "2E-7"])
+SCALARS = st.one_of(
+    TEXT.map(json.dumps),
+    TEXT.map(lambda t: json.dumps(t, ensure_ascii=False)),
+    NUMBERS,
+    st.sampled_from(["true", "false", "null", '"null"', '"None"', '" Ada@Uni.Example "']),
+)
+VALUES = st.one_of(
+    SCALARS,
+    st.lists(SCALARS, max_size=2).map(lambda v: "[" + ", ".join(v) + "]"),
+    st.lists(st.tuples(KEY_NAMES, SCALARS), max_size=2).map(
+        lambda pairs: "{" + ", ".join(f'"{k}": {v}' for k, v in pairs) + "}"
+    ),
+)
+
+
+@st.composite
+def tag_texts(draw) -> str:
+    pairs = draw(st.lists(st.tuples(KEY_NAMES, VALUES), max_size=6))
+    space = draw(st.sampled_from(["", " ", "\n", "\t "]))
+    body = f",{space}".join(f'"{k}"{space}:{space}{v}' for k, v in pairs)
+    form = draw(st.sampled_from(["object", "object", "object", "brace-less", "padded", "broken"]))
+    if form == "brace-less":
+        return body
+    if form == "padded":
+        return f" \n{{{body}}}\t"
+    if form == "broken":
+        return "{" + body + draw(st.sampled_from(["", ",}", "]", '"}']))
+    return "{" + body + "}"
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(tag_texts(), min_size=1, max_size=8, unique=True))
+def test_fast_path_and_json_loads_agree(texts):
+    from billing.ingest import tags
+
+    assert (tags.ATTRIBUTION_FIELDS, tags.FIELD_SEPARATOR) == (ATTRIBUTION_FIELDS, FIELD_SEPARATOR)
+    reader = tags.TagReader(keys=dict(KEYS), prefixes=PREFIXES)
+    ids, problems = reader.attribution_ids(pa.array(texts, pa.string()))
+    bad = {position for position, _ in problems}
+    for position, text in enumerate(texts):
+        expected = _expected(text)
+        if expected is None:
+            assert position in bad, text
+            continue
+        assert position not in bad, (text, problems)
+        assert reader.attributions[ids[position]] == expected, text
