@@ -31,6 +31,7 @@ from django.utils import timezone
 
 from billing import selectors as billing_selectors
 from billing.models import PI, Project
+from chargeback.actors import actor_label
 from chargeback.emails import is_plain_email
 from chargeback.errors import Refused
 from chargeback.logging import audit
@@ -42,8 +43,6 @@ logger = logging.getLogger(__name__)
 
 
 def _actor_name(actor: Any = None, actor_name: str = "") -> str:
-    from billing.services import actor_label
-
     return actor_label(actor, actor_name)
 
 

@@ -310,7 +310,7 @@ class _Echo:
 
 
 def _csv_rows(qs: Any, period: str) -> Iterator[str]:
-    from journals.formats import neutralize
+    from chargeback.csv_safety import neutralize
 
     writer = csv.writer(_Echo())
     yield writer.writerow(CSV_COLUMNS)

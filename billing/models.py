@@ -42,7 +42,7 @@ class BillingSettings(models.Model):
         default="",
         help_text="A fund/org that does not match this regex is flagged 'invalid fund/org'. Empty: any value.",
     )
-    # The original's config.yaml read with -c (chargeback.legacy_config.config_apply): the settings it
+    # The original's config.yaml read with -c (chargeback.operations.legacy_config.config_apply): the settings it
     # manages are applied again whenever the file changes, over edits made here.
     config_path = models.CharField(max_length=500, blank=True, default="", editable=False)
     config_sha256 = models.CharField(max_length=64, blank=True, default="", editable=False)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import getpass
 import hashlib
 import io
 import logging
@@ -30,11 +29,12 @@ from django.utils import timezone
 
 from accounts.services import pi_users_ensure
 from chargeback import storage
+from chargeback.actors import actor_fields
 from chargeback.emails import is_plain_email
 from chargeback.errors import Refused
 from chargeback.regex import regex_problem
 
-from . import selectors
+from . import extensions, selectors
 from .ingest import pipeline
 from .ingest.errors import IngestError
 from .ingest.flagging import Flag, FlagContext, summarize
@@ -63,23 +63,6 @@ Status = BillingPeriod.Status
 # --- actors -------------------------------------------------------------------------------
 
 
-def actor_label(actor: Any = None, actor_name: str = "") -> str:
-    """Who did it: the user's name, an explicit label, or `cli:<os user>`."""
-    if actor is not None and getattr(actor, "is_authenticated", False):
-        return actor.get_username()
-    if actor_name:
-        return actor_name
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "cli"
-
-
-def _actor_fields(actor: Any, actor_name: str) -> dict[str, Any]:
-    user = actor if actor is not None and getattr(actor, "is_authenticated", False) else None
-    return {"actor": user, "actor_name": actor_label(actor, actor_name)}
-
-
 # --- periods ------------------------------------------------------------------------------
 
 
@@ -91,7 +74,7 @@ def _record_transition(
         from_status=from_status,
         to_status=to_status,
         note=note,
-        **_actor_fields(actor, actor_name),
+        **actor_fields(actor, actor_name),
     )
 
 
@@ -166,9 +149,8 @@ def period_finalize_problems(period: BillingPeriod) -> list[str]:
         problems.append(
             f"{flagged} charge{'s' if flagged != 1 else ''} still flagged; approve or reject them"
         )
-    from statements.selectors import period_statement_problems
-
-    problems += period_statement_problems(period)
+    # The layers above add theirs (statements: every billable charge on a current statement with its PDF).
+    problems += extensions.finalize_objections(period)
     return problems
 
 
@@ -492,7 +474,7 @@ def import_create(
         size_bytes=path.stat().st_size,
         replace=replace,
         status=Import.Status.PENDING,
-        **_actor_fields(actor, actor_name),
+        **actor_fields(actor, actor_name),
     )
     # A folder of its own keeps the copy's name (no "_x7Gq2Lm" suffix on a name stored before), so
     # messages about the file name the file the user gave.
@@ -970,7 +952,7 @@ def _review(
     )
     skipped = (len(ids) - len(rows)) if charge_ids is not None else 0
     batch = uuid.uuid4()
-    fields = _actor_fields(actor, actor_name)
+    fields = actor_fields(actor, actor_name)
     ReviewLog.objects.bulk_create(
         [
             ReviewLog(
@@ -1094,7 +1076,7 @@ def charge_correct_attribution(
             "before": before,
             "after": {"pi_email": charge.pi_email, "project_code": project_id, "fund_org": charge.fund_org},
         },
-        **_actor_fields(actor, actor_name),
+        **actor_fields(actor, actor_name),
     )
     return charge
 
@@ -1149,7 +1131,7 @@ def period_reevaluate_flags(*, period: str, actor: Any = None, actor_name: str =
         period=period_obj, review_state__in=[Charge.ReviewState.OK, Charge.ReviewState.FLAGGED]
     ).select_related("project__pi")
     batch = uuid.uuid4()
-    fields = _actor_fields(actor, actor_name)
+    fields = actor_fields(actor, actor_name)
     for chunk in _chunks(undecided.iterator(chunk_size=5000), 5000):
         # The rules run over the whole chunk at once (RE2, column-wise).
         rule_values = [_rule_values(charge) for charge in chunk]

@@ -24,7 +24,7 @@ from django.contrib.admin import helpers
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied
 from django.core.files.uploadedfile import UploadedFile
-from django.db.models import Count, QuerySet, Sum
+from django.db.models import QuerySet
 from django.http import (
     FileResponse,
     Http404,
@@ -36,18 +36,19 @@ from django.http import (
 )
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from accounts import roles
 from accounts import selectors as account_selectors
 from accounts import services as account_services
+from chargeback.admin_helpers import LargeTablePaginator, page_number
 from chargeback.downloads import download_name
 from chargeback.errors import Refused
 from chargeback.money import ZERO, currency_symbol, format_money
 
-from . import selectors, services, tasks
+from . import extensions, selectors, services, tasks
 from .forms import (
     CorrectAttributionForm,
     PeriodCloseForm,
@@ -259,7 +260,6 @@ def source_chart(history: selectors.SourceHistory, currency: str) -> dict[str, A
 
 def review_queue(request: HttpRequest, model_admin: Any) -> HttpResponse:
     """Flagged charges of the chosen period, grouped by reason, with the actions on them."""
-    from .admin import LargeTablePaginator, _page_number
 
     period = selected_period(request)
     _remember_period(request, period)
@@ -280,9 +280,9 @@ def review_queue(request: HttpRequest, model_admin: Any) -> HttpResponse:
             filters["reason"] = reason
             charges = selectors.charges_with_flag(charges, reason)
         charges = charges.select_related("source").defer("tags").order_by("-id")
-        paginator = LargeTablePaginator(charges, 50, page_number=_page_number(request))
+        paginator = LargeTablePaginator(charges, 50, page_number=page_number(request))
         try:
-            page = paginator.page(_page_number(request))
+            page = paginator.page(page_number(request))
         except Exception:
             page = paginator.page(1)
         here = request.get_full_path()
@@ -460,32 +460,6 @@ def charge_correct(request: HttpRequest, model_admin: Any, object_id: str) -> Ht
 # --- periods ------------------------------------------------------------------------------------
 
 
-def _statements_summary(period: BillingPeriod) -> dict[str, Any] | None:
-    """Current statements of the period by state, when the statements app provides them."""
-    try:
-        from statements.models import Statement
-    except ImportError:
-        return None
-    rows = (
-        Statement.objects.filter(period=period)
-        .exclude(state=Statement.State.SUPERSEDED)
-        .values_list("state")
-        .annotate(n=Count("id"), total=Sum("billed_total"))
-        .order_by("state")
-    )
-    states = [{"state": state, "count": n, "total": total or ZERO} for state, n, total in rows]
-    try:
-        url = reverse("admin:statements_statement_changelist") + f"?period__id__exact={period.pk}"
-    except NoReverseMatch:
-        url = ""
-    return {
-        "states": states,
-        "count": sum(s["count"] for s in states),
-        "total": sum((s["total"] for s in states), ZERO),
-        "url": url,
-    }
-
-
 def period_page_context(request: HttpRequest, period: BillingPeriod) -> dict[str, Any]:
     can_manage = roles.can_manage_periods(request.user)
     return {
@@ -494,7 +468,9 @@ def period_page_context(request: HttpRequest, period: BillingPeriod) -> dict[str
         "rankings": selectors.period_rankings(period),
         "period_imports": list(period.imports.select_related("source").order_by("-id")[:50]),
         "transitions": list(period.transitions.order_by("created_at", "id")),
-        "statements": _statements_summary(period),
+        # Sections the layers above add (statements: the period's statements by state).
+        "statements": None,
+        **{name: panel(period) for name, panel in extensions.period_panels.items()},
         "finalize_problems": services.period_finalize_problems(period)
         if period.status == BillingPeriod.Status.CLOSED
         else [],

@@ -9,7 +9,7 @@ imports nothing of Django's. What the file says becomes:
   folders, logging, the web server's address, secret key, session length and password rules, and
   the users the file defines (`web.users`, for the login backend);
 - settings kept in the database (currency, tag keys, review patterns, known sources, journal,
-  bootstrap users, the organisation's name): applied by `chargeback.legacy_config.config_apply`
+  bootstrap users, the organisation's name): applied by `chargeback.operations.legacy_config.config_apply`
   when the file is new or changed since it was last applied (see there).
 
 An environment variable set explicitly (DATABASE_URL, EMAIL_URL, SECRET_KEY, LOG_LEVEL, ...) wins

@@ -123,7 +123,7 @@ def _apply_config(err: TextIO) -> int:
     if config is None:
         return 0
     from chargeback.errors import Refused
-    from chargeback.legacy_config import config_apply
+    from chargeback.operations.legacy_config import config_apply
 
     try:
         outcome = config_apply(config=config)

@@ -27,7 +27,14 @@ from chargeback.money import format_money
 
 from . import selectors, services
 from .entries import PLACEHOLDERS
-from .formats import GL_HEADER_TEMPLATE, GL_ROW_TEMPLATE, HEADER_VARIABLES, ROW_ALIASES, row_variables
+from .formats import (
+    GL_HEADER_TEMPLATE,
+    GL_ROW_TEMPLATE,
+    HEADER_VARIABLES,
+    ROW_ALIASES,
+    format_problems,
+    row_variables,
+)
 from .models import JournalExport, JournalFormat, JournalSettings
 
 PREVIEW_ROWS = 20
@@ -99,6 +106,13 @@ class JournalFormatForm(forms.ModelForm):
             "header_template": forms.Textarea(attrs={"rows": 4, "cols": 110, "class": "ocb-mono"}),
             "row_template": forms.Textarea(attrs={"rows": 8, "cols": 110, "class": "ocb-mono"}),
         }
+
+    def _post_clean(self) -> None:
+        super()._post_clean()
+        # The sample-journal check (the model has none: the rule lives with the formats).
+        for field_name, problems in format_problems(self.instance).items():
+            for message in problems:
+                self.add_error(field_name if field_name in self.fields else None, message)
 
 
 def _variables_help() -> str:

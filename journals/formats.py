@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from django.template import Context, Engine, TemplateSyntaxError
 from django.template.base import Template, VariableNode
 
+from chargeback.csv_safety import neutralize
 from chargeback.money import ZERO
 
 from .entries import CREDIT, DEBIT, ChargeRow, Entry, Journal, Line, StatementRef, money_text
@@ -37,16 +38,7 @@ from .entries import CREDIT, DEBIT, ChargeRow, Entry, Journal, Line, StatementRe
 if TYPE_CHECKING:
     from .models import JournalFormat
 
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
-_PLAIN_NUMBER = re.compile(r"[-+]?[0-9]+(\.[0-9]+)?")
 LINE_END = "\r\n"
-
-
-def neutralize(cell: str) -> str:
-    """A cell a spreadsheet would read as a formula, made text ('=1+2' → "'=1+2"); numbers stay."""
-    if cell and cell[0] in FORMULA_START and not _PLAIN_NUMBER.fullmatch(cell):
-        return "'" + cell
-    return cell
 
 
 def csv_cell(value: str, delimiter: str = ",") -> str:
@@ -658,3 +650,17 @@ def validate_spec(spec: FormatSpec) -> dict[str, list[str]]:
     except LayoutError as exc:
         return {exc.field or "row_template": [str(exc)]}
     return {}
+
+
+def format_problems(fmt: JournalFormat) -> dict[str, list[str]]:
+    """What is wrong with a custom format, by field: a built-in name, no row template, or a sample
+    journal it cannot write (see `validate_spec`). Empty when the format is usable."""
+    errors: dict[str, list[str]] = {}
+    if fmt.name in BUILTIN_FORMATS:
+        errors["name"] = [f"{fmt.name} is a built-in format; choose another name"]
+    if not (fmt.row_template or "").strip():
+        errors["row_template"] = ["The row template cannot be empty."]
+    if not errors:
+        for field_name, messages in validate_spec(spec_of(fmt)).items():
+            errors.setdefault(field_name, []).extend(messages)
+    return errors

@@ -180,20 +180,6 @@ class JournalFormat(models.Model):
     def __str__(self) -> str:
         return self.name
 
-    def clean(self) -> None:
-        from .formats import BUILTIN_FORMATS, spec_of, validate_spec
-
-        errors: dict[str, list[str]] = {}
-        if self.name in BUILTIN_FORMATS:
-            errors["name"] = [f"{self.name} is a built-in format; choose another name"]
-        if not (self.row_template or "").strip():
-            errors["row_template"] = ["The row template cannot be empty."]
-        if not errors:
-            for field_name, messages in validate_spec(spec_of(self)).items():
-                errors.setdefault(field_name, []).extend(messages)
-        if errors:
-            raise ValidationError(errors)
-
 
 def journal_export_path(instance: JournalExport, filename: str) -> str:
     return f"journals/{instance.period.period}/{filename}"

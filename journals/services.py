@@ -20,14 +20,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from billing import selectors as billing_selectors
-from billing import services as billing_services
 from billing.models import BillingPeriod
+from chargeback.actors import actor_fields, actor_label
 from chargeback.errors import Refused
 from chargeback.logging import audit
 
 from . import selectors
 from .entries import JournalRefused, Problem
-from .formats import LayoutError, write_journal
+from .formats import LayoutError, format_problems, write_journal
 from .models import JournalExport, JournalFormat, JournalSettings
 
 
@@ -40,12 +40,26 @@ def _validation_message(exc: ValidationError) -> str:
     return " ".join(exc.messages)
 
 
-def _actor_fields(actor: Any, actor_name: str) -> dict[str, Any]:
-    user = actor if actor is not None and getattr(actor, "is_authenticated", False) else None
-    return {"actor": user, "actor_name": billing_services.actor_label(actor, actor_name)}
-
-
 # --- settings and formats ---------------------------------------------------------------------
+
+
+def _format_errors(fmt: JournalFormat) -> ValidationError | None:
+    """Model.full_clean() with the format's own rules (`formats.format_problems`) in place of clean():
+    the fields, then the sample journal, then uniqueness and constraints of the fields still valid."""
+    errors: dict[str, Any] = {}
+    try:
+        fmt.clean_fields()
+    except ValidationError as exc:
+        errors = exc.update_error_dict(errors)
+    for field_name, messages in format_problems(fmt).items():
+        errors.setdefault(field_name, []).extend(messages)
+    exclude = set(errors)
+    for check in (fmt.validate_unique, fmt.validate_constraints):
+        try:
+            check(exclude=exclude)
+        except ValidationError as exc:
+            errors = exc.update_error_dict(errors)
+    return ValidationError(errors) if errors else None
 
 
 @transaction.atomic
@@ -94,10 +108,9 @@ def journal_format_save(
     fmt.header_template = header_template or ""
     fmt.row_template = row_template or ""
     fmt.is_active = is_active
-    try:
-        fmt.full_clean()
-    except ValidationError as exc:
-        raise Refused(f"journal format {fmt.name!r} refused: {_validation_message(exc)}") from None
+    problems = _format_errors(fmt)
+    if problems is not None:
+        raise Refused(f"journal format {fmt.name!r} refused: {_validation_message(problems)}") from None
     fmt.save()
     return fmt
 
@@ -126,7 +139,7 @@ def journal_export(
     journal is not right; exporting twice gives the same bytes except a header timestamp."""
     period_obj = billing_selectors.period_get(period)
     spec = selectors.journal_format_get(format)
-    fields = _actor_fields(actor, actor_name)
+    fields = actor_fields(actor, actor_name)
     stored_name = ""
     try:
         with transaction.atomic():
@@ -207,7 +220,7 @@ def journal_export_downloaded(*, export: JournalExport, actor: Any = None, actor
     accessed.send(sender=JournalExport, instance=export)
     audit(
         "journal_downloaded",
-        actor=billing_services.actor_label(actor, actor_name),
+        actor=actor_label(actor, actor_name),
         export_id=export.pk,
         period=export.period.period,
         format=export.format_name,

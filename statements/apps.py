@@ -7,7 +7,13 @@ class StatementsConfig(AppConfig):
     def ready(self) -> None:
         from auditlog.registry import auditlog
 
-        from . import models
+        from billing import extensions
+
+        from . import models, selectors
+
+        # Finalizing a period needs its statements current, and its page shows them.
+        extensions.finalize_check_register(selectors.period_statement_problems)
+        extensions.period_panel_register("statements", selectors.period_statements_summary)
 
         # Lines and the detail snapshot are part of an immutable version: the statement's own
         # entries (issued, sent, superseded) say what happened to it.

@@ -17,6 +17,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db.models import Count, Q, QuerySet, Sum
+from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
 from billing.models import PI, BillingPeriod, Charge, Project, Source
@@ -588,3 +589,25 @@ def deliveries_for(period: BillingPeriod, *, pi_email: str | None = None) -> Que
     if pi_email:
         qs = qs.filter(pi__email=pi_email.strip().lower())
     return qs.select_related("pi").order_by("pi__email", "-id")
+
+
+def period_statements_summary(period: BillingPeriod) -> dict[str, Any]:
+    """The current statements of a period by state, with their total (the admin's period page)."""
+    rows = (
+        Statement.objects.filter(period=period)
+        .exclude(state=Statement.State.SUPERSEDED)
+        .values_list("state")
+        .annotate(n=Count("id"), total=Sum("billed_total"))
+        .order_by("state")
+    )
+    states = [{"state": state, "count": n, "total": total or ZERO} for state, n, total in rows]
+    try:
+        url = reverse("admin:statements_statement_changelist") + f"?period__id__exact={period.pk}"
+    except NoReverseMatch:
+        url = ""
+    return {
+        "states": states,
+        "count": sum(s["count"] for s in states),
+        "total": sum((s["total"] for s in states), ZERO),
+        "url": url,
+    }

@@ -27,8 +27,8 @@ from django.utils import timezone
 
 from accounts.selectors import portal_link
 from billing import selectors as billing_selectors
-from billing import services as billing_services
 from billing.models import PI, BillingPeriod, BillingSettings
+from chargeback.actors import actor_fields
 from chargeback.emails import is_plain_email
 from chargeback.errors import Refused
 from chargeback.money import ZERO, format_money
@@ -40,11 +40,6 @@ from .selectors import DraftLine, StatementDraft, discount_percent, format_perce
 
 logger = logging.getLogger(__name__)
 Status = BillingPeriod.Status
-
-
-def _actor_fields(actor: Any, actor_name: str) -> dict[str, Any]:
-    user = actor if actor is not None and getattr(actor, "is_authenticated", False) else None
-    return {"actor": user, "actor_name": billing_services.actor_label(actor, actor_name)}
 
 
 def _pi_email(pi_email: str | None) -> str | None:
@@ -182,7 +177,7 @@ def statements_generate(
         if dry_run:
             _plan(outcome, changes, period_obj)
         else:
-            _issue(outcome, changes, period_obj, _actor_fields(actor, actor_name))
+            _issue(outcome, changes, period_obj, actor_fields(actor, actor_name))
     outcome.statements.sort(key=lambda r: r.number)
     return outcome
 
@@ -516,7 +511,7 @@ def deliveries_queue(
             f"{'' if stale == 1 else 's'} (charges changed since generating); run generate first"
         )
     outcome = QueueOutcome(period=period_obj.period)
-    fields = _actor_fields(actor, actor_name)
+    fields = actor_fields(actor, actor_name)
     now = timezone.now()
     with transaction.atomic():
         outcome.interrupted = deliveries_mark_interrupted(period=period_obj)
@@ -577,7 +572,7 @@ def deliveries_queue(
 def delivery_resend(*, delivery_id: int, actor: Any = None, actor_name: str = "") -> Delivery:
     """Send a delivery again on request: a failed one is queued again; a sent one is copied into a
     new delivery (the PI asked for it again). Statements superseded since are refused."""
-    fields = _actor_fields(actor, actor_name)
+    fields = actor_fields(actor, actor_name)
     with transaction.atomic():
         delivery = Delivery.objects.select_for_update().get(pk=delivery_id)
         statements = list(delivery.statements.all())

@@ -15,7 +15,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from billing.admin import ReadOnlyAdminMixin
+from chargeback.admin_helpers import ReadOnlyAdminMixin
 from chargeback.errors import Refused
 
 from . import selectors, services, tasks

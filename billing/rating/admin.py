@@ -17,8 +17,9 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from billing.admin import CurrencyAdminMixin, ReadOnlyAdminMixin, money, money_cell
+from billing.admin import CurrencyAdminMixin, money, money_cell
 from billing.views import stored_file_response
+from chargeback.admin_helpers import ReadOnlyAdminMixin
 from chargeback.errors import Refused
 
 from . import selectors, services

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from billing import selectors, services
+from billing import services
 from billing.models import (
     PI,
     AccountMapping,
@@ -587,14 +587,6 @@ def test_flag_rule_save_validates():
     with pytest.raises(Refused, match=r"^pattern .\[.: invalid regular expression"):
         services.flag_rule_save(name="GPU", pattern="[", fields=["sku_id"], rule_id=rule.pk)
     assert FlagRule.objects.get().pattern == "A100"
-
-
-def test_actor_label():
-    assert services.actor_label(UserFactory(username="kim")) == "kim"
-    assert services.actor_label(None, "web:upload") == "web:upload"
-    assert services.actor_label().startswith("cli")
-    assert PI.objects.count() == 0
-    assert selectors.billing_settings_get().currency_code == "USD"
 
 
 def test_interrupted_imports_are_marked_failed():

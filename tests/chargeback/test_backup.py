@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from chargeback import backup, backup_signing
 from chargeback.errors import Refused
+from chargeback.operations import backup, backup_signing
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared"

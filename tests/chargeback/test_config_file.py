@@ -17,8 +17,8 @@ from django.test import override_settings
 from billing.models import BillingSettings, FlagRule, Source
 from billing.selectors import billing_settings_get
 from chargeback.config_file import ConfigError, read_config
-from chargeback.legacy_config import config_apply
 from chargeback.logging import build_logging
+from chargeback.operations.legacy_config import config_apply
 from journals.selectors import journal_settings_get
 from tests.chargeback.test_cli import Cli
 

@@ -356,7 +356,7 @@ def test_remind_open_periods(settings):
     from django.contrib.auth.models import Permission
 
     from billing.models import BillingPeriod
-    from chargeback.tasks import remind_open_periods
+    from chargeback.operations.reminders import remind_open_periods
     from tests.factories import UserFactory
 
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"

@@ -14,7 +14,8 @@ from django.db import IntegrityError, transaction
 
 from billing import selectors as billing_selectors
 from billing.models import Source
-from billing.services import actor_label, source_create
+from billing.services import source_create
+from chargeback.actors import actor_label
 from chargeback.errors import Refused
 from chargeback.money import MONEY_PLACES
 

@@ -6,9 +6,9 @@ from typing import Any
 
 from django.core.management.base import CommandParser
 
-from chargeback import backup
 from chargeback.commands import ReportingCommand
 from chargeback.money import format_money, money_json
+from chargeback.operations import backup
 
 
 def manifest_summary(cmd: ReportingCommand, manifest: dict[str, Any]) -> dict[str, Any]:

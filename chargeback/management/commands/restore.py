@@ -6,8 +6,8 @@ from typing import Any
 
 from django.core.management.base import CommandParser
 
-from chargeback import backup
 from chargeback.commands import ReportingCommand
+from chargeback.operations import backup
 
 from .backup import manifest_summary, manifest_text
 

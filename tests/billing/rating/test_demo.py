@@ -6,9 +6,9 @@ from decimal import Decimal
 
 import pytest
 
-from billing.management.commands.demo import DEMO_RATES, DEMO_SOURCES, seed_rating
 from billing.rating import selectors, services
 from billing.services import source_create
+from chargeback.management.commands.demo import DEMO_RATES, DEMO_SOURCES, seed_rating
 
 pytestmark = pytest.mark.django_db
 

@@ -592,7 +592,7 @@ def config_import(
     *, path: str | Path, dry_run: bool = False, currency: str | None = None
 ) -> ConfigImportOutcome:
     """Read an original OpenChargeback config.yaml into the billing settings, sources and flag rules."""
-    from billing.services import actor_label
+    from chargeback.actors import actor_label
 
     config_path = Path(path)
     try:

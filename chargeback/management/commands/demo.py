@@ -21,12 +21,12 @@ from django.core.management.base import CommandParser
 
 from billing import selectors, services
 from billing.ingest import pipeline
+from billing.management.commands._output import FileResult, file_result_json, file_result_text
 from chargeback.commands import AlreadyReported, ReportingCommand
 from chargeback.errors import Refused
 from chargeback.secret_key import PUBLIC_KEYS, secret_key_file_ensure
 from statements import selectors as statement_selectors
-
-from ._output import FileResult, file_result_json, file_result_text, period_summary_json, period_summary_text
+from statements.management.commands._period_output import period_summary_json, period_summary_text
 
 DEMO_PERIOD = "2026-10"
 DEMO_SOURCES = [

@@ -52,12 +52,13 @@ from django.db.migrations.loader import MigrationLoader
 from django.db.migrations.recorder import MigrationRecorder
 from django.db.models import Count, Sum
 
-from chargeback import backup_signing, storage
+from chargeback import storage
 from chargeback.errors import Refused
 from chargeback.logging import audit
 from chargeback.money import MoneyField
+from chargeback.operations import backup_signing
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("chargeback.backup")  # the name the logs have always shown
 
 FORMAT = "openchargeback-backup"
 FORMAT_VERSION = 1
@@ -192,7 +193,7 @@ def compare_stats(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]
 
 
 def _actor() -> str:
-    from billing.services import actor_label
+    from chargeback.actors import actor_label
 
     return actor_label()
 

@@ -14,7 +14,7 @@ from billing.models import BillingPeriod
 from chargeback.commands import ReportingCommand
 from statements import selectors as statement_selectors
 
-from ._output import period_summary_json, period_summary_text
+from ._period_output import period_summary_json, period_summary_text
 
 
 class Command(ReportingCommand):

@@ -1,0 +1,125 @@
+"""Admin helpers every app shares: pagination that never counts a million rows, read-only screens."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any
+
+from django.contrib.admin.views.main import PAGE_VAR, SEARCH_VAR, ChangeList
+from django.core.paginator import Page, Paginator
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+
+class LargeTablePaginator(Paginator):
+    """Counts at most ten pages past the one shown.
+
+    The requested page is read with one row of look-ahead; when it is the last page the count is
+    exact for free, otherwise a count capped at ten pages further answers "more than N" (a
+    million-row table is never counted in full). `capped` tells the templates.
+    """
+
+    def __init__(
+        self,
+        object_list: Any,
+        per_page: int,
+        orphans: int = 0,
+        allow_empty_first_page: bool = True,
+        page_number: int = 1,
+        pages_ahead: int = 10,
+    ) -> None:
+        super().__init__(object_list, per_page, orphans, allow_empty_first_page)
+        self.page_number = max(1, page_number)
+        self.pages_ahead = pages_ahead
+        self.capped = False
+        self.cap = 0
+        self._rows: list | None = None
+
+    @cached_property
+    def count(self) -> int:
+        offset = (self.page_number - 1) * self.per_page
+        rows = list(self.object_list[offset : offset + self.per_page + 1])
+        if 0 < len(rows) <= self.per_page or (not rows and offset == 0):
+            self._rows = rows
+            return offset + len(rows)
+        self._rows = rows[: self.per_page] if rows else None
+        self.cap = offset + self.pages_ahead * self.per_page
+        if self.pages_ahead == 0 and rows:
+            # Counting ahead costs another scan (searches): "more than" the rows seen is enough.
+            self.capped = True
+            return self.cap + 1
+        queryset: QuerySet = self.object_list  # type: ignore[assignment]
+        counted = queryset.order_by().values("pk")[: self.cap + 1].count()
+        self.capped = counted > self.cap
+        return counted
+
+    @property
+    def page_rows(self) -> list | None:
+        """The rows of the requested page, when they have been read already."""
+        return self._rows
+
+    def page(self, number: Any) -> Any:
+        number = self.validate_number(number)
+        if number == self.page_number and self._rows is not None:
+            return Page(self._rows, number, self)
+        return super().page(number)
+
+
+# Past any real page, and small enough that its offset fits a 64-bit integer.
+MAX_PAGE = 10_000_000
+
+
+def page_number(request: HttpRequest) -> int:
+    value = request.GET.get(PAGE_VAR, "1")
+    if not (value.isascii() and value.isdigit()):
+        return 1
+    return MAX_PAGE if len(value) > 8 else min(max(1, int(value)), MAX_PAGE)
+
+
+class LargeTableAdminMixin:
+    show_full_result_count = False
+    list_per_page = 100
+    list_max_show_all = 500
+
+    def get_paginator(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet,
+        per_page: int,
+        orphans: int = 0,
+        allow_empty_first_page: bool = True,
+    ) -> LargeTablePaginator:
+        searching = bool(request.GET.get(SEARCH_VAR, "").strip())
+        return LargeTablePaginator(
+            queryset,
+            per_page,
+            orphans,
+            allow_empty_first_page,
+            page_number=page_number(request),
+            pages_ahead=0 if searching else 10,
+        )
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return LargeTableChangeList
+
+
+class LargeTableChangeList(ChangeList):
+    def get_results(self, request: HttpRequest) -> None:
+        super().get_results(request)
+        # A single page is listed from the rows the paginator read, not by running the query again.
+        rows = getattr(self.paginator, "page_rows", None)
+        if rows is not None and not self.multi_page and not (self.show_all and self.can_show_all):
+            self.result_list = rows
+
+
+class ReadOnlyAdminMixin:
+    """Records written only by services: viewable, never added, edited or deleted in the admin."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
