@@ -7,7 +7,11 @@ class BillingConfig(AppConfig):
     def ready(self) -> None:
         from auditlog.registry import auditlog
 
-        from . import models
+        from chargeback import commands
+
+        from . import models, selectors
+
+        commands.currency_source = lambda: selectors.billing_settings_get().currency_code
 
         # Charges are not registered: they change in bulk (imports, bulk review), and every
         # review decision is recorded explicitly in ReviewLog instead.

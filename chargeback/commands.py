@@ -20,7 +20,7 @@ import datetime as dt
 import json
 import sys
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from decimal import Decimal
 from functools import cached_property
 from typing import Any, NoReturn
@@ -34,6 +34,17 @@ EXIT_OK = 0
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
 FORMATS = ("text", "json")
+
+
+def _no_currency_source() -> str:
+    raise RuntimeError(
+        "no currency source: the billing app sets chargeback.commands.currency_source when ready"
+    )
+
+
+# The installation's currency code. The core does not know where it is kept: billing sets this
+# when its app is ready (BillingConfig.ready).
+currency_source: Callable[[], str] = _no_currency_source
 
 
 class UsageError(CommandError):
@@ -226,9 +237,7 @@ class ReportingCommand(BaseCommand):
 
     @cached_property
     def currency(self) -> str:
-        from billing.selectors import billing_settings_get
-
-        return billing_settings_get().currency_code
+        return currency_source()
 
     def money(self, value: Decimal | None) -> dict[str, Any] | None:
         """Money for JSON: exact amount string and integer minor units."""

@@ -109,6 +109,8 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
             ],
+            # The portal's template tags live with the portal (accounts/portal), not in an app.
+            "libraries": {"portal": "accounts.portal.templatetags"},
         },
     },
 ]

@@ -12,7 +12,7 @@ admin.site.index_title = "Billing administration"
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),  # normally answered by HealthCheckMiddleware
-    path("portal/", include("accounts.urls")),  # the PI portal (namespace "portal")
+    path("portal/", include("accounts.portal.urls")),  # the PI portal (namespace "portal")
     path("", RedirectView.as_view(pattern_name="portal:home", permanent=False)),
 ]
 if settings.OIDC_ENABLED:  # single sign-on (mozilla-django-oidc): /oidc/authenticate/, /oidc/callback/

@@ -19,7 +19,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 
-from billing.admin import ConfigManagedMixin
+from billing.admin.base import ConfigManagedMixin
 from billing.models import BillingPeriod
 from chargeback.downloads import download_name
 from chargeback.errors import Refused

@@ -33,6 +33,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from chargeback import storage
+from chargeback.actors import actor_label
 from chargeback.errors import Refused
 
 from .. import selectors as billing_selectors
@@ -169,7 +170,7 @@ def collection_point_save(
     for name, value in cleaned.items():
         setattr(point, name, value)
     point.actor = actor if actor is not None and getattr(actor, "is_authenticated", False) else None
-    point.actor_name = billing_services.actor_label(actor, actor_name)
+    point.actor_name = actor_label(actor, actor_name)
     point.save()
     return point
 

@@ -11,8 +11,10 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.urls import reverse
 
-from accounts import roles, selectors, services
+from accounts import roles, services
 from accounts.models import Delegation
+from accounts.portal import selectors
+from accounts.portal import services as portal_services
 from chargeback.errors import Refused
 from tests.accounts.conftest import PASSWORD, client_for
 
@@ -74,11 +76,13 @@ def test_emails_a_pi_can_cause_are_limited(world, mailoutbox, django_capture_on_
     assert not User.objects.filter(username="colleague3@university.example").exists()
     # Revoking and granting again does not get round it.
     first = User.objects.get(username="colleague0@university.example")
-    services.delegations_revoke_user(pi=world.pi_a, delegate_id=first.pk)
+    portal_services.delegations_revoke_user(pi=world.pi_a, delegate_id=first.pk)
     with pytest.raises(Refused, match="in the last 24 hours"):
-        services.delegation_grant(pi=world.pi_a, email=first.email, project_ids=[world.a1.pk])
+        portal_services.delegation_grant(pi=world.pi_a, email=first.email, project_ids=[world.a1.pk])
     assert len(mailoutbox) == 3
     # Another PI has a limit of their own.
     with django_capture_on_commit_callbacks(execute=True):
-        services.delegation_grant(pi=world.pi_b, email="helper@university.example", project_ids=[world.b1.pk])
+        portal_services.delegation_grant(
+            pi=world.pi_b, email="helper@university.example", project_ids=[world.b1.pk]
+        )
     assert len(mailoutbox) == 4

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from django.urls import get_resolver, reverse
 
-from accounts import selectors
 from accounts.models import Delegation
+from accounts.portal import selectors
 from statements.models import Statement
 from tests.accounts.conftest import client_for
 

@@ -10,7 +10,7 @@ import pytest
 
 from billing import selectors as billing_selectors
 from billing import services as billing_services
-from billing.models import BillingPeriod, Charge, PeriodTransition
+from billing.models import PI, BillingPeriod, Charge, PeriodTransition
 from chargeback.errors import Refused
 from statements import selectors, services
 from statements.models import Statement, StatementLine
@@ -84,7 +84,7 @@ def test_statement_numbers_are_stable_and_unique(generated):
     numbers = list(current().order_by("sequence").values_list("number", flat=True))
     assert numbers == [f"2025-01-{n:04d}" for n in range(1, 11)]
     # A late approval for a new project issues the next number; existing numbers stay.
-    project = ProjectFactory(project_id="late-project", pi=billing_selectors.PI.objects.get(email=REF_PI))
+    project = ProjectFactory(project_id="late-project", pi=PI.objects.get(email=REF_PI))
     period = billing_selectors.period_get("2025-01")
     ChargeFactory(period=period, project=project, source=SourceFactory(slug="aws"))
     outcome = services.statements_generate(period="2025-01")

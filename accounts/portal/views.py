@@ -30,6 +30,8 @@ from django.shortcuts import render
 from django.urls import reverse, reverse_lazy
 from django.views.decorators.http import require_POST
 
+from accounts import services as account_services
+from accounts.tokens import account_link_tokens
 from billing.models import BillingPeriod
 from billing.rating.selectors import how_calculated
 from billing.selectors import billing_settings_get
@@ -39,7 +41,6 @@ from chargeback.money import ZERO
 
 from . import selectors, services
 from .forms import ChargeFilterForm, DelegationForm, EmailAuthenticationForm, InvitationPasswordForm
-from .tokens import account_link_tokens
 
 CHARGES_PER_PAGE = 100
 
@@ -115,7 +116,9 @@ class SetPasswordView(auth_views.PasswordResetConfirmView):
 
     def form_valid(self, form: Any) -> HttpResponse:
         try:
-            user = services.invitation_accept(user=form.user, password=form.cleaned_data["new_password1"])
+            user = account_services.invitation_accept(
+                user=form.user, password=form.cleaned_data["new_password1"]
+            )
         except Refused as exc:
             form.add_error(None, str(exc))
             return self.form_invalid(form)

@@ -1,0 +1,289 @@
+"""The dashboard: period totals, rankings (cached), billed by source over time."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from django.db.models import Count, Sum
+
+from chargeback.money import ZERO
+
+from ..models import PI, BillingPeriod, Charge, Import
+from .charges import charges_in_period
+
+
+def period_default() -> BillingPeriod | None:
+    """The period to show when none is chosen: the latest with a completed import, else the latest."""
+    latest_imported = (
+        BillingPeriod.objects.filter(imports__status=Import.Status.COMPLETED).order_by("-period").first()
+    )
+    return latest_imported or BillingPeriod.objects.order_by("-period").first()
+
+
+@dataclass
+class SourceTotal:
+    slug: str
+    name: str
+    charges: int = 0
+    list_total: Decimal = ZERO
+    billed_total: Decimal = ZERO
+
+
+@dataclass
+class PeriodTotals:
+    """Exact money and review counts of one period, cheap enough for every page view."""
+
+    period: BillingPeriod
+    charges: int = 0
+    imports: int = 0
+    list_total: Decimal = ZERO
+    billed_total: Decimal = ZERO
+    flagged: int = 0
+    flagged_billed: Decimal = ZERO
+    rejected: int = 0
+    rejected_billed: Decimal = ZERO
+    by_source: list[SourceTotal] = field(default_factory=list)
+
+    @property
+    def discount(self) -> Decimal:
+        return self.list_total - self.billed_total
+
+    @property
+    def discount_percent(self) -> Decimal | None:
+        if not self.list_total:
+            return None
+        return (self.discount * 100 / self.list_total).quantize(Decimal("0.1"))
+
+
+def period_totals(period: BillingPeriod) -> PeriodTotals:
+    """List, billed and charges of the period from its completed imports (each import's totals
+    are the exact sums of the charges it wrote, and amounts never change after import), checked
+    against the period's charge count; flagged and rejected counts and money from the
+    (period, review state) index. Falls back to summing the charges if the counts disagree.
+
+    Cached under the period's fingerprint (see period_fingerprint), so a changed period is
+    recomputed on its next read and an unchanged one costs two small queries."""
+    from django.core.cache import cache
+
+    key = f"openchargeback:totals:v1:{period.pk}:{period_fingerprint(period)}"
+    totals = cache.get(key)
+    if totals is None:
+        totals = _period_totals(period)
+        cache.set(key, totals, RANKINGS_CACHE_SECONDS)
+    totals.period = period
+    return totals
+
+
+def _period_totals(period: BillingPeriod) -> PeriodTotals:
+    totals = PeriodTotals(period=period)
+    for row in (
+        Import.objects.filter(period=period, status=Import.Status.COMPLETED)
+        .values("source__slug", "source__display_name")
+        .annotate(
+            n=Count("id"),
+            charge_sum=Sum("charges_created"),
+            listed=Sum("list_total"),
+            billed=Sum("billed_total"),
+        )
+        .order_by("source__slug")
+    ):
+        totals.imports += row["n"]
+        totals.by_source.append(
+            SourceTotal(
+                slug=row["source__slug"],
+                name=row["source__display_name"],
+                charges=row["charge_sum"] or 0,
+                list_total=row["listed"] or ZERO,
+                billed_total=row["billed"] or ZERO,
+            )
+        )
+    totals.charges = Charge.objects.filter(period=period).count()
+    if totals.charges != sum(s.charges for s in totals.by_source):
+        # Charges not written by an import (or an import's totals out of step): sum them instead.
+        by_source = {
+            row["source__slug"]: row
+            for row in Charge.objects.filter(period=period)
+            .values("source__slug", "source__display_name")
+            .annotate(charges=Count("id"), listed=Sum("list_cost"), billed=Sum("billed_cost"))
+            .order_by("source__slug")
+        }
+        totals.by_source = [
+            SourceTotal(
+                slug=slug,
+                name=row["source__display_name"],
+                charges=row["charges"],
+                list_total=row["listed"] or ZERO,
+                billed_total=row["billed"] or ZERO,
+            )
+            for slug, row in by_source.items()
+        ]
+    totals.list_total = sum((s.list_total for s in totals.by_source), ZERO)
+    totals.billed_total = sum((s.billed_total for s in totals.by_source), ZERO)
+    for state, n, billed in (
+        Charge.objects.filter(
+            period=period, review_state__in=[Charge.ReviewState.FLAGGED, Charge.ReviewState.REJECTED]
+        )
+        .values_list("review_state")
+        .annotate(n=Count("id"), billed=Sum("billed_cost"))
+        .order_by()
+    ):
+        if state == Charge.ReviewState.FLAGGED:
+            totals.flagged, totals.flagged_billed = n, billed or ZERO
+        else:
+            totals.rejected, totals.rejected_billed = n, billed or ZERO
+    return totals
+
+
+@dataclass
+class RankedTotal:
+    key: str  # PI email or project id ("" for unattributed)
+    label: str  # PI name, or the project's PI
+    charges: int = 0
+    list_total: Decimal = ZERO
+    billed_total: Decimal = ZERO
+
+
+@dataclass
+class PeriodRankings:
+    """Who the money of a period goes to: counts, top PIs and projects, services (cached)."""
+
+    pis: int = 0
+    projects: int = 0
+    unattributed_charges: int = 0
+    unattributed_billed: Decimal = ZERO
+    top_pis: list[RankedTotal] = field(default_factory=list)
+    top_projects: list[RankedTotal] = field(default_factory=list)
+    services: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def period_fingerprint(period: BillingPeriod) -> str:
+    """Changes whenever the period's charges may have changed: an import started, finished or was
+    superseded, or a review decision, correction or re-evaluation was logged (two small queries)."""
+    import hashlib
+
+    from ..models import ReviewLog
+
+    imports = list(Import.objects.filter(period=period).order_by("id").values_list("id", "status"))
+    last_log = (
+        ReviewLog.objects.filter(period=period)
+        .order_by("-created_at")
+        .values_list("id", "created_at")
+        .first()
+    )
+    state = repr((period.pk, str(period.created_at), imports, last_log and (last_log[0], str(last_log[1]))))
+    return hashlib.sha256(state.encode()).hexdigest()[:32]
+
+
+RANKINGS_CACHE_SECONDS = 30 * 24 * 3600
+
+
+def period_rankings(period: BillingPeriod, *, top: int = 10, refresh: bool = False) -> PeriodRankings:
+    """PIs and projects of the period ranked by billed (every review state), and its services.
+
+    Grouping a million charges takes a second or two, so the result is cached under the period's
+    fingerprint: a changed period gets a new key and the next read computes it again (imports and
+    admin review actions warm it through billing.tasks.period_rankings_warm)."""
+    import time
+
+    from django.core.cache import cache
+
+    from ..models import Project
+
+    key = f"openchargeback:rankings:v1:{period.pk}:{top}:{period_fingerprint(period)}"
+    if not refresh:
+        cached = cache.get(key)
+        if cached is not None:
+            return cached
+    started = time.perf_counter()
+    groups = (
+        charges_in_period(Charge.objects.all(), period, use_index=False)
+        .values_list("pi_id", "project_id")
+        .annotate(n=Count("id"), listed=Sum("list_cost"), billed=Sum("billed_cost"))
+        .order_by()
+    )
+    per_pi: dict[int, RankedTotal] = {}
+    per_project: dict[int, RankedTotal] = {}
+    result = PeriodRankings()
+    for pi_id, project_id, n, listed, billed in groups:
+        listed, billed = listed or ZERO, billed or ZERO
+        if pi_id is None:
+            result.unattributed_charges += n
+            result.unattributed_billed += billed
+        else:
+            entry = per_pi.setdefault(pi_id, RankedTotal(key="", label=""))
+            entry.charges += n
+            entry.list_total += listed
+            entry.billed_total += billed
+        if project_id is not None:
+            entry = per_project.setdefault(project_id, RankedTotal(key="", label=""))
+            entry.charges += n
+            entry.list_total += listed
+            entry.billed_total += billed
+    result.pis, result.projects = len(per_pi), len(per_project)
+
+    def ranked(entries: dict[int, RankedTotal]) -> list[tuple[int, RankedTotal]]:
+        return sorted(entries.items(), key=lambda item: (-item[1].billed_total, item[0]))[:top]
+
+    top_pis = ranked(per_pi)
+    names = PI.objects.in_bulk([pk for pk, _ in top_pis])
+    for pk, entry in top_pis:
+        entry.key, entry.label = names[pk].email, names[pk].name
+        result.top_pis.append(entry)
+    top_projects = ranked(per_project)
+    projects = Project.objects.select_related("pi").in_bulk([pk for pk, _ in top_projects])
+    for pk, entry in top_projects:
+        entry.key, entry.label = projects[pk].project_id, projects[pk].pi.email
+        result.top_projects.append(entry)
+    result.services = list(
+        Charge.objects.filter(period=period)
+        .values_list("service_name", flat=True)
+        .distinct()
+        .order_by("service_name")
+    )
+    result.seconds = time.perf_counter() - started
+    cache.set(key, result, RANKINGS_CACHE_SECONDS)
+    return result
+
+
+@dataclass
+class SourceHistory:
+    """Billed per source for a run of periods (oldest first), for the dashboard's chart."""
+
+    periods: list[str] = field(default_factory=list)
+    sources: list[tuple[str, str]] = field(default_factory=list)  # (slug, display name)
+    billed: dict[str, list[Decimal]] = field(default_factory=dict)  # slug -> one amount per period
+
+    def total(self, index: int) -> Decimal:
+        return sum((series[index] for series in self.billed.values()), ZERO)
+
+
+def billed_by_source_history(until: BillingPeriod, count: int = 12) -> SourceHistory:
+    """Billed per source of the `count` periods up to `until`, from completed imports' totals."""
+    periods = list(
+        BillingPeriod.objects.filter(period__lte=until.period)
+        .order_by("-period")
+        .values_list("id", "period")[:count]
+    )[::-1]
+    history = SourceHistory(periods=[p for _, p in periods])
+    position = {pk: i for i, (pk, _) in enumerate(periods)}
+    rows = (
+        Import.objects.filter(status=Import.Status.COMPLETED, period_id__in=position)
+        .values_list("period_id", "source__slug", "source__display_name")
+        .annotate(billed=Sum("billed_total"))
+        .order_by("source__slug")
+    )
+    for period_id, slug, name, billed in rows:
+        if slug not in history.billed:
+            history.sources.append((slug, name))
+            history.billed[slug] = [ZERO] * len(periods)
+        history.billed[slug][position[period_id]] += billed or ZERO
+    return history
+
+
+def period_rankings_cached(period: BillingPeriod, *, top: int = 10) -> PeriodRankings | None:
+    """The period's rankings if they are in the cache and current; never computes them."""
+    from django.core.cache import cache
+
+    return cache.get(f"openchargeback:rankings:v1:{period.pk}:{top}:{period_fingerprint(period)}")

@@ -1,0 +1,88 @@
+"""Review reads: flagged charges, the review queue by reason, a selection's totals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from django.db.models import Count, QuerySet, Sum
+
+from chargeback.money import ZERO
+
+from ..models import BillingPeriod, Charge, ChargeFlag
+
+
+def flagged_charges(period: BillingPeriod | None = None, reason: str | None = None) -> QuerySet[Charge]:
+    charges = Charge.objects.filter(review_state=Charge.ReviewState.FLAGGED)
+    if period is not None:
+        charges = charges.filter(period=period)
+    if reason:
+        if reason.startswith("rule:"):
+            charges = charges.filter(flags__reason="rule", flags__rule__name=reason[5:])
+        else:
+            charges = charges.filter(id__in=ChargeFlag.objects.filter(reason=reason).values("charge_id"))
+    return charges.select_related("source", "period").order_by("id")
+
+
+@dataclass
+class ReasonGroup:
+    """Flagged charges of a period sharing one flag reason (a charge with two reasons is in both)."""
+
+    key: str  # a FlagReason value, or "rule:<id>"
+    label: str
+    count: int = 0
+    billed: Decimal = ZERO
+
+
+def review_queue_groups(period: BillingPeriod) -> list[ReasonGroup]:
+    """The period's flagged charges grouped by flag reason, largest amount first."""
+    from ..models import FlagReason
+
+    labels = dict(FlagReason.choices)
+    groups = []
+    for reason, rule_id, rule_name, n, billed in (
+        ChargeFlag.objects.filter(charge__period=period, charge__review_state=Charge.ReviewState.FLAGGED)
+        .values_list("reason", "rule_id", "rule__name")
+        .annotate(n=Count("charge_id"), billed=Sum("charge__billed_cost"))
+        .order_by()
+    ):
+        if reason == FlagReason.RULE:
+            key = f"rule:{rule_id}" if rule_id else "rule"
+            label = f"Rule: {rule_name}" if rule_name else "Flag rule (deleted)"
+        else:
+            key, label = reason, labels.get(reason, reason)
+        groups.append(ReasonGroup(key=key, label=label, count=n, billed=billed or ZERO))
+    return sorted(groups, key=lambda g: (-g.billed, g.label))
+
+
+@dataclass
+class SelectionSummary:
+    """What a review action would touch: how many charges, how much money, in which states and periods."""
+
+    count: int = 0
+    billed: Decimal = ZERO
+    by_state: dict[str, int] = field(default_factory=dict)
+    periods: list[str] = field(default_factory=list)
+    finalized: list[str] = field(default_factory=list)
+
+
+def charges_selection_summary(queryset: QuerySet[Charge]) -> SelectionSummary:
+    summary = SelectionSummary()
+    periods = dict(BillingPeriod.objects.values_list("id", "status"))
+    names = dict(BillingPeriod.objects.values_list("id", "period"))
+    for period_id, state, n, billed in (
+        queryset.order_by()
+        .values_list("period_id", "review_state")
+        .annotate(n=Count("id"), billed=Sum("billed_cost"))
+        .order_by()
+    ):
+        summary.count += n
+        summary.billed += billed or ZERO
+        summary.by_state[state] = summary.by_state.get(state, 0) + n
+        if names[period_id] not in summary.periods:
+            summary.periods.append(names[period_id])
+            if periods[period_id] == BillingPeriod.Status.FINALIZED:
+                summary.finalized.append(names[period_id])
+    summary.periods.sort()
+    summary.finalized.sort()
+    return summary

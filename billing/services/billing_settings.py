@@ -1,0 +1,43 @@
+"""The installation's billing settings (a singleton)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django.db import transaction
+
+from chargeback.errors import Refused
+from chargeback.regex import regex_problem
+
+from .. import selectors
+
+
+@transaction.atomic
+def billing_settings_update(**changes: Any) -> Any:
+    """Change the installation's billing settings; a bad currency code or regex is refused."""
+    from ..models import BillingSettings
+
+    obj = BillingSettings.objects.select_for_update().get(pk=selectors.billing_settings_get().pk)
+    editable = {f.name for f in BillingSettings._meta.concrete_fields} - {"id", "updated_at"}
+    unknown = set(changes) - editable
+    if unknown:
+        raise Refused(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    if "currency_code" in changes:
+        code = (changes["currency_code"] or "").strip().upper()
+        if not re.fullmatch(r"[A-Z]{3}", code):
+            raise Refused(
+                f"invalid currency code {changes['currency_code']!r}: use an ISO 4217 code such as USD"
+            )
+        changes["currency_code"] = code
+    if changes.get("fund_org_regex"):
+        problem = regex_problem(changes["fund_org_regex"])
+        if problem:
+            raise Refused(f"fund/org regex {changes['fund_org_regex']!r}: {problem}")
+    for key in ("tag_pi_email", "tag_project_id"):
+        if key in changes and not (changes[key] or "").strip():
+            raise Refused(f"the {key.removeprefix('tag_').replace('_', ' ')} tag key cannot be empty")
+    for name, value in changes.items():
+        setattr(obj, name, value.strip() if isinstance(value, str) else value)
+    obj.save()
+    return obj

@@ -1,0 +1,136 @@
+"""What an import reports (ImportOutcome, ImportPart) and how the same bytes twice are found (AlreadyImported)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import threading
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import BinaryIO
+
+from chargeback.errors import Refused
+
+from .. import selectors
+from ..ingest import pipeline
+from ..models import (
+    Import,
+)
+
+
+@dataclass
+class ImportPart:
+    """The charges an import wrote into one billing period (a file spanning several periods has
+    one part, and one Import, per period)."""
+
+    period: str
+    import_id: int | None
+    rows: int
+    charges: int
+    flagged: int
+    list_total: Decimal
+    billed_total: Decimal
+    mismatched_rows: dict[str, int] = field(default_factory=dict)  # row month -> rows kept here, flagged
+
+
+@dataclass
+class ImportOutcome:
+    """What an import did, or with dry_run what it would do. `period`, `import_id` and the totals
+    are those of the whole file; `parts` has one entry per billing period it went to. `mode` says
+    how it met earlier imports of its source and period(s): added (none superseded), superseded
+    (an earlier import of the same file name) or replaced (every earlier import, --replace)."""
+
+    file_name: str
+    source: str
+    period: str = ""
+    mode: str = ""
+    parts: list[ImportPart] = field(default_factory=list)
+    dry_run: bool = False
+    import_id: int | None = None
+    status: str = ""
+    rows: int = 0
+    charges: int = 0
+    flagged: int = 0
+    list_total: Decimal = Decimal(0)
+    billed_total: Decimal = Decimal(0)
+    supersedes: list[int] = field(default_factory=list)
+    decisions_carried: int = 0
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+    source_created: bool = False  # the source was new: created on first sight (or would be, dry run)
+    source_name: str = ""
+
+
+class AlreadyImported(Refused):
+    """The same bytes were imported before and are still current: nothing to do (the CLI reports
+    the file as skipped, so that a cron job run twice succeeds)."""
+
+    def __init__(self, message: str, import_id: int) -> None:
+        super().__init__(message)
+        self.import_id = import_id
+
+
+def _refuse_duplicate(
+    sha: str, force: bool, *, exclude: int | None = None, error: type[AlreadyImported] = AlreadyImported
+) -> None:
+    """Refuse bytes already imported (completed), unless forced; `exclude` is the import checking."""
+    duplicates = Import.objects.filter(sha256=sha, status=Import.Status.COMPLETED)
+    if exclude is not None:
+        duplicates = duplicates.exclude(pk=exclude)
+    duplicate = duplicates.select_related("source", "period").order_by("-id").first()
+    if duplicate and not force:
+        first_id = duplicate.part_of_id or duplicate.pk  # a file split by period: name its first import
+        periods = ", ".join(str(i.period) for i in selectors.imports_of_same_file(duplicate))
+        raise error(
+            f"already imported as #{first_id} ({duplicate.original_name}, {duplicate.source.slug} "
+            f"{periods}); use --force to import it again",
+            first_id,
+        )
+
+
+class _HashingReader(io.RawIOBase):
+    """Hashes a file while Django's storage copies it, so large files are read once for both."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self._fh = fh
+        self.digest = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._fh.read(size)
+        self.digest.update(data)
+        return data
+
+
+class _BackgroundSha256:
+    """sha256 of a file computed on another core while the import parses it (hashlib and file reads
+    release the GIL); `result()` waits for it."""
+
+    def __init__(self, path: Path) -> None:
+        self._digest = ""
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(path,), name="import-sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self, path: Path) -> None:
+        try:
+            self._digest = pipeline.sha256_of(path)
+        except BaseException as exc:  # re-raised by result() in the caller's thread
+            self._error = exc
+
+    def wait(self) -> None:
+        self._thread.join()
+
+    def result(self) -> str:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._digest
+
+
+class _DuplicateImport(AlreadyImported):
+    """The bytes were imported before; the new Import record is removed, not kept as failed."""

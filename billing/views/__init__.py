@@ -1,0 +1,53 @@
+"""The admin pages that are not plain model screens, by sub-domain (the admin calls them).
+
+Every write goes through billing.services; reads that need care at scale are billing.selectors."""
+
+from ._common import (  # noqa: F401
+    ACCEPTED_UPLOADS,
+    MAX_LISTED_IDS,
+    _admin_context,
+    _currency,
+    _remember_period,
+    _safe_next,
+    _warm_rankings,
+    logger,
+    rankings_if_cached,
+    selected_period,
+)
+from .dashboard import (  # noqa: F401
+    SERIES_COLORS,
+    _nice_ceiling,
+    _short_money,
+    dashboard_context,
+    source_chart,
+)
+from .flag_rules import (  # noqa: F401
+    flag_rule_test,
+    period_reevaluate,
+)
+from .imports import (  # noqa: F401
+    _accepted,
+    _guess,
+    _human_size,
+    _refused_upload,
+    _start_import,
+    import_download,
+    import_guess,
+    import_status,
+    import_status_data,
+    import_upload,
+    stored_file_response,
+)
+from .periods import (  # noqa: F401
+    TRANSITIONS,
+    period_page_context,
+    period_transition,
+)
+from .review import (  # noqa: F401
+    _parse_ids,
+    charge_correct,
+    charge_page_context,
+    charges_decide,
+    charges_from_changelist_query,
+    review_queue,
+)

@@ -1,0 +1,76 @@
+"""Shared by the admin's own pages: the chosen period, the currency, safe redirects, the admin context."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.http import (
+    HttpRequest,
+)
+from django.utils.http import url_has_allowed_host_and_scheme
+
+from accounts import selectors as account_selectors
+from accounts import services as account_services
+
+from .. import selectors, tasks
+from ..models import BillingPeriod
+
+logger = logging.getLogger("billing.views")  # one name for the whole package (the logs show it)
+
+
+ACCEPTED_UPLOADS = (".csv", ".csv.gz")
+
+
+MAX_LISTED_IDS = 20_000  # charges named one by one (a page's selection); more go by filter
+
+
+def selected_period(request: HttpRequest) -> BillingPeriod | None:
+    """The period a page shows: ?period=, else the user's remembered choice, else the latest."""
+    for value in (request.GET.get("period"), account_selectors.preference_period_get(request.user)):
+        if value:
+            period = BillingPeriod.objects.filter(period=value).first()
+            if period is not None:
+                return period
+    return selectors.period_default()
+
+
+def _remember_period(request: HttpRequest, period: BillingPeriod | None) -> None:
+    if period is None or request.GET.get("period") != period.period:
+        return
+    if account_selectors.preference_period_get(request.user) != period.period:
+        account_services.preference_period_set(user=request.user, period=period.period)
+
+
+def rankings_if_cached(period: BillingPeriod) -> selectors.PeriodRankings | None:
+    return selectors.period_rankings_cached(period)
+
+
+def _warm_rankings(periods: list[str]) -> None:
+    """Recompute the cached rankings of periods whose charges just changed (a task; eager by default)."""
+    for period in periods:
+        try:
+            tasks.period_rankings_warm.delay(period)
+        except Exception:  # the cache is an optimisation: never fail the action that changed data
+            logger.exception("could not refresh the rankings of %s", period)
+
+
+def _currency() -> str:
+    return selectors.billing_settings_get().currency_code
+
+
+def _safe_next(request: HttpRequest, value: str | None, default: str) -> str:
+    if value and url_has_allowed_host_and_scheme(value, allowed_hosts={request.get_host()}):
+        return value
+    return default
+
+
+def _admin_context(request: HttpRequest, model_admin: Any, title: str, **extra: Any) -> dict[str, Any]:
+    return {
+        **model_admin.admin_site.each_context(request),
+        "title": title,
+        "opts": model_admin.model._meta,
+        "app_label": model_admin.model._meta.app_label,
+        "currency": _currency(),
+        **extra,
+    }
