@@ -1,5 +1,7 @@
-"""Billing reads (selectors), by sub-domain: periods, settings, reference data, totals, imports,
-charges, review, flag rules, dashboard. The names are re-exported here so callers keep
+"""Reads and aggregates of the billing domain. Totals that reach people are exact Decimals.
+
+By sub-domain: `periods`, `billing_settings`, `reference`, `totals`, `imports`, `charges`,
+`review`, `flag_rules`, `dashboard`. The names are re-exported here so callers keep
 `from billing import selectors`."""
 
 from .billing_settings import (  # noqa: F401

@@ -1,7 +1,9 @@
-"""Billing writes (services), by sub-domain: periods, reference data, imports, review, flag rules, settings.
+"""Every write of the billing domain. Each function is one transaction and enforces its rules,
+so the CLI, the admin, tasks and tests get the same behaviour.
 
-Every service is a keyword-only function named `<thing>_<verb>`, one transaction each. The names
-are re-exported here so callers keep `from billing import services`."""
+By sub-domain: `periods`, `reference` (sources, PIs, projects, mappings), `import_outcomes`,
+`imports`, `import_runs`, `review`, `flag_rules`, `billing_settings`. The names are re-exported
+here so callers keep `from billing import services`."""
 
 from ._common import (  # noqa: F401
     Status,

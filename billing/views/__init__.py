@@ -1,6 +1,12 @@
-"""The admin pages that are not plain model screens, by sub-domain (the admin calls them).
+"""Admin pages of the billing app that are not plain model screens: the dashboard, the review
+queue and its confirmation page, attribution correction, period transitions, flag-rule tests
+and re-evaluation, and the upload page with its JSON endpoints.
 
-Every write goes through billing.services; reads that need care at scale are billing.selectors."""
+Each view checks the user's role (accounts.roles), calls one service or selector, and turns
+`Refused` into an error message. The ModelAdmins in billing/admin/ mount them (get_urls).
+
+By sub-domain: `dashboard`, `review`, `periods`, `flag_rules`, `imports` (`_common`: the chosen
+period, currency, safe redirects). The names are re-exported here."""
 
 from ._common import (  # noqa: F401
     ACCEPTED_UPLOADS,

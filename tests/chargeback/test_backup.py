@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from chargeback.errors import Refused
-from chargeback.operations import backup, backup_signing
+from chargeback.operations import backup, backup_signing, restore
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared"
@@ -356,10 +356,10 @@ def _unchanged(settings) -> Any:
     media = Path(settings.MEDIA_ROOT)
     media.mkdir(parents=True, exist_ok=True)
     (media / "keep.txt").write_text("still here")
-    before = backup.installation_data()
+    before = restore.installation_data()
 
     def check() -> None:
-        assert backup.installation_data() == before == {}
+        assert restore.installation_data() == before == {}
         assert sorted(p.name for p in media.iterdir()) == ["keep.txt"]
         assert not list(media.parent.glob(".restore-*"))
 
@@ -387,7 +387,7 @@ def test_checksum_mismatch_is_refused(archive, archive_key, tmp_path, settings):
 
     bad = rewrite(archive, tmp_path / "bad.tar.gz", member=tamper)
     with pytest.raises(Refused, match="checksum mismatch: media/"):
-        backup.backup_restore(path=bad)
+        restore.backup_restore(path=bad)
     check()
 
 
@@ -396,7 +396,7 @@ def test_missing_member_is_refused(archive, archive_key, tmp_path, settings):
     check = _unchanged(settings)
     bad = rewrite(archive, tmp_path / "bad.tar.gz", member=lambda n, d: None if n.startswith("media/") else d)
     with pytest.raises(Refused, match="missing from archive: media/"):
-        backup.backup_restore(path=bad)
+        restore.backup_restore(path=bad)
     check()
 
 
@@ -406,7 +406,7 @@ def test_unsafe_member_is_refused(archive, archive_key, tmp_path, settings):
     info = tarfile.TarInfo("../../escape.txt")
     bad = rewrite(archive, tmp_path / "bad.tar.gz", extra=(info, b"x"))
     with pytest.raises(Refused, match="unsafe path"):
-        backup.backup_restore(path=bad)
+        restore.backup_restore(path=bad)
     check()
     assert not (tmp_path.parent / "escape.txt").exists()
 
@@ -417,14 +417,14 @@ def test_truncated_or_foreign_files_are_refused(archive, archive_key, tmp_path, 
     truncated = tmp_path / "truncated.tar.gz"
     truncated.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
     with pytest.raises(Refused, match="cannot read backup"):
-        backup.backup_restore(path=truncated)
+        restore.backup_restore(path=truncated)
     foreign = tmp_path / "foreign.tar.gz"
     with tarfile.open(foreign, "w:gz") as tar:
         tar.addfile(tarfile.TarInfo("hello.txt"), io.BytesIO(b""))
     with pytest.raises(Refused, match=r"no manifest\.json"):
-        backup.backup_restore(path=foreign)
+        restore.backup_restore(path=foreign)
     with pytest.raises(Refused, match="not found"):
-        backup.backup_restore(path=tmp_path / "nothing.tar.gz")
+        restore.backup_restore(path=tmp_path / "nothing.tar.gz")
     check()
 
 
@@ -438,7 +438,7 @@ def test_backup_of_a_newer_version_is_refused(archive, archive_key, tmp_path, se
 
     bad = rewrite(archive, tmp_path / "newer.tar.gz", manifest=newer, key=archive_key)
     with pytest.raises(Refused, match=r"newer version \(99.0\).*billing.9999_from_the_future"):
-        backup.backup_restore(path=bad)
+        restore.backup_restore(path=bad)
     check()
 
 
@@ -463,7 +463,7 @@ def test_other_database_vendor_is_refused(archive, archive_key, tmp_path, settin
             dst.addfile(info, io.BytesIO(data))
     bad = rewrite(renamed, tmp_path / "other.tar.gz", manifest=other_vendor, key=archive_key)
     with pytest.raises(Refused, match=f"holds a {other} database"):
-        backup.backup_restore(path=bad)
+        restore.backup_restore(path=bad)
     check()
 
 
@@ -625,7 +625,7 @@ def _re_hashed(archive: Path, tmp_path: Path) -> Path:
 def test_a_re_hashed_tampered_database_fails_the_signature(archive, archive_key, tmp_path, settings):
     check = _unchanged(settings)
     bad = _re_hashed(archive, tmp_path)
-    for attempt in (backup.backup_verify, backup.backup_restore):
+    for attempt in (backup.backup_verify, restore.backup_restore):
         with pytest.raises(Refused, match="does not verify: the archive was changed after it was made"):
             attempt(path=bad)
     check()
@@ -647,7 +647,7 @@ def test_unsigned_and_foreign_key_archives_need_unsigned(archive, archive_key, t
 
     settings.OPENCHARGEBACK_BACKUP_KEY = "another installation's key"
     with pytest.raises(Refused, match="signed with another backup key"):
-        backup.backup_restore(path=archive)
+        restore.backup_restore(path=archive)
     settings.OPENCHARGEBACK_BACKUP_KEY = ""
     settings.OPENCHARGEBACK_BACKUP_KEY_FILE = tmp_path / "no-such.key"
     with pytest.raises(Refused, match="this installation has no backup key"):

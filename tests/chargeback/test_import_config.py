@@ -15,7 +15,8 @@ from billing.ingest.flagging import FlagContext
 from billing.models import BillingSettings, FlagRule, Source
 from billing.selectors import billing_settings_get, source_for_filename
 from chargeback.errors import Refused
-from chargeback.operations.legacy_config import config_import, env_line, fund_org_regex
+from chargeback.operations.legacy_config import config_import
+from chargeback.operations.legacy_values import env_line, fund_org_regex
 from journals.selectors import journal_settings_get
 
 pytestmark = pytest.mark.django_db

@@ -7,7 +7,8 @@ from typing import Any
 from django.core.management.base import CommandParser
 
 from chargeback.commands import ReportingCommand
-from chargeback.operations.legacy_config import config_import, env_line
+from chargeback.operations.legacy_config import config_import
+from chargeback.operations.legacy_values import env_line
 
 LABELS = {
     "applied": "Applied",

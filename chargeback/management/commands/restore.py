@@ -7,7 +7,7 @@ from typing import Any
 from django.core.management.base import CommandParser
 
 from chargeback.commands import ReportingCommand
-from chargeback.operations import backup
+from chargeback.operations import backup, restore
 
 from .backup import manifest_summary, manifest_text
 
@@ -59,7 +59,7 @@ class Command(ReportingCommand):
                 )
                 manifest_text(self, manifest)
             return
-        outcome = backup.backup_restore(
+        outcome = restore.backup_restore(
             path=options["path"],
             force=options["force"],
             migrate=not options["no_migrate"],

@@ -1,34 +1,15 @@
-"""PDF statements with reportlab (platypus).
-
-Fonts, paragraph and table styles are built once per process (`theme()`); a render only builds
-flowables. Every free-text value (names, project ids, fund/orgs, references, resource names)
-is a Paragraph in a fixed-width cell, so long values wrap, words longer than a cell included,
-and nothing overlaps. The detail table flows over as many pages as it needs and repeats its
-header row; every page carries "Page x of y" and the statement number in its footer.
-"""
+"""The statement laid out (header, lines, totals, notes) and rendered to PDF bytes."""
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import io
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
-from django.conf import settings
-from django.utils import timezone
 from reportlab.lib import colors
-from reportlab.lib.enums import TA_LEFT, TA_RIGHT
-from reportlab.lib.pagesizes import A4, LETTER
-from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
-from reportlab.pdfbase import pdfmetrics
-from reportlab.pdfbase.pdfmetrics import stringWidth
-from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen import canvas as rl_canvas
 from reportlab.platypus import (
     BaseDocTemplate,
@@ -42,362 +23,25 @@ from reportlab.platypus import (
 )
 
 from billing.rating.selectors import how_calculated
-from chargeback.money import currency_symbol, format_money
+from chargeback.money import currency_symbol
 
-from .selectors import discount_percent, format_percent
-
-INK = colors.HexColor("#1f2933")
-MUTED = colors.HexColor("#616e7c")
-RULE = colors.HexColor("#cbd2d9")
-BAND = colors.HexColor("#f0f4f8")
-ACCENT = colors.HexColor("#1d4e89")
-NOTE_BG = colors.HexColor("#fff8e1")
-NOTE_RULE = colors.HexColor("#f0b429")
-
-_UNICODE_FONT_DIRS = (
-    "/usr/share/fonts/truetype/dejavu",
-    "/usr/share/fonts/dejavu",
-    "/usr/share/fonts/TTF",
-    "/usr/local/share/fonts",
-    "/Library/Fonts",
+from ..selectors import discount_percent, format_percent
+from .data import StatementData
+from .parts import _cell, _issued_text, _money, _NumberedCanvas, _p, _period_label, _resource_cell
+from .theme import (
+    ACCENT,
+    BAND,
+    INK,
+    MUTED,
+    NOTE_BG,
+    NOTE_RULE,
+    RULE,
+    STANDARD_FONTS,
+    Theme,
+    _needs_unicode,
+    _unicode_fonts,
+    theme,
 )
-
-
-@dataclass(frozen=True)
-class Fonts:
-    regular: str
-    bold: str
-
-
-@dataclass
-class Theme:
-    """Page geometry and styles for one font family; built once per process and family."""
-
-    fonts: Fonts
-    page_size: tuple[float, float]
-    margin: float
-    width: float  # usable width
-    styles: dict[str, ParagraphStyle]
-    table_head: list[tuple]
-
-
-def _page_size() -> tuple[float, float]:
-    name = str(getattr(settings, "OPENCHARGEBACK_PDF_PAGE_SIZE", "letter")).lower()
-    return A4 if name == "a4" else LETTER
-
-
-@functools.lru_cache(maxsize=1)
-def _unicode_fonts() -> Fonts | None:
-    """DejaVu Sans, registered once, for text the standard PDF fonts cannot show (e.g. 'Ł', '₹')."""
-    configured = getattr(settings, "OPENCHARGEBACK_PDF_UNICODE_FONT_DIR", "")
-    for folder in ([configured] if configured else []) + list(_UNICODE_FONT_DIRS):
-        regular, bold = Path(folder) / "DejaVuSans.ttf", Path(folder) / "DejaVuSans-Bold.ttf"
-        if regular.is_file() and bold.is_file():
-            pdfmetrics.registerFont(TTFont("OCB-Sans", str(regular)))
-            pdfmetrics.registerFont(TTFont("OCB-Sans-Bold", str(bold)))
-            pdfmetrics.registerFontFamily("OCB-Sans", normal="OCB-Sans", bold="OCB-Sans-Bold")
-            return Fonts("OCB-Sans", "OCB-Sans-Bold")
-    return None
-
-
-STANDARD_FONTS = Fonts("Helvetica", "Helvetica-Bold")
-
-
-@functools.lru_cache(maxsize=4)
-def theme(fonts: Fonts = STANDARD_FONTS, page_size: tuple[float, float] | None = None) -> Theme:
-    size = page_size or _page_size()
-    margin = 16 * mm
-    regular, bold = fonts.regular, fonts.bold
-
-    def style(name: str, **kwargs: Any) -> ParagraphStyle:
-        base: dict[str, Any] = {
-            "fontName": regular,
-            "fontSize": 8.5,
-            "leading": 10.5,
-            "textColor": INK,
-            "splitLongWords": 1,
-        }
-        base.update(kwargs)
-        return ParagraphStyle(name, **base)
-
-    styles = {
-        "org": style("org", fontName=bold, fontSize=15, leading=18, textColor=ACCENT),
-        "org_contact": style("org_contact", fontSize=8.5, leading=11, textColor=MUTED),
-        "title": style("title", fontName=bold, fontSize=15, leading=18, alignment=TA_RIGHT),
-        "meta": style("meta", fontSize=8.5, leading=11, alignment=TA_RIGHT),
-        "label": style("label", fontName=bold, fontSize=7, leading=9, textColor=MUTED),
-        "value": style("value", fontSize=9, leading=11.5),
-        "value_bold": style("value_bold", fontName=bold, fontSize=9.5, leading=12),
-        "h2": style("h2", fontName=bold, fontSize=10.5, leading=13, textColor=ACCENT, spaceBefore=4),
-        "cell": style("cell", fontSize=8, leading=9.6),
-        "cell_small": style("cell_small", fontSize=6.8, leading=8.2, textColor=MUTED),
-        "cell_bold": style("cell_bold", fontName=bold, fontSize=8, leading=9.6),
-        "figure_label": style("figure_label", fontName=bold, fontSize=7.5, leading=9, textColor=MUTED),
-        "figure": style("figure", fontName=bold, fontSize=14, leading=17, alignment=TA_LEFT),
-        "figure_due": style("figure_due", fontName=bold, fontSize=16, leading=19, textColor=ACCENT),
-        "figure_note": style("figure_note", fontSize=8, leading=10, textColor=MUTED),
-        "note": style("note", fontSize=8.5, leading=11),
-        "footnote": style("footnote", fontSize=7, leading=9, textColor=MUTED),
-    }
-    table_head = [
-        ("FONTNAME", (0, 0), (-1, 0), bold),
-        ("FONTSIZE", (0, 0), (-1, -1), 8),
-        ("LEADING", (0, 0), (-1, -1), 9.6),
-        ("FONTNAME", (0, 1), (-1, -1), regular),
-        ("TEXTCOLOR", (0, 0), (-1, 0), MUTED),
-        ("TEXTCOLOR", (0, 1), (-1, -1), INK),
-        ("LINEBELOW", (0, 0), (-1, 0), 0.8, INK),
-        ("VALIGN", (0, 0), (-1, -1), "TOP"),
-        ("TOPPADDING", (0, 0), (-1, -1), 2.5),
-        ("BOTTOMPADDING", (0, 0), (-1, -1), 2.5),
-        ("LEFTPADDING", (0, 0), (-1, -1), 3),
-        ("RIGHTPADDING", (0, 0), (-1, -1), 3),
-    ]
-    return Theme(
-        fonts=fonts,
-        page_size=size,
-        margin=margin,
-        width=size[0] - 2 * margin,
-        styles=styles,
-        table_head=table_head,
-    )
-
-
-def _needs_unicode(texts: Sequence[str]) -> bool:
-    for text in texts:
-        try:
-            text.encode("cp1252")
-        except UnicodeEncodeError:
-            return True
-    return False
-
-
-# --- input ----------------------------------------------------------------------------------
-
-
-@dataclass
-class LineData:
-    source_name: str
-    service_name: str
-    kind: str
-    list_amount: Decimal
-    discount_amount: Decimal
-    amount: Decimal
-    # Rated usage and the discount by name (see billing.rating.selectors.LineExplanation).
-    rating: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class StatementData:
-    """Everything a PDF shows, independent of the database."""
-
-    number: str
-    version: int
-    period: str
-    period_start: dt.date
-    period_end: dt.date
-    issued_at: dt.datetime
-    currency: str
-    organization: str
-    contact_email: str
-    pi_name: str
-    pi_email: str
-    pi_department: str
-    project_code: str
-    project_name: str
-    fund_org: str
-    cost_center: str
-    reference_1_label: str
-    reference_1: str
-    reference_2_label: str
-    reference_2: str
-    list_total: Decimal
-    discount_total: Decimal
-    billed_total: Decimal
-    held_back_count: int
-    held_back_amount: Decimal
-    lines: list[LineData]
-    details: list[list[Any]]
-    replaces: str = ""
-    source_names: dict[str, str] | None = None
-    draft: bool = False  # a preview (generate --dry-run): DRAFT across every page, nothing issued
-
-    @property
-    def label(self) -> str:
-        return f"{self.number} v{self.version}"
-
-
-# --- canvas with "page x of y" ---------------------------------------------------------------
-
-
-class _NumberedCanvas(rl_canvas.Canvas):
-    """Keeps every page until save() so the footer can say 'Page x of y'."""
-
-    def __init__(
-        self,
-        *args: Any,
-        footer: tuple[str, str, Fonts] = ("", "", STANDARD_FONTS),
-        draft: bool = False,
-        **kwargs: Any,
-    ):
-        super().__init__(*args, **kwargs)
-        self._pages: list[dict[str, Any]] = []
-        self._footer = footer
-        self._draft = draft
-
-    def showPage(self) -> None:
-        self._pages.append(dict(self.__dict__))
-        self._startPage()
-
-    def save(self) -> None:
-        total = len(self._pages)
-        for number, state in enumerate(self._pages, start=1):
-            self.__dict__.update(state)
-            if self._draft:
-                self._draw_draft_mark()
-            self._draw_footer(number, total)
-            super().showPage()
-        super().save()
-
-    def _draw_draft_mark(self) -> None:
-        """DRAFT across the page, light enough to read the statement through it."""
-        width, height = self._pagesize
-        self.saveState()
-        self.setFillColor(colors.Color(0.85, 0.1, 0.1, alpha=0.18))
-        self.setFont(self._footer[2].bold, 110)
-        self.translate(width / 2, height / 2)
-        self.rotate(40)
-        self.drawCentredString(0, -35, "DRAFT")
-        self.restoreState()
-
-    def _draw_footer(self, number: int, total: int) -> None:
-        left, middle, fonts = self._footer
-        width, _ = self._pagesize
-        margin = 16 * mm
-        self.saveState()
-        self.setStrokeColor(RULE)
-        self.setLineWidth(0.5)
-        self.line(margin, 12 * mm, width - margin, 12 * mm)
-        self.setFont(fonts.regular, 7)
-        self.setFillColor(MUTED)
-        self.drawString(margin, 8.5 * mm, left)
-        self.drawCentredString(width / 2, 8.5 * mm, middle)
-        self.drawRightString(width - margin, 8.5 * mm, f"Page {number} of {total}")
-        self.restoreState()
-
-
-# --- building ---------------------------------------------------------------------------------
-
-
-class _Text(Flowable):
-    """Plain text in a paragraph style: drawn as one line when it fits the width it is given,
-    else laid out by a Paragraph (built only then: most values are short)."""
-
-    def __init__(self, text: str, style: ParagraphStyle) -> None:
-        super().__init__()
-        self.text = text
-        self.style = style
-        self._para: Paragraph | None = None
-
-    def _paragraph(self) -> Paragraph:
-        if self._para is None:
-            self._para = Paragraph(escape(self.text), self.style)
-        return self._para
-
-    def wrap(self, available_width: float, available_height: float) -> tuple[float, float]:
-        st = self.style
-        if self._para is None and stringWidth(self.text, st.fontName, st.fontSize) <= available_width:
-            self.width, self.height = available_width, st.leading
-            return self.width, self.height
-        return self._paragraph().wrap(available_width, available_height)
-
-    def split(self, available_width: float, available_height: float) -> list[Flowable]:
-        return self._paragraph().split(available_width, available_height) if self._para is not None else []
-
-    def getSpaceBefore(self) -> float:
-        return self.style.spaceBefore
-
-    def getSpaceAfter(self) -> float:
-        return self.style.spaceAfter
-
-    def draw(self) -> None:
-        if self._para is not None:
-            self._para.drawOn(self.canv, 0, 0)
-            return
-        st, canvas = self.style, self.canv
-        canvas.setFont(st.fontName, st.fontSize)
-        canvas.setFillColor(st.textColor)
-        baseline = self.height - st.fontSize
-        if st.alignment == TA_RIGHT:
-            canvas.drawRightString(self.width, baseline, self.text)
-        else:
-            canvas.drawString(0, baseline, self.text)
-
-
-def _p(text: str, style: ParagraphStyle) -> Flowable:
-    return _Text(text, style)
-
-
-_CELL_PADDING = 6  # left + right padding of table cells (table_head)
-
-
-def _fits(text: str, style: ParagraphStyle, width: float) -> bool:
-    return "\n" not in text and stringWidth(text, style.fontName, style.fontSize) <= width - _CELL_PADDING
-
-
-def _cell(text: str, style: ParagraphStyle, width: float) -> str | Flowable:
-    """A table cell: the plain string when it fits on one line (drawn in the table's body font,
-    which matches `style`), else a wrapping Paragraph. Plain strings are far cheaper to lay out."""
-    return text if _fits(text, style, width) else _p(text, style)
-
-
-class _TwoLines(Flowable):
-    """A resource cell: its name over its id in small grey type, each known to fit on one line."""
-
-    def __init__(self, first: str, second: str, th: Theme) -> None:
-        super().__init__()
-        self._first, self._second = first, second
-        self._s1, self._s2 = th.styles["cell"], th.styles["cell_small"]
-
-    def wrap(self, available_width: float, available_height: float) -> tuple[float, float]:
-        self.width = available_width
-        self.height = self._s1.leading + self._s2.leading
-        return self.width, self.height
-
-    def draw(self) -> None:
-        canvas = self.canv
-        canvas.setFont(self._s1.fontName, self._s1.fontSize)
-        canvas.setFillColor(self._s1.textColor)
-        canvas.drawString(0, self.height - self._s1.fontSize, self._first)
-        canvas.setFont(self._s2.fontName, self._s2.fontSize)
-        canvas.setFillColor(self._s2.textColor)
-        canvas.drawString(0, self.height - self._s1.leading - self._s2.fontSize, self._second)
-
-
-def _resource_cell(name: str, resource_id: str, th: Theme, width: float) -> Any:
-    s = th.styles
-    if not (resource_id and name and resource_id != name):
-        return _cell(name or resource_id or "(no resource)", s["cell"], width)
-    if _fits(name, s["cell"], width) and _fits(resource_id, s["cell_small"], width):
-        return _TwoLines(name, resource_id, th)
-    return [_p(name, s["cell"]), _p(resource_id, s["cell_small"])]
-
-
-def _money(value: Decimal, currency: str, unicode_ok: bool) -> str:
-    text = format_money(value, currency)
-    if not unicode_ok and _needs_unicode([text]):
-        # The standard fonts cannot show this symbol: use the ISO code instead.
-        text = text.replace(currency_symbol(currency), f"{currency.upper()} ")
-    return text
-
-
-def _period_label(data: StatementData) -> str:
-    return data.period_start.strftime("%B %Y")
-
-
-def _issued_text(value: dt.datetime) -> str:
-    local = timezone.localtime(value) if timezone.is_aware(value) else value
-    return local.strftime("%Y-%m-%d %H:%M %Z").strip()
 
 
 def build_flowables(data: StatementData, th: Theme, unicode_ok: bool) -> list[Flowable]:
