@@ -27,15 +27,15 @@ from chargeback.money import format_money
 
 from . import selectors, services
 from .entries import PLACEHOLDERS
+from .format_checks import format_problems
 from .formats import (
     GL_HEADER_TEMPLATE,
     GL_ROW_TEMPLATE,
     HEADER_VARIABLES,
     ROW_ALIASES,
-    format_problems,
-    row_variables,
 )
 from .models import JournalExport, JournalFormat, JournalSettings
+from .sample import row_variables
 
 PREVIEW_ROWS = 20
 

@@ -27,7 +27,8 @@ from chargeback.logging import audit
 
 from . import selectors
 from .entries import JournalRefused, Problem
-from .formats import LayoutError, format_problems, write_journal
+from .format_checks import format_problems
+from .formats import LayoutError, write_journal
 from .models import JournalExport, JournalFormat, JournalSettings
 
 
@@ -44,7 +45,7 @@ def _validation_message(exc: ValidationError) -> str:
 
 
 def _format_errors(fmt: JournalFormat) -> ValidationError | None:
-    """Model.full_clean() with the format's own rules (`formats.format_problems`) in place of clean():
+    """Model.full_clean() with the format's own rules (`format_checks.format_problems`) in place of clean():
     the fields, then the sample journal, then uniqueness and constraints of the fields still valid."""
     errors: dict[str, Any] = {}
     try:

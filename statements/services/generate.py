@@ -19,8 +19,8 @@ from chargeback.errors import Refused
 from chargeback.money import ZERO
 
 from .. import selectors
+from ..drafts import HeldBack, StatementDraft
 from ..models import Statement, StatementLine
-from ..selectors import StatementDraft
 from ._common import Status, _pi_email
 
 
@@ -57,7 +57,7 @@ class GenerateOutcome:
     withdrawn: list[StatementResult] = field(default_factory=list)
     held_back_count: int = 0
     held_back_billed: Decimal = ZERO
-    held_back_elsewhere: list[selectors.HeldBack] = field(default_factory=list)
+    held_back_elsewhere: list[HeldBack] = field(default_factory=list)
     rejected_count: int = 0
     rejected_billed: Decimal = ZERO
     unbillable_count: int = 0

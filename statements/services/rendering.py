@@ -15,9 +15,9 @@ from django.utils import timezone
 from billing import selectors as billing_selectors
 from billing.models import BillingPeriod, BillingSettings
 
+from ..drafts import DraftLine, StatementDraft
 from ..models import Statement, StatementLine, statement_pdf_path
 from ..pdf import LineData, StatementData, render_statement_pdf
-from ..selectors import DraftLine, StatementDraft
 
 
 def statement_pdf_data(statement: Statement, org: BillingSettings | None = None) -> StatementData:

@@ -13,6 +13,7 @@ from billing import services as billing_services
 from billing.models import PI, BillingPeriod, Charge, PeriodTransition
 from chargeback.errors import Refused
 from statements import selectors, services
+from statements.drafts import statement_drafts
 from statements.models import Statement, StatementLine
 from tests.factories import ChargeFactory, PeriodFactory, PIFactory, ProjectFactory, SourceFactory
 
@@ -189,7 +190,7 @@ def test_drafts_gather_each_statement_whatever_the_order_of_its_charges(db):
         )
         ChargeFactory(period=period, source=hpc, project=None, billed_cost=Decimal("2"))
 
-    drafts = selectors.statement_drafts(period)
+    drafts = statement_drafts(period)
 
     assert [(d.pi_email, d.project_code, d.charge_count, d.billed_total) for d in drafts.drafts.values()] == [
         ("ada@uni.example", "loose", 4, Decimal("340.00")),
