@@ -28,6 +28,7 @@ from billing.selectors import billing_settings_get
 from chargeback.downloads import download_name
 from chargeback.errors import Refused
 from chargeback.money import format_money
+from chargeback.percent import discount_percent_text
 
 from . import selectors, services, tasks
 from .models import Delivery, Statement, StatementLine
@@ -268,9 +269,7 @@ class StatementAdmin(admin.ModelAdmin):
 
     @admin.display(description="discount")
     def discount_money(self, statement: Statement) -> str:
-        percent = selectors.format_percent(
-            selectors.discount_percent(statement.list_total, statement.discount_total)
-        )
+        percent = discount_percent_text(statement.list_total, statement.discount_total)
         return f"{format_money(statement.discount_total, statement.currency)}" + (
             f" ({percent})" if percent else ""
         )

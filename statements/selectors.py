@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -154,21 +154,6 @@ def statement_get(period: str, number: str, version: int | None = None) -> State
     if found is None:
         raise Refused(f"no statement {number}{f' v{version}' if version else ''} in {period}")
     return found
-
-
-def discount_percent(list_total: Decimal, discount: Decimal) -> Decimal | None:
-    """Discount as a percentage of list (None when list is zero)."""
-    if not list_total:
-        return None
-    return discount / list_total * 100
-
-
-def format_percent(value: Decimal | None) -> str:
-    """'15 %' (whole percent from 1 %, one decimal below, half-up)."""
-    if value is None:
-        return ""
-    places = Decimal(1) if abs(value) >= 1 or value == 0 else Decimal("0.1")
-    return f"{value.quantize(places, rounding=ROUND_HALF_UP)} %"
 
 
 def sending_stale_before() -> dt.datetime:

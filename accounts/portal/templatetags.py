@@ -7,7 +7,7 @@ from decimal import Decimal
 from django import template
 
 from chargeback.money import format_money
-from statements.selectors import discount_percent, format_percent
+from chargeback.percent import discount_percent_text
 
 register = template.Library()
 
@@ -24,9 +24,7 @@ def money(value: Decimal | str | None, currency: str = "USD") -> str:
 @register.filter
 def percent_of(discount: Decimal | None, list_total: Decimal | None) -> str:
     """The discount as a percentage of the list price ('15 %'), or ''."""
-    if discount is None or not list_total:
-        return ""
-    return format_percent(discount_percent(list_total, discount))
+    return discount_percent_text(list_total, discount)
 
 
 @register.filter

@@ -78,7 +78,7 @@ class FlagReasonFilter(admin.SimpleListFilter):
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
         reasons = [(value, label) for value, label in FlagReason.choices if value != FlagReason.RULE]
-        rules = [(f"rule:{r.pk}", f"Rule: {r.name}") for r in FlagRule.objects.order_by("name")]
+        rules = [(f"rule:{r.name}", f"Rule: {r.name}") for r in FlagRule.objects.order_by("name")]
         return reasons + rules
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:

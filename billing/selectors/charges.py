@@ -102,12 +102,10 @@ def charges_search(queryset: QuerySet[Charge], term: str) -> QuerySet[Charge]:
 
 
 def charges_with_flag(queryset: QuerySet[Charge], key: str) -> QuerySet[Charge]:
-    """Charges carrying a flag reason (`missing_fund_org`, ...) or a rule's flag (`rule:<id>`)."""
+    """Charges carrying a flag reason (`missing_fund_org`, ...) or a rule's flag (`rule:<name>`: a
+    rule is named by its name everywhere, in the CLI's --reason, flag summaries and admin links)."""
     if key.startswith("rule:"):
-        rule_id = typed_id(key[5:])
-        if rule_id is None:
-            return queryset.none()
-        flags = ChargeFlag.objects.filter(reason="rule", rule_id=rule_id)
+        flags = ChargeFlag.objects.filter(reason="rule", rule__name=key[5:])
     else:
         flags = ChargeFlag.objects.filter(reason=key)
     return queryset.filter(id__in=flags.values("charge_id"))

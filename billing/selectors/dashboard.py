@@ -8,6 +8,7 @@ from decimal import Decimal
 from django.db.models import Count, Sum
 
 from chargeback.money import ZERO
+from chargeback.percent import discount_percent_text
 
 from ..models import PI, BillingPeriod, Charge, Import
 from .charges import charges_in_period
@@ -50,10 +51,9 @@ class PeriodTotals:
         return self.list_total - self.billed_total
 
     @property
-    def discount_percent(self) -> Decimal | None:
-        if not self.list_total:
-            return None
-        return (self.discount * 100 / self.list_total).quantize(Decimal("0.1"))
+    def discount_percent(self) -> str:
+        """'15 %' by the one rule (chargeback.percent); '' without a list total."""
+        return discount_percent_text(self.list_total, self.discount)
 
 
 def period_totals(period: BillingPeriod) -> PeriodTotals:

@@ -10,6 +10,7 @@ from django.db.models import Count, QuerySet, Sum
 from chargeback.money import ZERO
 
 from ..models import BillingPeriod, Charge, ChargeFlag
+from .charges import charges_with_flag
 
 
 def flagged_charges(period: BillingPeriod | None = None, reason: str | None = None) -> QuerySet[Charge]:
@@ -17,10 +18,7 @@ def flagged_charges(period: BillingPeriod | None = None, reason: str | None = No
     if period is not None:
         charges = charges.filter(period=period)
     if reason:
-        if reason.startswith("rule:"):
-            charges = charges.filter(flags__reason="rule", flags__rule__name=reason[5:])
-        else:
-            charges = charges.filter(id__in=ChargeFlag.objects.filter(reason=reason).values("charge_id"))
+        charges = charges_with_flag(charges, reason)
     return charges.select_related("source", "period").order_by("id")
 
 
@@ -28,7 +26,7 @@ def flagged_charges(period: BillingPeriod | None = None, reason: str | None = No
 class ReasonGroup:
     """Flagged charges of a period sharing one flag reason (a charge with two reasons is in both)."""
 
-    key: str  # a FlagReason value, or "rule:<id>"
+    key: str  # a FlagReason value, or "rule:<name>"
     label: str
     count: int = 0
     billed: Decimal = ZERO
@@ -40,14 +38,14 @@ def review_queue_groups(period: BillingPeriod) -> list[ReasonGroup]:
 
     labels = dict(FlagReason.choices)
     groups = []
-    for reason, rule_id, rule_name, n, billed in (
+    for reason, _rule_id, rule_name, n, billed in (
         ChargeFlag.objects.filter(charge__period=period, charge__review_state=Charge.ReviewState.FLAGGED)
         .values_list("reason", "rule_id", "rule__name")
         .annotate(n=Count("charge_id"), billed=Sum("charge__billed_cost"))
         .order_by()
     ):
         if reason == FlagReason.RULE:
-            key = f"rule:{rule_id}" if rule_id else "rule"
+            key = f"rule:{rule_name}" if rule_name else "rule"
             label = f"Rule: {rule_name}" if rule_name else "Flag rule (deleted)"
         else:
             key, label = reason, labels.get(reason, reason)

@@ -20,14 +20,6 @@ def money(value: Decimal | None, currency: str = "USD") -> str:
 
 
 @register.filter
-def percent_of(part: Decimal | int | None, whole: Decimal | int | None) -> str:
-    """{{ discount|percent_of:list }} → "12.5 %"."""
-    if not part or not whole:
-        return "—"
-    return f"{Decimal(part) * 100 / Decimal(whole):.1f} %"
-
-
-@register.filter
 def flag_labels(summary: str | None) -> list[str]:
     """A charge's flag summary ("missing_fund_org, rule:test") as labels for people."""
     from billing.models import FlagReason

@@ -24,8 +24,8 @@ from reportlab.platypus import (
 
 from billing.rating.selectors import how_calculated
 from chargeback.money import currency_symbol
+from chargeback.percent import discount_percent_text
 
-from ..selectors import discount_percent, format_percent
 from .data import StatementData
 from .parts import _cell, _issued_text, _money, _NumberedCanvas, _p, _period_label, _resource_cell
 from .theme import (
@@ -118,7 +118,7 @@ def build_flowables(data: StatementData, th: Theme, unicode_ok: bool) -> list[Fl
     story += [who, Spacer(1, 8)]
 
     # Summary: list price, discount (amount and %), amount due.
-    percent = format_percent(discount_percent(data.list_total, data.discount_total))
+    percent = discount_percent_text(data.list_total, data.discount_total)
     boxes = [
         [_p("LIST PRICE", s["figure_label"]), _p(money(data.list_total), s["figure"])],
         [

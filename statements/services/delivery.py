@@ -23,10 +23,10 @@ from chargeback.actors import actor_fields
 from chargeback.emails import is_plain_email
 from chargeback.errors import Refused
 from chargeback.money import ZERO, format_money
+from chargeback.percent import discount_percent_text
 
 from .. import selectors
 from ..models import Delivery, Statement
-from ..selectors import discount_percent, format_percent
 from ._common import _pi_email, logger
 from .rendering import statement_render_pdf
 
@@ -208,7 +208,7 @@ def delivery_context(delivery: Delivery, statements: list[Statement], org: Billi
             "fund_org": s.fund_org,
             "list": format_money(s.list_total, s.currency),
             "discount": format_money(s.discount_total, s.currency),
-            "discount_percent": format_percent(discount_percent(s.list_total, s.discount_total)),
+            "discount_percent": discount_percent_text(s.list_total, s.discount_total),
             "due": format_money(s.billed_total, s.currency),
             "held_back": format_money(s.held_back_amount, s.currency) if s.held_back_count else "",
             "held_back_count": s.held_back_count,
