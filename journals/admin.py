@@ -108,7 +108,7 @@ class JournalFormatForm(forms.ModelForm):
         }
 
     def _post_clean(self) -> None:
-        super()._post_clean()
+        super()._post_clean()  # type: ignore[misc]  # (not in django-stubs) the instance has the form's values here
         # The sample-journal check (the model has none: the rule lives with the formats).
         for field_name, problems in format_problems(self.instance).items():
             for message in problems:
