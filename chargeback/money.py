@@ -172,14 +172,17 @@ def money_from_units(units: int) -> Decimal:
 
 
 def money_from_db(value: Any, *, sqlite: bool) -> Decimal | None:
-    """An amount as a database returned it: units on SQLite, numeric on PostgreSQL.
+    """An amount as a database returned it (None stays None); see `decode_money`."""
+    return None if value is None else decode_money(value, sqlite=sqlite)
+
+
+def decode_money(value: int | str | Decimal, *, sqlite: bool) -> Decimal:
+    """An amount as a database returned or was given it: units on SQLite, numeric on PostgreSQL.
 
     A float means the database computed in floating point (an integer overflow in SQLite
     arithmetic, a float column, AVG): the amount is already inexact, so it is refused rather
     than truncated or rounded into something that looks right.
     """
-    if value is None:
-        return None
     if isinstance(value, float):
         raise DataError(
             f"a money value came back from the database as the float {value!r}: it was computed in "
@@ -260,14 +263,15 @@ def _operands(expression: Any) -> list[Any]:
     elif isinstance(expression, When):
         sources = [expression.result]
     elif isinstance(expression, Window):
-        sources = [expression.source_expression]
+        # Refused over money: on SQLite Django re-types the windowed aggregate as a float.
+        sources = expression.get_source_expressions()[:1]
     else:
         sources = expression.get_source_expressions()
     return [e for e in sources if e is not None]
 
 
 # Money in, the same money out: exact on units and on numeric alike.
-_MONEY_FUNCTIONS = (Sum, Min, Max, Coalesce, Greatest, Least, Abs, Cast, Case, When, Window)
+_MONEY_FUNCTIONS = (Sum, Min, Max, Coalesce, Greatest, Least, Abs, Cast, Case, When)
 # Containers that only order, group or count: no value is computed from the amount.
 _NEUTRAL = (Count, OrderBy, OrderByList, ExpressionList, Exists)
 _HOW = (

@@ -25,10 +25,12 @@ from django.db.models import (
     Value,
     Variance,
     When,
+    Window,
 )
 from django.db.models.functions import Abs, Cast, Coalesce, Greatest, Round
 
 from billing.models import Charge, Import
+from chargeback.backup import collect_stats
 from chargeback.money import (
     SQLITE_MONEY_LIMIT,
     MoneyExpressionError,
@@ -72,7 +74,9 @@ def test_sum_with_a_default_and_a_filter(charges):
     assert empty.aggregate(s=Sum("billed_cost", default=D("1.25")))["s"] == D("1.25")
     big = Charge.objects.aggregate(s=Sum("billed_cost", filter=Q(billed_cost__gt=10)))
     assert big["s"] == D("85.0000000003")
-    cheap = Charge.objects.aggregate(s=Sum("list_cost", filter=Q(billed_cost__lt=F("list_cost") - money_value("90"))))
+    cheap = Charge.objects.aggregate(
+        s=Sum("list_cost", filter=Q(billed_cost__lt=F("list_cost") - money_value("90")))
+    )
     assert cheap["s"] == D("3665")
 
 
@@ -108,7 +112,7 @@ def test_comparisons_with_amounts_and_money_expressions(charges):
 
 
 def test_money_functions_and_case(charges):
-    first, second = charges
+    first, _ = charges
     row = (
         Charge.objects.annotate(
             a=Abs(money(F("billed_cost") - F("list_cost"))),
@@ -132,14 +136,18 @@ def test_money_functions_and_case(charges):
 
 def test_a_money_subquery(charges):
     first, _ = charges
-    billed = Charge.objects.filter(import_run=OuterRef("pk")).values("import_run").annotate(s=Sum("billed_cost"))
+    billed = (
+        Charge.objects.filter(import_run=OuterRef("pk")).values("import_run").annotate(s=Sum("billed_cost"))
+    )
     imports = Import.objects.annotate(b=Subquery(billed.values("s"), output_field=MoneyField()))
     assert imports.get(pk=first.import_run_id).b == D("85.0000000003")
 
 
 def test_updates_from_money_expressions(charges):
     first, _ = charges
-    Charge.objects.filter(pk=first.pk).update(billed_cost=money(F("billed_cost") + money_value("0.0000000007")))
+    Charge.objects.filter(pk=first.pk).update(
+        billed_cost=money(F("billed_cost") + money_value("0.0000000007"))
+    )
     Charge.objects.filter(pk=first.pk).update(list_cost=F("billed_cost"))
     first.refresh_from_db()
     assert (first.billed_cost, first.list_cost) == (D("85.0000000010"), D("85.0000000010"))
@@ -214,7 +222,13 @@ def test_annotations_that_are_refused(charges, expression):
         {"billed_cost__gt": F("list_cost") * D("0.5")},
         {"quantity__lt": F("billed_cost")},
     ],
-    ids=["money-plus-bare-decimal", "quantity", "plain-decimal-value", "money-times", "quantity-against-money"],
+    ids=[
+        "money-plus-bare-decimal",
+        "quantity",
+        "plain-decimal-value",
+        "money-times",
+        "quantity-against-money",
+    ],
 )
 def test_filters_that_are_refused(charges, lookup):
     with pytest.raises(MoneyExpressionError):
@@ -299,7 +313,9 @@ def test_money_units_round_trip(amount, units):
     assert money_from_units(units).as_tuple().exponent == -10
 
 
-@pytest.mark.parametrize("amount", [SQLITE_MONEY_LIMIT + D("0.0000000001"), D("1E20"), D("-1E20") - D("1E-11")])
+@pytest.mark.parametrize(
+    "amount", [SQLITE_MONEY_LIMIT + D("0.0000000001"), D("1E20"), D("-1E20") - D("1E-11")]
+)
 def test_money_units_refuse_what_sqlite_cannot_hold(amount):
     with pytest.raises(MoneyOutOfRange, match="exceeds what SQLite can store exactly"):
         money_to_units(amount)
@@ -335,3 +351,29 @@ def test_sqlite_arithmetic_overflow_is_loud():
             list(query)
     else:
         assert list(query) == [near * 2]
+
+
+def test_window_functions_over_money_are_refused(charges):
+    # Django's SQLite backend computes a windowed decimal aggregate as a float; not attempted.
+    running = Window(Sum("billed_cost"), partition_by=[F("period")], order_by=F("billed_cost").asc())
+    for window in (running, Window(Avg("billed_cost"))):
+        with transaction.atomic(), pytest.raises(MoneyExpressionError):
+            list(Charge.objects.annotate(r=window).values_list("r", flat=True))
+
+
+def test_backup_statistics_sum_beyond_the_sqlite_limit_exactly():
+    near = SQLITE_MONEY_LIMIT - D("0.0000000007")
+    first = ChargeFactory(billed_cost=near, list_cost=near)
+    same = {"period": first.period, "source": first.source, "import_run": first.import_run}
+    Charge.objects.bulk_create(
+        [
+            Charge(**same, billed_cost=near, list_cost=D("0.0000000001"), review_state=first.review_state)
+            for _ in "ab"
+        ]
+    )
+    stats = collect_stats()
+    assert stats["money"]["billing.charge.billed_cost"] == str(near * 3)
+    assert stats["money"]["billing.charge.list_cost"] == str(near + D("0.0000000002"))
+    period = stats["periods"][first.period.period]
+    assert period["billed_total"] == str(near * 3) and period["charges"] == 3
+    assert period["billed_by_source"] == {first.source.slug: str(near * 3)}
