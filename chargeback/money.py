@@ -23,6 +23,10 @@ Refused: `Avg`, `StdDev`, `Variance` (not exact on SQLite: sum and count, then d
 Python with a chosen rounding), multiplication and division, a bare Decimal or a plain
 decimal column mixed with money, functions such as `Round` or `Cast`, money compared with a
 non-money expression, and money arithmetic without `output_field=MoneyField()`.
+
+The check runs when a query compiles a money column, so it does not see raw SQL, nor an
+aggregate over a sliced or distinct queryset that Django moves into an outer query of its own
+(`qs[:5].aggregate(Avg("billed_cost"))` is still wrong on SQLite): keep to the list above there.
 """
 
 from __future__ import annotations
