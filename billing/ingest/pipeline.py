@@ -22,7 +22,7 @@ from django.conf import settings as django_settings
 from django.db import connection
 
 from billing.models import BillingSettings, Charge, ChargeFlag, FlagReason, Source
-from chargeback.money import MONEY_PLACES, SQLITE_MONEY_LIMIT
+from chargeback.money import SQLITE_LIMIT_MESSAGE, SQLITE_MONEY_LIMIT, decode_money
 
 from . import attribution, numbers, reader, transform
 from .attribution import RESOLUTION_COLUMNS, Resolutions
@@ -303,8 +303,10 @@ class CarriedDecision:
 def decimal_units(column: pa.ChunkedArray) -> np.ndarray:
     """The unscaled integers of a decimal128(38, 10) column, i.e. amounts in 10^-10 units.
 
-    decimal128 stores each value as a 128-bit little-endian integer; when the high word is
-    only the sign extension of the low word, the low word is the exact int64 value.
+    The vectorised form of `chargeback.money.money_to_units` (MoneyField's SQLite encoding; a
+    test keeps the two equal): decimal128 stores each value as a 128-bit little-endian integer;
+    when the high word is only the sign extension of the low word, the low word is the exact
+    int64 value.
     """
     parts = []
     for chunk in column.chunks:
@@ -313,9 +315,7 @@ def decimal_units(column: pa.ChunkedArray) -> np.ndarray:
         ]
         low, high = words[0::2], words[1::2]
         if not np.array_equal(high, low >> 63):
-            raise IngestError(
-                f"an amount exceeds what SQLite stores exactly (±{SQLITE_MONEY_LIMIT:,.2f}); use PostgreSQL"
-            )
+            raise IngestError(f"an amount {SQLITE_LIMIT_MESSAGE}")
         parts.append(low)
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
@@ -352,7 +352,7 @@ def build_and_write(
         return pc.cast(column, pa.string()).to_pylist()
 
     def as_decimal(value: int | str) -> Decimal:
-        return Decimal(value).scaleb(-MONEY_PLACES) if sqlite else Decimal(value)
+        return decode_money(value, sqlite=sqlite)  # the value written, read back as MoneyField does
 
     def rows() -> Iterator[tuple]:
         table = charges

@@ -49,12 +49,12 @@ from django.apps import apps
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.migrations.recorder import MigrationRecorder
-from django.db.models import Count, Sum
+from django.db.models import Count
 
 from chargeback import storage
 from chargeback.errors import Refused
 from chargeback.logging import audit
-from chargeback.money import MoneyField
+from chargeback.money import MoneyField, MoneyTotal
 from chargeback.operations import backup_signing
 
 logger = logging.getLogger("chargeback.backup")  # the name the logs have always shown
@@ -120,7 +120,8 @@ def collect_stats(using: str = DEFAULT_DB_ALIAS) -> dict[str, Any]:
         ]
         if not fields:
             continue
-        sums = model._default_manager.using(using).aggregate(**{f.name: Sum(f.name) for f in fields})
+        # MoneyTotal: a whole table's sum can pass SQLite's 64-bit integer, where SUM() fails.
+        sums = model._default_manager.using(using).aggregate(**{f.name: MoneyTotal(f.name) for f in fields})
         for f in fields:
             money[f"{model._meta.label_lower}.{f.name}"] = _money(sums[f.name])
     return {
@@ -149,7 +150,7 @@ def _period_totals(using: str, columns: dict[str, set[str]]) -> dict[str, Any]:
     rows = (
         Charge.objects.using(using)
         .values_list("period__period", "review_state", "source__slug")
-        .annotate(n=Count("id"), listed=Sum("list_cost"), billed=Sum("billed_cost"))
+        .annotate(n=Count("id"), listed=MoneyTotal("list_cost"), billed=MoneyTotal("billed_cost"))
         .order_by()
     )
     for period, state, source, n, listed, billed in rows:
