@@ -30,7 +30,6 @@ from django.db.models import (
 from django.db.models.functions import Abs, Cast, Coalesce, Greatest, Round
 
 from billing.models import Charge, Import
-from chargeback.backup import collect_stats
 from chargeback.money import (
     SQLITE_MONEY_LIMIT,
     MoneyExpressionError,
@@ -42,6 +41,7 @@ from chargeback.money import (
     money_to_units,
     money_value,
 )
+from chargeback.operations.backup import collect_stats
 from tests.factories import ChargeFactory
 
 D = Decimal
