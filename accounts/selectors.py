@@ -5,20 +5,16 @@ The portal's own queries (and its object-level authorisation) are in accounts.po
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db.models import Count, Q
 from django.urls import reverse
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 
-from billing.models import PI
-
-from .models import Delegation, Invitation, UserPreference
+from .models import UserPreference
 from .tokens import account_link_tokens
 
 
@@ -43,59 +39,6 @@ def user_for_email(email: str) -> Any | None:
         return user
     matches = list(User.objects.filter(email__iexact=email)[:2])
     return matches[0] if len(matches) == 1 else None
-
-
-@dataclass
-class UserRow:
-    user: Any
-    roles: list[str]
-    pi_email: str
-    delegated_projects: int
-    invited_at: Any
-    accepted_at: Any
-
-    @property
-    def status(self) -> str:
-        if not self.user.is_active:
-            return "disabled"
-        if not self.user.has_usable_password():
-            return "invited" if self.invited_at else "no password yet"
-        return "active"
-
-
-def users_list(*, role: str | None = None) -> list[UserRow]:
-    """Every user with a role, or the users of one role (group name), by user name."""
-    User = get_user_model()
-    qs = User.objects.prefetch_related("groups").order_by("username")
-    qs = qs.filter(groups__name=role) if role else qs.filter(Q(groups__isnull=False) | Q(is_superuser=True))
-    users = list(qs.distinct())
-    ids = [u.pk for u in users]
-    pis = dict(PI.objects.filter(user_id__in=ids).values_list("user_id", "email"))
-    delegated = dict(
-        Delegation.objects.filter(delegate_id__in=ids)
-        .values_list("delegate_id")
-        .annotate(n=Count("id"))
-        .order_by()
-        .values_list("delegate_id", "n")
-    )
-    invitations: dict[int, Invitation] = {}
-    for sent in Invitation.objects.filter(user_id__in=ids).order_by("sent_at", "id"):
-        invitations[sent.user_id] = sent  # the latest wins
-    rows = []
-    for user in users:
-        invitation = invitations.get(user.pk)
-        rows.append(
-            UserRow(
-                user=user,
-                roles=sorted(g.name for g in user.groups.all())
-                + (["superuser"] if user.is_superuser else []),
-                pi_email=pis.get(user.pk, ""),
-                delegated_projects=delegated.get(user.pk, 0),
-                invited_at=invitation.sent_at if invitation else None,
-                accepted_at=invitation.accepted_at if invitation else None,
-            )
-        )
-    return rows
 
 
 # --- links ----------------------------------------------------------------------------------

@@ -17,9 +17,10 @@ from django.utils import timezone
 from accounts import selectors
 from accounts.models import Delegation, DelegationEmail, Invitation
 from accounts.portal import selectors as portal_selectors
-from accounts.services import _actor_name, _new_user, _pi_group, invitation_send, normalize_email
+from accounts.services import _actor_name, _new_user, normalize_email
 from billing import selectors as billing_selectors
 from billing.models import PI, Project
+from billing.services.users import _pi_group, invitation_send
 from chargeback.errors import Refused
 from chargeback.logging import audit
 

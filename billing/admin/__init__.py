@@ -53,3 +53,6 @@ from .reference import (  # noqa: F401
 from .review import (  # noqa: F401
     ReviewLogAdmin,
 )
+from .users import (  # noqa: F401
+    PortalUserAdmin,
+)

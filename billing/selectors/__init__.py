@@ -1,7 +1,7 @@
 """Reads and aggregates of the billing domain. Totals that reach people are exact Decimals.
 
 By sub-domain: `periods`, `billing_settings`, `reference`, `totals`, `imports`, `charges`,
-`review`, `flag_rules`, `dashboard`. The names are re-exported here so callers keep
+`review`, `flag_rules`, `dashboard`, `users`. The names are re-exported here so callers keep
 `from billing import selectors`."""
 
 from .billing_settings import (  # noqa: F401
@@ -78,4 +78,8 @@ from .totals import (  # noqa: F401
     period_project_totals,
     period_summary,
     pi_period_projects,
+)
+from .users import (  # noqa: F401
+    UserRow,
+    users_list,
 )

@@ -2,7 +2,8 @@
 so the CLI, the admin, tasks and tests get the same behaviour.
 
 By sub-domain: `periods`, `reference` (sources, PIs, projects, mappings), `import_outcomes`,
-`imports`, `import_runs`, `review`, `flag_rules`, `billing_settings`. The names are re-exported
+`imports`, `import_runs`, `review`, `flag_rules`, `billing_settings`, `users` (PIs' portal accounts,
+invitations, single sign-on). The names are re-exported
 here so callers keep `from billing import services`."""
 
 from ._common import (  # noqa: F401
@@ -81,4 +82,14 @@ from .review import (  # noqa: F401
     charges_approve,
     charges_reject,
     charges_review,
+)
+from .users import (  # noqa: F401
+    InviteOutcome,
+    UserOutcome,
+    invitation_send,
+    invitations_send,
+    pi_users_ensure,
+    preference_period_set,
+    sso_user_for_email,
+    user_add,
 )

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 from django.db.models import Q
 from django.utils import timezone
 
-from accounts.services import pi_users_ensure
 from chargeback import storage
 from chargeback.errors import Refused
 
@@ -37,6 +36,7 @@ if TYPE_CHECKING:
 from ._common import Status
 from .import_outcomes import ImportOutcome, ImportPart, _DuplicateImport, _refuse_duplicate
 from .periods import period_ensure_open
+from .users import pi_users_ensure
 
 
 def _runner() -> str:

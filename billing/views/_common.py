@@ -11,10 +11,10 @@ from django.http import (
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from accounts import selectors as account_selectors
-from accounts import services as account_services
 
 from .. import selectors, tasks
 from ..models import BillingPeriod
+from ..services import users as user_services
 
 logger = logging.getLogger("billing.views")  # one name for the whole package (the logs show it)
 
@@ -39,7 +39,7 @@ def _remember_period(request: HttpRequest, period: BillingPeriod | None) -> None
     if period is None or request.GET.get("period") != period.period:
         return
     if account_selectors.preference_period_get(request.user) != period.period:
-        account_services.preference_period_set(user=request.user, period=period.period)
+        user_services.preference_period_set(user=request.user, period=period.period)
 
 
 def rankings_if_cached(period: BillingPeriod) -> selectors.PeriodRankings | None:

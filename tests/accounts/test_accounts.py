@@ -16,9 +16,10 @@ from django.urls import reverse
 
 from accounts import roles
 from accounts.models import Invitation
-from accounts.services import pi_users_ensure, roles_ensure
+from accounts.services import roles_ensure
 from billing import services as billing_services
 from billing.models import PI
+from billing.services.users import pi_users_ensure
 from tests.accounts.conftest import PASSWORD, client_for
 from tests.cli import run
 from tests.factories import PIFactory

@@ -235,13 +235,13 @@ def oidc(settings):
     settings.OIDC_OP_USER_ENDPOINT = "https://idp.example.edu/userinfo"
     settings.OIDC_OP_JWKS_ENDPOINT = "https://idp.example.edu/jwks"
     settings.OIDC_RP_SIGN_ALGO = "RS256"
-    from accounts.security import PortalOIDCBackend
+    from billing.sso import PortalOIDCBackend
 
     return PortalOIDCBackend()
 
 
 def test_sso_maps_the_email_claim_to_the_pi(world, oidc):
-    from accounts.services import pi_users_ensure
+    from billing.services.users import pi_users_ensure
     from tests.factories import PIFactory
 
     assert list(oidc.filter_users_by_claims({"email": "ADA@university.example"})) == [world.user_a]
@@ -268,7 +268,7 @@ def test_sso_maps_the_email_claim_to_the_pi(world, oidc):
 
 def test_sso_is_off_by_default(settings):
     assert settings.OIDC_ENABLED is False
-    assert "accounts.security.PortalOIDCBackend" not in settings.AUTHENTICATION_BACKENDS
+    assert "billing.sso.PortalOIDCBackend" not in settings.AUTHENTICATION_BACKENDS
     html = Client().get(reverse("portal:login")).content.decode()
     assert "Sign in with" not in html
 
@@ -292,7 +292,7 @@ def test_sso_settings_when_enabled(tmp_path):
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["accounts.security.PortalOIDCBackend", "/oidc/authenticate/", "ocb"]
+    assert result.stdout.split() == ["billing.sso.PortalOIDCBackend", "/oidc/authenticate/", "ocb"]
 
 
 def test_client_ip_behind_the_proxy(settings, rf):

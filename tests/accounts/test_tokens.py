@@ -13,7 +13,8 @@ from django.urls import reverse
 
 from accounts import services
 from accounts.models import Invitation
-from accounts.services import pi_users_ensure
+from billing.services import users as user_services
+from billing.services.users import pi_users_ensure
 from chargeback.errors import Refused
 from tests.accounts.conftest import PASSWORD, client_for
 
@@ -151,7 +152,7 @@ def test_disabled_accounts_get_no_invitation(mailoutbox):
 def test_sso_never_enables_a_disabled_account(mailoutbox, settings):
     user, _ = _invited_pi(mailoutbox)
     services.user_disable(user=user)
-    assert services.sso_user_for_email(email=user.email) is None
+    assert user_services.sso_user_for_email(email=user.email) is None
     user.refresh_from_db()
     assert not user.is_active
 

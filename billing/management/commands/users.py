@@ -8,6 +8,8 @@ from typing import Any
 from django.core.management.base import CommandParser
 
 from accounts import roles, selectors, services
+from billing.selectors import users as user_selectors
+from billing.services import users as user_services
 from chargeback.commands import ReportingCommand, UsageError
 from chargeback.errors import Refused
 
@@ -70,7 +72,7 @@ class Command(ReportingCommand):
             self.line(f"  {voided} pending invitation{'s' if voided != 1 else ''} voided")
 
     def _add(self, options: dict[str, Any]) -> None:
-        outcome = services.user_add(
+        outcome = user_services.user_add(
             email=options["email"], role_names=options["role"], name=options["name"], invite=options["invite"]
         )
         user = outcome.user
@@ -103,7 +105,7 @@ class Command(ReportingCommand):
                 role = roles.role_from_slug(options["role"])
             except ValueError as exc:
                 raise UsageError(str(exc)) from exc
-        rows = selectors.users_list(role=role)
+        rows = user_selectors.users_list(role=role)
         if self.is_json:
             self.emit({"users": [self._row_json(r) for r in rows]})
             return
@@ -129,7 +131,7 @@ class Command(ReportingCommand):
     def _invite(self, options: dict[str, Any]) -> None:
         if not options["emails"] and not options["all_pis"]:
             raise UsageError("give EMAIL ... or --all-pis")
-        outcome = services.invitations_send(
+        outcome = user_services.invitations_send(
             emails=options["emails"], all_pis=options["all_pis"], resend=options["resend"]
         )
         if self.is_json:
@@ -159,7 +161,7 @@ class Command(ReportingCommand):
             "roles": sorted(roles.role_slug(g.name) for g in user.groups.all()),
         }
 
-    def _row_json(self, row: selectors.UserRow) -> dict[str, Any]:
+    def _row_json(self, row: user_selectors.UserRow) -> dict[str, Any]:
         return {
             **self._user_json(row.user),
             "is_superuser": row.user.is_superuser,
