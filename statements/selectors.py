@@ -5,7 +5,7 @@ rendering and delivery, and why a period's statements do not allow finalizing.""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -16,7 +16,6 @@ from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
 from billing.models import BillingPeriod
-from chargeback.errors import Refused
 from chargeback.money import ZERO, format_money
 
 from .drafts import PeriodDrafts, StatementDraft, statement_drafts
@@ -102,6 +101,9 @@ def period_statement_problems(period: BillingPeriod) -> list[str]:
 
 @dataclass
 class StatementTotals:
+    """Sums over issued statements: their lines are rounded to the cent (the cent rule), so these
+    are what PIs are billed, not the exact charge totals of billing.selectors.PeriodTotals."""
+
     statements: int = 0
     pis: int = 0
     list_total: Decimal = ZERO
@@ -112,28 +114,43 @@ class StatementTotals:
     without_pdf: int = 0
 
 
-def statement_totals(statements: QuerySet[Statement]) -> StatementTotals:
-    """Counts and exact sums over statements (rounded amounts, so Σ is the cent rule's total)."""
-    row = statements.aggregate(
-        n=Count("id"),
-        pis=Count("pi", distinct=True),
-        list_total=Sum("list_total"),
-        discount_total=Sum("discount_total"),
-        billed_total=Sum("billed_total"),
-        held=Sum("held_back_amount"),
-        unsent=Count("id", filter=Q(state=Statement.State.ISSUED)),
-        without_pdf=Count("id", filter=Q(pdf="")),
-    )
+def _statement_sums() -> dict[str, Any]:
+    return {
+        "n": Count("id"),
+        "pis": Count("pi", distinct=True),
+        "list_sum": Sum("list_total"),
+        "discount_sum": Sum("discount_total"),
+        "billed_sum": Sum("billed_total"),
+        "held": Sum("held_back_amount"),
+        "unsent": Count("id", filter=Q(state=Statement.State.ISSUED)),
+        "without_pdf": Count("id", filter=Q(pdf="")),
+    }
+
+
+def _statement_totals_from(row: Mapping[str, Any]) -> StatementTotals:
     return StatementTotals(
         statements=row["n"],
         pis=row["pis"],
-        list_total=row["list_total"] or ZERO,
-        discount_total=row["discount_total"] or ZERO,
-        billed_total=row["billed_total"] or ZERO,
+        list_total=row["list_sum"] or ZERO,
+        discount_total=row["discount_sum"] or ZERO,
+        billed_total=row["billed_sum"] or ZERO,
         held_back_amount=row["held"] or ZERO,
         unsent=row["unsent"],
         without_pdf=row["without_pdf"],
     )
+
+
+def statement_totals(statements: QuerySet[Statement]) -> StatementTotals:
+    """Counts and exact sums over statements (rounded amounts, so Σ is the cent rule's total)."""
+    return _statement_totals_from(statements.aggregate(**_statement_sums()))
+
+
+def statement_totals_by_period(statements: QuerySet[Statement]) -> dict[str, StatementTotals]:
+    """`statement_totals` of the statements of each period (by YYYY-MM), in one query."""
+    return {
+        row["period__period"]: _statement_totals_from(row)
+        for row in statements.values("period__period").annotate(**_statement_sums()).order_by()
+    }
 
 
 def period_statement_totals(period: BillingPeriod) -> StatementTotals:
@@ -146,14 +163,6 @@ def statement_versions(statement: Statement) -> QuerySet[Statement]:
     return Statement.objects.filter(period_id=statement.period_id, sequence=statement.sequence).order_by(
         "-version"
     )
-
-
-def statement_get(period: str, number: str, version: int | None = None) -> Statement:
-    qs = Statement.objects.filter(period__period=period, number=number)
-    found = qs.filter(version=version).first() if version else qs.order_by("-version").first()
-    if found is None:
-        raise Refused(f"no statement {number}{f' v{version}' if version else ''} in {period}")
-    return found
 
 
 def sending_stale_before() -> dt.datetime:
@@ -210,13 +219,6 @@ def dispatch_progress(statement_ids: Iterable[int], delivery_ids: Iterable[int])
         progress.failed = counts.get(Delivery.State.FAILED, 0)
         progress.sending = counts.get(Delivery.State.SENDING, 0)
     return progress
-
-
-def deliveries_for(period: BillingPeriod, *, pi_email: str | None = None) -> QuerySet[Delivery]:
-    qs = Delivery.objects.filter(period=period)
-    if pi_email:
-        qs = qs.filter(pi__email=pi_email.strip().lower())
-    return qs.select_related("pi").order_by("pi__email", "-id")
 
 
 def period_statements_summary(period: BillingPeriod) -> dict[str, Any]:

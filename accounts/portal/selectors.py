@@ -22,6 +22,7 @@ from billing.models import PI, BillingPeriod, Charge, Project, Source
 from billing.selectors import BILLABLE_STATES
 from chargeback.money import ZERO
 from statements.models import Statement
+from statements.selectors import statement_totals_by_period
 
 NO_PROJECT = "none"  # the portal's key for a PI's charges without a project
 
@@ -397,18 +398,12 @@ def portal_spend(scope: PortalScope, *, periods: int = 12) -> list[SpendPoint]:
     while len(months) < periods:
         months.append(_previous_month(months[-1]))
     months.reverse()
-    totals = {
-        row["period__period"]: row
-        for row in current.filter(period__period__in=months)
-        .values("period__period")
-        .annotate(list_total=Sum("list_total"), billed_total=Sum("billed_total"))
-        .order_by()
-    }
+    totals = statement_totals_by_period(current.filter(period__period__in=months))
     return [
         SpendPoint(
             period=m,
-            list_total=(totals[m]["list_total"] or ZERO) if m in totals else ZERO,
-            billed_total=(totals[m]["billed_total"] or ZERO) if m in totals else ZERO,
+            list_total=totals[m].list_total if m in totals else ZERO,
+            billed_total=totals[m].billed_total if m in totals else ZERO,
         )
         for m in months
     ]

@@ -7,6 +7,7 @@ By sub-domain: `periods`, `billing_settings`, `reference`, `totals`, `imports`, 
 from .billing_settings import (  # noqa: F401
     billing_settings_get,
     config_managed_notice,
+    currency_code,
 )
 from .charges import (  # noqa: F401
     CHARGE_TEXT_SEARCH_FIELDS,
@@ -18,11 +19,8 @@ from .charges import (  # noqa: F401
 from .dashboard import (  # noqa: F401
     RANKINGS_CACHE_SECONDS,
     PeriodRankings,
-    PeriodTotals,
     RankedTotal,
     SourceHistory,
-    SourceTotal,
-    _period_totals,
     billed_by_source_history,
     period_default,
     period_fingerprint,
@@ -43,7 +41,6 @@ from .imports import (  # noqa: F401
 from .periods import (  # noqa: F401
     _PERIOD_IN_NAME,
     BILLABLE_STATES,
-    PeriodOverview,
     exact_sum,
     period_from_filename,
     period_get,
@@ -74,9 +71,13 @@ from .review import (  # noqa: F401
 )
 from .totals import (  # noqa: F401
     PeriodSummary,
+    PeriodTotals,
     ProjectTotals,
+    SourceTotal,
     period_project_totals,
     period_summary,
+    period_totals_of,
+    periods_totals,
     pi_period_projects,
 )
 from .users import (  # noqa: F401

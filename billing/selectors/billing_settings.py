@@ -13,6 +13,11 @@ def billing_settings_get() -> BillingSettings:
     return settings
 
 
+def currency_code() -> str:
+    """The installation's currency (ISO 4217), for formatting money on pages and in messages."""
+    return billing_settings_get().currency_code
+
+
 def config_managed_notice(keys: Iterable[str]) -> str:
     """What to tell people on an admin page whose settings a config.yaml manages (read with -c):
     which of `keys` it sets, and that an edit lasts until the file changes. Empty when none."""

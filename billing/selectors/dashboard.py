@@ -8,10 +8,10 @@ from decimal import Decimal
 from django.db.models import Count, Sum
 
 from chargeback.money import ZERO
-from chargeback.percent import discount_percent_text
 
 from ..models import PI, BillingPeriod, Charge, Import
 from .charges import charges_in_period
+from .totals import PeriodTotals, period_totals_of
 
 
 def period_default() -> BillingPeriod | None:
@@ -22,45 +22,8 @@ def period_default() -> BillingPeriod | None:
     return latest_imported or BillingPeriod.objects.order_by("-period").first()
 
 
-@dataclass
-class SourceTotal:
-    slug: str
-    name: str
-    charges: int = 0
-    list_total: Decimal = ZERO
-    billed_total: Decimal = ZERO
-
-
-@dataclass
-class PeriodTotals:
-    """Exact money and review counts of one period, cheap enough for every page view."""
-
-    period: BillingPeriod
-    charges: int = 0
-    imports: int = 0
-    list_total: Decimal = ZERO
-    billed_total: Decimal = ZERO
-    flagged: int = 0
-    flagged_billed: Decimal = ZERO
-    rejected: int = 0
-    rejected_billed: Decimal = ZERO
-    by_source: list[SourceTotal] = field(default_factory=list)
-
-    @property
-    def discount(self) -> Decimal:
-        return self.list_total - self.billed_total
-
-    @property
-    def discount_percent(self) -> str:
-        """'15 %' by the one rule (chargeback.percent); '' without a list total."""
-        return discount_percent_text(self.list_total, self.discount)
-
-
 def period_totals(period: BillingPeriod) -> PeriodTotals:
-    """List, billed and charges of the period from its completed imports (each import's totals
-    are the exact sums of the charges it wrote, and amounts never change after import), checked
-    against the period's charge count; flagged and rejected counts and money from the
-    (period, review state) index. Falls back to summing the charges if the counts disagree.
+    """The period's totals (billing.selectors.totals.periods_totals: the one computation).
 
     Cached under the period's fingerprint (see period_fingerprint), so a changed period is
     recomputed on its next read and an unchanged one costs two small queries."""
@@ -69,69 +32,9 @@ def period_totals(period: BillingPeriod) -> PeriodTotals:
     key = f"openchargeback:totals:v1:{period.pk}:{period_fingerprint(period)}"
     totals = cache.get(key)
     if totals is None:
-        totals = _period_totals(period)
+        totals = period_totals_of(period)
         cache.set(key, totals, RANKINGS_CACHE_SECONDS)
     totals.period = period
-    return totals
-
-
-def _period_totals(period: BillingPeriod) -> PeriodTotals:
-    totals = PeriodTotals(period=period)
-    for row in (
-        Import.objects.filter(period=period, status=Import.Status.COMPLETED)
-        .values("source__slug", "source__display_name")
-        .annotate(
-            n=Count("id"),
-            charge_sum=Sum("charges_created"),
-            listed=Sum("list_total"),
-            billed=Sum("billed_total"),
-        )
-        .order_by("source__slug")
-    ):
-        totals.imports += row["n"]
-        totals.by_source.append(
-            SourceTotal(
-                slug=row["source__slug"],
-                name=row["source__display_name"],
-                charges=row["charge_sum"] or 0,
-                list_total=row["listed"] or ZERO,
-                billed_total=row["billed"] or ZERO,
-            )
-        )
-    totals.charges = Charge.objects.filter(period=period).count()
-    if totals.charges != sum(s.charges for s in totals.by_source):
-        # Charges not written by an import (or an import's totals out of step): sum them instead.
-        by_source = {
-            row["source__slug"]: row
-            for row in Charge.objects.filter(period=period)
-            .values("source__slug", "source__display_name")
-            .annotate(charges=Count("id"), listed=Sum("list_cost"), billed=Sum("billed_cost"))
-            .order_by("source__slug")
-        }
-        totals.by_source = [
-            SourceTotal(
-                slug=slug,
-                name=row["source__display_name"],
-                charges=row["charges"],
-                list_total=row["listed"] or ZERO,
-                billed_total=row["billed"] or ZERO,
-            )
-            for slug, row in by_source.items()
-        ]
-    totals.list_total = sum((s.list_total for s in totals.by_source), ZERO)
-    totals.billed_total = sum((s.billed_total for s in totals.by_source), ZERO)
-    for state, n, billed in (
-        Charge.objects.filter(
-            period=period, review_state__in=[Charge.ReviewState.FLAGGED, Charge.ReviewState.REJECTED]
-        )
-        .values_list("review_state")
-        .annotate(n=Count("id"), billed=Sum("billed_cost"))
-        .order_by()
-    ):
-        if state == Charge.ReviewState.FLAGGED:
-            totals.flagged, totals.flagged_billed = n, billed or ZERO
-        else:
-            totals.rejected, totals.rejected_billed = n, billed or ZERO
     return totals
 
 

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, QuerySet, Sum
 
 from chargeback.errors import Refused
 from chargeback.money import ZERO
 
 from ..models import PERIOD_REGEX, BillingPeriod, Charge, Import
+from .totals import PeriodTotals, periods_totals
 
 BILLABLE_STATES = (Charge.ReviewState.OK, Charge.ReviewState.APPROVED)
 
@@ -52,70 +52,17 @@ def exact_sum(queryset: QuerySet, field_name: str) -> Decimal:
     return queryset.aggregate(total=Sum(field_name))["total"] or ZERO
 
 
-@dataclass
-class PeriodOverview:
-    """One line of `periods list`: a period with its counts and exact totals."""
-
-    period: BillingPeriod
-    charges: int = 0
-    flagged: int = 0
-    flagged_billed: Decimal = ZERO
-    list_total: Decimal = ZERO
-    billed_total: Decimal = ZERO
-
-    @property
-    def discount(self) -> Decimal:
-        return self.list_total - self.billed_total
-
-
-def periods_overview() -> list[PeriodOverview]:
-    """Every period, newest first, with charges, flagged and exact totals. List and billed come
-    from the completed imports (exact sums of the charges each wrote; amounts never change after
-    import) when their charge counts agree with the period's charges, else from the charges."""
-    flagged_q = Q(review_state=Charge.ReviewState.FLAGGED)
-    counts = {
-        row["period_id"]: row
-        for row in Charge.objects.values("period_id")
-        .annotate(n=Count("id"), flagged=Count("id", filter=flagged_q))
-        .order_by()
-    }
-    flagged_billed = {
-        period_id: total or ZERO
-        for period_id, total in Charge.objects.filter(flagged_q)
-        .values("period_id")
-        .annotate(billed=Sum("billed_cost"))
-        .values_list("period_id", "billed")
-        .order_by()
-    }
-    imported = {
-        row["period_id"]: row
-        for row in Import.objects.filter(status=Import.Status.COMPLETED, period__isnull=False)
-        .values("period_id")
-        .annotate(n=Sum("charges_created"), list_total=Sum("list_total"), billed=Sum("billed_total"))
-        .order_by()
-    }
-    result = []
-    for period in BillingPeriod.objects.order_by("-period"):
-        row = PeriodOverview(period=period)
-        count = counts.get(period.pk)
-        if count:
-            row.charges, row.flagged = count["n"], count["flagged"]
-            row.flagged_billed = flagged_billed.get(period.pk, ZERO)
-            totals = imported.get(period.pk)
-            if totals is not None and totals["n"] == row.charges:
-                row.list_total = totals["list_total"] or ZERO
-                row.billed_total = totals["billed"] or ZERO
-            else:
-                charges = Charge.objects.filter(period=period)
-                row.list_total = exact_sum(charges, "list_cost")
-                row.billed_total = exact_sum(charges, "billed_cost")
-        result.append(row)
-    return result
+def periods_overview() -> list[PeriodTotals]:
+    """Every period, newest first, with its totals (`periods_totals`: the one computation)."""
+    periods = list(BillingPeriod.objects.order_by("-period"))
+    totals = periods_totals(periods)
+    return [totals[period.pk] for period in periods]
 
 
 def periods_with_totals(queryset: QuerySet[BillingPeriod]) -> QuerySet[BillingPeriod]:
-    """Periods annotated for lists: charges, list and billed (from completed imports), flagged
-    charges and PIs (from the period's indexes)."""
+    """Periods annotated for the admin's sortable list: charges, list and billed (from completed
+    imports, as `periods_totals` reads them first), flagged charges and PIs (from the period's
+    indexes). Sortable columns need database annotations, so this is a query, not PeriodTotals."""
     from django.db.models import IntegerField, OuterRef, Subquery
 
     from chargeback.money import MoneyField

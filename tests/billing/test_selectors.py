@@ -229,6 +229,36 @@ def test_period_summary_numbers(month):
     assert summary.by_project[1].discount == D("815.00")
 
 
+def test_one_period_totals_for_every_reader(month):
+    """The dashboard, `periods list` and `period summary` read one PeriodTotals, computed one way."""
+    from django.core.cache import cache
+
+    cache.clear()
+    overview = {t.period.period: t for t in selectors.periods_overview()}
+    assert list(overview) == ["2025-02", "2025-01"]
+    one = selectors.period_totals(month)
+    assert overview["2025-01"] == one == selectors.period_summary(month).totals
+    assert (one.charges, one.imports, one.list_total, one.billed_total) == (
+        7,
+        7,
+        D("985.1156789013"),
+        D("162.6156789013"),
+    )
+    assert (one.flagged, one.flagged_billed, one.rejected, one.rejected_billed) == (
+        2,
+        D("20.1156789012"),
+        1,
+        D("20.00"),
+    )
+    assert one.billable_total == D("122.5000000001")
+    assert [(s.slug, s.billed_total) for s in one.by_source] == [
+        ("aws", D("150.2700000001")),
+        ("hpc", D("12.3456789012")),
+    ]
+    assert sum(s.charges for s in one.by_source) == 7
+    assert selectors.periods_totals([]) == {}
+
+
 def test_period_summary_of_an_empty_period():
     summary = selectors.period_summary(PeriodFactory(period="2025-03"))
     assert (summary.charges, summary.pis, summary.projects, summary.flagged) == (0, 0, 0, 0)
