@@ -108,17 +108,7 @@ class FlagRuleAdmin(ConfigManagedMixin, admin.ModelAdmin):
         )
 
     def _set_active(self, request: HttpRequest, queryset: QuerySet, active: bool) -> None:
-        for rule in queryset:
-            services.flag_rule_save(
-                name=rule.name,
-                pattern=rule.pattern,
-                fields=rule.fields,
-                mode=rule.mode,
-                description=rule.description,
-                source=rule.source.slug if rule.source else None,
-                is_active=active,
-                rule_id=rule.pk,
-            )
+        services.flag_rules_set_active(rule_ids=queryset.values_list("pk", flat=True), active=active)
         word = "enabled" if active else "disabled"
         messages.success(
             request, f"{queryset.count()} rule(s) {word}. Re-evaluate a period to apply the change."

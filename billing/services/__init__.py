@@ -21,6 +21,7 @@ from .flag_rules import (  # noqa: F401
     _reevaluate_one,
     _rule_values,
     flag_rule_save,
+    flag_rules_set_active,
     period_reevaluate_flags,
 )
 from .import_outcomes import (  # noqa: F401
@@ -29,7 +30,6 @@ from .import_outcomes import (  # noqa: F401
     ImportPart,
     _BackgroundSha256,
     _DuplicateImport,
-    _HashingReader,
     _refuse_duplicate,
 )
 from .import_runs import (  # noqa: F401

@@ -161,9 +161,27 @@ def flag_rule_save(
         "source": selectors.source_get(source) if source else None,
     }
     try:
-        if rule_id:
-            FlagRule.objects.filter(pk=rule_id).update(**values)
-            return FlagRule.objects.get(pk=rule_id)
-        return FlagRule.objects.create(**values)
+        # Saved through the model (never QuerySet.update) so the audit log records every edit.
+        with transaction.atomic():
+            if rule_id:
+                rule = FlagRule.objects.select_for_update().get(pk=rule_id)
+                for key, value in values.items():
+                    setattr(rule, key, value)
+                rule.save()
+                return rule
+            return FlagRule.objects.create(**values)
     except IntegrityError:
         raise Refused(f"a flag rule named {name!r} already exists") from None
+
+
+@transaction.atomic
+def flag_rules_set_active(*, rule_ids: Iterable[int], active: bool) -> int:
+    """Enable or disable flag rules (the admin's bulk actions); each change is saved through the
+    model, so the audit log records it. Returns how many rules changed."""
+    changed = 0
+    for rule in FlagRule.objects.select_for_update().filter(pk__in=list(rule_ids)).order_by("pk"):
+        if rule.is_active != active:
+            rule.is_active = active
+            rule.save(update_fields=["is_active"])
+            changed += 1
+    return changed

@@ -22,10 +22,32 @@ from ..models import (
     Project,
     ReviewLog,
 )
-from ._common import Status
+from ._common import Status, logger
 from .flag_rules import _flags_for_charge
 from .periods import _require_reviewable
 from .reference import _pi_get_or_create
+
+
+def _rankings_refresh_on_commit(period_ids: Iterable[int]) -> None:
+    """Once the decision commits, recompute the cached rankings of the periods it changed, so the
+    dashboard is fresh whether the admin, the CLI or a task decided. The cache is an optimisation:
+    a failure to refresh it is logged, never raised into the decision that already committed."""
+    ids = sorted(set(period_ids))
+    if not ids:
+        return
+
+    def refresh() -> None:
+        from .. import tasks  # the tasks wrap these services: imported when the commit runs
+
+        for period in (
+            BillingPeriod.objects.filter(pk__in=ids).order_by("period").values_list("period", flat=True)
+        ):
+            try:
+                tasks.period_rankings_warm.delay(period)
+            except Exception:
+                logger.exception("could not refresh the rankings of %s", period)
+
+    transaction.on_commit(refresh)
 
 
 @dataclass
@@ -97,6 +119,7 @@ def _review(
     changed_ids = [r[0] for r in rows]
     for start in range(0, len(changed_ids), 5000):
         Charge.objects.filter(id__in=changed_ids[start : start + 5000]).update(review_state=to_state)
+    _rankings_refresh_on_commit(r[3] for r in rows)
     return ReviewOutcome(
         action=action,
         count=len(rows),
@@ -106,7 +129,6 @@ def _review(
     )
 
 
-@transaction.atomic
 def charges_approve(
     *,
     charge_ids: Iterable[int] | None = None,
@@ -116,19 +138,16 @@ def charges_approve(
     actor_name: str = "",
 ) -> ReviewOutcome:
     """Approve charges (by id, or every flagged charge of a period): they bill despite their flags."""
-    return _review(
+    return charges_review(
+        action=ReviewLog.Action.APPROVE,
         charge_ids=charge_ids,
         period=period,
-        action=ReviewLog.Action.APPROVE,
-        to_state=Charge.ReviewState.APPROVED,
-        note=note.strip(),
+        note=note,
         actor=actor,
         actor_name=actor_name,
-        only_flagged=charge_ids is None,
     )
 
 
-@transaction.atomic
 def charges_reject(
     *,
     charge_ids: Iterable[int] | None = None,
@@ -138,17 +157,13 @@ def charges_reject(
     actor_name: str = "",
 ) -> ReviewOutcome:
     """Reject charges: they never bill. A note saying why is required."""
-    if not (note or "").strip():
-        raise Refused("a note is required to reject charges")
-    return _review(
+    return charges_review(
+        action=ReviewLog.Action.REJECT,
         charge_ids=charge_ids,
         period=period,
-        action=ReviewLog.Action.REJECT,
-        to_state=Charge.ReviewState.REJECTED,
-        note=note.strip(),
+        note=note,
         actor=actor,
         actor_name=actor_name,
-        only_flagged=charge_ids is None,
     )
 
 
@@ -202,37 +217,58 @@ def charge_correct_attribution(
         },
         **actor_fields(actor, actor_name),
     )
+    _rankings_refresh_on_commit([charge.period_id])
     return charge
 
 
 REVIEW_CHUNK = 10_000
 
 
+_DECISIONS: dict[str, str] = {
+    ReviewLog.Action.APPROVE: Charge.ReviewState.APPROVED,
+    ReviewLog.Action.REJECT: Charge.ReviewState.REJECTED,
+}
+
+
 @transaction.atomic
 def charges_review(
     *,
     action: str,
-    charge_ids: Iterable[int],
+    charge_ids: Iterable[int] | None = None,
+    period: str | None = None,
     note: str = "",
     actor: Any = None,
     actor_name: str = "",
 ) -> ReviewOutcome:
-    """Approve or reject any number of charges in one transaction: charges_approve/charges_reject
-    over chunks of ids small enough for every database's parameter limit (same rules, same log)."""
-    if action not in (ReviewLog.Action.APPROVE, ReviewLog.Action.REJECT):
+    """The one review decision: approve or reject charges by id (any number, in chunks small
+    enough for every database's parameter limit), or every flagged charge of a period. A
+    rejection needs a note saying why. One transaction (the outcome names the first chunk's batch)."""
+    if action not in _DECISIONS:
         raise Refused(f"unknown review action {action!r}: approve or reject")
-    if action == ReviewLog.Action.REJECT and not (note or "").strip():
+    note = (note or "").strip()
+    if action == ReviewLog.Action.REJECT and not note:
         raise Refused("a note is required to reject charges")
+
+    def decide(chunk: list[int] | None) -> ReviewOutcome:
+        return _review(
+            charge_ids=chunk,
+            period=period,
+            action=action,
+            to_state=_DECISIONS[action],
+            note=note,
+            actor=actor,
+            actor_name=actor_name,
+            only_flagged=chunk is None,
+        )
+
+    if charge_ids is None:
+        return decide(None)
     ids = sorted({int(i) for i in charge_ids})
     if not ids:
         raise Refused("no charges given")
     total = ReviewOutcome(action=action, count=0, billed_total=Decimal(0), batch=None)
     for start in range(0, len(ids), REVIEW_CHUNK):
-        chunk = ids[start : start + REVIEW_CHUNK]
-        if action == ReviewLog.Action.APPROVE:
-            outcome = charges_approve(charge_ids=chunk, note=note, actor=actor, actor_name=actor_name)
-        else:
-            outcome = charges_reject(charge_ids=chunk, note=note, actor=actor, actor_name=actor_name)
+        outcome = decide(ids[start : start + REVIEW_CHUNK])
         total.count += outcome.count
         total.billed_total += outcome.billed_total
         total.skipped += outcome.skipped

@@ -9,13 +9,10 @@ By sub-domain: `dashboard`, `review`, `periods`, `flag_rules`, `imports` (`_comm
 period, currency, safe redirects). The names are re-exported here."""
 
 from ._common import (  # noqa: F401
-    ACCEPTED_UPLOADS,
     MAX_LISTED_IDS,
     _admin_context,
-    _currency,
     _remember_period,
     _safe_next,
-    _warm_rankings,
     logger,
     rankings_if_cached,
     selected_period,
@@ -32,9 +29,6 @@ from .flag_rules import (  # noqa: F401
     period_reevaluate,
 )
 from .imports import (  # noqa: F401
-    _accepted,
-    _guess,
-    _human_size,
     _refused_upload,
     _start_import,
     import_download,

@@ -12,14 +12,11 @@ from django.utils.http import url_has_allowed_host_and_scheme
 
 from accounts import selectors as account_selectors
 
-from .. import selectors, tasks
+from .. import selectors
 from ..models import BillingPeriod
 from ..services import users as user_services
 
 logger = logging.getLogger("billing.views")  # one name for the whole package (the logs show it)
-
-
-ACCEPTED_UPLOADS = (".csv", ".csv.gz")
 
 
 MAX_LISTED_IDS = 20_000  # charges named one by one (a page's selection); more go by filter
@@ -46,19 +43,6 @@ def rankings_if_cached(period: BillingPeriod) -> selectors.PeriodRankings | None
     return selectors.period_rankings_cached(period)
 
 
-def _warm_rankings(periods: list[str]) -> None:
-    """Recompute the cached rankings of periods whose charges just changed (a task; eager by default)."""
-    for period in periods:
-        try:
-            tasks.period_rankings_warm.delay(period)
-        except Exception:  # the cache is an optimisation: never fail the action that changed data
-            logger.exception("could not refresh the rankings of %s", period)
-
-
-def _currency() -> str:
-    return selectors.billing_settings_get().currency_code
-
-
 def _safe_next(request: HttpRequest, value: str | None, default: str) -> str:
     if value and url_has_allowed_host_and_scheme(value, allowed_hosts={request.get_host()}):
         return value
@@ -71,6 +55,6 @@ def _admin_context(request: HttpRequest, model_admin: Any, title: str, **extra: 
         "title": title,
         "opts": model_admin.model._meta,
         "app_label": model_admin.model._meta.app_label,
-        "currency": _currency(),
+        "currency": selectors.currency_code(),
         **extra,
     }

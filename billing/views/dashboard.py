@@ -16,7 +16,7 @@ from chargeback.money import ZERO, currency_symbol, format_money
 
 from .. import selectors
 from ..models import BillingPeriod, Import
-from ._common import _currency, _remember_period, selected_period
+from ._common import _remember_period, selected_period
 
 
 def dashboard_context(request: HttpRequest) -> dict[str, Any]:
@@ -25,7 +25,7 @@ def dashboard_context(request: HttpRequest) -> dict[str, Any]:
         return {}
     period = selected_period(request)
     _remember_period(request, period)
-    code = _currency()
+    code = selectors.currency_code()
     context: dict[str, Any] = {
         "ocb_dashboard": True,
         "currency": code,

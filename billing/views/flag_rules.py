@@ -25,7 +25,7 @@ from ..forms import (
     ReevaluateForm,
 )
 from ..models import Charge
-from ._common import _admin_context, _currency, selected_period
+from ._common import _admin_context, selected_period
 
 
 def flag_rule_test(request: HttpRequest, model_admin: Any, object_id: str | None) -> HttpResponse:
@@ -75,7 +75,7 @@ def flag_rule_test(request: HttpRequest, model_admin: Any, object_id: str | None
         "errors": helpers.AdminErrorList(form, []),
         "preserved_filters": model_admin.get_preserved_filters(request),
         "rule_preview": preview,
-        "currency": _currency(),
+        "currency": selectors.currency_code(),
         "state_labels": dict(Charge.ReviewState.choices),
     }
     return model_admin.render_change_form(request, context, add=obj is None, change=obj is not None, obj=obj)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,8 @@ from ..forms import (
     UploadForm,
 )
 from ..models import BillingPeriod, Import, Source
-from ._common import ACCEPTED_UPLOADS, _admin_context, _currency, logger
+from ..services import uploads
+from ._common import _admin_context, logger
 
 
 def import_status_data(record: Import, currency: str) -> dict[str, Any]:
@@ -72,64 +72,28 @@ def import_status_data(record: Import, currency: str) -> dict[str, Any]:
     }
 
 
-def _guess(name: str, sources: list[Source]) -> dict[str, str]:
-    source = selectors.source_for_filename(name, sources)
-    return {
-        "name": name,
-        "source": source.slug if source else "",
-        # No known source: the name's prefix, which the import creates on first sight.
-        "new_source": "" if source else selectors.source_name_from_filename(name),
-        "period": selectors.period_from_filename(name) or "",
-    }
-
-
-def _human_size(size: int) -> str:
-    value, unit = float(size), "bytes"
-    for unit in ("bytes", "KB", "MB", "GB", "TB"):
-        if value < 1024 or unit == "TB":
-            break
-        value /= 1024
-    return f"{value:,.0f} {unit}" if unit == "bytes" else f"{value:,.1f} {unit}".replace(".0 ", " ")
-
-
-def _accepted(name: str) -> bool:
-    return name.lower().endswith(ACCEPTED_UPLOADS)
-
-
 def _refused_upload(name: str, limit: int) -> dict[str, Any]:
+    """A file the upload guard cut off while it streamed in (never stored)."""
     return {
-        "name": os.path.basename(name or "upload"),
+        "name": uploads.upload_name(name or "upload"),
         "status": "rejected",
         "status_label": "Not imported",
         "done": True,
         "ok": False,
-        "error": f"The file is larger than the upload limit ({_human_size(limit)}); it was not stored.",
+        "error": f"The file is larger than the upload limit ({uploads.human_size(limit)}); it was not stored.",
     }
 
 
 def _start_import(request: HttpRequest, uploaded: UploadedFile, data: dict[str, Any]) -> dict[str, Any]:
     """Store one uploaded file as a pending Import and run it as a task (eager: right here)."""
-    name = os.path.basename(uploaded.name or "upload.csv")
-    limit = settings.OPENCHARGEBACK_UPLOAD_MAX_BYTES
+    name = uploads.upload_name(uploaded.name)
     rejected = {"name": name, "status": "rejected", "status_label": "Not imported", "done": True, "ok": False}
-    if not _accepted(name):
-        return {**rejected, "error": "Only .csv and .csv.gz files can be imported."}
-    if uploaded.size and uploaded.size > limit:
-        return {**rejected, "error": f"The file is larger than the upload limit ({_human_size(limit)})."}
-    source: Source | None
-    if data.get("source"):
-        try:
-            source, _created = services.source_ensure(name=data["source"])  # a new name: created
-        except Refused as exc:
-            return {**rejected, "error": str(exc)}
-    else:
-        source = selectors.source_for_filename(name)
-    if source is None:
-        return {
-            **rejected,
-            "error": "The source could not be told from the file name: choose one, or name a new one.",
-        }
-    period = data.get("period") or selectors.period_from_filename(name) or None
+    try:
+        accepted = uploads.upload_accept(
+            name=name, size=uploaded.size, source=data.get("source") or "", period=data.get("period") or ""
+        )
+    except Refused as exc:
+        return {**rejected, "error": str(exc)}
     created_tmp = None
     try:
         if hasattr(uploaded, "temporary_file_path"):
@@ -143,7 +107,7 @@ def _start_import(request: HttpRequest, uploaded: UploadedFile, data: dict[str, 
         try:
             record = services.import_create(
                 path=path,
-                source=source,
+                source=accepted.source,
                 replace=bool(data.get("replace")),
                 actor=request.user,
                 original_name=name,
@@ -154,11 +118,11 @@ def _start_import(request: HttpRequest, uploaded: UploadedFile, data: dict[str, 
         if created_tmp is not None:
             created_tmp.unlink(missing_ok=True)
     try:
-        tasks.import_run.delay(record.pk, period)
+        tasks.import_run.delay(record.pk, accepted.period)
     except Exception:  # eager mode: the Import is already marked failed with the reason
         logger.exception("import #%s failed", record.pk)
     record.refresh_from_db()
-    return import_status_data(record, _currency())
+    return import_status_data(record, selectors.currency_code())
 
 
 def import_upload(request: HttpRequest, model_admin: Any) -> HttpResponse:
@@ -192,8 +156,8 @@ def import_upload(request: HttpRequest, model_admin: Any) -> HttpResponse:
         sources_data=[{"slug": s.slug, "name": s.display_name} for s in sources],
         periods=list(BillingPeriod.objects.order_by("-period").values_list("period", "status")[:24]),
         max_bytes=settings.OPENCHARGEBACK_UPLOAD_MAX_BYTES,
-        max_size=_human_size(settings.OPENCHARGEBACK_UPLOAD_MAX_BYTES),
-        accepted=",".join(ACCEPTED_UPLOADS),
+        max_size=uploads.human_size(settings.OPENCHARGEBACK_UPLOAD_MAX_BYTES),
+        accepted=",".join(uploads.ACCEPTED_UPLOADS),
         guess_url=reverse("admin:billing_import_guess"),
         upload_url=reverse("admin:billing_import_upload"),
         history_url=reverse("admin:billing_import_changelist"),
@@ -207,14 +171,16 @@ def import_guess(request: HttpRequest, model_admin: Any) -> JsonResponse:
     if not model_admin.has_view_permission(request):
         raise PermissionDenied
     sources = list(Source.objects.filter(is_active=True))
-    return JsonResponse({"guesses": [_guess(name, sources) for name in request.GET.getlist("name")[:100]]})
+    return JsonResponse(
+        {"guesses": [uploads.upload_guess(name, sources) for name in request.GET.getlist("name")[:100]]}
+    )
 
 
 def import_status(request: HttpRequest, model_admin: Any, object_id: str) -> JsonResponse:
     if not model_admin.has_view_permission(request):
         raise PermissionDenied
     record = get_object_or_404(Import.objects.select_related("source", "period"), pk=object_id)
-    return JsonResponse(import_status_data(record, _currency()))
+    return JsonResponse(import_status_data(record, selectors.currency_code()))
 
 
 def import_download(request: HttpRequest, model_admin: Any, object_id: str) -> FileResponse:

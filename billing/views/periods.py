@@ -25,13 +25,13 @@ from ..forms import (
     PeriodReopenForm,
 )
 from ..models import BillingPeriod
-from ._common import _admin_context, _currency
+from ._common import _admin_context
 
 
 def period_page_context(request: HttpRequest, period: BillingPeriod) -> dict[str, Any]:
     can_manage = roles.can_manage_periods(request.user)
     return {
-        "currency": _currency(),
+        "currency": selectors.currency_code(),
         "totals": selectors.period_totals(period),
         "rankings": selectors.period_rankings(period),
         "period_imports": list(period.imports.select_related("source").order_by("-id")[:50]),

@@ -34,10 +34,8 @@ from ..models import BillingPeriod, Charge
 from ._common import (
     MAX_LISTED_IDS,
     _admin_context,
-    _currency,
     _remember_period,
     _safe_next,
-    _warm_rankings,
     selected_period,
 )
 
@@ -160,11 +158,10 @@ def charges_decide(request: HttpRequest, model_admin: Any) -> HttpResponse:
             messages.error(request, str(exc))
             return HttpResponseRedirect(next_url)
         verb = "Approved" if action == "approve" else "Rejected"
-        text = f"{verb} {outcome.count:,} charge{'s' if outcome.count != 1 else ''} ({format_money(outcome.billed_total, _currency())} billed)."
+        text = f"{verb} {outcome.count:,} charge{'s' if outcome.count != 1 else ''} ({format_money(outcome.billed_total, selectors.currency_code())} billed)."
         if outcome.skipped:
             text += f" {outcome.skipped:,} already {verb.lower()} left as they were."
         messages.success(request, text)
-        _warm_rankings(summary.periods)
         return HttpResponseRedirect(next_url)
     context = _admin_context(
         request,
@@ -227,7 +224,6 @@ def charge_correct(request: HttpRequest, model_admin: Any, object_id: str) -> Ht
         state = corrected.get_review_state_display().lower()
         flags = f" ({corrected.flag_summary})" if corrected.flag_summary else ""
         messages.success(request, f"Attribution of charge #{charge.pk} corrected; it is now {state}{flags}.")
-        _warm_rankings([charge.period.period])
         return HttpResponseRedirect(charge_url)
     context = _admin_context(
         request,

@@ -144,10 +144,15 @@ class _Importer:
                 + "\n  ".join(self.errors)
             )
         if self.settings_changes:
+            from billing.services import billing_settings_update
+
             for name, (_, new) in self.settings_changes.items():
                 setattr(self.settings, name, new)
-            self.settings.full_clean()
-            self.settings.save()
+            self.settings.full_clean()  # the model's own limits, checked before anything is saved
+            # Saved by the service like any other settings change (its rules; the audit log).
+            self.settings = billing_settings_update(
+                **{name: new for name, (_, new) in self.settings_changes.items()}
+            )
         if self.journal_changes:
             from journals.services import journal_settings_update
 
@@ -500,8 +505,8 @@ def config_apply(*, config: ConfigFile, force: bool = False) -> ConfigImportOutc
     """Apply the database settings of a config.yaml read directly (-c), when the file is new or has
     changed since it was last applied (or with `force`); None when there was nothing to do. One
     transaction: a value that cannot be used refuses the whole file (Refused)."""
-    from billing.models import BillingSettings
     from billing.selectors import billing_settings_get
+    from billing.services import billing_settings_update
 
     settings = billing_settings_get()
     if not force and (settings.config_path, settings.config_sha256) == (str(config.path), config.sha256):
@@ -510,7 +515,7 @@ def config_apply(*, config: ConfigFile, force: bool = False) -> ConfigImportOutc
     with transaction.atomic():
         _import(config, config.data, outcome, None)
         managed = [key for key in DATABASE_KEYS if _has_key(config.data, key)]
-        BillingSettings.objects.filter(pk=settings.pk).update(
+        billing_settings_update(
             config_path=str(config.path),
             config_sha256=config.sha256,
             config_applied_at=timezone.now(),

@@ -589,6 +589,49 @@ def test_flag_rule_save_validates():
     assert FlagRule.objects.get().pattern == "A100"
 
 
+def test_flag_rule_edits_and_bulk_toggles_are_audited():
+    """Every rule change is saved through the model, so the audit log records it (a
+    QuerySet.update would leave rule edits unaudited)."""
+    from auditlog.models import LogEntry
+
+    rule = services.flag_rule_save(name="gpu", pattern="gpu", fields=["resource_name"])
+    other = services.flag_rule_save(name="cpu", pattern="cpu", fields=["resource_name"], is_active=False)
+    services.flag_rule_save(name="gpu", pattern="(?i)gpu", fields=["resource_name"], rule_id=rule.pk)
+    entries = list(LogEntry.objects.get_for_object(rule).order_by("pk"))
+    assert [e.action for e in entries] == [LogEntry.Action.CREATE, LogEntry.Action.UPDATE]
+    assert entries[1].changes_dict["pattern"] == ["gpu", "(?i)gpu"]
+
+    assert services.flag_rules_set_active(rule_ids=[rule.pk, other.pk], active=False) == 1
+    assert services.flag_rules_set_active(rule_ids=[rule.pk, other.pk], active=False) == 0
+    assert list(FlagRule.objects.order_by("name").values_list("name", "is_active")) == [
+        ("cpu", False),
+        ("gpu", False),
+    ]
+    toggled = LogEntry.objects.get_for_object(rule).order_by("pk").last()
+    assert toggled is not None and toggled.changes_dict["is_active"] == ["True", "False"]
+    assert LogEntry.objects.get_for_object(other).count() == 1  # unchanged: no entry
+    assert services.flag_rules_set_active(rule_ids=[], active=True) == 0
+
+
+def test_a_review_decision_refreshes_the_cached_rankings_on_commit(
+    period, django_capture_on_commit_callbacks
+):
+    """Whoever decides (admin, CLI, task), the dashboard's rankings are recomputed once it commits."""
+    from billing import selectors
+
+    charge = flagged_charge(period, "10.00")
+    selectors.period_rankings(period, refresh=True)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        services.charges_approve(charge_ids=[charge.pk])
+    assert selectors.period_rankings_cached(period) is None  # the decision changed the period
+    assert len(callbacks) == 1
+    callbacks[0]()
+    assert selectors.period_rankings_cached(period) is not None
+    with django_capture_on_commit_callbacks(execute=True):
+        services.charge_correct_attribution(charge_id=charge.pk, pi_email="ada@uni.example", project_id="lab")
+    assert selectors.period_rankings_cached(period) is not None
+
+
 def test_interrupted_imports_are_marked_failed():
     """Runs whose process is gone (this host) or that are a day old (another host) are interrupted."""
     import datetime as dt

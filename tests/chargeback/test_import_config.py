@@ -360,3 +360,12 @@ def test_command_refusal_exit_code(tmp_path):
     with pytest.raises(CommandError):
         call_command("import-config", str(tmp_path / "nope.yaml"), stdout=io.StringIO(), stderr=missing)
     assert "not found" in missing.getvalue()
+
+
+def test_settings_changes_go_through_the_service_and_are_audited(config):
+    from auditlog.models import LogEntry
+
+    config_import(path=config)
+    settings = billing_settings_get()
+    entry = LogEntry.objects.get_for_object(settings).order_by("pk").last()
+    assert entry is not None and entry.changes_dict["currency_code"][1] == "EUR"
