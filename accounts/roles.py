@@ -162,10 +162,6 @@ def can_manage_periods(user: Any) -> bool:
     return bool(user.has_perm("billing.change_billingperiod"))
 
 
-def can_edit_rules(user: Any) -> bool:
-    return bool(user.has_perm("billing.change_flagrule"))
-
-
 def can_change_statements(user: Any) -> bool:
     """Send, resend and render statements (rendering a PDF is a write): reviewers and billing
     admins. Viewers and PIs only read what exists."""

@@ -438,13 +438,6 @@ def write_journal(journal: Journal, spec: FormatSpec, out: BinaryIO, *, exported
     return Written(rows=count, size_bytes=end - start, sha256=full.hexdigest(), rows_sha256=body.hexdigest())
 
 
-def render_journal(journal: Journal, spec: FormatSpec, *, exported_at: dt.datetime) -> bytes:
-    """The whole file in memory (previews, tests; exports stream to a temporary file)."""
-    buffer = io.BytesIO()
-    write_journal(journal, spec, buffer, exported_at=exported_at)
-    return buffer.getvalue()
-
-
 @dataclass
 class Preview:
     header: list[list[str]]

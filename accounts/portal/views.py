@@ -45,10 +45,6 @@ from .forms import ChargeFilterForm, DelegationForm, EmailAuthenticationForm, In
 CHARGES_PER_PAGE = 100
 
 
-def _currency() -> str:
-    return billing_settings_get().currency_code
-
-
 def _base_context(request: HttpRequest, scope: selectors.PortalScope, **extra: Any) -> dict[str, Any]:
     org = billing_settings_get()
     return {

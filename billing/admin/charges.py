@@ -226,25 +226,9 @@ class ChargeAdmin(CurrencyAdminMixin, LargeTableAdminMixin, admin.ModelAdmin):
     def charged_col(self, obj: Charge) -> SafeString:
         return format_html("{}{}", self.service_col(obj), self.resource_col(obj))
 
-    @admin.display(description="review")
-    def review_col(self, obj: Charge) -> SafeString:
-        return format_html("{} {}", self.state_col(obj), self.flags_col(obj))
-
-    @admin.display(description="period")
-    def period_col(self, obj: Charge) -> str:
-        return obj.period.period
-
-    @admin.display(description="source")
-    def source_col(self, obj: Charge) -> str:
-        return obj.source.slug
-
     @admin.display(description="PI")
     def pi_col(self, obj: Charge) -> str | SafeString:
         return obj.pi_email or format_html('<span class="ocb-quiet">{}</span>', "unattributed")
-
-    @admin.display(description="project")
-    def project_col(self, obj: Charge) -> str:
-        return obj.project_code or "—"
 
     @admin.display(description="service")
     def service_col(self, obj: Charge) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 from fractions import Fraction
 
 # Quantities are kept with this many decimal places (Charge.quantity's precision), prices with
@@ -61,10 +61,6 @@ def decimal_of(value: Fraction | int, places: int = QUANTITY_PLACES) -> Decimal:
     return Decimal(whole).scaleb(-places)
 
 
-def quantize_quantity(value: Decimal) -> Decimal:
-    return value.quantize(Decimal(1).scaleb(-QUANTITY_PLACES), rounding=ROUND_HALF_EVEN)
-
-
 # --- months -----------------------------------------------------------------------------------
 
 
@@ -78,25 +74,10 @@ def month_of(index: int) -> str:
     return f"{index // 12:04d}-{index % 12 + 1:02d}"
 
 
-def next_month(period: str) -> str:
-    return month_of(month_index(period) + 1)
-
-
 def fiscal_year_start(period: str, first_month: int) -> str:
     """The first month of the fiscal year that holds `period` (the year starts in `first_month`)."""
     year, month = (int(part) for part in period.split("-"))
     return f"{year if month >= first_month else year - 1:04d}-{first_month:02d}"
-
-
-def fiscal_year_label(period: str, first_month: int) -> str:
-    """'FY2026' for July 2025 – June 2026 (named after the calendar year it ends in)."""
-    start = fiscal_year_start(period, first_month)
-    year = int(start[:4])
-    return f"FY{year + 1 if first_month > 1 else year}"
-
-
-def months_between(first: str, last_exclusive: str) -> list[str]:
-    return [month_of(i) for i in range(month_index(first), month_index(last_exclusive))]
 
 
 def format_price(value: Decimal, currency: str) -> str:

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-import io
 import threading
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import BinaryIO
 
 from chargeback.errors import Refused
 
@@ -88,22 +85,6 @@ def _refuse_duplicate(
             f"{periods}); use --force to import it again",
             first_id,
         )
-
-
-class _HashingReader(io.RawIOBase):
-    """Hashes a file while Django's storage copies it, so large files are read once for both."""
-
-    def __init__(self, fh: BinaryIO) -> None:
-        self._fh = fh
-        self.digest = hashlib.sha256()
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._fh.read(size)
-        self.digest.update(data)
-        return data
 
 
 class _BackgroundSha256:

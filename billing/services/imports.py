@@ -16,6 +16,7 @@ from django.utils import timezone
 from chargeback import storage
 from chargeback.actors import actor_fields
 from chargeback.errors import Refused
+from chargeback.hashing import HashingReader
 
 from .. import selectors
 from ..ingest import pipeline
@@ -32,7 +33,6 @@ from .import_outcomes import (
     ImportOutcome,
     _BackgroundSha256,
     _DuplicateImport,
-    _HashingReader,
     _refuse_duplicate,
 )
 from .import_runs import _mark_failed, _run_import, _runner, imports_fail_interrupted
@@ -150,7 +150,7 @@ def import_create(
         record.file.name = name
     else:
         with open(path, "rb") as fh:
-            reader = _HashingReader(fh)
+            reader = HashingReader(fh)
             stream = File(reader, name=record.original_name)  # type: ignore[arg-type]
             record.file.save(unique, stream, save=False)
         if not defer_hash:

@@ -43,7 +43,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import Any
 
 from django.apps import apps
 from django.conf import settings
@@ -53,6 +53,7 @@ from django.db.models import Count
 
 from chargeback import storage
 from chargeback.errors import Refused
+from chargeback.hashing import HashingReader
 from chargeback.logging import audit
 from chargeback.money import MoneyField, MoneyTotal
 from chargeback.operations import backup_signing
@@ -202,28 +203,6 @@ def _vendor() -> str:
     return connections[DEFAULT_DB_ALIAS].vendor
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-class _HashingReader(io.RawIOBase):
-    def __init__(self, raw: BinaryIO) -> None:
-        self.raw, self.digest, self.size = raw, hashlib.sha256(), 0
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.raw.read(size)
-        self.digest.update(data)
-        self.size += len(data)
-        return data
-
-
 @contextlib.contextmanager
 def _sqlite_alias(path: Path) -> Iterator[str]:
     """A temporary Django database alias on an SQLite file (the ORM can read a snapshot)."""
@@ -336,7 +315,7 @@ def _add(tar: tarfile.TarFile, path: Path, arcname: str, files: dict[str, Any]) 
     info.uid = info.gid = 0
     info.uname = info.gname = ""
     with path.open("rb") as fh:
-        reader = _HashingReader(fh)
+        reader = HashingReader(fh)
         tar.addfile(info, reader)  # type: ignore[arg-type]
     files[arcname] = {"sha256": reader.digest.hexdigest(), "size": info.size}
 
@@ -349,7 +328,7 @@ def _add_stored(tar: tarfile.TarFile, name: str, files: dict[str, Any]) -> None:
     info.size, info.mode = media.size(name), 0o644
     info.mtime = int(media.get_modified_time(name).timestamp())
     with media.open(name, "rb") as fh:
-        reader = _HashingReader(fh)  # type: ignore[arg-type]
+        reader = HashingReader(fh)  # type: ignore[arg-type]
         tar.addfile(info, reader)  # type: ignore[arg-type]
     files[arcname] = {"sha256": reader.digest.hexdigest(), "size": info.size}
 

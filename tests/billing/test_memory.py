@@ -31,6 +31,18 @@ def test_freed_arrow_memory_goes_back_to_the_system():
     assert _rss_bytes() - before < 100 * 1024 * 1024
 
 
-def test_release_is_harmless_anywhere():
+def test_release_is_harmless_anywhere(monkeypatch):
+    """Without glibc's malloc_trim (macOS, musl) only arrow's pool is released; with it, both."""
+    calls: list[object] = []
+
+    class Pool:
+        def release_unused(self) -> None:
+            calls.append("pool")
+
+    monkeypatch.setattr(memory.pa, "default_memory_pool", Pool)
+    monkeypatch.setattr(memory, "_malloc_trim", lambda: None)
     memory.release_unused_memory()
+    assert calls == ["pool"]
+    monkeypatch.setattr(memory, "_malloc_trim", lambda: calls.append)
     memory.release_unused_memory()
+    assert calls == ["pool", "pool", 0]

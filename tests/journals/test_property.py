@@ -5,6 +5,7 @@ amount obeys the cent rule."""
 from __future__ import annotations
 
 import datetime as dt
+import io
 from collections import defaultdict
 from decimal import Decimal
 
@@ -16,7 +17,8 @@ from hypothesis import strategies as st
 from billing.models import Charge
 from billing.selectors import period_get
 from chargeback.money import ZERO, round_currency
-from journals.formats import BUILTIN_FORMATS, render_journal
+from journals.entries import Journal
+from journals.formats import BUILTIN_FORMATS, FormatSpec, write_journal
 from journals.selectors import journal_build
 from journals.services import journal_settings_update
 from statements.models import Statement, StatementLine
@@ -57,6 +59,13 @@ charges = st.lists(
     max_size=12,
 )
 periods = st.builds(lambda y, m: f"{y}-{m:02d}", st.integers(2020, 2030), st.integers(1, 12))
+
+
+def render_journal(journal: Journal, spec: FormatSpec, *, exported_at: dt.datetime) -> bytes:
+    """The whole file in memory (exports stream to a temporary file)."""
+    buffer = io.BytesIO()
+    write_journal(journal, spec, buffer, exported_at=exported_at)
+    return buffer.getvalue()
 
 
 @settings(

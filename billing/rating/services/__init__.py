@@ -4,7 +4,6 @@ into imports, re-rating a period). Each function is one transaction."""
 from .rules import (
     RATE_EDITABLE,
     SUBSIDY_FIELDS,
-    actor_fields,
     rate_add,
     rate_delete,
     rate_update,
@@ -18,7 +17,6 @@ __all__ = [
     "SUBSIDY_FIELDS",
     "RerateOutcome",
     "UsageOutcome",
-    "actor_fields",
     "rate_add",
     "rate_delete",
     "rate_update",

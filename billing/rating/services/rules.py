@@ -6,7 +6,6 @@ CLI and the admin obey the same rules.
 
 from __future__ import annotations
 
-import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -15,19 +14,13 @@ from django.db import IntegrityError, transaction
 from billing import selectors as billing_selectors
 from billing.models import Source
 from billing.services import source_create
-from chargeback.actors import actor_label
+from chargeback.actors import actor_fields
+from chargeback.emails import is_plain_email
 from chargeback.errors import Refused
 from chargeback.money import MONEY_PLACES
 
 from ..models import Rate, Subsidy
 from ..units import PRICE_PLACES, QUANTITY_PLACES, UNITS
-
-_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
-
-
-def actor_fields(actor: Any, actor_name: str) -> dict[str, Any]:
-    user = actor if actor is not None and getattr(actor, "is_authenticated", False) else None
-    return {"actor": user, "actor_name": actor_label(actor, actor_name)}
 
 
 def _decimal(value: Any, what: str, places: int, *, positive: bool = False) -> Decimal:
@@ -182,7 +175,7 @@ def _subsidy_values(values: dict[str, Any]) -> dict[str, Any]:
         clean["projects"] = sorted({p.strip() for p in values["projects"] or [] if p and p.strip()})
     if "pis" in values:
         emails = sorted({p.strip().lower() for p in values["pis"] or [] if p and p.strip()})
-        bad = [e for e in emails if not _EMAIL.fullmatch(e)]
+        bad = [e for e in emails if not is_plain_email(e)]  # the one PI email rule
         if bad:
             raise Refused(f"invalid PI email {', '.join(bad)}")
         clean["pis"] = emails

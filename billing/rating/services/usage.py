@@ -26,6 +26,7 @@ from billing.ingest.pipeline import sha256_of
 from billing.models import BillingPeriod, Import, Source
 from billing.services import ImportOutcome, import_file
 from chargeback import storage as media
+from chargeback.actors import actor_fields
 from chargeback.errors import Refused
 from chargeback.money import ZERO
 
@@ -36,7 +37,6 @@ from ..models import Rerate, UsageFile
 from ..pricing import RatedRow, UsageRow, price_usage
 from ..slurm import SlurmUsage, read_sacct
 from ..storage import read_quota
-from .rules import actor_fields
 
 KINDS = (UsageFile.Kind.SLURM, UsageFile.Kind.STORAGE)
 
