@@ -47,7 +47,7 @@ from chargeback.downloads import download_name
 from chargeback.errors import Refused
 from chargeback.money import ZERO, currency_symbol, format_money
 
-from . import selectors, services, tasks
+from . import selectors, services, spending, tasks
 from .forms import (
     CorrectAttributionForm,
     PeriodCloseForm,
@@ -148,6 +148,8 @@ def dashboard_context(request: HttpRequest) -> dict[str, Any]:
         totals=totals,
         rankings=rankings,
         source_chart=source_chart(history, code),
+        source_changes=spending.source_changes(history),
+        previous_period=history.periods[-2] if len(history.periods) > 1 else "",
         top_projects=[
             {
                 "project": p,

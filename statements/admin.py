@@ -483,3 +483,10 @@ class DeliveryAdmin(admin.ModelAdmin):
                 messages.error(request, str(exc))
         if ids:
             _dispatch(request, [], ids)
+
+
+# Charge queries: their admin (the reviewers' queue) and the dashboard's count of open ones.
+from .queries import admin as queries_admin  # noqa: E402
+
+if queries_admin.dashboard_queries not in admin.site.dashboard_extras:  # type: ignore[attr-defined]
+    admin.site.dashboard_extras.append(queries_admin.dashboard_queries)  # type: ignore[attr-defined]
