@@ -32,7 +32,7 @@ from chargeback.admin_hardening import typed_id
 from chargeback.errors import Refused
 from chargeback.money import format_money
 
-from . import selectors, services, views
+from . import selectors, services, spending, views
 from .forms import (
     AccountMappingForm,
     BillingSettingsForm,
@@ -599,7 +599,11 @@ class ChargeAdmin(CurrencyAdminMixin, LargeTableAdminMixin, admin.ModelAdmin):
         return format_html(
             '{}<span class="ocb-sub">{} · {}</span>',
             self.pi_col(obj),
-            obj.project_code or "no project",
+            format_html(
+                '<a href="{}">{}</a>', spending.project_spending_url(obj.project_code), obj.project_code
+            )
+            if obj.project_id
+            else (obj.project_code or "no project"),
             obj.fund_org or "no fund/org",
         )
 
@@ -621,6 +625,8 @@ class ChargeAdmin(CurrencyAdminMixin, LargeTableAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="PI")
     def pi_col(self, obj: Charge) -> str | SafeString:
+        if obj.pi_email and obj.pi_id:
+            return format_html('<a href="{}">{}</a>', spending.pi_spending_url(obj.pi_email), obj.pi_email)
         return obj.pi_email or format_html('<span class="ocb-quiet">{}</span>', "unattributed")
 
     @admin.display(description="project")
@@ -700,14 +706,24 @@ class ChargeAdmin(CurrencyAdminMixin, LargeTableAdminMixin, admin.ModelAdmin):
         if obj.pi_id is None:
             return "— (unattributed)"
         url = reverse("admin:billing_pi_change", args=[obj.pi_id])
-        return format_html('<a href="{}">{}</a>', url, obj.pi)
+        return format_html(
+            '<a href="{}">{}</a> · <a href="{}">spending</a>',
+            url,
+            obj.pi,
+            spending.pi_spending_url(obj.pi_email),
+        )
 
     @admin.display(description="project")
     def project_link(self, obj: Charge) -> SafeString | str:
         if obj.project_id is None:
             return "—"
         url = reverse("admin:billing_project_change", args=[obj.project_id])
-        return format_html('<a href="{}">{}</a>', url, obj.project)
+        return format_html(
+            '<a href="{}">{}</a> · <a href="{}">spending</a>',
+            url,
+            obj.project,
+            spending.project_spending_url(obj.project_code),
+        )
 
     @admin.display(description="PI email (as found)")
     def pi_email_col(self, obj: Charge) -> str:
@@ -1309,7 +1325,7 @@ class SourceAdmin(ConfigManagedMixin, admin.ModelAdmin):
 
 @admin.register(PI)
 class PIAdmin(admin.ModelAdmin):
-    list_display = ("email", "name", "department", "project_count")
+    list_display = ("email", "name", "department", "project_count", "spending_link")
     search_fields = ("email", "name", "department")
     fields = ("email", "name", "department", "user", "created_at")
 
@@ -1331,6 +1347,10 @@ class PIAdmin(admin.ModelAdmin):
     def project_count(self, obj: Any) -> int:
         return obj.n_projects
 
+    @admin.display(description="spending")
+    def spending_link(self, obj: PI) -> SafeString:
+        return format_html('<a href="{}">{}</a>', spending.pi_spending_url(obj.email), "24 periods")
+
     def save_model(self, request: HttpRequest, obj: PI, form: Any, change: bool) -> None:
         services.pi_update(
             email=obj.email, name=form.cleaned_data["name"], department=form.cleaned_data["department"]
@@ -1340,7 +1360,16 @@ class PIAdmin(admin.ModelAdmin):
 
 @admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin):
-    list_display = ("project_id", "name", "pi", "fund_org", "cost_center", "reference_1", "is_active")
+    list_display = (
+        "project_id",
+        "name",
+        "pi_col",
+        "fund_org",
+        "cost_center",
+        "reference_1",
+        "is_active",
+        "spending_link",
+    )
     list_filter = ("is_active",)
     list_select_related = ("pi",)
     search_fields = ("project_id", "name", "pi__email", "fund_org", "reference_1", "reference_2")
@@ -1359,6 +1388,14 @@ class ProjectAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         return ("project_id", "pi", "created_at")
+
+    @admin.display(description="PI", ordering="pi__email")
+    def pi_col(self, obj: Project) -> SafeString:
+        return format_html('<a href="{}">{}</a>', spending.pi_spending_url(obj.pi.email), obj.pi.email)
+
+    @admin.display(description="spending")
+    def spending_link(self, obj: Project) -> SafeString:
+        return format_html('<a href="{}">{}</a>', spending.project_spending_url(obj.project_id), "24 periods")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # created by imports, mappings and corrections, under their PI

@@ -133,6 +133,7 @@ def _spending(filters: Q, *, until: str | None, count: int) -> Spending:
         ],
         columns=["period", "source", "billable", "charges", "list", "billed"],
     ).astype({"list": object, "billed": object})
+    frame["billable"] = frame["billable"].astype(bool)  # an empty frame's column is object-typed
     billable = frame[frame["billable"]]
     names = {slug: name or slug for _, slug, name, *_ in rows}
     sources = sorted(set(billable["source"]), key=lambda s: (names[s].lower(), s))

@@ -229,4 +229,11 @@ class Delivery(models.Model):
 # to this app, so they are imported here for Django to find them.
 from .queries.models import ChargeQuery  # noqa: E402
 
-__all__ = ["ChargeQuery", "Delivery", "Statement", "StatementLine", "statement_pdf_name", "statement_pdf_path"]
+__all__ = [
+    "ChargeQuery",
+    "Delivery",
+    "Statement",
+    "StatementLine",
+    "statement_pdf_name",
+    "statement_pdf_path",
+]

@@ -69,7 +69,7 @@ class QueryResolveForm(forms.Form):
         self.helper = _helper("Resolve", css_class="aligned")
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}
         kind = data.get("resolution")
         if kind == ChargeQuery.Resolution.CORRECTED and not data.get("pi_email"):
             self.add_error("pi_email", "A correction needs the PI who should pay.")

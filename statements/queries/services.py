@@ -110,7 +110,7 @@ def query_raise(
         line = (
             StatementLine.objects.filter(statement__in=Statement.objects.filter(visible))
             .select_related("statement", "statement__period", "statement__pi", "source")
-            .filter(pk=line_id)
+            .filter(pk=int(line_id or 0))
             .first()
         )
         if line is None:

@@ -25,7 +25,7 @@ def world(db, settings):
 
 
 def _charge(world, project, **filters) -> Charge:
-    return Charge.objects.filter(project=project, period__period="2025-01", **filters).order_by("id").first()
+    return Charge.objects.filter(project=project, period__period="2025-01", **filters).order_by("id")[0]
 
 
 def _raise(user, **kwargs) -> ChargeQuery:
