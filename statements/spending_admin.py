@@ -31,6 +31,7 @@ def _context(request: HttpRequest, title: str, **extra: Any) -> dict[str, Any]:
         **admin.site.each_context(request),
         "title": title,
         "currency": billing_settings_get().currency_code,
+        "is_nav_sidebar_enabled": False,  # the per-period table needs the page's full width
         **extra,
     }
 

@@ -55,17 +55,7 @@ class QueryStateFilter(admin.SimpleListFilter):
 
 @admin.register(ChargeQuery)
 class ChargeQueryAdmin(admin.ModelAdmin):
-    list_display = (
-        "number",
-        "asked",
-        "period",
-        "pi_link",
-        "project_link",
-        "subject",
-        "amount_money",
-        "raised_by_email",
-        "state_label",
-    )
+    list_display = ("number", "who", "about", "amount_money", "state_label")
     list_display_links = ("number",)
     list_filter = (QueryStateFilter, "resolution", "period")
     search_fields = ("subject", "reason", "answer", "pi__email", "project_code", "raised_by_email")
@@ -152,11 +142,26 @@ class ChargeQueryAdmin(admin.ModelAdmin):
 
     @admin.display(description="query", ordering="id")
     def number(self, query: ChargeQuery) -> str:
-        return f"#{query.pk}"
+        return format_html(
+            '#{}<span class="ocb-sub">{} · asked {}</span>',
+            query.pk,
+            query.period.period,
+            query.created_at.strftime("%Y-%m-%d"),
+        )
 
-    @admin.display(description="asked", ordering="created_at")
-    def asked(self, query: ChargeQuery) -> str:
-        return query.created_at.strftime("%Y-%m-%d %H:%M")
+    @admin.display(description="PI · project", ordering="pi__email")
+    def who(self, query: ChargeQuery) -> str:
+        return format_html(
+            '{}<span class="ocb-sub">{} · asked by {}</span>',
+            self.pi_link(query),
+            self.project_link(query),
+            query.raised_by_email,
+        )
+
+    @admin.display(description="about")
+    def about(self, query: ChargeQuery) -> str:
+        reason = query.reason if len(query.reason) <= 120 else query.reason[:117] + "…"
+        return format_html('{}<span class="ocb-sub">“{}”</span>', query.subject, reason)
 
     @admin.display(description="PI", ordering="pi__email")
     def pi_link(self, query: ChargeQuery) -> str:
@@ -205,6 +210,10 @@ class ChargeQueryAdmin(admin.ModelAdmin):
             reverse("admin:statements_statement_change", args=[query.statement_id]),
             query.statement.label if query.statement else query.statement_id,
         )
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> Any:
+        # The queue needs the page's width more than the app list.
+        return super().changelist_view(request, {"is_nav_sidebar_enabled": False, **(extra_context or {})})
 
     def change_view(
         self,

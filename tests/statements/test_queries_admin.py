@@ -56,7 +56,7 @@ def test_dashboard_counts_open_queries_and_the_queue_lists_them(world, query):
     assert 'data-card="queries"' in html and "Charge queries" in html
     assert '<span class="ocb-card-value">1</span><span class="ocb-card-note">open, asked by PIs' in html
     queue = client.get("/admin/statements/chargequery/").content.decode()
-    assert f"/admin/statements/chargequery/{query.pk}/change/" in queue and "We never ran" not in queue
+    assert f"/admin/statements/chargequery/{query.pk}/change/" in queue and "We never ran this VM." in queue
     assert "ada@university.example" in queue and "$80.00" in queue
     page = client.get(f"/admin/statements/chargequery/{query.pk}/change/").content.decode()
     assert "We never ran this VM." in page
