@@ -197,6 +197,10 @@ def test_a_credit_appears_on_the_next_statement_version(world):
     before = Statement.objects.get(
         pi=world.pi_a, project_code="ada-genomics", period__period="2025-01", state="issued"
     )
+    from billing.selectors import period_totals
+
+    period = BillingPeriod.objects.get(period="2025-01")
+    billed_before = period_totals(period).billed_total
     query = _raise(world.user_a, charge_id=charge.pk, reason="overcharged")
     with pytest.raises(Refused, match=r"more than the \$80\.00 queried"):
         services.query_resolve(
@@ -218,6 +222,8 @@ def test_a_credit_appears_on_the_next_statement_version(world):
     assert (credit.pi, credit.project_code, credit.period.period) == (world.pi_a, "ada-genomics", "2025-01")
     assert credit.import_run.period is None and credit.import_run.status == Import.Status.COMPLETED
     assert ReviewLog.objects.get(charge=credit).action == "credit"
+    # The period's (cached) totals see the credit at once.
+    assert period_totals(period).billed_total == billed_before - Decimal("40.25")
 
     outcome = statement_services.statements_generate(period="2025-01", actor_name="test")
     after = Statement.objects.get(
