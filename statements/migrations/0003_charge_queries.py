@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('billing', '0008_reviewlog_credit_action'),
+        ('billing', '0007_flag_reasons_ambiguous_tags_invalid_pi_email'),
         ('statements', '0002_statementline_rating'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
