@@ -8,6 +8,7 @@ ModelAdmin registered here, third-party ones too, is hardened against hostile qu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib import admin
@@ -24,6 +25,12 @@ class OpenChargebackAdminSite(admin.AdminSite):
     index_title = "Dashboard"
     index_template = "admin/index.html"
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Cards that higher layers add to the dashboard: callables(request) -> context, registered
+        # by those layers (statements' charge queries), so billing never imports them.
+        self.dashboard_extras: list[Callable[[HttpRequest], dict[str, Any]]] = []
+
     def register(self, model_or_iterable: Any, admin_class: Any = None, **options: Any) -> None:
         super().register(model_or_iterable, hardened(admin_class or admin.ModelAdmin), **options)
 
@@ -31,7 +38,11 @@ class OpenChargebackAdminSite(admin.AdminSite):
         """The admin index with the dashboard of the chosen period (remembered per user)."""
         from billing import views
 
-        context = {**views.dashboard_context(request), **(extra_context or {})}
+        context = views.dashboard_context(request)
+        if context.get("ocb_dashboard"):
+            for extra in self.dashboard_extras:
+                context.update(extra(request))
+        context.update(extra_context or {})
         return super().index(request, extra_context=context)
 
 

@@ -435,6 +435,7 @@ class ReviewLog(models.Model):
         CORRECT = "correct", "Attribution corrected"
         CARRY_OVER = "carry_over", "Decision carried over on re-import"
         REEVALUATE = "reevaluate", "Rules re-evaluated"
+        CREDIT = "credit", "Credit issued"
 
     charge = models.ForeignKey(Charge, null=True, on_delete=models.SET_NULL, related_name="review_logs")
     period = models.ForeignKey(BillingPeriod, on_delete=models.CASCADE, related_name="review_logs")

@@ -25,6 +25,7 @@ from django.views.decorators.http import require_POST
 from accounts import roles
 from billing.models import BillingPeriod
 from billing.selectors import billing_settings_get
+from billing.spending import pi_spending_url, project_spending_url
 from chargeback.downloads import download_name
 from chargeback.errors import Refused
 from chargeback.money import format_money
@@ -145,7 +146,7 @@ class StatementAdmin(admin.ModelAdmin):
     list_display = (
         "label",
         "period",
-        "pi_email",
+        "pi_display",
         "project_display",
         "fund_org",
         "list_money",
@@ -259,9 +260,17 @@ class StatementAdmin(admin.ModelAdmin):
     def label(self, statement: Statement) -> str:
         return statement.label
 
+    @admin.display(description="PI email", ordering="pi_email")
+    def pi_display(self, statement: Statement) -> str:
+        return format_html('<a href="{}">{}</a>', pi_spending_url(statement.pi_email), statement.pi_email)
+
     @admin.display(description="project", ordering="project_code")
     def project_display(self, statement: Statement) -> str:
-        return statement.project_code or "(no project)"
+        if not statement.project_code:
+            return "(no project)"
+        return format_html(
+            '<a href="{}">{}</a>', project_spending_url(statement.project_code), statement.project_code
+        )
 
     @admin.display(description="list")
     def list_money(self, statement: Statement) -> str:
@@ -482,3 +491,10 @@ class DeliveryAdmin(admin.ModelAdmin):
                 messages.error(request, str(exc))
         if ids:
             _dispatch(request, [], ids)
+
+
+# Charge queries: their admin (the reviewers' queue) and the dashboard's count of open ones.
+from .queries import admin as queries_admin  # noqa: E402
+
+if queries_admin.dashboard_queries not in admin.site.dashboard_extras:  # type: ignore[attr-defined]
+    admin.site.dashboard_extras.append(queries_admin.dashboard_queries)  # type: ignore[attr-defined]

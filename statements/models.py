@@ -223,3 +223,17 @@ class Delivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.recipient} ({self.period_id}, {self.state})"
+
+
+# Charge queries (disputes) live in their own package (statements/queries); their models belong
+# to this app, so they are imported here for Django to find them.
+from .queries.models import ChargeQuery  # noqa: E402
+
+__all__ = [
+    "ChargeQuery",
+    "Delivery",
+    "Statement",
+    "StatementLine",
+    "statement_pdf_name",
+    "statement_pdf_path",
+]
