@@ -9,10 +9,9 @@ admin.site.site_header = "OpenChargeback"
 admin.site.site_title = "OpenChargeback"
 admin.site.index_title = "Billing administration"
 
-from statements.spending_admin import spending_urls  # noqa: E402
-
 urlpatterns = [
-    *spending_urls(),  # /admin/spending/pi/ and /admin/spending/project/ (admin pages of their own)
+    # Spending pages of PIs and projects: admin pages of their own, before the admin's catch-all.
+    path("admin/spending/", include("statements.spending_urls")),
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),  # normally answered by HealthCheckMiddleware
     path("portal/", include("accounts.portal.urls")),  # the PI portal (namespace "portal")

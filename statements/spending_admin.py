@@ -3,7 +3,8 @@ over the last 24 periods (chart and table), by source, with their statements, th
 held back for review (open flags) and their charge queries.
 
 The figures come from `billing.spending`; this module adds the statements and queries (it sits
-above billing, as the statements app does). Mounted in chargeback/urls.py under /admin/spending/.
+above billing, as the statements app does). Mounted under /admin/spending/ by chargeback/urls.py
+(through statements/spending_urls.py, by name, so the project's URLconf imports nothing above core).
 """
 
 from __future__ import annotations
@@ -141,9 +142,10 @@ def project_page(request: HttpRequest) -> HttpResponse:
 
 
 def spending_urls() -> list[Any]:
+    """The pages' URLs, relative to /admin/spending/ (statements/spending_urls.py)."""
     from django.urls import path
 
     return [
-        path("admin/spending/pi/", admin.site.admin_view(pi_page), name="ocb_spending_pi"),
-        path("admin/spending/project/", admin.site.admin_view(project_page), name="ocb_spending_project"),
+        path("pi/", admin.site.admin_view(pi_page), name="ocb_spending_pi"),
+        path("project/", admin.site.admin_view(project_page), name="ocb_spending_project"),
     ]
