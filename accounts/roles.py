@@ -170,3 +170,8 @@ def can_change_statements(user: Any) -> bool:
     """Send, resend and render statements (rendering a PDF is a write): reviewers and billing
     admins. Viewers and PIs only read what exists."""
     return bool(user.has_perm("statements.send_statements"))
+
+
+def is_billing_admin(user: Any) -> bool:
+    """Billing admins (and superusers): the settings and the system page."""
+    return bool(user.has_perm("billing.change_billingsettings"))

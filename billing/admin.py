@@ -32,7 +32,7 @@ from chargeback.admin_hardening import typed_id
 from chargeback.errors import Refused
 from chargeback.money import format_money
 
-from . import selectors, services, views
+from . import branding, selectors, services, views
 from .forms import (
     AccountMappingForm,
     BillingSettingsForm,
@@ -933,7 +933,7 @@ class BillingPeriodAdmin(CurrencyAdminMixin, admin.ModelAdmin):
     list_filter = ("status",)
     ordering = ("-period",)
     change_form_template = "admin/billing/billingperiod/change_form.html"
-    fields = ("created_at", "closed_at", "finalized_at")
+    fields = ("statement_note", "created_at", "closed_at", "finalized_at")
     readonly_fields = ("created_at", "closed_at", "finalized_at")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
@@ -951,9 +951,29 @@ class BillingPeriodAdmin(CurrencyAdminMixin, admin.ModelAdmin):
         return ("period",) if obj is None else self.fields
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
-        return () if obj is None else self.readonly_fields
+        if obj is None:
+            return ()
+        if self._note_editable(request, obj):
+            return self.readonly_fields
+        return ("statement_note", *self.readonly_fields)
+
+    def _note_editable(self, request: HttpRequest, obj: BillingPeriod) -> bool:
+        return roles.can_manage_periods(request.user) and not obj.is_finalized
 
     def save_model(self, request: HttpRequest, obj: BillingPeriod, form: Any, change: bool) -> None:
+        if change:  # the only editable field of a period: its note on statements
+            saved = branding.period_statement_note_set(
+                period=obj.period, note=form.cleaned_data.get("statement_note", ""), actor=request.user
+            )
+            obj.refresh_from_db()
+            issued = saved.statements.exclude(state="superseded").count()
+            if issued and "statement_note" in form.changed_data:
+                messages.info(
+                    request,
+                    f"The note appears on statements rendered from now on (new versions, previews); the "
+                    f"{issued} statement(s) already issued keep their PDF.",
+                )
+            return
         opened = services.period_open(period=form.cleaned_data["period"], actor=request.user)
         obj.pk = opened.pk
         obj.refresh_from_db()
@@ -974,7 +994,7 @@ class BillingPeriodAdmin(CurrencyAdminMixin, admin.ModelAdmin):
         context = {
             "title": f"Period {period.period}" if period else "Period",
             "subtitle": None,
-            "show_save": False,
+            "show_save": bool(period and self._note_editable(request, period)),
             "show_save_and_continue": False,
             "show_save_and_add_another": False,
             "show_delete": False,
@@ -1250,6 +1270,31 @@ class BillingSettingsAdmin(ConfigManagedMixin, admin.ModelAdmin):
             },
         ),
         ("Validation", {"fields": ("fund_org_regex",)}),
+        (
+            "Statement branding",
+            {
+                "fields": (
+                    "logo",
+                    "organization_address",
+                    "contact_line",
+                    "accent_color",
+                    "payment_instructions",
+                    "statement_footer",
+                ),
+                "description": "Shown on statement PDFs rendered from now on (new versions and previews); "
+                "issued PDFs keep their look. A period's own note is edited on the period page.",
+            },
+        ),
+        (
+            "Statement email",
+            {
+                "fields": ("email_subject_template", "email_text_template", "email_html_template"),
+                "classes": ("collapse",),
+                "description": "Django templates; empty uses the site's files in DATA_DIR/templates/ or "
+                "the built-in ones. Each is tried on a sample email before it is saved. The variables "
+                "are listed in the README (Statement emails) and in Help.",
+            },
+        ),
     )
 
     def has_add_permission(self, request: HttpRequest) -> bool:

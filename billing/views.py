@@ -463,7 +463,7 @@ def charge_correct(request: HttpRequest, model_admin: Any, object_id: str) -> Ht
 def _statements_summary(period: BillingPeriod) -> dict[str, Any] | None:
     """Current statements of the period by state, when the statements app provides them."""
     try:
-        from statements.models import Statement
+        from statements.models import Statement, StatementLine
     except ImportError:
         return None
     rows = (
@@ -478,10 +478,21 @@ def _statements_summary(period: BillingPeriod) -> dict[str, Any] | None:
         url = reverse("admin:statements_statement_changelist") + f"?period__id__exact={period.pk}"
     except NoReverseMatch:
         url = ""
+    total = sum((s["total"] for s in states), ZERO)
+    # The exact sum of the current statements' charges: the cent rule makes the statements differ
+    # from it by rounding only (explained on the page when they do).
+    exact = (
+        StatementLine.objects.filter(statement__period=period)
+        .exclude(statement__state=Statement.State.SUPERSEDED)
+        .aggregate(s=Sum("billed_exact"))["s"]
+        or ZERO
+    )
     return {
         "states": states,
         "count": sum(s["count"] for s in states),
-        "total": sum((s["total"] for s in states), ZERO),
+        "total": total,
+        "exact": exact,
+        "rounding": total - exact,
         "url": url,
     }
 

@@ -10,6 +10,7 @@ admin.site.site_title = "OpenChargeback"
 admin.site.index_title = "Billing administration"
 
 urlpatterns = [
+    path("admin/", include("chargeback.help.urls")),  # help and system pages, before the admin's own
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),  # normally answered by HealthCheckMiddleware
     path("portal/", include("accounts.urls")),  # the PI portal (namespace "portal")

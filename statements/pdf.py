@@ -44,6 +44,7 @@ from reportlab.platypus import (
 from billing.rating.selectors import how_calculated
 from chargeback.money import currency_symbol, format_money
 
+from .branding import Branding, logo_flowable
 from .selectors import discount_percent, format_percent
 
 INK = colors.HexColor("#1f2933")
@@ -75,6 +76,7 @@ class Theme:
 
     fonts: Fonts
     page_size: tuple[float, float]
+    accent: colors.Color
     margin: float
     width: float  # usable width
     styles: dict[str, ParagraphStyle]
@@ -103,9 +105,13 @@ def _unicode_fonts() -> Fonts | None:
 STANDARD_FONTS = Fonts("Helvetica", "Helvetica-Bold")
 
 
-@functools.lru_cache(maxsize=4)
-def theme(fonts: Fonts = STANDARD_FONTS, page_size: tuple[float, float] | None = None) -> Theme:
+@functools.lru_cache(maxsize=8)
+def theme(
+    fonts: Fonts = STANDARD_FONTS, page_size: tuple[float, float] | None = None, accent: str = ""
+) -> Theme:
+    """`accent`: the site's accent colour (statements/branding.py), the built-in one when empty."""
     size = page_size or _page_size()
+    accent_colour = colors.HexColor(accent) if accent else ACCENT
     margin = 16 * mm
     regular, bold = fonts.regular, fonts.bold
 
@@ -121,20 +127,20 @@ def theme(fonts: Fonts = STANDARD_FONTS, page_size: tuple[float, float] | None =
         return ParagraphStyle(name, **base)
 
     styles = {
-        "org": style("org", fontName=bold, fontSize=15, leading=18, textColor=ACCENT),
+        "org": style("org", fontName=bold, fontSize=15, leading=18, textColor=accent_colour),
         "org_contact": style("org_contact", fontSize=8.5, leading=11, textColor=MUTED),
         "title": style("title", fontName=bold, fontSize=15, leading=18, alignment=TA_RIGHT),
         "meta": style("meta", fontSize=8.5, leading=11, alignment=TA_RIGHT),
         "label": style("label", fontName=bold, fontSize=7, leading=9, textColor=MUTED),
         "value": style("value", fontSize=9, leading=11.5),
         "value_bold": style("value_bold", fontName=bold, fontSize=9.5, leading=12),
-        "h2": style("h2", fontName=bold, fontSize=10.5, leading=13, textColor=ACCENT, spaceBefore=4),
+        "h2": style("h2", fontName=bold, fontSize=10.5, leading=13, textColor=accent_colour, spaceBefore=4),
         "cell": style("cell", fontSize=8, leading=9.6),
         "cell_small": style("cell_small", fontSize=6.8, leading=8.2, textColor=MUTED),
         "cell_bold": style("cell_bold", fontName=bold, fontSize=8, leading=9.6),
         "figure_label": style("figure_label", fontName=bold, fontSize=7.5, leading=9, textColor=MUTED),
         "figure": style("figure", fontName=bold, fontSize=14, leading=17, alignment=TA_LEFT),
-        "figure_due": style("figure_due", fontName=bold, fontSize=16, leading=19, textColor=ACCENT),
+        "figure_due": style("figure_due", fontName=bold, fontSize=16, leading=19, textColor=accent_colour),
         "figure_note": style("figure_note", fontSize=8, leading=10, textColor=MUTED),
         "note": style("note", fontSize=8.5, leading=11),
         "footnote": style("footnote", fontSize=7, leading=9, textColor=MUTED),
@@ -156,6 +162,7 @@ def theme(fonts: Fonts = STANDARD_FONTS, page_size: tuple[float, float] | None =
     return Theme(
         fonts=fonts,
         page_size=size,
+        accent=accent_colour,
         margin=margin,
         width=size[0] - 2 * margin,
         styles=styles,
@@ -221,6 +228,7 @@ class StatementData:
     replaces: str = ""
     source_names: dict[str, str] | None = None
     draft: bool = False  # a preview (generate --dry-run): DRAFT across every page, nothing issued
+    branding: Branding = field(default_factory=Branding)  # logo, address, colours, notes
 
     @property
     def label(self) -> str:
@@ -407,7 +415,15 @@ def build_flowables(data: StatementData, th: Theme, unicode_ok: bool) -> list[Fl
     story: list[Flowable] = []
 
     # Header: organisation and contact | statement number, version, period.
-    org_cell: list[Flowable] = [_p(data.organization, s["org"])]
+    brand = data.branding
+    org_cell: list[Flowable] = []
+    logo = logo_flowable(brand.logo, w * 0.5, 18 * mm)
+    if logo is not None:
+        org_cell += [logo, Spacer(1, 4)]
+    org_cell.append(_p(data.organization, s["org"]))
+    org_cell += [_p(line, s["org_contact"]) for line in brand.address.splitlines() if line.strip()]
+    if brand.contact_line:
+        org_cell.append(_p(brand.contact_line, s["org_contact"]))
     if data.contact_email:
         org_cell.append(_p(f"Questions: {data.contact_email}", s["org_contact"]))
     meta_cell: list[Flowable] = [
@@ -427,7 +443,7 @@ def build_flowables(data: StatementData, th: Theme, unicode_ok: bool) -> list[Fl
                 ("VALIGN", (0, 0), (-1, -1), "TOP"),
                 ("LEFTPADDING", (0, 0), (-1, -1), 0),
                 ("RIGHTPADDING", (0, 0), (-1, -1), 0),
-                ("LINEBELOW", (0, 0), (-1, 0), 1.2, ACCENT),
+                ("LINEBELOW", (0, 0), (-1, 0), 1.2, th.accent),
                 ("BOTTOMPADDING", (0, 0), (-1, 0), 8),
             ]
         )
@@ -444,7 +460,7 @@ def build_flowables(data: StatementData, th: Theme, unicode_ok: bool) -> list[Fl
 
     project_title = data.project_code or "(no project)"
     pi_cell = [_p("BILLED TO", s["label"]), _p(data.pi_name or data.pi_email, s["value_bold"])]
-    if data.pi_name:
+    if data.pi_name:  # the name first, the email beside it (below, in the narrow column)
         pi_cell.append(_p(data.pi_email, s["value"]))
     if data.pi_department:
         pi_cell.append(_p(data.pi_department, s["value"]))
@@ -511,6 +527,25 @@ def build_flowables(data: StatementData, th: Theme, unicode_ok: bool) -> list[Fl
         )
     if data.replaces:
         notes.append(f"<b>Revised statement:</b> this version replaces {escape(data.replaces)}.")
+    if brand.period_note:
+        notes.append(f"<b>Note for {escape(_period_label(data))}:</b> {_lines(brand.period_note)}")
+    if brand.payment_instructions:
+        pay = Table(
+            [[Paragraph(f"<b>How to pay:</b> {_lines(brand.payment_instructions)}", s["note"])]],
+            colWidths=[w],
+        )
+        pay.setStyle(
+            TableStyle(
+                [
+                    ("BOX", (0, 0), (-1, -1), 0.5, RULE),
+                    ("LINEBEFORE", (0, 0), (0, -1), 2.5, th.accent),
+                    ("TOPPADDING", (0, 0), (-1, -1), 5),
+                    ("BOTTOMPADDING", (0, 0), (-1, -1), 5),
+                    ("LEFTPADDING", (0, 0), (-1, -1), 8),
+                ]
+            )
+        )
+        story += [pay, Spacer(1, 6)]
     for text in notes:
         box = Table([[Paragraph(text, s["note"])]], colWidths=[w])
         box.setStyle(
@@ -666,7 +701,14 @@ def build_flowables(data: StatementData, th: Theme, unicode_ok: bool) -> list[Fl
             s["footnote"],
         )
     )
+    if brand.footer:
+        story += [Spacer(1, 6), Paragraph(_lines(brand.footer), s["note"])]
     return story
+
+
+def _lines(text: str) -> str:
+    """Free text typed by an admin, escaped, its line breaks kept."""
+    return "<br/>".join(escape(line) for line in text.strip().splitlines())
 
 
 def _quantity(value: Decimal) -> str:
@@ -727,7 +769,7 @@ class _StatementDoc(BaseDocTemplate):
         canvas.setFont(th.fonts.regular, 7.5)
         canvas.setFillColor(MUTED)
         top = th.page_size[1] - th.margin + 2
-        who = data.pi_name or data.pi_email
+        who = f"{data.pi_name} <{data.pi_email}>" if data.pi_name else data.pi_email
         right = "(continued)"
         room = th.width - canvas.stringWidth(right, th.fonts.regular, 7.5) - 12
         text = f"Statement {data.label} · {data.period} · {who} · {data.project_code or '(no project)'}"
@@ -761,12 +803,13 @@ def render_statement_pdf(data: StatementData) -> bytes:
         *(u["text"] for ln in data.lines for u in ln.rating.get("usage", [])),
         *(f"{d[1]}{d[3]}{d[4]}{d[6]}" for d in data.details),
         *(data.source_names or {}).values(),
+        *data.branding.texts(),
     ]
     fonts = STANDARD_FONTS
     if _needs_unicode(texts) or _needs_unicode([currency_symbol(data.currency)]):
         fonts = _unicode_fonts() or STANDARD_FONTS
     unicode_ok = fonts is not STANDARD_FONTS
-    th = theme(fonts)
+    th = theme(fonts, accent=data.branding.accent_hex)
     buffer = io.BytesIO()
     doc = _StatementDoc(buffer, data, th)
     footer_left = f"Generated {_issued_text(data.issued_at)} · OpenChargeback"
