@@ -406,7 +406,7 @@ def backup_create(*, path: str | Path, overwrite: bool = False) -> BackupOutcome
     audit("backup", actor=_actor(), path=str(target), files=len(files), vendor=vendor, key_id=key.key_id)
     size = target.stat().st_size
     system_status.backup_recorded(
-        path=target, size_bytes=size, vendor=vendor, files=len(files), created_at=manifest["created_at"]
+        path=target, size_bytes=size, vendor=vendor, files=len(files), created_at=str(manifest["created_at"])
     )
     return BackupOutcome(path=target, size_bytes=target.stat().st_size, manifest=manifest, key=key)
 

@@ -81,7 +81,8 @@ def current_pdf(pi_email: str = ZORP) -> bytes:
 
 
 def page_content(data: bytes) -> bytes:
-    return b"".join(page.get_contents().get_data() for page in PdfReader(io.BytesIO(data)).pages)
+    streams = [page.get_contents() for page in PdfReader(io.BytesIO(data)).pages]
+    return b"".join(stream.get_data() for stream in streams if stream is not None)
 
 
 # --- the PDF ---------------------------------------------------------------------------------
