@@ -51,7 +51,22 @@ out = Path("docs/screenshots/statement-branded.pdf")
 out.write_bytes(render_statement_pdf(statement_pdf_data(statement)))
 print(f"wrote {out} ({statement.label})")
 if shutil.which("pdftoppm"):
-    subprocess.run(["pdftoppm", "-png", "-r", "110", "-f", "1", "-l", "1", "-singlefile", str(out), str(out.with_suffix(""))], check=True)
+    subprocess.run(
+        [
+            "pdftoppm",
+            "-png",
+            "-r",
+            "110",
+            "-f",
+            "1",
+            "-l",
+            "1",
+            "-singlefile",
+            str(out),
+            str(out.with_suffix("")),
+        ],
+        check=True,
+    )
     print(f"wrote {out.with_suffix('.png')}")
 else:
     print("pdftoppm not installed (apt-get install poppler-utils): no PNG")

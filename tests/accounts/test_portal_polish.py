@@ -35,7 +35,9 @@ def test_the_chart_has_month_labels_and_a_legend_in_words(world):
 def test_the_portal_period_page_explains_cents_between_charges_and_statements(world):
     html = client_for(world.user_a).get(reverse("portal:period", args=["2025-01"])).content.decode()
     assert 'id="cents-note"' in html
-    assert "a statement\n  rounds each of its lines" in html or "rounds each of its lines" in " ".join(html.split())
+    assert "a statement\n  rounds each of its lines" in html or "rounds each of its lines" in " ".join(
+        html.split()
+    )
 
 
 def test_the_period_page_explains_a_rounding_difference(db, settings):
@@ -66,7 +68,9 @@ def test_the_period_page_explains_a_rounding_difference(db, settings):
     client = Client()
     client.force_login(user)
     pk = BillingPeriod.objects.get(period="2025-03").pk
-    html = " ".join(client.get(reverse("admin:billing_billingperiod_change", args=[pk])).content.decode().split())
+    html = " ".join(
+        client.get(reverse("admin:billing_billingperiod_change", args=[pk])).content.decode().split()
+    )
     assert "The statements add up to $0.01; the exact sum of their charges is $0.012." in html
     assert "The difference of -$0.002 is rounding" in html
     assert reverse("ocb_help_topic", args=["cents"]) in html

@@ -14,7 +14,8 @@ pytestmark = pytest.mark.skipif(bool(_skip_reason()), reason=_skip_reason() or "
 WIDTH = 1280
 
 
-def test_statements_list_fits_1280_px(live_server, transactional_db, _singletons_forgotten):
+@pytest.mark.usefixtures("_singletons_forgotten")
+def test_statements_list_fits_1280_px(live_server, transactional_db):
     from django.contrib.auth import get_user_model
 
     from statements import services
