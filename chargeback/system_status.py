@@ -113,26 +113,28 @@ def disk_check() -> Check:
     except OSError as exc:
         return Check("Disk", False, str(data_dir), f"cannot read: {exc}")
     free_share = usage.free / usage.total if usage.total else 0
+    used, capped = _folder_bytes(data_dir)
     return Check(
         "Disk",
         free_share > 0.1,
         f"{_size(usage.free)} free of {_size(usage.total)} ({free_share:.0%})",
-        f"data folder {data_dir}; used by it: {_size(_folder_bytes(data_dir))}",
+        f"data folder {data_dir}; used by it: {'more than ' if capped else ''}{_size(used)}",
     )
 
 
-def _folder_bytes(folder: Path, limit: int = 200_000) -> int:
-    """Bytes in the folder (stops counting after `limit` files: the page must stay fast)."""
-    total = 0
-    for count, (root, _dirs, files) in enumerate(os.walk(folder)):
-        if count > limit:
-            break
-        for name in files:
+def _folder_bytes(folder: Path, limit: int = 50_000) -> tuple[int, bool]:
+    """Bytes in the folder, and whether counting stopped after `limit` files (the page stays fast)."""
+    total = files = 0
+    for root, _dirs, names in os.walk(folder):
+        for name in names:
+            files += 1
+            if files > limit:
+                return total, True
             try:
                 total += (Path(root) / name).stat().st_size
             except OSError:
                 continue
-    return total
+    return total, False
 
 
 def _size(value: float) -> str:
