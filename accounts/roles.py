@@ -176,3 +176,8 @@ def can_change_statements(user: Any) -> bool:
 def can_answer_queries(user: Any) -> bool:
     """Answer and resolve PIs' charge queries (reviewers and billing admins)."""
     return bool(user.has_perm("statements.change_chargequery"))
+
+
+def is_billing_admin(user: Any) -> bool:
+    """Billing admins (and superusers): the settings and the system page."""
+    return bool(user.has_perm("billing.change_billingsettings"))

@@ -101,7 +101,9 @@ WSGI_APPLICATION = "chargeback.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        # A site's own templates first (DATA_DIR/templates/: statement emails, README "Statement
+        # emails"), then the project's.
+        "DIRS": [DATA_DIR / "templates", BASE_DIR / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -274,6 +276,9 @@ OPENCHARGEBACK_STATEMENT_EMAIL_SUBJECT = env.str(
         "{{ organization }}: your statement{{ count|pluralize }} for {{ period_label }} ({{ total }} due)",
     ),
 )
+# Statement logos (Billing settings): at most this many bytes, and pixels on the longest side (PNG, JPEG).
+OPENCHARGEBACK_LOGO_MAX_BYTES = env.int("OPENCHARGEBACK_LOGO_MAX_BYTES", default=512 * 1024)
+OPENCHARGEBACK_LOGO_MAX_PIXELS = env.int("OPENCHARGEBACK_LOGO_MAX_PIXELS", default=2000)
 OPENCHARGEBACK_PDF_PAGE_SIZE = env.str("OPENCHARGEBACK_PDF_PAGE_SIZE", default="letter")
 # Where `export-journal` writes journals without -o, and where `generate` also writes statement PDFs
 # (empty: PDFs only in the media folder, downloadable from the admin and portal).
