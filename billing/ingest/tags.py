@@ -298,14 +298,38 @@ class TagReader:
         out: list[str] = [""] * len(ids)
         for batch in np.unique(batches):
             where = np.nonzero(batches == batch)[0]
-            taken = pc.cast(self._values(int(batch), positions[where]), pa.string())
-            text = pc.utf8_trim_whitespace(taken)
-            text = pc.if_else(pc.equal(text, ""), "{}", text)
-            bare = pc.invert(pc.starts_with(text, "{"))
-            text = pc.if_else(bare, pc.binary_join_element_wise("{", text, "}", ""), text)
+            text = stored_json(pc.cast(self._values(int(batch), positions[where]), pa.string()))
             for position, value in zip(where.tolist(), text.to_pylist(), strict=True):
                 out[position] = value
         return out
+
+    def raw_texts(self, tag_ids: pa.ChunkedArray | pa.Array) -> pa.Array:
+        """The Tags values of many ids as read (large strings), in the order of the ids."""
+        ids = np.asarray(tag_ids.to_numpy())
+        if len(ids) == 0:
+            return pa.array([], pa.large_string())
+        batches, positions = ids >> 32, ids & 0xFFFFFFFF
+        order = np.argsort(batches, kind="stable")
+        pieces = [
+            pc.cast(self._values(int(batch), positions[order][batches[order] == batch]), pa.large_string())
+            for batch in np.unique(batches)
+        ]
+        # Back from batch order to the order of the ids.
+        return pa.concat_arrays(pieces).take(pa.array(np.argsort(order, kind="stable")))
+
+    def forget_texts(self) -> None:
+        """Let go of the Tags values of every batch read so far (their charges hold their text:
+        spill.py); ids keep counting batches from where they were."""
+        empty = pa.array([], pa.large_string())
+        self.tag_batches = [(empty, None) for _ in self.tag_batches]
+
+
+def stored_json(text: pa.Array) -> pa.Array:
+    """Tags values as stored: trimmed, '{}' when empty, Azure's missing braces restored."""
+    text = pc.utf8_trim_whitespace(text)
+    text = pc.if_else(pc.equal(text, ""), "{}", text)
+    bare = pc.invert(pc.starts_with(text, "{"))
+    return pc.if_else(bare, pc.binary_join_element_wise("{", text, "}", ""), text)
 
 
 def _normalise(value: pa.Array, *, lower: bool) -> pa.Array:

@@ -333,6 +333,75 @@ def test_many_small_batches_sum_to_the_same_charges(sources, synthetic, settings
     assert kept[CHARGE_FIELDS.index("tags")]["created"] == "t23"  # the last row's Tags
 
 
+@pytest.mark.parametrize("period", ["2025-01", None])
+def test_charges_summed_on_disk_are_the_charges_summed_in_memory(
+    sources, synthetic, settings, monkeypatch, tmp_path, period
+):
+    """Past OPENCHARGEBACK_INGEST_SPILL_CHARGES the summing goes to disk, partitioned by charge key
+    (spill.py): the charges, their flags, the Tags each keeps (its last row's) and the import's
+    totals are exactly those of the in-memory path, for one period or a file split by month; and
+    the spill folder is gone afterwards."""
+    path, manifest = synthetic(rows=3000, provider="aws", seed=12, grain="hourly")
+    # A charge whose rows differ only in a tag no attribution reads, spread over every batch; rows
+    # of another month (a mismatch with -p, a second part without); an unattributed one.
+    rows = [
+        focus_row(ChargePeriodStart=f"2025-01-01T{h:02d}:00:00Z", Tags=tags(**ADA, created=f"t{h}"))
+        for h in range(24)
+    ] + [
+        focus_row(BillingPeriodStart="2025-02-01", BilledCost="2.25", ResourceId="i-0002"),
+        focus_row(BillingPeriodStart="2025-02-01", BilledCost="-1.25", ResourceId="i-0002"),
+        focus_row(BilledCost="3.00", ResourceId="i-0003", Tags=""),
+    ]
+    extra = write_focus(tmp_path / "aws_2025-01_extra.csv", rows)
+    interleaved = read_rows(path)
+    mixed = write_focus(
+        tmp_path / "aws_2025-01_mixed.csv",
+        [row for pair in itertools.zip_longest(interleaved, rows * 100) for row in pair if row],
+        header=list(interleaved[0]),
+    )
+    flag_fields = tuple("charge__" + name for name in CHARGE_FIELDS if name != "tags")
+
+    def run() -> tuple[list, list, list]:
+        outcomes = [ingest(f, period=period, force=True) for f in (path, extra, mixed)]
+        totals = [
+            (p.period, p.rows, p.charges, p.flagged, p.billed_total, p.list_total)
+            for outcome in outcomes
+            for p in outcome.parts
+        ]
+        charges = list(Charge.objects.values_list(*CHARGE_FIELDS).order_by(*CHARGE_FIELDS))
+        flags = sorted(ChargeFlag.objects.values_list("reason", "detail", *flag_fields))
+        Charge.objects.all().delete()
+        Import.objects.all().delete()
+        return totals, charges, flags
+
+    in_memory = run()
+    settings.OPENCHARGEBACK_INGEST_SPILL_CHARGES = 50
+    settings.OPENCHARGEBACK_INGEST_SPILL_DIR = str(tmp_path / "spill")
+    (tmp_path / "spill").mkdir()
+    settings.OPENCHARGEBACK_INGEST_BLOCK_BYTES = 16 * 1024
+    monkeypatch.setattr(pipeline, "FIRST_TRANSFORM_ROWS", 40)
+    monkeypatch.setattr(pipeline, "TRANSFORM_ROWS", 40)
+    spilled_rows = []
+    real_add = pipeline.SpilledCharges.add
+    monkeypatch.setattr(
+        pipeline.SpilledCharges,
+        "add",
+        lambda self, table: spilled_rows.append((self.partitions, table.num_rows)) or real_add(self, table),
+    )
+    on_disk = run()
+
+    assert len(spilled_rows) > 50 and max(parts for parts, _ in spilled_rows) > 1  # really spilled
+    assert on_disk == in_memory
+    totals, charges, flags = on_disk
+    assert totals[0][1] == manifest["rows"]
+    assert totals[0][4] == file_billed_sum(path)
+    assert any(reason == "unattributed" for reason, *_ in flags)
+    assert any(reason == "period_mismatch" for reason, *_ in flags) == (period is not None)
+    (kept,) = [c for c in charges if c[CHARGE_FIELDS.index("line_count")] == 2400]
+    assert kept[CHARGE_FIELDS.index("tags")]["created"] == "t23"  # the last row's Tags
+    assert list((tmp_path / "spill").iterdir()) == []
+
+
 def test_same_file_again_is_refused_and_writes_nothing(sources, synthetic):
     path, _ = synthetic(rows=500, seed=1)
     first = ingest(path)
