@@ -94,6 +94,9 @@ class ParsedFile:
         self.stats, self.tag_reader, self.texts, self.periods = stats, tag_reader, texts, periods
         self.spilled = spilled
         self._attribution_keys = attribution_keys
+        self.charge_count = (
+            charges.num_rows if charges is not None else spilled.charge_count if spilled else 0
+        )
 
     @property
     def charges(self) -> pa.Table:
@@ -581,7 +584,7 @@ def build_and_write(
             ]
             yield from zip(*columns, strict=True)
 
-    result.charges = write_charges(rows())
+    result.charges = write_charges(rows(), expected_rows=parsed.charge_count)
     return result
 
 

@@ -58,6 +58,7 @@ class SpilledCharges:
         self._writers: list[ipc.RecordBatchFileWriter | None] = [None] * partitions
         self._schema: pa.Schema | None = None
         self.rows_spilled = 0
+        self.charge_count = 0  # once finished
         self.finished = False
 
     def _path(self, partition: int, stage: str = "partials") -> Path:
@@ -103,6 +104,7 @@ class SpilledCharges:
             path.unlink()
             charges = aggregate(partials, ordered=True)
             del partials
+            self.charge_count += charges.num_rows
             with ipc.new_file(str(self._path(index, "charges")), charges.schema) as writer:
                 writer.write_table(charges)
             yield charges

@@ -20,6 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from django.db import connection
 from django.db.models import Sum
 
 from billing import selectors, services
@@ -1398,8 +1399,8 @@ def test_writer_failing_midway_writes_nothing(sources, synthetic, monkeypatch):
     real_write = writer.write_charges
     written = []
 
-    def write_some_then_fail(rows):
-        written.append(real_write(itertools.islice(rows, 100)))
+    def write_some_then_fail(rows, **options):
+        written.append(real_write(itertools.islice(rows, 100), **options))
         assert Charge.objects.count() == 100  # really inserted, inside the import's transaction
         raise RuntimeError("disk full")
 
@@ -1412,6 +1413,60 @@ def test_writer_failing_midway_writes_nothing(sources, synthetic, monkeypatch):
     assert (record.status, record.error_message) == ("failed", "internal error: disk full")
     assert_nothing_written()
     assert BillingPeriod.objects.count() == 0
+
+
+def charge_indexes() -> list[tuple[str, str]]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'billing_charge' "
+            "AND sql IS NOT NULL ORDER BY name"
+        )
+        return cursor.fetchall()
+
+
+@pytest.mark.skipif("os.environ.get('DATABASE_URL', '').startswith('postgres')")
+def test_sqlite_indexes_are_rebuilt_after_a_bulk_insert_and_survive_a_failure(
+    sources, synthetic, monkeypatch
+):
+    """An import larger than the table drops the charge indexes while it inserts and builds them
+    again in its transaction; one that fails leaves them as they were; a small one keeps them."""
+    monkeypatch.setattr(writer, "REBUILD_INDEXES_FROM_ROWS", 10)
+    monkeypatch.setattr(writer, "SQLITE_BATCH", 50)
+    before = charge_indexes()
+    assert len(before) >= 5
+    seen_while_inserting = []
+    real_batches = writer._batches_in_background
+
+    def batches(rows, size):
+        for batch in real_batches(rows, size):
+            seen_while_inserting.append(len(charge_indexes()))
+            yield batch
+
+    monkeypatch.setattr(writer, "_batches_in_background", batches)
+    path, _ = synthetic(rows=1000, seed=5)
+    outcome = ingest(path)
+    assert seen_while_inserting and set(seen_while_inserting) == {0}
+    assert charge_indexes() == before
+    assert billed(Charge.objects.filter(period__period="2025-01")) == outcome.billed_total
+
+    # Fewer rows than the table holds: the indexes stay while inserting.
+    seen_while_inserting.clear()
+    ingest(write_focus(path.with_name("aws_2025-01_small.csv"), [focus_row() for _ in range(20)]))
+    assert set(seen_while_inserting) == {len(before)}
+
+    # A failure after the drop: the transaction rolls the drop back too.
+    def fail_in_second_batch(rows, size):
+        for number, batch in enumerate(real_batches(rows, size)):
+            if number == 1:
+                raise RuntimeError("disk full")
+            yield batch
+
+    monkeypatch.setattr(writer, "_batches_in_background", fail_in_second_batch)
+    Charge.objects.all().delete()
+    with pytest.raises(RuntimeError, match="disk full"):
+        ingest(path, force=True)
+    assert charge_indexes() == before
+    assert Charge.objects.count() == 0
 
 
 KILLED_IMPORT = """
