@@ -244,6 +244,7 @@ def parse_file(path: Path, billing_settings: BillingSettings, name: str | None =
         raise rows_refused(label, errors)
     if stats.rows == 0:
         raise IngestError(f"{label} has a header but no data rows")
+    tag_reader.freeze()
     if spilled is not None:
         return _finish_spilled(spilled, stats, tag_reader, texts, label)
     charges = _combined(partials, tag_reader)
