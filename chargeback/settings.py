@@ -250,6 +250,10 @@ FILE_UPLOAD_HANDLERS = [
 OPENCHARGEBACK_INGEST_MAX_BYTES = env.int("OPENCHARGEBACK_INGEST_MAX_BYTES", default=20 * 1024**3)
 OPENCHARGEBACK_INGEST_MAX_ROWS = env.int("OPENCHARGEBACK_INGEST_MAX_ROWS", default=200_000_000)
 OPENCHARGEBACK_INGEST_MAX_BAD_ROWS = env.int("OPENCHARGEBACK_INGEST_MAX_BAD_ROWS", default=10_000)
+# Past this many charges an import sums the rest on disk, in a temporary folder (the system's, or
+# this one), so that its memory stops growing with the file (billing/ingest/spill.py).
+OPENCHARGEBACK_INGEST_SPILL_CHARGES = env.int("OPENCHARGEBACK_INGEST_SPILL_CHARGES", default=600_000)
+OPENCHARGEBACK_INGEST_SPILL_DIR = env.str("OPENCHARGEBACK_INGEST_SPILL_DIR", default="")
 
 # Backups are signed (HMAC-SHA256 of the manifest) with this key, or else with the key file, which
 # the first backup creates; restore refuses an archive whose signature does not verify.
