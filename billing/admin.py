@@ -32,7 +32,7 @@ from chargeback.admin_hardening import typed_id
 from chargeback.errors import Refused
 from chargeback.money import format_money
 
-from . import selectors, services, views
+from . import charge_search, selectors, services, views
 from .forms import (
     AccountMappingForm,
     BillingSettingsForm,
@@ -510,7 +510,7 @@ class ChargeAdmin(CurrencyAdminMixin, LargeTableAdminMixin, admin.ModelAdmin):
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet, search_term: str
     ) -> tuple[QuerySet, bool]:
-        return selectors.charges_search(queryset, search_term), False
+        return charge_search.charges_matching(queryset, search_term), False
 
     def get_urls(self) -> list[URLPattern]:
         wrap = self.admin_site.admin_view

@@ -1,0 +1,103 @@
+"""The charge search of the admin, answered through indexes on a million-charge period.
+
+What the reviewer types matches as follows (the search box's help text says the same):
+
+- `#123` is charge 123 only; a bare `123` is charge 123 or any charge whose text contains "123".
+- A term found (case-insensitive substring) in a PI's email or name, or in a project's id, name,
+  fund/org or references, lists the charges of those PIs and projects (through the period/PI/
+  project index). The charges' own text is not searched then.
+- Any other term is a case-insensitive substring of one of the charge's resource id, resource
+  name, sub-account id, fund/org, reference 1 or reference 2, found through a trigram index:
+  - PostgreSQL: pg_trgm's GIN index `charge_text_trgm` over UPPER(column), the expressions
+    Django's `icontains` compares, so the ORM query is used unchanged;
+  - SQLite: the FTS5 table `billing_charge_search` (trigram tokenizer, content in the charge
+    table, kept by triggers), queried as a phrase, which is a substring match on trigrams.
+  Terms shorter than three characters have no trigram: they are compared row by row (still
+  correct; the listing stops at the first page of matches, so only a rare short term is slow).
+  Case folding: SQLite's FTS5 folds Unicode letters, PostgreSQL's UPPER those of the database
+  locale.
+
+The indexes are created by migration billing 0008 (charge_text_search_index); imports, deletes of
+superseded imports and corrections keep them current by themselves (GIN index; triggers), so
+an import's writer needs to do nothing for them.
+"""
+
+from __future__ import annotations
+
+from django.db import connection
+from django.db.models import Q, QuerySet
+from django.db.models.expressions import RawSQL
+
+from chargeback.admin_hardening import typed_id
+
+from .models import PI, Charge, Project
+
+# The charge columns the text search looks in (the order of the index's columns).
+TEXT_COLUMNS = ("resource_id", "resource_name", "sub_account_id", "fund_org", "reference_1", "reference_2")
+SQLITE_FTS_TABLE = "billing_charge_search"
+SQLITE_TRIGGERS = (f"{SQLITE_FTS_TABLE}_insert", f"{SQLITE_FTS_TABLE}_delete", f"{SQLITE_FTS_TABLE}_update")
+SQLITE_MATCH_SQL = "SELECT rowid FROM billing_charge_search WHERE billing_charge_search MATCH %s"
+PG_TRIGRAM_INDEX = "charge_text_trgm"
+TRIGRAM = 3
+# A term naming more PIs or projects than this is not a name: its charges are listed by text.
+OWNER_LIMIT = 500
+
+
+def charges_matching(queryset: QuerySet[Charge], term: str) -> QuerySet[Charge]:
+    """`queryset` narrowed to the charges the admin search term names (see the module's doc)."""
+    term = (term or "").strip()
+    if not term:
+        return queryset
+    charge_id = typed_id(term)
+    if charge_id is not None:
+        by_id = Q(id=charge_id)
+        if term.startswith("#"):
+            return queryset.filter(by_id)
+    elif term.startswith("#") and term[1:].strip().isdigit():
+        return queryset.none()  # an id no charge can have (too long, or not ASCII digits)
+    else:
+        by_id = Q(pk__in=[])
+    pi_ids = list(
+        PI.objects.filter(Q(email__icontains=term) | Q(name__icontains=term)).values_list("id", flat=True)[
+            :OWNER_LIMIT
+        ]
+    )
+    project_ids = list(
+        Project.objects.filter(
+            Q(project_id__icontains=term)
+            | Q(name__icontains=term)
+            | Q(fund_org__icontains=term)
+            | Q(reference_1__icontains=term)
+            | Q(reference_2__icontains=term)
+        ).values_list("id", flat=True)[:OWNER_LIMIT]
+    )
+    if pi_ids or project_ids:
+        return queryset.filter(by_id | Q(pi_id__in=pi_ids) | Q(project_id__in=project_ids))
+    return queryset.filter(by_id | text_match(term))
+
+
+def text_match(term: str) -> Q:
+    """Charges whose text columns contain `term` (case-insensitive), through the trigram index."""
+    if connection.vendor == "sqlite" and len(term) >= TRIGRAM:
+        return Q(id__in=RawSQL(SQLITE_MATCH_SQL, [fts_phrase(term)]))  # noqa: S611 - fixed SQL, bound term
+    # PostgreSQL's GIN index is over exactly these expressions; short terms on SQLite scan.
+    text = Q()
+    for name in TEXT_COLUMNS:
+        text |= Q(**{f"{name}__icontains": term})
+    return text
+
+
+def fts_phrase(term: str) -> str:
+    """An FTS5 query matching `term` as one phrase: with the trigram tokenizer, a substring."""
+    return '"' + term.replace('"', '""') + '"'
+
+
+def sqlite_triggers_missing() -> list[str]:
+    """Triggers keeping the SQLite search table current that the schema lacks (a table rebuilt
+    by a later migration loses them)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'billing_charge'"
+        )
+        present = {row[0] for row in cursor.fetchall()}
+    return [name for name in SQLITE_TRIGGERS if name not in present]

@@ -1,0 +1,80 @@
+"""A substring (trigram) index over the charge text the admin search looks in.
+
+PostgreSQL: the pg_trgm extension and one multi-column GIN index over UPPER(column) of the six
+searched columns, the exact expressions Django's `icontains` compares, so the ORM's own query
+uses it. pg_trgm is a trusted extension (PostgreSQL 13+): the database owner may create it
+without being a superuser; on an older server a superuser must run `CREATE EXTENSION pg_trgm`
+first.
+
+SQLite: an FTS5 table with the trigram tokenizer (SQLite 3.34+) whose content is the charge
+table itself (external content: nothing is stored twice), kept in step by triggers on insert,
+delete and update of the searched columns, and filled from the existing charges here.
+
+Caution for later migrations: Django rebuilds a SQLite table for many ALTERs of billing_charge
+(copy, drop, rename), which drops these triggers. tests/billing/test_charge_search.py fails
+then; such a migration must create the triggers of this one again.
+"""
+
+from django.contrib.postgres.operations import TrigramExtension
+from django.db import migrations
+
+COLUMNS = ("resource_id", "resource_name", "sub_account_id", "fund_org", "reference_1", "reference_2")
+FTS = "billing_charge_search"
+
+PG_INDEX = (
+    "CREATE INDEX IF NOT EXISTS charge_text_trgm ON billing_charge USING gin ("
+    + ", ".join(f"(UPPER(({c})::text)) gin_trgm_ops" for c in COLUMNS)
+    + ")"
+)
+PG_DROP = "DROP INDEX IF EXISTS charge_text_trgm"
+
+_cols = ", ".join(COLUMNS)
+_new = ", ".join(f"new.{c}" for c in COLUMNS)
+_old = ", ".join(f"old.{c}" for c in COLUMNS)
+SQLITE_CREATE = [
+    f"CREATE VIRTUAL TABLE {FTS} USING fts5({_cols}, content='billing_charge', content_rowid='id', "
+    "tokenize='trigram')",
+    f"CREATE TRIGGER {FTS}_insert AFTER INSERT ON billing_charge BEGIN "
+    f"INSERT INTO {FTS}(rowid, {_cols}) VALUES (new.id, {_new}); END",
+    f"CREATE TRIGGER {FTS}_delete AFTER DELETE ON billing_charge BEGIN "
+    f"INSERT INTO {FTS}({FTS}, rowid, {_cols}) VALUES ('delete', old.id, {_old}); END",
+    f"CREATE TRIGGER {FTS}_update AFTER UPDATE OF {_cols} ON billing_charge BEGIN "
+    f"INSERT INTO {FTS}({FTS}, rowid, {_cols}) VALUES ('delete', old.id, {_old}); "
+    f"INSERT INTO {FTS}(rowid, {_cols}) VALUES (new.id, {_new}); END",
+    f"INSERT INTO {FTS}({FTS}) VALUES ('rebuild')",
+]
+SQLITE_DROP = [
+    f"DROP TRIGGER IF EXISTS {FTS}_insert",
+    f"DROP TRIGGER IF EXISTS {FTS}_delete",
+    f"DROP TRIGGER IF EXISTS {FTS}_update",
+    f"DROP TABLE IF EXISTS {FTS}",
+]
+
+
+def create_index(apps, schema_editor):
+    vendor = schema_editor.connection.vendor
+    if vendor == "postgresql":
+        schema_editor.execute(PG_INDEX)
+    elif vendor == "sqlite":
+        for sql in SQLITE_CREATE:
+            schema_editor.execute(sql)
+
+
+def drop_index(apps, schema_editor):
+    vendor = schema_editor.connection.vendor
+    if vendor == "postgresql":
+        schema_editor.execute(PG_DROP)
+    elif vendor == "sqlite":
+        for sql in SQLITE_DROP:
+            schema_editor.execute(sql)
+
+
+class Migration(migrations.Migration):
+    dependencies = [
+        ("billing", "0007_flag_reasons_ambiguous_tags_invalid_pi_email"),
+    ]
+
+    operations = [
+        TrigramExtension(),  # does nothing on other databases
+        migrations.RunPython(create_index, drop_index, elidable=False),
+    ]
