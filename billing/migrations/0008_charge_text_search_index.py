@@ -1,8 +1,8 @@
 """A substring (trigram) index over the charge text the admin search looks in.
 
-PostgreSQL: the pg_trgm extension and one multi-column GIN index over UPPER(column) of the six
-searched columns, the exact expressions Django's `icontains` compares, so the ORM's own query
-uses it. pg_trgm is a trusted extension (PostgreSQL 13+): the database owner may create it
+PostgreSQL: the pg_trgm extension and a GIN index over the six searched columns joined by a
+unit separator (one index entry per trigram and charge: smaller and quicker to write and to
+search than one per column); billing.charge_search queries exactly this expression with ILIKE. pg_trgm is a trusted extension (PostgreSQL 13+): the database owner may create it
 without being a superuser; on an older server a superuser must run `CREATE EXTENSION pg_trgm`
 first.
 
@@ -22,9 +22,9 @@ COLUMNS = ("resource_id", "resource_name", "sub_account_id", "fund_org", "refere
 FTS = "billing_charge_search"
 
 PG_INDEX = (
-    "CREATE INDEX IF NOT EXISTS charge_text_trgm ON billing_charge USING gin ("
-    + ", ".join(f"(UPPER(({c})::text)) gin_trgm_ops" for c in COLUMNS)
-    + ")"
+    "CREATE INDEX IF NOT EXISTS charge_text_trgm ON billing_charge USING gin (("
+    + " || E'\\x1f' || ".join(COLUMNS)
+    + ") gin_trgm_ops)"
 )
 PG_DROP = "DROP INDEX IF EXISTS charge_text_trgm"
 
