@@ -259,8 +259,11 @@ class ServerClock:
 
 
 def focus_file(path: Path, rows: int) -> Path:
-    """A small FOCUS CSV for the big period: `rows` charges of known PIs and projects."""
+    """A small FOCUS CSV for the big period: `rows` charges of known PIs and projects (new bytes
+    each run; the same name, so a later run supersedes the earlier one)."""
     import csv
+
+    stamp = f"{time.time_ns():x}"
 
     header = [
         "BillingPeriodStart", "BillingPeriodEnd", "ChargePeriodStart", "ChargePeriodEnd", "ListCost",
@@ -281,7 +284,7 @@ def focus_file(path: Path, rows: int) -> Path:
                     "2026-01-01T00:00:00Z",
                     "12.50",
                     "10.00",
-                    f"late-delivery/vm-{n:06d}",
+                    f"late-delivery/{stamp}/vm-{n:06d}",
                     f"late-vm-{n}",
                     "Late compute",
                     "999900001111",

@@ -11,22 +11,26 @@ What the reviewer types matches as follows (the search box's help text says the 
   - PostgreSQL: pg_trgm's GIN index `charge_text_trgm` over the six columns joined by a unit
     separator (U+001F, removed from the term, so a match never spans two columns), ILIKE;
   - SQLite: the FTS5 table `billing_charge_search` (trigram tokenizer, content in the charge
-    table, kept by triggers), queried as a phrase, which is a substring match on trigrams; the
-    ids it finds (at most LIST_LIMIT) are then looked up by primary key. A term matching more
-    charges than that is common enough that comparing rows newest first fills a page quickly.
+    table, kept by triggers, or by `bulk_writing` around an import's writes) lists the charges
+    holding the term's trigrams; at most LIST_LIMIT of them are read by primary key and their
+    text compared (`icontains`). A term held by more charges than that is common enough that
+    comparing rows newest first fills a page quickly.
   Terms shorter than three characters have no trigram: they are compared row by row (still
   correct; the listing stops at the first page of matches, so only a rare short term is slow).
-  Case folding: SQLite's FTS5 folds Unicode letters, PostgreSQL's ILIKE those of the database
-  locale.
+  Case folding: SQLite's LIKE folds ASCII letters only (as Django's icontains always did there),
+  PostgreSQL's ILIKE those of the database locale.
 
-The indexes are created by migration billing 0008 (charge_text_search_index); imports, deletes of
-superseded imports and corrections keep them current by themselves (GIN index; triggers), so
-an import's writer needs to do nothing for them.
+The indexes are created by migration billing 0008 (charge_text_search_index); every write keeps
+them current (the GIN index; the triggers). The import's writer wraps its inserts in
+`bulk_writing`, and the deletion of superseded imports its delete: on SQLite that indexes the
+rows in one statement instead of row by row (about ten times cheaper).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from django.db import connection
 from django.db.models import BooleanField, Q, QuerySet
@@ -91,32 +95,73 @@ def charges_matching(queryset: QuerySet[Charge], term: str) -> QuerySet[Charge]:
 def text_match(term: str) -> Q:
     """Charges whose text columns contain `term` (case-insensitive), through the trigram index."""
     if connection.vendor == "sqlite" and len(term) >= TRIGRAM:
-        ids = sqlite_matching_ids(term, LIST_LIMIT + 1)
+        ids = sqlite_candidate_ids(term, LIST_LIMIT + 1)
         if len(ids) <= LIST_LIMIT:
-            return Q(id__in=RawSQL(SQLITE_IDS_SQL, [json.dumps(ids)]))  # noqa: S611 - fixed SQL, bound ids
+            # The FTS5 table says which charges hold every trigram; their text says which match.
+            return Q(id__in=RawSQL(SQLITE_IDS_SQL, [json.dumps(ids)])) & _icontains_any(term)  # noqa: S611 - fixed SQL
         # A common term (one charge in a hundred or more of a million-charge period): comparing
         # rows newest first finds a page of matches sooner than listing every match would.
     if connection.vendor == "postgresql":
         pattern = "%" + connection.ops.prep_for_like_query(term.replace(UNIT_SEPARATOR, "")) + "%"
         return Q(RawSQL(PG_MATCH_SQL, [pattern], output_field=BooleanField()))  # noqa: S611 - as above
     # Short terms on SQLite (FTS5 has no trigram for them), and any other database: row by row.
+    return _icontains_any(term)
+
+
+def _icontains_any(term: str) -> Q:
     text = Q()
     for name in TEXT_COLUMNS:
         text |= Q(**{f"{name}__icontains": term})
     return text
 
 
-def sqlite_matching_ids(term: str, limit: int) -> list[int]:
-    """Up to `limit` ids of charges whose text contains `term`, from the FTS5 table (newest first:
-    FTS5 walks its doclists lazily, so a common term stops early)."""
+def fts_query(term: str) -> str:
+    """An FTS5 query for the charges holding the trigrams of `term`: every third one and the last
+    (together they cover the term; fewer tokens, quicker), each quoted as a string."""
+    grams = [term[i : i + TRIGRAM] for i in range(len(term) - TRIGRAM + 1)]
+    chosen = dict.fromkeys([*grams[::TRIGRAM], grams[-1]])
+    return " AND ".join('"' + gram.replace('"', '""') + '"' for gram in chosen)
+
+
+def sqlite_candidate_ids(term: str, limit: int) -> list[int]:
+    """Up to `limit` ids of charges holding the trigrams of `term` (a superset of the matches),
+    newest first: FTS5 walks its lists lazily, so a common term stops early."""
     with connection.cursor() as cursor:
-        cursor.execute(SQLITE_MATCH_SQL + " ORDER BY rowid DESC LIMIT %s", [fts_phrase(term), limit])
+        cursor.execute(SQLITE_MATCH_SQL + " ORDER BY rowid DESC LIMIT %s", [fts_query(term), limit])
         return [row[0] for row in cursor.fetchall()]
 
 
-def fts_phrase(term: str) -> str:
-    """An FTS5 query matching `term` as one phrase: with the trigram tokenizer, a substring."""
-    return '"' + term.replace('"', '""') + '"'
+@contextmanager
+def bulk_writing(*, deleting: QuerySet[Charge] | None = None) -> Iterator[None]:
+    """Around a bulk insert or delete of charges on SQLite, inside its transaction: the per-row
+    triggers stand aside and the index follows in one statement each — the charges about to be
+    deleted (`deleting`) leave it first; the charges inserted in the block join it at the end.
+    Without the block every write is still indexed, by the triggers, about ten times slower."""
+    if connection.vendor != "sqlite":
+        yield
+        return
+    table, cols = SQLITE_FTS_TABLE, ", ".join(TEXT_COLUMNS)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT COALESCE(MAX(id), 0) FROM billing_charge")
+        last_before = cursor.fetchone()[0]
+        cursor.execute(f"INSERT INTO {table}_pause (id) VALUES (NULL)")  # noqa: S608 - fixed name
+        pause_id = cursor.lastrowid
+        try:
+            if deleting is not None:
+                ids_sql, ids_params = deleting.order_by().values("id").query.sql_with_params()
+                cursor.execute(
+                    f"INSERT INTO {table}({table}, rowid, {cols}) SELECT 'delete', id, {cols} "  # noqa: S608 - fixed names
+                    f"FROM billing_charge WHERE id IN ({ids_sql})",
+                    ids_params,
+                )
+            yield
+            # Ids only grow (AUTOINCREMENT): the rows above the old maximum are this block's.
+            cursor.execute(
+                f"INSERT INTO {table}(rowid, {cols}) SELECT id, {cols} FROM billing_charge WHERE id > %s",  # noqa: S608
+                [last_before],
+            )
+        finally:
+            cursor.execute(f"DELETE FROM {table}_pause WHERE id = %s", [pause_id])  # noqa: S608 - fixed name
 
 
 def sqlite_triggers_missing() -> list[str]:

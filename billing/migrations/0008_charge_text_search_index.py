@@ -8,7 +8,8 @@ first.
 
 SQLite: an FTS5 table with the trigram tokenizer (SQLite 3.34+) whose content is the charge
 table itself (external content: nothing is stored twice), kept in step by triggers on insert,
-delete and update of the searched columns, and filled from the existing charges here.
+delete and update of the searched columns (bulk writers pause them and index in one statement:
+billing.charge_search.bulk_writing), and filled from the existing charges here.
 
 Caution for later migrations: Django rebuilds a SQLite table for many ALTERs of billing_charge
 (copy, drop, rename), which drops these triggers. tests/billing/test_charge_search.py fails
@@ -31,14 +32,21 @@ PG_DROP = "DROP INDEX IF EXISTS charge_text_trgm"
 _cols = ", ".join(COLUMNS)
 _new = ", ".join(f"new.{c}" for c in COLUMNS)
 _old = ", ".join(f"old.{c}" for c in COLUMNS)
+# While a row is in this table (inside a bulk write's transaction), the triggers stand aside and
+# the writer indexes or unindexes its rows in one statement: per-row FTS5 writes from a trigger
+# cost about ten times more.
+_active = f"WHEN NOT EXISTS (SELECT 1 FROM {FTS}_pause)"
 SQLITE_CREATE = [
+    f"CREATE TABLE {FTS}_pause (id INTEGER PRIMARY KEY)",
+    # detail=none, columnsize=0: only which charges hold each trigram (half the size and the
+    # writing time of full positions); the search checks the candidates' text itself.
     f"CREATE VIRTUAL TABLE {FTS} USING fts5({_cols}, content='billing_charge', content_rowid='id', "
-    "tokenize='trigram')",
-    f"CREATE TRIGGER {FTS}_insert AFTER INSERT ON billing_charge BEGIN "
+    "tokenize='trigram', detail=none, columnsize=0)",
+    f"CREATE TRIGGER {FTS}_insert AFTER INSERT ON billing_charge {_active} BEGIN "
     f"INSERT INTO {FTS}(rowid, {_cols}) VALUES (new.id, {_new}); END",
-    f"CREATE TRIGGER {FTS}_delete AFTER DELETE ON billing_charge BEGIN "
+    f"CREATE TRIGGER {FTS}_delete AFTER DELETE ON billing_charge {_active} BEGIN "
     f"INSERT INTO {FTS}({FTS}, rowid, {_cols}) VALUES ('delete', old.id, {_old}); END",
-    f"CREATE TRIGGER {FTS}_update AFTER UPDATE OF {_cols} ON billing_charge BEGIN "
+    f"CREATE TRIGGER {FTS}_update AFTER UPDATE OF {_cols} ON billing_charge {_active} BEGIN "
     f"INSERT INTO {FTS}({FTS}, rowid, {_cols}) VALUES ('delete', old.id, {_old}); "
     f"INSERT INTO {FTS}(rowid, {_cols}) VALUES (new.id, {_new}); END",
     f"INSERT INTO {FTS}({FTS}) VALUES ('rebuild')",
@@ -48,6 +56,7 @@ SQLITE_DROP = [
     f"DROP TRIGGER IF EXISTS {FTS}_delete",
     f"DROP TRIGGER IF EXISTS {FTS}_update",
     f"DROP TABLE IF EXISTS {FTS}",
+    f"DROP TABLE IF EXISTS {FTS}_pause",
 ]
 
 

@@ -56,7 +56,7 @@ def assert_searched_through_the_index(queryset, term: str) -> None:
         with connection.cursor() as cursor:
             cursor.execute(
                 f"EXPLAIN QUERY PLAN {charge_search.SQLITE_MATCH_SQL} ORDER BY rowid DESC LIMIT %s",
-                [charge_search.fts_phrase(term), 10],
+                [charge_search.fts_query(term), 10],
             )
             lookup = "\n".join(str(row[-1]) for row in cursor.fetchall())
         assert uses_text_index(lookup), lookup
@@ -264,3 +264,36 @@ def test_the_admin_search_box_finds_a_resource(charges):
     response = client.get("/admin/billing/charge/", {"q": "i-0abc123"})
     assert response.status_code == 200
     assert [c.pk for c in response.context["cl"].result_list] == [charges[0].pk]
+
+
+def test_trigrams_in_the_wrong_order_are_not_a_match(charges):
+    # "qabc" and "bcd" hold every trigram of "abcd" in some order, but not "abcd" itself.
+    trap = ChargeFactory(resource_id="xqabc-bcdx", resource_name="plain")
+    if connection.vendor == "sqlite":
+        assert trap.pk in charge_search.sqlite_candidate_ids("abcd", 100)  # a candidate ...
+    assert found("abcd") == set()  # ... that the text check turns away
+    assert found("qabc-bcd") == {trap.pk}
+
+
+def test_the_fts_query_quotes_every_chosen_trigram():
+    assert charge_search.fts_query("abc") == '"abc"'
+    assert charge_search.fts_query("abcdefg") == '"abc" AND "def" AND "efg"'
+    assert charge_search.fts_query('a"bc d') == '"a""b" AND "c d"'
+
+
+@sqlite_only
+def test_bulk_writing_leaves_the_triggers_on_even_when_the_write_fails(charges):
+    from django.db import transaction
+
+    table = charge_search.SQLITE_FTS_TABLE
+    with pytest.raises(RuntimeError), transaction.atomic(), charge_search.bulk_writing():
+        ChargeFactory(resource_id="never-written-0001")
+        raise RuntimeError("the import failed")
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT COUNT(*) FROM {table}_pause")
+        assert cursor.fetchone()[0] == 0
+    assert found("never-written") == set()
+    # A charge written by the ORM later goes through the trigger again.
+    later = ChargeFactory(resource_id="orm-written-0002")
+    assert found("orm-written-0002") == {later.pk}
+    integrity_ok()
