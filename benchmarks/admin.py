@@ -15,7 +15,9 @@ disturbs least):
 - the charges changelist, first page (all periods, then the big period),
 - filtered pages (period + source + review state, period + flag reason, period + PI),
 - searches (a PI email fragment and a project id, through the PI/project indexes; a resource id
-  and a common fragment of resource ids, through the trigram index of billing.charge_search),
+  through the trigram index of billing.charge_search; a fragment in one charge of five, read
+  newest first; and the hard case, a fragment held by 10,000 charges that are all among the
+  oldest of the period, which a newest-first reading reaches last),
 - the dashboard (admin index) and the review queue.
 
 Target (issue 16): ≤ 150 ms each after warm-up. Then the first dashboard after a change, target

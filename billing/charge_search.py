@@ -48,7 +48,7 @@ SQLITE_MATCH_SQL = "SELECT rowid FROM billing_charge_search WHERE billing_charge
 SQLITE_IDS_SQL = "SELECT value FROM json_each(%s)"
 # SQLite: a term matching at most this many charges is looked up by their ids (found by the FTS5
 # table first); a more common one is compared row by row, newest first, which finds a page soon.
-LIST_LIMIT = 10_000
+LIST_LIMIT = 50_000
 PG_TRIGRAM_INDEX = "charge_text_trgm"
 # The indexed expression of migration 0008, column by column (qualified: the admin's query joins
 # other tables), so that PostgreSQL matches it to the index.
@@ -99,7 +99,7 @@ def text_match(term: str) -> Q:
         if len(ids) <= LIST_LIMIT:
             # The FTS5 table says which charges hold every trigram; their text says which match.
             return Q(id__in=RawSQL(SQLITE_IDS_SQL, [json.dumps(ids)])) & _icontains_any(term)  # noqa: S611 - fixed SQL
-        # A common term (one charge in a hundred or more of a million-charge period): comparing
+        # A common term (one charge in twenty or more of a million-charge period): comparing
         # rows newest first finds a page of matches sooner than listing every match would.
     if connection.vendor == "postgresql":
         pattern = "%" + connection.ops.prep_for_like_query(term.replace(UNIT_SEPARATOR, "")) + "%"
@@ -116,11 +116,10 @@ def _icontains_any(term: str) -> Q:
 
 
 def fts_query(term: str) -> str:
-    """An FTS5 query for the charges holding the trigrams of `term`: every third one and the last
-    (together they cover the term; fewer tokens, quicker), each quoted as a string."""
-    grams = [term[i : i + TRIGRAM] for i in range(len(term) - TRIGRAM + 1)]
-    chosen = dict.fromkeys([*grams[::TRIGRAM], grams[-1]])
-    return " AND ".join('"' + gram.replace('"', '""') + '"' for gram in chosen)
+    """An FTS5 query for the charges holding every trigram of `term`, each quoted as a string
+    (the table keeps no positions: the order is checked on the candidates' text)."""
+    grams = dict.fromkeys(term[i : i + TRIGRAM] for i in range(len(term) - TRIGRAM + 1))
+    return " AND ".join('"' + gram.replace('"', '""') + '"' for gram in grams)
 
 
 def sqlite_candidate_ids(term: str, limit: int) -> list[int]:

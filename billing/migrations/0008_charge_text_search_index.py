@@ -27,6 +27,10 @@ PG_INDEX = (
     + " || E'\\x1f' || ".join(COLUMNS)
     + ") gin_trgm_ops)"
 )
+# A finer histogram of the indexed text lets the planner tell a common fragment (read the newest
+# charges, stop after a page) from a rare one (ask the index): the default 100 entries call
+# nearly every term rare.
+PG_STATISTICS = "ALTER INDEX charge_text_trgm ALTER COLUMN 1 SET STATISTICS 1000"
 PG_DROP = "DROP INDEX IF EXISTS charge_text_trgm"
 
 _cols = ", ".join(COLUMNS)
@@ -64,6 +68,7 @@ def create_index(apps, schema_editor):
     vendor = schema_editor.connection.vendor
     if vendor == "postgresql":
         schema_editor.execute(PG_INDEX)
+        schema_editor.execute(PG_STATISTICS)
     elif vendor == "sqlite":
         for sql in SQLITE_CREATE:
             schema_editor.execute(sql)

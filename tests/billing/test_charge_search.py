@@ -277,8 +277,9 @@ def test_trigrams_in_the_wrong_order_are_not_a_match(charges):
 
 def test_the_fts_query_quotes_every_chosen_trigram():
     assert charge_search.fts_query("abc") == '"abc"'
-    assert charge_search.fts_query("abcdefg") == '"abc" AND "def" AND "efg"'
-    assert charge_search.fts_query('a"bc d') == '"a""b" AND "c d"'
+    assert charge_search.fts_query("abcdab") == '"abc" AND "bcd" AND "cda" AND "dab"'
+    assert charge_search.fts_query("aaaa") == '"aaa"'
+    assert charge_search.fts_query('a"bc d') == '"a""b" AND """bc" AND "bc " AND "c d"'
 
 
 @sqlite_only
