@@ -131,11 +131,30 @@ def sqlite_candidate_ids(term: str, limit: int) -> list[int]:
 
 
 @contextmanager
+def _gin_pending_list(conn) -> Iterator[None]:
+    """PostgreSQL: the block's new index entries wait in the GIN index's pending list, merged in
+    one sorted pass at the end (about a third of the cost of inserting them one by one)."""
+    with conn.cursor() as cursor:
+        cursor.execute("SET LOCAL gin_pending_list_limit = '2GB'")
+        try:
+            yield
+            cursor.execute("SELECT gin_clean_pending_list(%s::regclass)", [PG_TRIGRAM_INDEX])
+        finally:
+            cursor.execute("SET LOCAL gin_pending_list_limit TO DEFAULT")
+
+
+@contextmanager
 def bulk_writing(*, deleting: QuerySet[Charge] | None = None) -> Iterator[None]:
-    """Around a bulk insert or delete of charges on SQLite, inside its transaction: the per-row
-    triggers stand aside and the index follows in one statement each — the charges about to be
-    deleted (`deleting`) leave it first; the charges inserted in the block join it at the end.
-    Without the block every write is still indexed, by the triggers, about ten times slower."""
+    """Around a bulk insert or delete of charges, inside its transaction.
+
+    SQLite: the per-row triggers stand aside and the index follows in one statement each — the
+    charges about to be deleted (`deleting`) leave it first; the charges inserted in the block
+    join it at the end. Without the block every write is still indexed, by the triggers, about
+    ten times slower. PostgreSQL: the GIN index takes the new entries in one pass at the end."""
+    if connection.vendor == "postgresql":
+        with _gin_pending_list(connection):
+            yield
+        return
     if connection.vendor != "sqlite":
         yield
         return
