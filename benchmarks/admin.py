@@ -333,7 +333,11 @@ def measure(
         ("search: a project id", f"/admin/billing/charge/?period={BIG_PERIOD}&q=project-00442"),
         ("search: a resource id (trigram index)", f"/admin/billing/charge/?period={BIG_PERIOD}&q={resource}"),
         (
-            "search: a fragment of many resource ids",
+            "search: a common fragment (1 charge in 5)",
+            f"/admin/billing/charge/?period={BIG_PERIOD}&q=arn:gcp",
+        ),
+        (
+            "search: 10,000 oldest charges (hard case)",
             f"/admin/billing/charge/?period={BIG_PERIOD}&q=resource-0012",
         ),
         (

@@ -139,7 +139,7 @@ def test_pi_and_project_terms_list_their_charges_and_ids_are_charges(charges):
 def fill(template: Charge, count: int) -> None:
     """`count` more charges like `template` (resource ids filler-1, ...), written by the database
     itself, then statistics: the planners choose by table size."""
-    columns = [f.column for f in Charge._meta.concrete_fields if f.column not in ("id", "resource_id")]
+    columns = [str(f.column) for f in Charge._meta.concrete_fields if f.column not in ("id", "resource_id")]
     listed = ", ".join(columns)
     with connection.cursor() as cursor:
         cursor.execute(
