@@ -49,6 +49,7 @@ SQLITE_IDS_SQL = "SELECT value FROM json_each(%s)"
 # SQLite: a term matching at most this many charges is looked up by their ids (found by the FTS5
 # table first); a more common one is compared row by row, newest first, which finds a page soon.
 LIST_LIMIT = 50_000
+TAIL_TRIGRAMS = 5
 PG_TRIGRAM_INDEX = "charge_text_trgm"
 # The indexed expression of migration 0008, column by column (qualified: the admin's query joins
 # other tables), so that PostgreSQL matches it to the index.
@@ -95,7 +96,11 @@ def charges_matching(queryset: QuerySet[Charge], term: str) -> QuerySet[Charge]:
 def text_match(term: str) -> Q:
     """Charges whose text columns contain `term` (case-insensitive), through the trigram index."""
     if connection.vendor == "sqlite" and len(term) >= TRIGRAM:
-        ids = sqlite_candidate_ids(term, LIST_LIMIT + 1)
+        # The term's last trigrams first: identifiers differ at their ends, and every common
+        # trigram more costs FTS5 a walk through a long list. All of them if that is not enough.
+        ids = sqlite_candidate_ids(term, LIST_LIMIT + 1, last=TAIL_TRIGRAMS)
+        if len(ids) > LIST_LIMIT and len(term) - TRIGRAM + 1 > TAIL_TRIGRAMS:
+            ids = sqlite_candidate_ids(term, LIST_LIMIT + 1)
         if len(ids) <= LIST_LIMIT:
             # The FTS5 table says which charges hold every trigram; their text says which match.
             return Q(id__in=RawSQL(SQLITE_IDS_SQL, [json.dumps(ids)])) & _icontains_any(term)  # noqa: S611 - fixed SQL
@@ -115,18 +120,19 @@ def _icontains_any(term: str) -> Q:
     return text
 
 
-def fts_query(term: str) -> str:
-    """An FTS5 query for the charges holding every trigram of `term`, each quoted as a string
-    (the table keeps no positions: the order is checked on the candidates' text)."""
-    grams = dict.fromkeys(term[i : i + TRIGRAM] for i in range(len(term) - TRIGRAM + 1))
-    return " AND ".join('"' + gram.replace('"', '""') + '"' for gram in grams)
+def fts_query(term: str, last: int | None = None) -> str:
+    """An FTS5 query for the charges holding every trigram of `term` (or its `last` ones), each
+    quoted as a string (the table keeps no positions: the candidates' text is checked after)."""
+    grams = [term[i : i + TRIGRAM] for i in range(len(term) - TRIGRAM + 1)]
+    chosen = dict.fromkeys(grams[-last:] if last else grams)
+    return " AND ".join('"' + gram.replace('"', '""') + '"' for gram in chosen)
 
 
-def sqlite_candidate_ids(term: str, limit: int) -> list[int]:
+def sqlite_candidate_ids(term: str, limit: int, last: int | None = None) -> list[int]:
     """Up to `limit` ids of charges holding the trigrams of `term` (a superset of the matches),
     newest first: FTS5 walks its lists lazily, so a common term stops early."""
     with connection.cursor() as cursor:
-        cursor.execute(SQLITE_MATCH_SQL + " ORDER BY rowid DESC LIMIT %s", [fts_query(term), limit])
+        cursor.execute(SQLITE_MATCH_SQL + " ORDER BY rowid DESC LIMIT %s", [fts_query(term, last), limit])
         return [row[0] for row in cursor.fetchall()]
 
 

@@ -279,6 +279,7 @@ def test_the_fts_query_quotes_every_chosen_trigram():
     assert charge_search.fts_query("abc") == '"abc"'
     assert charge_search.fts_query("abcdab") == '"abc" AND "bcd" AND "cda" AND "dab"'
     assert charge_search.fts_query("aaaa") == '"aaa"'
+    assert charge_search.fts_query("abcdab", last=2) == '"cda" AND "dab"'
     assert charge_search.fts_query('a"bc d') == '"a""b" AND """bc" AND "bc " AND "c d"'
 
 
