@@ -16,7 +16,6 @@ Caution for later migrations: Django rebuilds a SQLite table for many ALTERs of 
 then; such a migration must create the triggers of this one again.
 """
 
-from django.contrib.postgres.operations import TrigramExtension
 from django.db import migrations
 
 COLUMNS = ("resource_id", "resource_name", "sub_account_id", "fund_org", "reference_1", "reference_2")
@@ -67,6 +66,9 @@ SQLITE_DROP = [
 def create_index(apps, schema_editor):
     vendor = schema_editor.connection.vendor
     if vendor == "postgresql":
+        # Django's TrigramExtension would do the same forwards, but backwards it queries
+        # pg_extension on every database; the extension stays when this migration is reversed.
+        schema_editor.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
         schema_editor.execute(PG_INDEX)
         schema_editor.execute(PG_STATISTICS)
     elif vendor == "sqlite":
@@ -89,6 +91,5 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
-        TrigramExtension(),  # does nothing on other databases
         migrations.RunPython(create_index, drop_index, elidable=False),
     ]
