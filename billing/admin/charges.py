@@ -17,7 +17,7 @@ from django.utils.safestring import SafeString
 from accounts import roles
 from chargeback.admin_helpers import LargeTableAdminMixin
 
-from .. import selectors, spending, views
+from .. import charge_search, selectors, spending, views
 from ..models import (
     Charge,
 )
@@ -129,7 +129,7 @@ class ChargeAdmin(CurrencyAdminMixin, LargeTableAdminMixin, admin.ModelAdmin):
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet, search_term: str
     ) -> tuple[QuerySet, bool]:
-        return selectors.charges_search(queryset, search_term), False
+        return charge_search.charges_matching(queryset, search_term), False
 
     def get_urls(self) -> list[URLPattern]:
         wrap = self.admin_site.admin_view
