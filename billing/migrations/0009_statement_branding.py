@@ -43,7 +43,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='billingsettings',
             name='logo',
-            field=models.FileField(blank=True, help_text='PNG, JPEG or SVG, shown at the top of every statement PDF.', max_length=300, upload_to='branding/', verbose_name='statement logo'),
+            field=models.FileField(blank=True, default='', help_text='PNG, JPEG or SVG, shown at the top of every statement PDF.', max_length=300, upload_to='branding/', verbose_name='statement logo'),
         ),
         migrations.AddField(
             model_name='billingsettings',

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 
-from chargeback.admin_hardening import typed_id
-
-from ..models import PI, BillingPeriod, Charge, ChargeFlag, Import
+from ..models import BillingPeriod, Charge, ChargeFlag, Import
 
 
 def period_charge_id_range(period: BillingPeriod) -> tuple[int, int] | None:
