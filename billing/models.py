@@ -49,6 +49,7 @@ class BillingSettings(models.Model):
         upload_to="branding/",
         max_length=300,
         blank=True,
+        default="",
         help_text="PNG, JPEG or SVG, shown at the top of every statement PDF.",
     )
     organization_address = models.TextField(

@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('accounts', '0005_delegation_emails'),
-        ('billing', '0009_human_labels'),
+        ('billing', '0008_human_labels'),
     ]
 
     operations = [

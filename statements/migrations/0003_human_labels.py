@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('billing', '0009_human_labels'),
+        ('billing', '0008_human_labels'),
         ('statements', '0002_statementline_rating'),
     ]
 

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('billing', '0008_statement_branding'),
+        ('billing', '0007_flag_reasons_ambiguous_tags_invalid_pi_email'),
     ]
 
     operations = [

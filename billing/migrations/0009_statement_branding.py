@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('billing', '0007_flag_reasons_ambiguous_tags_invalid_pi_email'),
+        ('billing', '0008_human_labels'),
     ]
 
     operations = [
@@ -43,7 +43,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='billingsettings',
             name='logo',
-            field=models.FileField(blank=True, help_text='PNG, JPEG or SVG, shown at the top of every statement PDF.', max_length=300, upload_to='branding/', verbose_name='statement logo'),
+            field=models.FileField(blank=True, default='', help_text='PNG, JPEG or SVG, shown at the top of every statement PDF.', max_length=300, upload_to='branding/', verbose_name='statement logo'),
         ),
         migrations.AddField(
             model_name='billingsettings',
