@@ -7,7 +7,7 @@ import re
 from decimal import Decimal
 
 import pytest
-from accounts.views import month_label
+from accounts.portal.views import month_label
 from django.urls import reverse
 
 from tests.accounts.conftest import client_for
