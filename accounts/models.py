@@ -39,7 +39,7 @@ class Invitation(models.Model):
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    actor_name = models.CharField(max_length=150, blank=True, default="")
+    actor_name = models.CharField(verbose_name="invited by", max_length=150, blank=True, default="")
 
     class Meta:
         ordering = ["-sent_at", "-id"]
@@ -53,13 +53,15 @@ class Delegation(models.Model):
     """A PI lets a colleague (a lab manager, a department administrator) see one project's
     statements and charges in the portal. Revoking deletes the row (the audit log keeps it)."""
 
-    pi = models.ForeignKey("billing.PI", on_delete=models.CASCADE, related_name="delegations")
+    pi = models.ForeignKey(
+        "billing.PI", verbose_name="PI", on_delete=models.CASCADE, related_name="delegations"
+    )
     project = models.ForeignKey("billing.Project", on_delete=models.CASCADE, related_name="delegations")
     delegate = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="delegations"
     )
     created_at = models.DateTimeField(auto_now_add=True)
-    actor_name = models.CharField(max_length=150, blank=True, default="")
+    actor_name = models.CharField(verbose_name="delegated by", max_length=150, blank=True, default="")
 
     class Meta:
         ordering = ["pi", "delegate", "project"]

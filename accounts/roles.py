@@ -53,7 +53,7 @@ BILLING_MODELS = (
     "chargerating",
     "chargesubsidy",
 )
-STATEMENT_MODELS = ("statement", "statementline", "delivery")
+STATEMENT_MODELS = ("statement", "statementline", "delivery", "chargequery")
 JOURNAL_MODELS = ("journalsettings", "journalformat", "journalexport")
 VIEW_PERMISSIONS = (
     tuple(f"billing.view_{model}" for model in BILLING_MODELS)
@@ -66,6 +66,7 @@ REVIEW_PERMISSIONS = (
     "billing.change_flagrule",
     "billing.add_import",
     "statements.send_statements",  # send and resend
+    "statements.change_chargequery",  # answer and resolve PIs' charge queries
 )
 ROLE_PERMISSIONS: dict[str, tuple[str, ...]] = {
     VIEWER: VIEW_PERMISSIONS,
@@ -166,3 +167,13 @@ def can_change_statements(user: Any) -> bool:
     """Send, resend and render statements (rendering a PDF is a write): reviewers and billing
     admins. Viewers and PIs only read what exists."""
     return bool(user.has_perm("statements.send_statements"))
+
+
+def can_answer_queries(user: Any) -> bool:
+    """Answer and resolve PIs' charge queries (reviewers and billing admins)."""
+    return bool(user.has_perm("statements.change_chargequery"))
+
+
+def is_billing_admin(user: Any) -> bool:
+    """Billing admins (and superusers): the settings and the system page."""
+    return bool(user.has_perm("billing.change_billingsettings"))

@@ -10,6 +10,7 @@ from django import forms
 from chargeback.errors import Refused
 from chargeback.regex import regex_problem
 
+from . import branding
 from .models import PERIOD_REGEX, AccountMapping, BillingPeriod, BillingSettings, FlagRule, Source
 from .selectors import source_slug
 
@@ -139,6 +140,48 @@ class BillingSettingsForm(forms.ModelForm):
     class Meta:
         model = BillingSettings
         exclude: list[str] = []
+        widgets = {
+            "accent_color": forms.TextInput(attrs={"type": "color"}),
+            "organization_address": forms.Textarea(attrs={"rows": 3, "cols": 50}),
+            "payment_instructions": forms.Textarea(attrs={"rows": 3, "cols": 70}),
+            "email_subject_template": forms.Textarea(attrs={"rows": 2, "cols": 90, "class": "ocb-mono"}),
+            "email_text_template": forms.Textarea(attrs={"rows": 14, "cols": 90, "class": "ocb-mono"}),
+            "email_html_template": forms.Textarea(attrs={"rows": 14, "cols": 90, "class": "ocb-mono"}),
+        }
+
+    def clean_logo(self) -> Any:
+        upload = self.cleaned_data.get("logo")
+        if upload and "logo" in self.changed_data and hasattr(upload, "content_type"):
+            upload.seek(0)
+            data = upload.read(branding.logo_max_bytes() + 1)
+            upload.seek(0)
+            try:
+                branding.logo_inspect(data, name=upload.name or "logo")
+            except Refused as exc:
+                raise forms.ValidationError(str(exc)) from None
+        return upload
+
+    def clean_accent_color(self) -> str:
+        try:
+            return branding.accent_colour_clean(self.cleaned_data.get("accent_color") or "")
+        except Refused as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+    def _clean_template(self, name: str) -> str:
+        source = self.cleaned_data.get(name) or ""
+        problem = branding.email_template_problem(source)
+        if problem:
+            raise forms.ValidationError(problem[0].upper() + problem[1:])
+        return source
+
+    def clean_email_subject_template(self) -> str:
+        return self._clean_template("email_subject_template")
+
+    def clean_email_text_template(self) -> str:
+        return self._clean_template("email_text_template")
+
+    def clean_email_html_template(self) -> str:
+        return self._clean_template("email_html_template")
 
     def clean_currency_code(self) -> str:
         code = (self.cleaned_data.get("currency_code") or "").strip().upper()

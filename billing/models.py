@@ -42,6 +42,64 @@ class BillingSettings(models.Model):
         default="",
         help_text="A fund/org that does not match this regex is flagged 'invalid fund/org'. Empty: any value.",
     )
+    # Branding of statements and emails (billing/branding.py checks them; statements/branding.py
+    # draws them). Presentation only: changing them never makes a new statement version.
+    logo = models.FileField(
+        "statement logo",
+        upload_to="branding/",
+        max_length=300,
+        blank=True,
+        default="",
+        help_text="PNG, JPEG or SVG, shown at the top of every statement PDF.",
+    )
+    organization_address = models.TextField(
+        "address", blank=True, default="", help_text="Postal address, one line per line, under the name."
+    )
+    contact_line = models.CharField(
+        "contact",
+        max_length=200,
+        blank=True,
+        default="",
+        help_text="Phone, web site or office hours, shown under the address (the contact email is added).",
+    )
+    accent_color = models.CharField(
+        "accent colour",
+        max_length=7,
+        default="#1d4e89",
+        help_text="Hex colour of the statement's name, rules and amount due, e.g. #1d4e89.",
+    )
+    payment_instructions = models.TextField(
+        "payment or remittance instructions",
+        blank=True,
+        default="",
+        help_text="How to pay: shown in a box under the amount due on every statement.",
+    )
+    statement_footer = models.CharField(
+        "statement footer",
+        max_length=300,
+        blank=True,
+        default="",
+        help_text="One line at the end of every statement, e.g. a tax id or 'Thank you'.",
+    )
+    email_subject_template = models.TextField(
+        "email subject template",
+        blank=True,
+        default="",
+        help_text="Django template of the statement email's subject. Empty: the site's file "
+        "(DATA_DIR/templates/statements/email/subject.txt) or the built-in one.",
+    )
+    email_text_template = models.TextField(
+        "email text template",
+        blank=True,
+        default="",
+        help_text="Django template of the plain-text body. Empty: statements/email/statements.txt.",
+    )
+    email_html_template = models.TextField(
+        "email HTML template",
+        blank=True,
+        default="",
+        help_text="Django template of the HTML body. Empty: statements/email/statements.html.",
+    )
     # The original's config.yaml read with -c (chargeback.operations.legacy_config.config_apply): the settings it
     # manages are applied again whenever the file changes, over edits made here.
     config_path = models.CharField(max_length=500, blank=True, default="", editable=False)
@@ -78,7 +136,7 @@ class Source(models.Model):
     )
     fund_org = models.CharField("credit fund/org", max_length=100, blank=True, default="")
     account = models.CharField("credit GL account", max_length=50, blank=True, default="")
-    is_active = models.BooleanField(default=True)
+    is_active = models.BooleanField(verbose_name="active", default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -99,6 +157,12 @@ class BillingPeriod(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     closed_at = models.DateTimeField(null=True, blank=True)
     finalized_at = models.DateTimeField(null=True, blank=True)
+    statement_note = models.TextField(
+        "note on statements",
+        blank=True,
+        default="",
+        help_text="Shown on every statement of this period rendered from now on (e.g. a price change).",
+    )
 
     class Meta:
         ordering = ["-period"]
@@ -170,13 +234,13 @@ class PI(models.Model):
 class Project(models.Model):
     project_id = models.CharField(max_length=200, unique=True)
     name = models.CharField(max_length=200, blank=True, default="")
-    pi = models.ForeignKey(PI, on_delete=models.PROTECT, related_name="projects")
+    pi = models.ForeignKey(PI, verbose_name="PI", on_delete=models.PROTECT, related_name="projects")
     fund_org = models.CharField("fund/org", max_length=100, blank=True, default="")
     cost_center = models.CharField(max_length=100, blank=True, default="")
     reference_1 = models.CharField(max_length=200, blank=True, default="")
     reference_2 = models.CharField(max_length=200, blank=True, default="")
     gl_account = models.CharField("GL account", max_length=50, blank=True, default="")
-    is_active = models.BooleanField(default=True)
+    is_active = models.BooleanField(verbose_name="active", default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -189,7 +253,7 @@ class Project(models.Model):
 class AccountMapping(models.Model):
     """A provider sub-account (AWS account, Azure subscription, GCP project) billed to a project."""
 
-    sub_account_id = models.CharField(max_length=200)
+    sub_account_id = models.CharField(verbose_name="sub-account id", max_length=200)
     source = models.ForeignKey(
         Source, null=True, blank=True, on_delete=models.CASCADE, help_text="Empty: applies to every source."
     )
@@ -231,8 +295,8 @@ class Import(models.Model):
     )
     original_name = models.CharField(max_length=255)
     file = models.FileField(upload_to="imports/%Y/%m/", max_length=500, blank=True)
-    sha256 = models.CharField(max_length=64, db_index=True)
-    size_bytes = models.BigIntegerField(default=0)
+    sha256 = models.CharField(verbose_name="SHA-256 checksum", max_length=64, db_index=True)
+    size_bytes = models.BigIntegerField(verbose_name="size (bytes)", default=0)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
     replace = models.BooleanField(
         default=False,
@@ -261,7 +325,7 @@ class Import(models.Model):
     warnings = models.JSONField(default=list, blank=True)
     error_message = models.TextField(blank=True, default="")
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
-    actor_name = models.CharField(max_length=150, blank=True, default="")
+    actor_name = models.CharField(verbose_name="by", max_length=150, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -305,15 +369,23 @@ class Charge(models.Model):
         BillingPeriod, on_delete=models.PROTECT, related_name="charges", db_index=False
     )
     source = models.ForeignKey(Source, on_delete=models.PROTECT, related_name="charges", db_index=False)
-    import_run = models.ForeignKey(Import, on_delete=models.PROTECT, related_name="charges")
+    import_run = models.ForeignKey(
+        Import, verbose_name="import", on_delete=models.PROTECT, related_name="charges"
+    )
     # Attribution: the resolved PI/project, and the values as found in the file.
     pi = models.ForeignKey(
-        PI, null=True, blank=True, on_delete=models.PROTECT, related_name="charges", db_index=False
+        PI,
+        verbose_name="PI",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="charges",
+        db_index=False,
     )
     project = models.ForeignKey(
         Project, null=True, blank=True, on_delete=models.PROTECT, related_name="charges", db_index=False
     )
-    pi_email = models.CharField(max_length=254, blank=True, default="")
+    pi_email = models.CharField(verbose_name="PI email (as found)", max_length=254, blank=True, default="")
     project_code = models.CharField("project id", max_length=200, blank=True, default="")
     fund_org = models.CharField("fund/org", max_length=100, blank=True, default="")
     cost_center = models.CharField(max_length=100, blank=True, default="")
@@ -328,9 +400,9 @@ class Charge(models.Model):
     service_name = models.CharField(max_length=200, blank=True, default="")
     service_category = models.CharField(max_length=100, blank=True, default="")
     charge_category = models.CharField(max_length=20, blank=True, default="Usage")
-    sub_account_id = models.CharField(max_length=200, blank=True, default="")
+    sub_account_id = models.CharField(verbose_name="sub-account id", max_length=200, blank=True, default="")
     region = models.CharField(max_length=100, blank=True, default="")
-    sku_id = models.CharField(max_length=200, blank=True, default="")
+    sku_id = models.CharField(verbose_name="SKU id", max_length=200, blank=True, default="")
     quantity = models.DecimalField(max_digits=28, decimal_places=6, null=True, blank=True)
     unit = models.CharField(max_length=50, blank=True, default="")
     list_cost = MoneyField(default=0)
@@ -415,7 +487,7 @@ class FlagRule(models.Model):
     source = models.ForeignKey(
         Source, null=True, blank=True, on_delete=models.CASCADE, help_text="Empty: every source."
     )
-    is_active = models.BooleanField(default=True)
+    is_active = models.BooleanField(verbose_name="active", default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -435,6 +507,7 @@ class ReviewLog(models.Model):
         CORRECT = "correct", "Attribution corrected"
         CARRY_OVER = "carry_over", "Decision carried over on re-import"
         REEVALUATE = "reevaluate", "Rules re-evaluated"
+        CREDIT = "credit", "Credit issued"
 
     charge = models.ForeignKey(Charge, null=True, on_delete=models.SET_NULL, related_name="review_logs")
     period = models.ForeignKey(BillingPeriod, on_delete=models.CASCADE, related_name="review_logs")
@@ -445,11 +518,13 @@ class ReviewLog(models.Model):
     note = models.TextField(blank=True, default="")
     details = models.JSONField(default=dict, blank=True)
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
-    actor_name = models.CharField(max_length=150)
+    actor_name = models.CharField(verbose_name="by", max_length=150)
     batch = models.UUIDField(null=True, blank=True, db_index=True, help_text="Decisions taken together.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        verbose_name = "review log entry"
+        verbose_name_plural = "review log"
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["period", "-created_at"], name="reviewlog_period_recent")]
 

@@ -43,11 +43,12 @@ def import_run(import_id: int, period: str | None = None, force: bool = False) -
 @shared_task(name="billing.period_rankings_warm")
 def period_rankings_warm(period: str) -> float:
     """Compute the period's cached rankings (top PIs and projects) after its charges changed,
-    so the next dashboard view reads them from the cache. Returns the seconds it took."""
+    so the next dashboard view reads them from the cache; nothing to do when they are current
+    (a review decision keeps them). Returns the seconds the computation took."""
     period_obj = BillingPeriod.objects.filter(period=period).first()
     if period_obj is None:
         return 0.0
-    return selectors.period_rankings(period_obj, refresh=True).seconds
+    return selectors.period_rankings(period_obj).seconds
 
 
 @shared_task(name="billing.period_reevaluate_flags")

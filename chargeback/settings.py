@@ -101,7 +101,9 @@ WSGI_APPLICATION = "chargeback.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "templates"],
+        # A site's own templates first (DATA_DIR/templates/: statement emails, README "Statement
+        # emails"), then the project's.
+        "DIRS": [DATA_DIR / "templates", BASE_DIR / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -248,6 +250,10 @@ FILE_UPLOAD_HANDLERS = [
 OPENCHARGEBACK_INGEST_MAX_BYTES = env.int("OPENCHARGEBACK_INGEST_MAX_BYTES", default=20 * 1024**3)
 OPENCHARGEBACK_INGEST_MAX_ROWS = env.int("OPENCHARGEBACK_INGEST_MAX_ROWS", default=200_000_000)
 OPENCHARGEBACK_INGEST_MAX_BAD_ROWS = env.int("OPENCHARGEBACK_INGEST_MAX_BAD_ROWS", default=10_000)
+# Past this many charges an import sums the rest on disk, in a temporary folder (the system's, or
+# this one), so that its memory stops growing with the file (billing/ingest/spill.py).
+OPENCHARGEBACK_INGEST_SPILL_CHARGES = env.int("OPENCHARGEBACK_INGEST_SPILL_CHARGES", default=600_000)
+OPENCHARGEBACK_INGEST_SPILL_DIR = env.str("OPENCHARGEBACK_INGEST_SPILL_DIR", default="")
 
 # Backups are signed (HMAC-SHA256 of the manifest) with this key, or else with the key file, which
 # the first backup creates; restore refuses an archive whose signature does not verify.
@@ -274,6 +280,9 @@ OPENCHARGEBACK_STATEMENT_EMAIL_SUBJECT = env.str(
         "{{ organization }}: your statement{{ count|pluralize }} for {{ period_label }} ({{ total }} due)",
     ),
 )
+# Statement logos (Billing settings): at most this many bytes, and pixels on the longest side (PNG, JPEG).
+OPENCHARGEBACK_LOGO_MAX_BYTES = env.int("OPENCHARGEBACK_LOGO_MAX_BYTES", default=512 * 1024)
+OPENCHARGEBACK_LOGO_MAX_PIXELS = env.int("OPENCHARGEBACK_LOGO_MAX_PIXELS", default=2000)
 OPENCHARGEBACK_PDF_PAGE_SIZE = env.str("OPENCHARGEBACK_PDF_PAGE_SIZE", default="letter")
 # Where `export-journal` writes journals without -o, and where `generate` also writes statement PDFs
 # (empty: PDFs only in the media folder, downloadable from the admin and portal).

@@ -10,6 +10,9 @@ admin.site.site_title = "OpenChargeback"
 admin.site.index_title = "Billing administration"
 
 urlpatterns = [
+    # Spending pages of PIs and projects: admin pages of their own, before the admin's catch-all.
+    path("admin/spending/", include("statements.spending_urls")),
+    path("admin/", include("chargeback.help.urls")),  # help and system pages, before the admin's own
     path("admin/", admin.site.urls),
     path("healthz", healthz, name="healthz"),  # normally answered by HealthCheckMiddleware
     path("portal/", include("accounts.portal.urls")),  # the PI portal (namespace "portal")

@@ -162,7 +162,7 @@ class JournalFormat(models.Model):
         help_text="Rendered once per row; a row that renders to nothing is left out "
         "(e.g. {% if entry.is_debit %}…{% endif %})."
     )
-    is_active = models.BooleanField(default=True)
+    is_active = models.BooleanField(verbose_name="active", default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -201,11 +201,13 @@ class JournalExport(models.Model):
         help_text="The custom format used (empty for built-in formats).",
     )
     file = models.FileField(upload_to=journal_export_path, max_length=300)
-    sha256 = models.CharField(max_length=64)
+    sha256 = models.CharField(verbose_name="SHA-256 checksum", max_length=64)
     rows_sha256 = models.CharField(
-        max_length=64, help_text="sha256 of the rows below the header: equal for equal journals."
+        verbose_name="rows checksum",
+        max_length=64,
+        help_text="sha256 of the rows below the header: equal for equal journals.",
     )
-    size_bytes = models.PositiveBigIntegerField(default=0)
+    size_bytes = models.PositiveBigIntegerField(verbose_name="size (bytes)", default=0)
     row_count = models.PositiveIntegerField(default=0, help_text="Rows below the header.")
     entry_count = models.PositiveIntegerField(default=0, help_text="Debit and credit entries.")
     debit_total = MoneyField(default=0)
@@ -217,7 +219,7 @@ class JournalExport(models.Model):
     )
     created_at = models.DateTimeField("exported at")
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
-    actor_name = models.CharField(max_length=150, blank=True, default="")
+    actor_name = models.CharField(verbose_name="exported by", max_length=150, blank=True, default="")
 
     class Meta:
         ordering = ["-created_at", "-id"]

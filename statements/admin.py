@@ -25,6 +25,7 @@ from django.views.decorators.http import require_POST
 from accounts import roles
 from billing.models import BillingPeriod
 from billing.selectors import billing_settings_get
+from billing.spending import pi_spending_url, project_spending_url
 from chargeback.downloads import download_name
 from chargeback.errors import Refused
 from chargeback.money import format_money
@@ -142,18 +143,17 @@ def _queue_and_send(
 
 @admin.register(Statement)
 class StatementAdmin(admin.ModelAdmin):
+    # Nine columns that fit at 1280 px: the period and version are in the statement's label, the
+    # fund/org under the project, the PI's name over the email.
     list_display = (
         "label",
-        "period",
-        "pi_email",
-        "project_display",
-        "fund_org",
+        "pi_col",
+        "project_col",
         "list_money",
         "discount_money",
         "due_money",
         "held_back",
         "state",
-        "version",
         "download",
     )
     list_filter = (VersionFilter, "period", "state")
@@ -259,11 +259,33 @@ class StatementAdmin(admin.ModelAdmin):
     def label(self, statement: Statement) -> str:
         return statement.label
 
+    @admin.display(description="PI email", ordering="pi_email")
+    def pi_display(self, statement: Statement) -> str:
+        return format_html('<a href="{}">{}</a>', pi_spending_url(statement.pi_email), statement.pi_email)
+
     @admin.display(description="project", ordering="project_code")
     def project_display(self, statement: Statement) -> str:
-        return statement.project_code or "(no project)"
+        if not statement.project_code:
+            return "(no project)"
+        return format_html(
+            '<a href="{}">{}</a>', project_spending_url(statement.project_code), statement.project_code
+        )
 
-    @admin.display(description="list")
+    @admin.display(description="PI", ordering="pi_email")
+    def pi_col(self, statement: Statement) -> str:
+        link = format_html('<a href="{}">{}</a>', pi_spending_url(statement.pi_email), statement.pi_email)
+        if statement.pi_name:
+            return format_html('{}<span class="ocb-sub">{}</span>', statement.pi_name, link)
+        return link
+
+    @admin.display(description="project · fund/org", ordering="project_code")
+    def project_col(self, statement: Statement) -> str:
+        project = self.project_display(statement)
+        if statement.fund_org:
+            return format_html('{}<span class="ocb-sub">{}</span>', project, statement.fund_org)
+        return project
+
+    @admin.display(description="list price")
     def list_money(self, statement: Statement) -> str:
         return format_money(statement.list_total, statement.currency)
 
@@ -482,3 +504,10 @@ class DeliveryAdmin(admin.ModelAdmin):
                 messages.error(request, str(exc))
         if ids:
             _dispatch(request, [], ids)
+
+
+# Charge queries: their admin (the reviewers' queue) and the dashboard's count of open ones.
+from .queries import admin as queries_admin  # noqa: E402
+
+if queries_admin.dashboard_queries not in admin.site.dashboard_extras:  # type: ignore[attr-defined]
+    admin.site.dashboard_extras.append(queries_admin.dashboard_queries)  # type: ignore[attr-defined]

@@ -19,3 +19,4 @@ class StatementsConfig(AppConfig):
         # entries (issued, sent, superseded) say what happened to it.
         auditlog.register(models.Statement, exclude_fields=["details", "content_hash"])
         auditlog.register(models.Delivery)
+        auditlog.register(models.ChargeQuery)

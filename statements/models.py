@@ -38,7 +38,9 @@ class Statement(models.Model):
         SUPERSEDED = "superseded", "Superseded"
 
     period = models.ForeignKey("billing.BillingPeriod", on_delete=models.PROTECT, related_name="statements")
-    pi = models.ForeignKey("billing.PI", on_delete=models.PROTECT, related_name="statements")
+    pi = models.ForeignKey(
+        "billing.PI", verbose_name="PI", on_delete=models.PROTECT, related_name="statements"
+    )
     project_code = models.CharField("project id", max_length=200, blank=True, default="")
     project = models.ForeignKey(
         "billing.Project", null=True, blank=True, on_delete=models.PROTECT, related_name="statements"
@@ -50,9 +52,9 @@ class Statement(models.Model):
 
     # What the statement says about whom (a snapshot: later edits of the PI or project do not
     # change an issued version).
-    pi_email = models.EmailField()
-    pi_name = models.CharField(max_length=200, blank=True, default="")
-    pi_department = models.CharField(max_length=200, blank=True, default="")
+    pi_email = models.EmailField(verbose_name="PI email")
+    pi_name = models.CharField(verbose_name="PI name", max_length=200, blank=True, default="")
+    pi_department = models.CharField(verbose_name="PI department", max_length=200, blank=True, default="")
     project_name = models.CharField(max_length=200, blank=True, default="")
     fund_org = models.CharField("fund/org", max_length=100, blank=True, default="")
     cost_center = models.CharField(max_length=100, blank=True, default="")
@@ -78,9 +80,9 @@ class Statement(models.Model):
     )
     content_hash = models.CharField(max_length=64, help_text="sha256 of what the statement says.")
 
-    pdf = models.FileField(upload_to=statement_pdf_path, max_length=300, blank=True)
-    pdf_sha256 = models.CharField(max_length=64, blank=True, default="")
-    pdf_bytes = models.PositiveIntegerField(default=0)
+    pdf = models.FileField(upload_to=statement_pdf_path, verbose_name="PDF", max_length=300, blank=True)
+    pdf_sha256 = models.CharField(verbose_name="PDF checksum", max_length=64, blank=True, default="")
+    pdf_bytes = models.PositiveIntegerField(verbose_name="PDF size (bytes)", default=0)
     rendered_at = models.DateTimeField(null=True, blank=True)
     render_error = models.TextField(blank=True, default="")
 
@@ -92,7 +94,7 @@ class Statement(models.Model):
     sent_at = models.DateTimeField(null=True, blank=True)
     superseded_at = models.DateTimeField(null=True, blank=True)
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
-    actor_name = models.CharField(max_length=150, blank=True, default="")
+    actor_name = models.CharField(verbose_name="issued by", max_length=150, blank=True, default="")
 
     class Meta:
         ordering = ["period__period", "sequence", "-version"]
@@ -186,7 +188,9 @@ class Delivery(models.Model):
         FAILED = "failed", "Failed"
 
     period = models.ForeignKey("billing.BillingPeriod", on_delete=models.PROTECT, related_name="deliveries")
-    pi = models.ForeignKey("billing.PI", on_delete=models.PROTECT, related_name="deliveries")
+    pi = models.ForeignKey(
+        "billing.PI", verbose_name="PI", on_delete=models.PROTECT, related_name="deliveries"
+    )
     recipient = models.EmailField()
     statements = models.ManyToManyField(Statement, related_name="deliveries")
     set_key = models.CharField(max_length=64, help_text="sha256 of the statement ids it carries.")
@@ -197,14 +201,14 @@ class Delivery(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     subject = models.CharField(max_length=300, blank=True, default="")
     error = models.TextField(blank=True, default="")
-    message_id = models.CharField(max_length=300, blank=True, default="")
+    message_id = models.CharField(verbose_name="message ID", max_length=300, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     queued_at = models.DateTimeField(null=True, blank=True)
     claimed_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     failed_at = models.DateTimeField(null=True, blank=True)
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
-    actor_name = models.CharField(max_length=150, blank=True, default="")
+    actor_name = models.CharField(verbose_name="by", max_length=150, blank=True, default="")
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -223,3 +227,17 @@ class Delivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.recipient} ({self.period_id}, {self.state})"
+
+
+# Charge queries (disputes) live in their own package (statements/queries); their models belong
+# to this app, so they are imported here for Django to find them.
+from .queries.models import ChargeQuery  # noqa: E402
+
+__all__ = [
+    "ChargeQuery",
+    "Delivery",
+    "Statement",
+    "StatementLine",
+    "statement_pdf_name",
+    "statement_pdf_path",
+]

@@ -19,7 +19,7 @@ from billing.models import BillingPeriod
 from chargeback.money import ZERO, format_money
 
 from .drafts import PeriodDrafts, StatementDraft, statement_drafts
-from .models import Delivery, Statement
+from .models import Delivery, Statement, StatementLine
 
 # --- comparing drafts with what was issued --------------------------------------------------
 
@@ -235,9 +235,20 @@ def period_statements_summary(period: BillingPeriod) -> dict[str, Any]:
         url = reverse("admin:statements_statement_changelist") + f"?period__id__exact={period.pk}"
     except NoReverseMatch:
         url = ""
+    total = sum((s["total"] for s in states), ZERO)
+    # The exact sum of the current statements' charges: the cent rule makes the statements differ
+    # from it by rounding only (explained on the page when they do).
+    exact = (
+        StatementLine.objects.filter(statement__period=period)
+        .exclude(statement__state=Statement.State.SUPERSEDED)
+        .aggregate(s=Sum("billed_exact"))["s"]
+        or ZERO
+    )
     return {
         "states": states,
         "count": sum(s["count"] for s in states),
-        "total": sum((s["total"] for s in states), ZERO),
+        "total": total,
+        "exact": exact,
+        "rounding": total - exact,
         "url": url,
     }

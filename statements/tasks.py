@@ -163,3 +163,7 @@ def redispatch_outstanding(statement_ids: Iterable[int], delivery_ids: Iterable[
     if renders or sends:
         dispatch(renders, sends)
     return len(renders) + len(sends)
+
+
+# Charge queries' task, registered with the app's tasks for Celery's autodiscovery.
+from .queries.tasks import query_notify  # noqa: E402, F401

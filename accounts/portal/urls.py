@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path, register_converter
 
-from . import views
+from . import queries, views
 from .selectors import NO_PROJECT
 
 
@@ -52,6 +52,11 @@ urlpatterns = [
         name="charges_csv",
     ),
     path("delegates/", views.delegates, name="delegates"),
+    # Charge queries (disputes): accounts/queries.py
+    path("queries/", queries.queries, name="queries"),
+    path("queries/<int:pk>/", queries.query_detail, name="query"),
+    path("charges/<int:charge_id>/query/", queries.query_charge, name="query_charge"),
+    path("statement-lines/<int:line_id>/query/", queries.query_line, name="query_line"),
     path("delegates/<int:pk>/revoke/", views.delegation_revoke, name="delegation_revoke"),
     path("delegates/users/<int:user_id>/revoke/", views.delegate_revoke_all, name="delegate_revoke_all"),
 ]

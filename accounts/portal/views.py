@@ -6,6 +6,7 @@ object outside it is answered with 404. Writes and audit records are services.
 
 from __future__ import annotations
 
+import calendar
 import csv
 from collections.abc import Iterator
 from decimal import Decimal
@@ -127,6 +128,12 @@ class SetPasswordView(auth_views.PasswordResetConfirmView):
 # --- statements -----------------------------------------------------------------------------
 
 
+def month_label(period: str) -> str:
+    """'2025-11' → 'Nov 2025': a month a reader recognises at a glance."""
+    year, month = (int(part) for part in period.split("-"))
+    return f"{calendar.month_abbr[month]} {year}"
+
+
 def _chart(points: list[selectors.SpendPoint]) -> dict[str, Any] | None:
     """Geometry of the spend chart (an inline SVG, no script): per period a bar for the list
     price and, in front of it, one for the amount billed."""
@@ -153,7 +160,7 @@ def _chart(points: list[selectors.SpendPoint]) -> dict[str, Any] | None:
                 "billed_y": round(top + plot - billed_h, 1),
                 "billed_h": round(billed_h, 1),
                 "label_x": round(x + slot / 2, 1),
-                "label": point.period[2:],
+                "label": month_label(point.period),
             }
         )
     return {

@@ -42,6 +42,31 @@ class BillingSettingsAdmin(ConfigManagedMixin, admin.ModelAdmin):
             },
         ),
         ("Validation", {"fields": ("fund_org_regex",)}),
+        (
+            "Statement branding",
+            {
+                "fields": (
+                    "logo",
+                    "organization_address",
+                    "contact_line",
+                    "accent_color",
+                    "payment_instructions",
+                    "statement_footer",
+                ),
+                "description": "Shown on statement PDFs rendered from now on (new versions and previews); "
+                "issued PDFs keep their look. A period's own note is edited on the period page.",
+            },
+        ),
+        (
+            "Statement email",
+            {
+                "fields": ("email_subject_template", "email_text_template", "email_html_template"),
+                "classes": ("collapse",),
+                "description": "Django templates; empty uses the site's files in DATA_DIR/templates/ or "
+                "the built-in ones. Each is tried on a sample email before it is saved. The variables "
+                "are listed in the README (Statement emails) and in Help.",
+            },
+        ),
     )
 
     def has_add_permission(self, request: HttpRequest) -> bool:

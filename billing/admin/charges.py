@@ -17,7 +17,7 @@ from django.utils.safestring import SafeString
 from accounts import roles
 from chargeback.admin_helpers import LargeTableAdminMixin
 
-from .. import selectors, views
+from .. import charge_search, selectors, spending, views
 from ..models import (
     Charge,
 )
@@ -129,7 +129,7 @@ class ChargeAdmin(CurrencyAdminMixin, LargeTableAdminMixin, admin.ModelAdmin):
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet, search_term: str
     ) -> tuple[QuerySet, bool]:
-        return selectors.charges_search(queryset, search_term), False
+        return charge_search.charges_matching(queryset, search_term), False
 
     def get_urls(self) -> list[URLPattern]:
         wrap = self.admin_site.admin_view
@@ -218,7 +218,11 @@ class ChargeAdmin(CurrencyAdminMixin, LargeTableAdminMixin, admin.ModelAdmin):
         return format_html(
             '{}<span class="ocb-sub">{} · {}</span>',
             self.pi_col(obj),
-            obj.project_code or "no project",
+            format_html(
+                '<a href="{}">{}</a>', spending.project_spending_url(obj.project_code), obj.project_code
+            )
+            if obj.project_id
+            else (obj.project_code or "no project"),
             obj.fund_org or "no fund/org",
         )
 
@@ -228,6 +232,8 @@ class ChargeAdmin(CurrencyAdminMixin, LargeTableAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="PI")
     def pi_col(self, obj: Charge) -> str | SafeString:
+        if obj.pi_email and obj.pi_id:
+            return format_html('<a href="{}">{}</a>', spending.pi_spending_url(obj.pi_email), obj.pi_email)
         return obj.pi_email or format_html('<span class="ocb-quiet">{}</span>', "unattributed")
 
     @admin.display(description="service")
@@ -303,14 +309,24 @@ class ChargeAdmin(CurrencyAdminMixin, LargeTableAdminMixin, admin.ModelAdmin):
         if obj.pi_id is None:
             return "— (unattributed)"
         url = reverse("admin:billing_pi_change", args=[obj.pi_id])
-        return format_html('<a href="{}">{}</a>', url, obj.pi)
+        return format_html(
+            '<a href="{}">{}</a> · <a href="{}">spending</a>',
+            url,
+            obj.pi,
+            spending.pi_spending_url(obj.pi_email),
+        )
 
     @admin.display(description="project")
     def project_link(self, obj: Charge) -> SafeString | str:
         if obj.project_id is None:
             return "—"
         url = reverse("admin:billing_project_change", args=[obj.project_id])
-        return format_html('<a href="{}">{}</a>', url, obj.project)
+        return format_html(
+            '<a href="{}">{}</a> · <a href="{}">spending</a>',
+            url,
+            obj.project,
+            spending.project_spending_url(obj.project_code),
+        )
 
     @admin.display(description="PI email (as found)")
     def pi_email_col(self, obj: Charge) -> str:

@@ -13,9 +13,10 @@ from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from accounts import roles
 from chargeback.errors import Refused
 
-from .. import selectors, services, views
+from .. import branding, selectors, services, views
 from ..forms import (
     PeriodOpenForm,
 )
@@ -40,7 +41,7 @@ class BillingPeriodAdmin(CurrencyAdminMixin, admin.ModelAdmin):
     list_filter = ("status",)
     ordering = ("-period",)
     change_form_template = "admin/billing/billingperiod/change_form.html"
-    fields = ("created_at", "closed_at", "finalized_at")
+    fields = ("statement_note", "created_at", "closed_at", "finalized_at")
     readonly_fields = ("created_at", "closed_at", "finalized_at")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
@@ -58,9 +59,29 @@ class BillingPeriodAdmin(CurrencyAdminMixin, admin.ModelAdmin):
         return ("period",) if obj is None else self.fields
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
-        return () if obj is None else self.readonly_fields
+        if obj is None:
+            return ()
+        if self._note_editable(request, obj):
+            return self.readonly_fields
+        return ("statement_note", *self.readonly_fields)
+
+    def _note_editable(self, request: HttpRequest, obj: BillingPeriod) -> bool:
+        return roles.can_manage_periods(request.user) and not obj.is_finalized
 
     def save_model(self, request: HttpRequest, obj: BillingPeriod, form: Any, change: bool) -> None:
+        if change:  # the only editable field of a period: its note on statements
+            saved = branding.period_statement_note_set(
+                period=obj.period, note=form.cleaned_data.get("statement_note", ""), actor=request.user
+            )
+            obj.refresh_from_db()
+            issued = saved.statements.exclude(state="superseded").count()
+            if issued and "statement_note" in form.changed_data:
+                messages.info(
+                    request,
+                    f"The note appears on statements rendered from now on (new versions, previews); the "
+                    f"{issued} statement(s) already issued keep their PDF.",
+                )
+            return
         opened = services.period_open(period=form.cleaned_data["period"], actor=request.user)
         obj.pk = opened.pk
         obj.refresh_from_db()
@@ -81,7 +102,7 @@ class BillingPeriodAdmin(CurrencyAdminMixin, admin.ModelAdmin):
         context = {
             "title": f"Period {period.period}" if period else "Period",
             "subtitle": None,
-            "show_save": False,
+            "show_save": bool(period and self._note_editable(request, period)),
             "show_save_and_continue": False,
             "show_save_and_add_another": False,
             "show_delete": False,

@@ -7,10 +7,12 @@ from typing import Any
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
 from chargeback.errors import Refused
 
-from .. import services
+from .. import services, spending
 from ..forms import (
     AccountMappingForm,
     SourceForm,
@@ -65,7 +67,7 @@ class SourceAdmin(ConfigManagedMixin, admin.ModelAdmin):
 
 @admin.register(PI)
 class PIAdmin(admin.ModelAdmin):
-    list_display = ("email", "name", "department", "project_count")
+    list_display = ("email", "name", "department", "project_count", "spending_link")
     search_fields = ("email", "name", "department")
     fields = ("email", "name", "department", "user", "created_at")
 
@@ -87,6 +89,10 @@ class PIAdmin(admin.ModelAdmin):
     def project_count(self, obj: Any) -> int:
         return obj.n_projects
 
+    @admin.display(description="spending")
+    def spending_link(self, obj: PI) -> SafeString:
+        return format_html('<a href="{}">{}</a>', spending.pi_spending_url(obj.email), "24 periods")
+
     def save_model(self, request: HttpRequest, obj: PI, form: Any, change: bool) -> None:
         services.pi_update(
             email=obj.email, name=form.cleaned_data["name"], department=form.cleaned_data["department"]
@@ -96,7 +102,16 @@ class PIAdmin(admin.ModelAdmin):
 
 @admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin):
-    list_display = ("project_id", "name", "pi", "fund_org", "cost_center", "reference_1", "is_active")
+    list_display = (
+        "project_id",
+        "name",
+        "pi_col",
+        "fund_org",
+        "cost_center",
+        "reference_1",
+        "is_active",
+        "spending_link",
+    )
     list_filter = ("is_active",)
     list_select_related = ("pi",)
     search_fields = ("project_id", "name", "pi__email", "fund_org", "reference_1", "reference_2")
@@ -115,6 +130,14 @@ class ProjectAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         return ("project_id", "pi", "created_at")
+
+    @admin.display(description="PI", ordering="pi__email")
+    def pi_col(self, obj: Project) -> SafeString:
+        return format_html('<a href="{}">{}</a>', spending.pi_spending_url(obj.pi.email), obj.pi.email)
+
+    @admin.display(description="spending")
+    def spending_link(self, obj: Project) -> SafeString:
+        return format_html('<a href="{}">{}</a>', spending.project_spending_url(obj.project_id), "24 periods")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # created by imports, mappings and corrections, under their PI

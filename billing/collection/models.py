@@ -54,7 +54,7 @@ class CollectionPoint(models.Model):
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    actor_name = models.CharField(max_length=150, blank=True, default="")
+    actor_name = models.CharField(verbose_name="changed by", max_length=150, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -86,7 +86,7 @@ class CollectedObject(models.Model):
     point = models.ForeignKey(CollectionPoint, on_delete=models.CASCADE, related_name="files")
     key = models.CharField(max_length=1024, help_text="The file's path or object key.")
     version = models.CharField(max_length=200, help_text="ETag, generation, or mtime:size.")
-    size_bytes = models.BigIntegerField(default=0)
+    size_bytes = models.BigIntegerField(verbose_name="size (bytes)", default=0)
     period = models.CharField(max_length=7, blank=True, default="", help_text="From the path or the name.")
     status = models.CharField(max_length=10, choices=Status.choices, help_text="Of the version last seen.")
     import_run = models.ForeignKey(
@@ -111,6 +111,7 @@ class CollectedObject(models.Model):
 
     class Meta:
         app_label = "billing"
+        verbose_name = "collected file"
         ordering = ["point", "key"]
         constraints = [
             models.UniqueConstraint(fields=["point", "key"], name="collected_object_unique_key"),

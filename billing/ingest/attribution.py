@@ -15,6 +15,7 @@ attribution (by id) that names it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,6 +96,25 @@ def _joined(*columns: pa.Array | pa.ChunkedArray) -> pa.Array:
         pc.replace_substring(pc.replace_substring(c, "\x1e", "\x1e\x1e"), "\x1f", "\x1e\x1f") for c in columns
     ]
     return pc.binary_join_element_wise(*escaped, "\x1f")
+
+
+def _distinct_rows(*columns: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """The group of each row (rows equal in every column share one) and the first row of each group.
+
+    Each column is dictionary-encoded and the codes combined into one integer per row, which
+    takes far less memory than joining the texts of millions of rows (a file can have millions
+    of attributions); when the codes cannot fit one integer, the texts are joined after all.
+    """
+    codes = [pc.dictionary_encode(_array(column), null_encoding="encode") for column in columns]
+    sizes = [max(len(encoded.dictionary), 1) for encoded in codes]
+    if math.prod(sizes) < 2**62:
+        key = np.zeros(len(codes[0]) if codes else 0, dtype=np.int64)
+        for encoded, size in zip(codes, sizes, strict=True):
+            key = key * size + encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    else:
+        key = pc.dictionary_encode(_array(_joined(*columns))).indices.to_numpy(zero_copy_only=False)
+    _, first_rows, groups = np.unique(key, return_index=True, return_inverse=True)
+    return groups.reshape(-1), first_rows
 
 
 def _or(value: pa.Array, fallback: pa.Array) -> pa.Array:
@@ -227,7 +247,7 @@ def resolve_attributions(
 
     # Flags that depend only on who pays: computed once per distinct combination.
     has_payer = pc.is_valid(table.column("pi_id"))
-    key = _joined(
+    groups, first_rows = _distinct_rows(
         pc.if_else(has_payer, "1", "0"),
         table.column("project_code"),
         table.column("fund_org"),
@@ -236,9 +256,6 @@ def resolve_attributions(
         ambiguity,
         invalid_email,
     )
-    encoded = pc.dictionary_encode(_array(key))
-    groups = encoded.indices.to_numpy(zero_copy_only=False)
-    _, first_rows = np.unique(groups, return_index=True)
     sample = table.take(pa.array(first_rows)).to_pydict()
     owners = owner.take(pa.array(first_rows)).to_pylist()
     ambiguities = ambiguity.take(pa.array(first_rows)).to_pylist()

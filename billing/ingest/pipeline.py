@@ -29,11 +29,16 @@ from .attribution import RESOLUTION_COLUMNS, Resolutions
 from .errors import IngestError, rows_refused
 from .flagging import Flag, FlagContext, summarize
 from .memory import release_unused_memory
+from .spill import SpilledCharges, is_text, partitions_for, tags_as_text
+from .tags import stored_json
 from .transform import ATTRIBUTION_FIELDS
 from .writer import write_charges
 
 # Re-aggregate partial sums once this many accumulate, so memory follows charges, not rows.
 COMBINE_EVERY_ROWS = 1_000_000
+# Past this many charges the summing goes on on disk (spill.py): memory then stops growing with the
+# file. OPENCHARGEBACK_INGEST_SPILL_CHARGES overrides it.
+DEFAULT_SPILL_CHARGES = 600_000
 # Rows handed to the vectorised transform at once (the reader's blocks are smaller).
 TRANSFORM_ROWS = 100_000
 # The first batches are smaller (doubling up to TRANSFORM_ROWS): a file that is bad from its first
@@ -67,15 +72,58 @@ TEXT_COLUMNS = {
 }
 
 
-@dataclass
 class ParsedFile:
-    """A file read and summed into one row per charge key, not yet written."""
+    """A file read and summed into one row per charge key, not yet written.
 
-    charges: pa.Table  # text columns hold ids into `texts`, tags ids into the tag reader's dictionaries
-    stats: transform.BatchStats
-    tag_reader: transform.TagReader
-    texts: transform.Encoder
-    periods: list[str]
+    The charges are one table in memory, or partitions on disk once there were more than
+    OPENCHARGEBACK_INGEST_SPILL_CHARGES of them (spill.py). Text columns hold ids into `texts`;
+    tags holds ids into the tag reader's dictionaries in memory, and the Tags text when spilled.
+    """
+
+    def __init__(
+        self,
+        charges: pa.Table | None,
+        stats: transform.BatchStats,
+        tag_reader: transform.TagReader,
+        texts: transform.Encoder,
+        periods: list[str],
+        spilled: SpilledCharges | None = None,
+        attribution_keys: pa.Table | None = None,
+    ) -> None:
+        self._charges = charges
+        self.stats, self.tag_reader, self.texts, self.periods = stats, tag_reader, texts, periods
+        self.spilled = spilled
+        self._attribution_keys = attribution_keys
+        self.charge_count = (
+            charges.num_rows if charges is not None else spilled.charge_count if spilled else 0
+        )
+
+    @property
+    def charges(self) -> pa.Table:
+        """Every charge in one table (spilled partitions are read back into memory)."""
+        if self._charges is None:
+            assert self.spilled is not None
+            self._charges = pa.concat_tables(list(self.spilled.tables()))
+            self.spilled.close()
+            self.spilled = None
+        return self._charges
+
+    @charges.setter
+    def charges(self, table: pa.Table) -> None:
+        self._charges = table
+
+    def charge_tables(self) -> Iterator[pa.Table]:
+        """The charges, a partition at a time when spilled, else the one table."""
+        if self.spilled is not None and self._charges is None:
+            yield from self.spilled.tables()
+        else:
+            yield self.charges
+
+    def attribution_keys(self) -> pa.Table:
+        """A table whose attribution and sub_account_id columns hold every pair the charges use."""
+        if self._charges is not None or self._attribution_keys is None:
+            return self.charges
+        return self._attribution_keys
 
 
 @dataclass
@@ -137,6 +185,8 @@ def parse_file(path: Path, billing_settings: BillingSettings, name: str | None =
     )
     partials: list[pa.Table] = []
     pending_rows = rows_read = 0
+    spill_bound = getattr(django_settings, "OPENCHARGEBACK_INGEST_SPILL_CHARGES", DEFAULT_SPILL_CHARGES)
+    spilled: SpilledCharges | None = None
     first_line = 2  # line 1 is the header
     batches = reader.iter_batches(
         focus,
@@ -164,21 +214,78 @@ def parse_file(path: Path, billing_settings: BillingSettings, name: str | None =
             raise rows_refused(label, errors, abandoned=True)
         if errors:
             partials.clear()  # nothing will be imported: only the errors are still of use
+            if spilled is not None:
+                spilled.close()
+                spilled = None
+        elif partial is not None and spilled is not None:
+            # Spilling: each batch's partial sums go to disk with their Tags text.
+            spilled.add(tags_as_text(partial, tag_reader.raw_texts(partial.column("tags"))))
+            tag_reader.forget_texts()
+            del partial
         elif partial is not None:
             partials.append(partial)
             pending_rows += partial.num_rows
-            if pending_rows >= COMBINE_EVERY_ROWS and len(partials) > 1:
-                partials = [_combined(partials, tag_reader)]
-                pending_rows = partials[0].num_rows
+            if pending_rows >= min(COMBINE_EVERY_ROWS, spill_bound):
+                if len(partials) > 1:
+                    partials = [_combined(partials, tag_reader)]
+                    pending_rows = partials[0].num_rows
+                if pending_rows > spill_bound:
+                    spilled = SpilledCharges(
+                        partitions_for(rows_read, focus.bytes_read(), size),
+                        getattr(django_settings, "OPENCHARGEBACK_INGEST_SPILL_DIR", None) or None,
+                    )
+                    combined = partials.pop()
+                    spilled.add(tags_as_text(combined, tag_reader.raw_texts(combined.column("tags"))))
+                    tag_reader.forget_texts()
+                    del combined
+                    pending_rows = 0
+                    release_unused_memory()
     if errors:
         raise rows_refused(label, errors)
     if stats.rows == 0:
         raise IngestError(f"{label} has a header but no data rows")
+    tag_reader.freeze()
+    if spilled is not None:
+        return _finish_spilled(spilled, stats, tag_reader, texts, label)
     charges = _combined(partials, tag_reader)
     del partials
     _check_sums(charges, stats.money_limit, label)
     return ParsedFile(
         charges=charges, stats=stats, tag_reader=tag_reader, texts=texts, periods=sorted(stats.periods)
+    )
+
+
+def _finish_spilled(
+    spilled: SpilledCharges,
+    stats: transform.BatchStats,
+    tag_reader: transform.TagReader,
+    texts: transform.Encoder,
+    label: str,
+) -> ParsedFile:
+    """Sum the spilled partitions into charges, checking each, and note the (attribution,
+    sub-account) pairs they use, which attribution needs (and which are few)."""
+    pairs = []
+    try:
+        for charges in spilled.finish():
+            _check_sums(charges, stats.money_limit, label)
+            pairs.append(
+                charges.select(["attribution", "sub_account_id"])
+                .group_by(["attribution", "sub_account_id"])
+                .aggregate([])
+            )
+            del charges
+            release_unused_memory()
+    except BaseException:
+        spilled.close()
+        raise
+    return ParsedFile(
+        charges=None,
+        stats=stats,
+        tag_reader=tag_reader,
+        texts=texts,
+        periods=sorted(stats.periods),
+        spilled=spilled,
+        attribution_keys=pa.concat_tables(pairs).combine_chunks(),
     )
 
 
@@ -263,18 +370,19 @@ def plan_periods(parsed: ParsedFile, expected: str | None) -> list[PeriodPart]:
     return sorted(parts, key=lambda part: -part.rows)
 
 
-def charges_of(parsed: ParsedFile, part: PeriodPart) -> pa.Table:
-    """The summed charges of the part's rows (all of them when the part takes every month)."""
-    if set(part.row_periods) == set(parsed.periods):
-        return parsed.charges
+def charges_of(parsed: ParsedFile, part: PeriodPart) -> Iterator[pa.Table]:
+    """The summed charges of the part's rows (all of them when the part takes every month), a
+    partition at a time when spilled."""
+    everything = set(part.row_periods) == set(parsed.periods)
     ids = pa.array([parsed.texts.id_of(p) for p in part.row_periods], pa.int32())
-    return parsed.charges.filter(pc.is_in(parsed.charges.column("period"), value_set=ids))
+    for table in parsed.charge_tables():
+        yield table if everything else table.filter(pc.is_in(table.column("period"), value_set=ids))
 
 
 def resolve_attributions(parsed: ParsedFile, source: Source, context: FlagContext) -> Resolutions:
     """Who pays for each charge of the file (see attribution.py); creates PIs and projects first seen."""
     resolutions = attribution.resolve_attributions(
-        parsed.charges, parsed.tag_reader, parsed.texts, source, context
+        parsed.attribution_keys(), parsed.tag_reader, parsed.texts, source, context
     )
     release_unused_memory()
     return resolutions
@@ -334,7 +442,6 @@ def build_and_write(
     """Write the charges of one part of the parsed file into its period; returns totals and the
     flags of flagged charges. Rows of another month than the part's are flagged as mismatches."""
     result = WriteResult()
-    charges = charges_of(parsed, part)
     mismatch_flags = {
         parsed.texts.id_of(month): Flag(
             FlagReason.PERIOD_MISMATCH, f"billing period mismatch (row says {month})"
@@ -355,7 +462,12 @@ def build_and_write(
         return decode_money(value, sqlite=sqlite)  # the value written, read back as MoneyField does
 
     def rows() -> Iterator[tuple]:
-        table = charges
+        for table in charges_of(parsed, part):
+            result.billed_total += pc.sum(table.column("billed_cost")).as_py() or Decimal(0)
+            result.list_total += pc.sum(table.column("list_cost")).as_py() or Decimal(0)
+            yield from table_rows(table)
+
+    def table_rows(table: pa.Table) -> Iterator[tuple]:
         strings = parsed.texts.values
         tag_reader = parsed.tag_reader
         flagged, ok = Charge.ReviewState.FLAGGED.value, Charge.ReviewState.OK.value
@@ -431,7 +543,12 @@ def build_and_write(
                         result.carried[ident] = decision.charge_id
                         break
             result.flagged += states.count(flagged)
-            tags = tag_reader.texts_of(chunk.column("tags"))
+            tag_column = chunk.column("tags")
+            tags = (
+                stored_json(pc.cast(tag_column, pa.string())).to_pylist()
+                if is_text(tag_column)
+                else tag_reader.texts_of(tag_column)
+            )
             columns = [
                 repeat(period_id, n),
                 repeat(source.pk, n),
@@ -468,9 +585,7 @@ def build_and_write(
             ]
             yield from zip(*columns, strict=True)
 
-    result.charges = write_charges(rows())
-    result.billed_total = pc.sum(charges.column("billed_cost")).as_py() or Decimal(0)
-    result.list_total = pc.sum(charges.column("list_cost")).as_py() or Decimal(0)
+    result.charges = write_charges(rows(), expected_rows=parsed.charge_count)
     return result
 
 

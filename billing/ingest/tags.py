@@ -82,17 +82,96 @@ def parse_tags(text: str) -> list[tuple[str, str | None]]:
     return pairs
 
 
+class AttributionIndex:
+    """Distinct attribution strings and their ids (0 is NO_ATTRIBUTION), held in Arrow and numpy.
+
+    A file can name millions of attributions (a grant number per row); as Python strings in a
+    dict they took ~200 bytes each. Here each costs its text plus 16 bytes: the strings live in
+    Arrow arrays, found again through a sorted array of their (per-process) hashes, and a hash
+    found is always confirmed by comparing the strings. Should two ever share a hash, the index
+    falls back to a dict of every string (exact, only larger).
+    """
+
+    def __init__(self) -> None:
+        self._chunks: list[pa.Array] = [pa.array([NO_ATTRIBUTION], pa.string())]
+        self._all: pa.Array | None = None  # the chunks as one array, when last asked for
+        self._count = 1
+        self._hashes = np.array([hash(NO_ATTRIBUTION)], dtype=np.int64)  # sorted
+        self._ids = np.zeros(1, dtype=np.int64)  # the id of each sorted hash
+        self._exact: dict[str, int] | None = None  # after a hash collision only
+        self._frozen = False
+
+    def __len__(self) -> int:
+        return self._count
+
+    def values(self) -> pa.Array:
+        if self._all is None or len(self._all) != self._count:
+            self._all = pa.concat_arrays(self._chunks)
+            self._chunks = [self._all]
+        return self._all
+
+    def freeze(self) -> None:
+        """No more lookups: keep only the strings."""
+        self.values()
+        self._hashes = self._ids = np.zeros(0, dtype=np.int64)
+        self._exact = None
+        self._frozen = True
+
+    def ids_of(self, strings: pa.Array) -> np.ndarray:
+        """The id of each of these distinct strings, new ones numbered in their order."""
+        assert not self._frozen, "attributions are read before the index is frozen"
+        texts = strings.to_pylist()
+        if self._exact is not None:
+            return self._exact_ids(texts, strings)
+        hashes = np.fromiter((hash(t) for t in texts), dtype=np.int64, count=len(texts))
+        positions = np.minimum(np.searchsorted(self._hashes, hashes), len(self._hashes) - 1)
+        found = self._hashes[positions] == hashes
+        ids = np.where(found, self._ids[positions], -1)
+        new = ~found
+        new_hashes = hashes[new]
+        if found.any():
+            known = self.values().take(pa.array(ids[found]))
+            if not pc.all(pc.equal(strings.filter(pa.array(found)), known)).as_py():
+                return self._exact_ids(texts, strings)
+        # A new string with a known string's hash shows above as found with another text; two new
+        # strings with one hash show here.
+        if len(np.unique(new_hashes)) != len(new_hashes):
+            return self._exact_ids(texts, strings)
+        if new.any():
+            ids[new] = np.arange(self._count, self._count + int(new.sum()), dtype=np.int64)
+            self._chunks.append(strings.filter(pa.array(new)).cast(pa.string()))
+            self._count += int(new.sum())
+            hashes_all = np.concatenate([self._hashes, new_hashes])
+            ids_all = np.concatenate([self._ids, ids[new]])
+            order = np.argsort(hashes_all, kind="stable")
+            self._hashes, self._ids = hashes_all[order], ids_all[order]
+        return ids
+
+    def _exact_ids(self, texts: list[str], strings: pa.Array) -> np.ndarray:
+        """The dict-based lookup, for good once hashes have collided."""
+        if self._exact is None:
+            self._exact = {text: ident for ident, text in enumerate(self.values().to_pylist())}
+            self._hashes = self._ids = np.zeros(0, dtype=np.int64)
+        out = np.empty(len(texts), dtype=np.int64)
+        for position, text in enumerate(texts):
+            ident = self._exact.get(text)
+            if ident is None:
+                ident = self._exact[text] = self._count
+                self._chunks.append(pa.array([text], pa.string()))
+                self._count += 1
+            out[position] = ident
+        return out
+
+
 @dataclass
 class TagReader:
     """Reads attribution out of Tags values (configured keys, provider prefixes tolerated)."""
 
     keys: dict[str, str]  # attribution field -> tag key (lower case)
     prefixes: list[str]
-    # Distinct attributions (see FIELD_SEPARATOR); an attribution id indexes this list.
-    attributions: list[str] = field(default_factory=lambda: [NO_ATTRIBUTION])
     # Per batch: its distinct Tags values and, per row, which one (None: one value per row).
     tag_batches: list[tuple[pa.Array, pa.Array | None]] = field(default_factory=list)
-    _attribution_ids: dict[str, int] = field(default_factory=lambda: {NO_ATTRIBUTION: 0})
+    _index: AttributionIndex = field(default_factory=lambda: AttributionIndex())
 
     # --- reading attribution ----------------------------------------------------------------
 
@@ -151,11 +230,7 @@ class TagReader:
         ]
         joined = pc.binary_join_element_wise(*columns, ambiguity, FIELD_SEPARATOR)
         encoded = pc.dictionary_encode(joined)
-        id_of_joined = np.fromiter(
-            (self._id_of(v) for v in encoded.dictionary.to_pylist()),
-            dtype=np.int32,
-            count=len(encoded.dictionary),
-        )
+        id_of_joined = self._index.ids_of(encoded.dictionary).astype(np.int32)
         ids = id_of_joined[encoded.indices.to_numpy(zero_copy_only=False)]
         for position, _ in problems:
             ids[position] = 0
@@ -250,15 +325,16 @@ class TagReader:
         return pc.list_element(self._parts(), len(ATTRIBUTION_FIELDS))
 
     def _parts(self) -> pa.Array:
-        return pc.split_pattern(pa.array(self.attributions, pa.string()), FIELD_SEPARATOR)
+        return pc.split_pattern(self._index.values(), FIELD_SEPARATOR)
 
-    def _id_of(self, attribution: str) -> int:
-        ident = self._attribution_ids.get(attribution)
-        if ident is None:
-            ident = len(self.attributions)
-            self.attributions.append(attribution)
-            self._attribution_ids[attribution] = ident
-        return ident
+    @property
+    def attributions(self) -> list[str]:
+        """The distinct attributions (see FIELD_SEPARATOR); an attribution id indexes this list."""
+        return self._index.values().to_pylist()
+
+    def freeze(self) -> None:
+        """Once the file is read: the attributions become one array, their lookup index goes."""
+        self._index.freeze()
 
     # --- keeping the Tags text of charges ---------------------------------------------------
 
@@ -298,14 +374,38 @@ class TagReader:
         out: list[str] = [""] * len(ids)
         for batch in np.unique(batches):
             where = np.nonzero(batches == batch)[0]
-            taken = pc.cast(self._values(int(batch), positions[where]), pa.string())
-            text = pc.utf8_trim_whitespace(taken)
-            text = pc.if_else(pc.equal(text, ""), "{}", text)
-            bare = pc.invert(pc.starts_with(text, "{"))
-            text = pc.if_else(bare, pc.binary_join_element_wise("{", text, "}", ""), text)
+            text = stored_json(pc.cast(self._values(int(batch), positions[where]), pa.string()))
             for position, value in zip(where.tolist(), text.to_pylist(), strict=True):
                 out[position] = value
         return out
+
+    def raw_texts(self, tag_ids: pa.ChunkedArray | pa.Array) -> pa.Array:
+        """The Tags values of many ids as read (large strings), in the order of the ids."""
+        ids = np.asarray(tag_ids.to_numpy())
+        if len(ids) == 0:
+            return pa.array([], pa.large_string())
+        batches, positions = ids >> 32, ids & 0xFFFFFFFF
+        order = np.argsort(batches, kind="stable")
+        pieces = [
+            pc.cast(self._values(int(batch), positions[order][batches[order] == batch]), pa.large_string())
+            for batch in np.unique(batches)
+        ]
+        # Back from batch order to the order of the ids.
+        return pa.concat_arrays(pieces).take(pa.array(np.argsort(order, kind="stable")))
+
+    def forget_texts(self) -> None:
+        """Let go of the Tags values of every batch read so far (their charges hold their text:
+        spill.py); ids keep counting batches from where they were."""
+        empty = pa.array([], pa.large_string())
+        self.tag_batches = [(empty, None) for _ in self.tag_batches]
+
+
+def stored_json(text: pa.Array) -> pa.Array:
+    """Tags values as stored: trimmed, '{}' when empty, Azure's missing braces restored."""
+    text = pc.utf8_trim_whitespace(text)
+    text = pc.if_else(pc.equal(text, ""), "{}", text)
+    bare = pc.invert(pc.starts_with(text, "{"))
+    return pc.if_else(bare, pc.binary_join_element_wise("{", text, "}", ""), text)
 
 
 def _normalise(value: pa.Array, *, lower: bool) -> pa.Array:

@@ -282,10 +282,16 @@ _AGGREGATIONS = [
 ]
 
 
-def aggregate(table: pa.Table) -> pa.Table:
-    """Sum rows (or earlier partial sums, which have the same columns) that share a charge key."""
-    grouped = table.group_by(KEY_COLUMNS, use_threads=True).aggregate(_AGGREGATIONS)
-    suffixes = {f"{column}_{function}": column for column, function in _AGGREGATIONS}
+def aggregate(table: pa.Table, *, ordered: bool = False) -> pa.Table:
+    """Sum rows (or earlier partial sums, which have the same columns) that share a charge key.
+
+    `ordered`: the rows are in file order and `tags` holds text (spilled partials, spill.py): a
+    charge keeps the text of its last row, as the highest tags id does in memory.
+    """
+    aggregations = [(c, "last" if ordered and c == "tags" else f) for c, f in _AGGREGATIONS]
+    # Keeping the last value needs the rows seen in order: one thread.
+    grouped = table.group_by(KEY_COLUMNS, use_threads=not ordered).aggregate(aggregations)
+    suffixes = {f"{column}_{function}": column for column, function in aggregations}
     return grouped.rename_columns([suffixes.get(name, name) for name in grouped.schema.names])
 
 

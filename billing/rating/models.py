@@ -145,8 +145,8 @@ class UsageFile(models.Model):
     kind = models.CharField(max_length=10, choices=Kind.choices)
     original_name = models.CharField(max_length=255)
     file = models.FileField(upload_to="usage/%Y/%m/", max_length=500)
-    sha256 = models.CharField(max_length=64, db_index=True)
-    size_bytes = models.BigIntegerField(default=0)
+    sha256 = models.CharField(verbose_name="SHA-256 checksum", max_length=64, db_index=True)
+    size_bytes = models.BigIntegerField(verbose_name="size (bytes)", default=0)
     import_run = models.ForeignKey(
         "billing.Import",
         on_delete=models.PROTECT,
@@ -157,7 +157,7 @@ class UsageFile(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     rated_at = models.DateTimeField(null=True, blank=True)
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
-    actor_name = models.CharField(max_length=150, blank=True, default="")
+    actor_name = models.CharField(verbose_name="rated by", max_length=150, blank=True, default="")
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -182,10 +182,11 @@ class Rerate(models.Model):
         help_text="Per usage file: source, name, import replaced and new, billed before/after.",
     )
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
-    actor_name = models.CharField(max_length=150)
+    actor_name = models.CharField(verbose_name="by", max_length=150)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
+        verbose_name = "re-rating"
         ordering = ["-created_at", "-id"]
 
     def __str__(self) -> str:

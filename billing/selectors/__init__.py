@@ -10,9 +10,7 @@ from .billing_settings import (  # noqa: F401
     currency_code,
 )
 from .charges import (  # noqa: F401
-    CHARGE_TEXT_SEARCH_FIELDS,
     charges_in_period,
-    charges_search,
     charges_with_flag,
     period_charge_id_range,
 )

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 
-from chargeback.admin_hardening import typed_id
-
-from ..models import PI, BillingPeriod, Charge, ChargeFlag, Import
+from ..models import BillingPeriod, Charge, ChargeFlag, Import
 
 
 def period_charge_id_range(period: BillingPeriod) -> tuple[int, int] | None:
@@ -48,57 +46,6 @@ def charges_in_period(
         return queryset.none()
     unindexed = Func(F("period_id"), template="+%(expressions)s", output_field=BigIntegerField())
     return queryset.filter(Exact(unindexed, period.pk), id__gte=bounds[0], id__lte=bounds[1])
-
-
-CHARGE_TEXT_SEARCH_FIELDS = (
-    "resource_id",
-    "resource_name",
-    "sub_account_id",
-    "fund_org",
-    "reference_1",
-    "reference_2",
-)
-
-
-def charges_search(queryset: QuerySet[Charge], term: str) -> QuerySet[Charge]:
-    """Charges matching a search term: `#123` or `123` is a charge id; a term naming PIs (email,
-    name) or projects (id, name, fund/org, references) finds their charges through the indexed
-    PI/project columns; any other term is looked for in resource ids and names, fund/orgs,
-    references and sub-accounts of the charges themselves (a scan)."""
-    term = (term or "").strip()
-    if not term:
-        return queryset
-    charge_id = typed_id(term)
-    if charge_id is not None:
-        by_id = Q(id=charge_id)
-        if term.startswith("#"):
-            return queryset.filter(by_id)
-    elif term.startswith("#") and term[1:].strip().isdigit():
-        return queryset.none()  # an id no charge can have (too long, or not ASCII digits)
-    else:
-        by_id = Q(pk__in=[])
-    from ..models import Project
-
-    pi_ids = list(
-        PI.objects.filter(Q(email__icontains=term) | Q(name__icontains=term)).values_list("id", flat=True)[
-            :500
-        ]
-    )
-    project_ids = list(
-        Project.objects.filter(
-            Q(project_id__icontains=term)
-            | Q(name__icontains=term)
-            | Q(fund_org__icontains=term)
-            | Q(reference_1__icontains=term)
-            | Q(reference_2__icontains=term)
-        ).values_list("id", flat=True)[:500]
-    )
-    if pi_ids or project_ids:
-        return queryset.filter(by_id | Q(pi_id__in=pi_ids) | Q(project_id__in=project_ids))
-    text = by_id
-    for name in CHARGE_TEXT_SEARCH_FIELDS:
-        text |= Q(**{f"{name}__icontains": term})
-    return queryset.filter(text)
 
 
 def charges_with_flag(queryset: QuerySet[Charge], key: str) -> QuerySet[Charge]:

@@ -61,20 +61,22 @@ class PeriodRankings:
     seconds: float = 0.0
 
 
-def period_fingerprint(period: BillingPeriod) -> str:
+def period_fingerprint(period: BillingPeriod, *, attribution_only: bool = False) -> str:
     """Changes whenever the period's charges may have changed: an import started, finished or was
-    superseded, or a review decision, correction or re-evaluation was logged (two small queries)."""
+    superseded, or a review decision, correction or re-evaluation was logged (two small queries).
+
+    `attribution_only`: changes only when the amounts or the attribution (PI, project) of the
+    charges may have changed: imports and corrections, not approvals, rejections or re-flagging,
+    which change review states alone (the rankings do not depend on them)."""
     import hashlib
 
     from ..models import ReviewLog
 
     imports = list(Import.objects.filter(period=period).order_by("id").values_list("id", "status"))
-    last_log = (
-        ReviewLog.objects.filter(period=period)
-        .order_by("-created_at")
-        .values_list("id", "created_at")
-        .first()
-    )
+    logs = ReviewLog.objects.filter(period=period)
+    if attribution_only:
+        logs = logs.filter(action=ReviewLog.Action.CORRECT)
+    last_log = logs.order_by("-created_at").values_list("id", "created_at").first()
     state = repr((period.pk, str(period.created_at), imports, last_log and (last_log[0], str(last_log[1]))))
     return hashlib.sha256(state.encode()).hexdigest()[:32]
 
@@ -82,19 +84,25 @@ def period_fingerprint(period: BillingPeriod) -> str:
 RANKINGS_CACHE_SECONDS = 30 * 24 * 3600
 
 
+def _rankings_key(period: BillingPeriod, top: int) -> str:
+    # Rankings sum amounts per PI and project over every review state: a review decision keeps them.
+    return f"openchargeback:rankings:v2:{period.pk}:{top}:{period_fingerprint(period, attribution_only=True)}"
+
+
 def period_rankings(period: BillingPeriod, *, top: int = 10, refresh: bool = False) -> PeriodRankings:
     """PIs and projects of the period ranked by billed (every review state), and its services.
 
     Grouping a million charges takes a second or two, so the result is cached under the period's
-    fingerprint: a changed period gets a new key and the next read computes it again (imports and
-    admin review actions warm it through billing.tasks.period_rankings_warm)."""
+    fingerprint of amounts and attribution: a period whose imports or attributions changed gets a
+    new key and the next read computes it again (imports and corrections warm it through
+    billing.tasks.period_rankings_warm); review decisions keep it."""
     import time
 
     from django.core.cache import cache
 
     from ..models import Project
 
-    key = f"openchargeback:rankings:v1:{period.pk}:{top}:{period_fingerprint(period)}"
+    key = _rankings_key(period, top)
     if not refresh:
         cached = cache.get(key)
         if cached is not None:
@@ -189,4 +197,4 @@ def period_rankings_cached(period: BillingPeriod, *, top: int = 10) -> PeriodRan
     """The period's rankings if they are in the cache and current; never computes them."""
     from django.core.cache import cache
 
-    return cache.get(f"openchargeback:rankings:v1:{period.pk}:{top}:{period_fingerprint(period)}")
+    return cache.get(_rankings_key(period, top))

@@ -11,6 +11,7 @@ from chargeback.errors import Refused
 from chargeback.regex import regex_problem
 
 from .. import selectors
+from ..branding import branding_changes_clean
 
 
 @transaction.atomic
@@ -37,7 +38,11 @@ def billing_settings_update(**changes: Any) -> Any:
     for key in ("tag_pi_email", "tag_project_id"):
         if key in changes and not (changes[key] or "").strip():
             raise Refused(f"the {key.removeprefix('tag_').replace('_', ' ')} tag key cannot be empty")
+    changes = branding_changes_clean(changes)  # logo, accent colour, email templates
     for name, value in changes.items():
+        if name.startswith("email_") and name.endswith("_template"):
+            setattr(obj, name, value)  # templates keep their whitespace
+            continue
         setattr(obj, name, value.strip() if isinstance(value, str) else value)
     obj.save()
     return obj

@@ -37,3 +37,20 @@ def flag_labels(summary: str | None) -> list[str]:
         else:
             result.append(str(labels.get(item, item)))
     return result
+
+
+@register.filter
+def money_exact(value: Decimal | None, currency: str = "USD") -> str:
+    """An exact sum beside rounded ones: "$1,234.5012" (up to four places more than the currency
+    shows, trailing zeros dropped, never fewer than its minor unit)."""
+    from chargeback.money import CURRENCY_MINOR_UNITS, currency_symbol
+
+    if value is None or value == "":
+        return "—"
+    amount = Decimal(value)
+    places = CURRENCY_MINOR_UNITS.get((currency or "USD").upper(), 2)
+    text = f"{abs(amount):,.{places + 4}f}"
+    whole, _, fraction = text.partition(".")
+    fraction = fraction.rstrip("0").ljust(places, "0")
+    sign = "-" if amount < 0 else ""
+    return f"{sign}{currency_symbol(currency or 'USD')}{whole}{'.' + fraction if fraction else ''}"

@@ -14,7 +14,7 @@ from django.urls import reverse
 from accounts import roles
 from chargeback.money import ZERO, currency_symbol, format_money
 
-from .. import selectors
+from .. import selectors, spending
 from ..models import BillingPeriod, Import
 from ._common import _remember_period, selected_period
 
@@ -45,6 +45,8 @@ def dashboard_context(request: HttpRequest) -> dict[str, Any]:
         totals=totals,
         rankings=rankings,
         source_chart=source_chart(history, code),
+        source_changes=spending.source_changes(history),
+        previous_period=history.periods[-2] if len(history.periods) > 1 else "",
         top_projects=[
             {
                 "project": p,

@@ -51,7 +51,7 @@ from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.db.migrations.recorder import MigrationRecorder
 from django.db.models import Count
 
-from chargeback import storage
+from chargeback import storage, system_status
 from chargeback.errors import Refused
 from chargeback.hashing import HashingReader
 from chargeback.logging import audit
@@ -384,6 +384,10 @@ def backup_create(*, path: str | Path, overwrite: bool = False) -> BackupOutcome
                 tar.addfile(info, io.BytesIO(body))
         os.replace(partial, target)
     audit("backup", actor=_actor(), path=str(target), files=len(files), vendor=vendor, key_id=key.key_id)
+    size = target.stat().st_size
+    system_status.backup_recorded(
+        path=target, size_bytes=size, vendor=vendor, files=len(files), created_at=str(manifest["created_at"])
+    )
     return BackupOutcome(path=target, size_bytes=target.stat().st_size, manifest=manifest, key=key)
 
 

@@ -1,6 +1,7 @@
-"""Take the admin screenshots in this folder: dashboard, review queue and upload page, light and dark.
+"""Take the admin screenshots in this folder, light and dark: dashboard, review queue, upload page,
+a project's spending page and the queue of PIs' charge queries.
 
-    .venv/bin/python docs/screenshots/capture.py [--out docs/screenshots] [--keep]
+    .venv/bin/python docs/screenshots/capture.py [--out docs/screenshots] [--keep] [--pages spending,queries]
 
 Builds a throwaway instance in a temporary directory: the demo month 2026-10 (fixtures/demo,
 imported as `openchargeback demo` does) plus eleven earlier months of synthetic FOCUS data from
@@ -124,7 +125,69 @@ def build_instance(data_dir: Path) -> dict[str, str]:
     from django.contrib.auth.models import Group
 
     user.groups.add(Group.objects.get(name=roles.REVIEWER))
+    add_statements_and_queries()
     return env
+
+
+def add_statements_and_queries() -> None:
+    """Statements of the closed months (so the spending page lists them) and a few charge queries
+    from PIs, one of them already answered with a credit."""
+    from decimal import ROUND_DOWN, Decimal
+
+    from django.contrib.auth import get_user_model
+    from django.db.models import Count, Sum
+
+    from accounts.portal.selectors import portal_scope
+    from billing.models import PI, Charge
+    from statements.queries import services as queries
+    from statements.services import statements_generate
+
+    for period in HISTORY:
+        statements_generate(period=period, actor_name="demo")
+    User = get_user_model()
+    reasons = [
+        "This instance was stopped on the 3rd; we should not be billed for the whole month.",
+        "We do not recognise this resource: is it ours?",
+        "The storage discount we were promised is missing.",
+    ]
+    top = (
+        Charge.objects.filter(period__period=DEMO_PERIOD, pi__isnull=False)
+        .values("pi_id")
+        .annotate(billed=Sum("billed_cost"))
+        .order_by("-billed")[: len(reasons)]
+    )
+    for row, reason in zip(top, reasons, strict=False):
+        pi = PI.objects.get(pk=row["pi_id"])
+        user = pi.user or User.objects.create_user(pi.email, pi.email, None)
+        if pi.user_id is None:
+            pi.user = user
+            pi.save(update_fields=["user"])
+        charge = Charge.objects.filter(pi=pi, period__period=DEMO_PERIOD, review_state="ok").order_by(
+            "-billed_cost"
+        )[0]
+        queries.query_raise(visible=portal_scope(user).q(), charge_id=charge.pk, reason=reason, actor=user)
+    first = queries.selectors.queries_open().first()
+    if first is not None:
+        queries.query_resolve(
+            query_id=first.pk,
+            decision=queries.Resolution(
+                "credited",
+                "Agreed: credited the days after it stopped.",
+                credit_amount=min(first.amount, Decimal(25)).quantize(Decimal("0.01"), rounding=ROUND_DOWN),
+            ),
+            actor_name="fran",
+        )
+    global SPENDING_PROJECT
+    SPENDING_PROJECT = (
+        Charge.objects.filter(project__isnull=False)
+        .values("project_code")
+        .annotate(periods=Count("period", distinct=True), billed=Sum("billed_cost"))
+        .order_by("-periods", "-billed")
+        .values_list("project_code", flat=True)[0]
+    )
+
+
+SPENDING_PROJECT = ""
 
 
 def session_cookie() -> str:
@@ -318,7 +381,13 @@ def main() -> None:
     )
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent))
     parser.add_argument("--keep", action="store_true", help="keep the temporary instance")
+    parser.add_argument(
+        "--pages",
+        default="dashboard,review-queue,upload,spending,queries",
+        help="comma-separated pages to capture (default: all)",
+    )
     args = parser.parse_args()
+    pages = set(args.pages.split(","))
     out = Path(args.out)
     tmp = Path(tempfile.mkdtemp(prefix="ocb-screens-"))
     print(f"building the demo instance in {tmp} ...", flush=True)
@@ -380,11 +449,22 @@ def main() -> None:
                 deviceScaleFactor=1,
                 mobile=False,
             )
-            tools.open(f"{base}/admin/?period={DEMO_PERIOD}")
-            tools.screenshot(out / f"dashboard-{theme}.png", 1440)
-            tools.open(f"{base}/admin/billing/charge/review/?period={DEMO_PERIOD}")
-            tools.screenshot(out / f"review-queue-{theme}.png", 1440)
+            if "dashboard" in pages:
+                tools.open(f"{base}/admin/?period={DEMO_PERIOD}")
+                tools.screenshot(out / f"dashboard-{theme}.png", 1440)
+            if "review-queue" in pages:
+                tools.open(f"{base}/admin/billing/charge/review/?period={DEMO_PERIOD}")
+                tools.screenshot(out / f"review-queue-{theme}.png", 1440)
+            # Issue 14's pages at 1280 px.
+            if "spending" in pages:
+                tools.open(f"{base}/admin/spending/project/?project={SPENDING_PROJECT}")
+                tools.screenshot(out / f"spending-project-{theme}.png", 1280)
+            if "queries" in pages:
+                tools.open(f"{base}/admin/statements/chargequery/?state=all")
+                tools.screenshot(out / f"queries-{theme}.png", 1280)
         for theme, seed in (("light", 101), ("dark", 202)):
+            if "upload" not in pages:
+                break
             tools.call(
                 "Emulation.setEmulatedMedia", features=[{"name": "prefers-color-scheme", "value": theme}]
             )

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from ..branding import Branding
+
 
 @dataclass
 class LineData:
@@ -54,6 +56,7 @@ class StatementData:
     replaces: str = ""
     source_names: dict[str, str] | None = None
     draft: bool = False  # a preview (generate --dry-run): DRAFT across every page, nothing issued
+    branding: Branding = field(default_factory=Branding)  # logo, address, colours, notes
 
     @property
     def label(self) -> str:

@@ -26,10 +26,10 @@ from billing.rating.selectors import how_calculated
 from chargeback.money import currency_symbol
 from chargeback.percent import discount_percent_text
 
+from ..branding import logo_flowable
 from .data import StatementData
 from .parts import _cell, _issued_text, _money, _NumberedCanvas, _p, _period_label, _resource_cell
 from .theme import (
-    ACCENT,
     BAND,
     INK,
     MUTED,
@@ -51,7 +51,15 @@ def build_flowables(data: StatementData, th: Theme, unicode_ok: bool) -> list[Fl
     story: list[Flowable] = []
 
     # Header: organisation and contact | statement number, version, period.
-    org_cell: list[Flowable] = [_p(data.organization, s["org"])]
+    brand = data.branding
+    org_cell: list[Flowable] = []
+    logo = logo_flowable(brand.logo, w * 0.5, 18 * mm)
+    if logo is not None:
+        org_cell += [logo, Spacer(1, 4)]
+    org_cell.append(_p(data.organization, s["org"]))
+    org_cell += [_p(line, s["org_contact"]) for line in brand.address.splitlines() if line.strip()]
+    if brand.contact_line:
+        org_cell.append(_p(brand.contact_line, s["org_contact"]))
     if data.contact_email:
         org_cell.append(_p(f"Questions: {data.contact_email}", s["org_contact"]))
     meta_cell: list[Flowable] = [
@@ -71,7 +79,7 @@ def build_flowables(data: StatementData, th: Theme, unicode_ok: bool) -> list[Fl
                 ("VALIGN", (0, 0), (-1, -1), "TOP"),
                 ("LEFTPADDING", (0, 0), (-1, -1), 0),
                 ("RIGHTPADDING", (0, 0), (-1, -1), 0),
-                ("LINEBELOW", (0, 0), (-1, 0), 1.2, ACCENT),
+                ("LINEBELOW", (0, 0), (-1, 0), 1.2, th.accent),
                 ("BOTTOMPADDING", (0, 0), (-1, 0), 8),
             ]
         )
@@ -88,7 +96,7 @@ def build_flowables(data: StatementData, th: Theme, unicode_ok: bool) -> list[Fl
 
     project_title = data.project_code or "(no project)"
     pi_cell = [_p("BILLED TO", s["label"]), _p(data.pi_name or data.pi_email, s["value_bold"])]
-    if data.pi_name:
+    if data.pi_name:  # the name first, the email beside it (below, in the narrow column)
         pi_cell.append(_p(data.pi_email, s["value"]))
     if data.pi_department:
         pi_cell.append(_p(data.pi_department, s["value"]))
@@ -155,6 +163,25 @@ def build_flowables(data: StatementData, th: Theme, unicode_ok: bool) -> list[Fl
         )
     if data.replaces:
         notes.append(f"<b>Revised statement:</b> this version replaces {escape(data.replaces)}.")
+    if brand.period_note:
+        notes.append(f"<b>Note for {escape(_period_label(data))}:</b> {_lines(brand.period_note)}")
+    if brand.payment_instructions:
+        pay = Table(
+            [[Paragraph(f"<b>How to pay:</b> {_lines(brand.payment_instructions)}", s["note"])]],
+            colWidths=[w],
+        )
+        pay.setStyle(
+            TableStyle(
+                [
+                    ("BOX", (0, 0), (-1, -1), 0.5, RULE),
+                    ("LINEBEFORE", (0, 0), (0, -1), 2.5, th.accent),
+                    ("TOPPADDING", (0, 0), (-1, -1), 5),
+                    ("BOTTOMPADDING", (0, 0), (-1, -1), 5),
+                    ("LEFTPADDING", (0, 0), (-1, -1), 8),
+                ]
+            )
+        )
+        story += [pay, Spacer(1, 6)]
     for text in notes:
         box = Table([[Paragraph(text, s["note"])]], colWidths=[w])
         box.setStyle(
@@ -310,7 +337,14 @@ def build_flowables(data: StatementData, th: Theme, unicode_ok: bool) -> list[Fl
             s["footnote"],
         )
     )
+    if brand.footer:
+        story += [Spacer(1, 6), Paragraph(_lines(brand.footer), s["note"])]
     return story
+
+
+def _lines(text: str) -> str:
+    """Free text typed by an admin, escaped, its line breaks kept."""
+    return "<br/>".join(escape(line) for line in text.strip().splitlines())
 
 
 def _quantity(value: Decimal) -> str:
@@ -371,7 +405,7 @@ class _StatementDoc(BaseDocTemplate):
         canvas.setFont(th.fonts.regular, 7.5)
         canvas.setFillColor(MUTED)
         top = th.page_size[1] - th.margin + 2
-        who = data.pi_name or data.pi_email
+        who = f"{data.pi_name} <{data.pi_email}>" if data.pi_name else data.pi_email
         right = "(continued)"
         room = th.width - canvas.stringWidth(right, th.fonts.regular, 7.5) - 12
         text = f"Statement {data.label} · {data.period} · {who} · {data.project_code or '(no project)'}"
@@ -405,12 +439,13 @@ def render_statement_pdf(data: StatementData) -> bytes:
         *(u["text"] for ln in data.lines for u in ln.rating.get("usage", [])),
         *(f"{d[1]}{d[3]}{d[4]}{d[6]}" for d in data.details),
         *(data.source_names or {}).values(),
+        *data.branding.texts(),
     ]
     fonts = STANDARD_FONTS
     if _needs_unicode(texts) or _needs_unicode([currency_symbol(data.currency)]):
         fonts = _unicode_fonts() or STANDARD_FONTS
     unicode_ok = fonts is not STANDARD_FONTS
-    th = theme(fonts)
+    th = theme(fonts, accent=data.branding.accent_hex)
     buffer = io.BytesIO()
     doc = _StatementDoc(buffer, data, th)
     footer_left = f"Generated {_issued_text(data.issued_at)} · OpenChargeback"

@@ -59,6 +59,7 @@ class Theme:
 
     fonts: Fonts
     page_size: tuple[float, float]
+    accent: colors.Color
     margin: float
     width: float  # usable width
     styles: dict[str, ParagraphStyle]
@@ -87,9 +88,13 @@ def _unicode_fonts() -> Fonts | None:
 STANDARD_FONTS = Fonts("Helvetica", "Helvetica-Bold")
 
 
-@functools.lru_cache(maxsize=4)
-def theme(fonts: Fonts = STANDARD_FONTS, page_size: tuple[float, float] | None = None) -> Theme:
+@functools.lru_cache(maxsize=8)
+def theme(
+    fonts: Fonts = STANDARD_FONTS, page_size: tuple[float, float] | None = None, accent: str = ""
+) -> Theme:
+    """`accent`: the site's accent colour (statements/branding.py), the built-in one when empty."""
     size = page_size or _page_size()
+    accent_colour = colors.HexColor(accent) if accent else ACCENT
     margin = 16 * mm
     regular, bold = fonts.regular, fonts.bold
 
@@ -105,20 +110,20 @@ def theme(fonts: Fonts = STANDARD_FONTS, page_size: tuple[float, float] | None =
         return ParagraphStyle(name, **base)
 
     styles = {
-        "org": style("org", fontName=bold, fontSize=15, leading=18, textColor=ACCENT),
+        "org": style("org", fontName=bold, fontSize=15, leading=18, textColor=accent_colour),
         "org_contact": style("org_contact", fontSize=8.5, leading=11, textColor=MUTED),
         "title": style("title", fontName=bold, fontSize=15, leading=18, alignment=TA_RIGHT),
         "meta": style("meta", fontSize=8.5, leading=11, alignment=TA_RIGHT),
         "label": style("label", fontName=bold, fontSize=7, leading=9, textColor=MUTED),
         "value": style("value", fontSize=9, leading=11.5),
         "value_bold": style("value_bold", fontName=bold, fontSize=9.5, leading=12),
-        "h2": style("h2", fontName=bold, fontSize=10.5, leading=13, textColor=ACCENT, spaceBefore=4),
+        "h2": style("h2", fontName=bold, fontSize=10.5, leading=13, textColor=accent_colour, spaceBefore=4),
         "cell": style("cell", fontSize=8, leading=9.6),
         "cell_small": style("cell_small", fontSize=6.8, leading=8.2, textColor=MUTED),
         "cell_bold": style("cell_bold", fontName=bold, fontSize=8, leading=9.6),
         "figure_label": style("figure_label", fontName=bold, fontSize=7.5, leading=9, textColor=MUTED),
         "figure": style("figure", fontName=bold, fontSize=14, leading=17, alignment=TA_LEFT),
-        "figure_due": style("figure_due", fontName=bold, fontSize=16, leading=19, textColor=ACCENT),
+        "figure_due": style("figure_due", fontName=bold, fontSize=16, leading=19, textColor=accent_colour),
         "figure_note": style("figure_note", fontSize=8, leading=10, textColor=MUTED),
         "note": style("note", fontSize=8.5, leading=11),
         "footnote": style("footnote", fontSize=7, leading=9, textColor=MUTED),
@@ -140,6 +145,7 @@ def theme(fonts: Fonts = STANDARD_FONTS, page_size: tuple[float, float] | None =
     return Theme(
         fonts=fonts,
         page_size=size,
+        accent=accent_colour,
         margin=margin,
         width=size[0] - 2 * margin,
         styles=styles,

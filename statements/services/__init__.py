@@ -11,11 +11,9 @@ from ._common import (  # noqa: F401
     logger,
 )
 from .delivery import (  # noqa: F401
-    _SUBJECT_CACHE,
     QueueOutcome,
     _delivery_failed,
     _set_key,
-    _subject_template,
     deliveries_mark_interrupted,
     deliveries_queue,
     delivery_context,

@@ -12,8 +12,6 @@ from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection, make_msgid
 from django.db import transaction
 from django.db.models import F
-from django.template import engines
-from django.template.loader import render_to_string
 from django.utils import timezone
 
 from accounts.selectors import portal_link
@@ -25,7 +23,7 @@ from chargeback.errors import Refused
 from chargeback.money import ZERO, format_money
 from chargeback.percent import discount_percent_text
 
-from .. import selectors
+from .. import email_templates, selectors
 from ..models import Delivery, Statement
 from ._common import _pi_email, logger
 from .rendering import statement_render_pdf
@@ -181,15 +179,6 @@ def delivery_resend(*, delivery_id: int, actor: Any = None, actor_name: str = ""
         return copy
 
 
-def _subject_template() -> Any:
-    # A subject is plain text: no HTML escaping of names such as O'Brien.
-    source = settings.OPENCHARGEBACK_STATEMENT_EMAIL_SUBJECT
-    return engines["django"].from_string(f"{{% autoescape off %}}{source}{{% endautoescape %}}")
-
-
-_SUBJECT_CACHE: dict[str, Any] = {}
-
-
 def delivery_context(delivery: Delivery, statements: list[Statement], org: BillingSettings) -> dict[str, Any]:
     currency = statements[0].currency if statements else org.currency_code
     total = sum((s.billed_total for s in statements), ZERO)
@@ -232,23 +221,20 @@ def delivery_context(delivery: Delivery, statements: list[Statement], org: Billi
         "held_back_total": format_money(held, currency) if held else "",
         "any_revised": any(r["revised"] for r in rows),
         "portal_url": portal_link(period=period.period),
+        **email_templates.branding_context(org, period),
     }
 
 
 def delivery_message(
     delivery: Delivery, statements: list[Statement], message_id: str
 ) -> EmailMultiAlternatives:
-    """The email: text and HTML parts from templates, subject from the settings template, one PDF per
-    statement attached."""
+    """The email: subject, text and HTML parts from the site's templates (statements/email_templates.py),
+    one PDF per statement attached."""
     org = billing_selectors.billing_settings_get()
     context = delivery_context(delivery, statements, org)
-    source = settings.OPENCHARGEBACK_STATEMENT_EMAIL_SUBJECT
-    template = _SUBJECT_CACHE.get(source)
-    if template is None:
-        template = _SUBJECT_CACHE[source] = _subject_template()
-    subject = " ".join(template.render(context).split())[:300]
-    text = render_to_string("statements/email/statements.txt", context)
-    html = render_to_string("statements/email/statements.html", context)
+    subject = email_templates.render_subject(context, org)
+    text = email_templates.render_text(context, org)
+    html = email_templates.render_html(context, org)
     headers = {"Message-ID": message_id}
     message = EmailMultiAlternatives(
         subject=subject,

@@ -15,6 +15,7 @@ from django.utils import timezone
 from billing import selectors as billing_selectors
 from billing.models import BillingPeriod, BillingSettings
 
+from ..branding import statement_branding
 from ..drafts import DraftLine, StatementDraft
 from ..models import Statement, StatementLine, statement_pdf_path
 from ..pdf import LineData, StatementData, render_statement_pdf
@@ -93,6 +94,7 @@ def pdf_data(
         details=totals.details,
         replaces=replaces,
         draft=draft,
+        branding=statement_branding(org, period),
     )
 
 

@@ -126,3 +126,78 @@ def test_pi_signs_in_opens_a_statement_and_downloads(
     assert not [e for e in console_errors if "Content Security Policy" in e], console_errors
     events = {getattr(r, "event", "") for r in caplog.records}
     assert {"login", "statement_downloaded", "charges_downloaded"} <= events
+
+
+def test_pi_queries_a_charge_and_sees_the_reviewers_answer(
+    live_server, transactional_db, _singletons_forgotten, settings
+):
+    """A PI signs in, queries a charge from the charges page with a reason; a reviewer resolves
+    it (rejects the charge) in the admin; the PI reloads the query and sees the answer."""
+    from django.contrib.auth import get_user_model
+    from django.core import mail
+
+    from accounts.services import roles_ensure
+    from billing.models import Charge
+    from statements.models import ChargeQuery
+    from tests.accounts import conftest
+
+    world = conftest.build_world(settings)
+    charge = Charge.objects.filter(project=world.a1, period__period="2025-01", source__slug="aws").order_by(
+        "id"
+    )[0]
+    reviewer = get_user_model().objects.create_user(
+        "rita", "rita@university.example", conftest.PASSWORD, is_staff=True
+    )
+    reviewer.groups.add(roles_ensure()["Reviewer"])
+
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            pi_page = browser.new_context().new_page()
+            pi_page.goto(f"{live_server.url}/portal/login/")
+            pi_page.fill("input[name=username]", world.user_a.email)
+            pi_page.fill("input[name=password]", conftest.PASSWORD)
+            pi_page.click("#login-form button[type=submit]")
+            pi_page.wait_for_url(f"{live_server.url}/portal/")
+            pi_page.goto(f"{live_server.url}/portal/periods/2025-01/projects/{world.a1.pk}/charges/")
+            pi_page.click(f"a[data-query-charge='{charge.pk}']")
+            pi_page.wait_for_url(f"**/portal/charges/{charge.pk}/query/")
+            # No reason: the browser's own check keeps the form from being sent.
+            pi_page.click("button[type=submit].primary")
+            assert pi_page.url.endswith(f"/portal/charges/{charge.pk}/query/")
+            pi_page.fill("textarea[name=reason]", "We never started this instance.")
+            pi_page.click("button[type=submit].primary")
+            pi_page.wait_for_url("**/portal/queries/*/")
+            query_pk = int(pi_page.url.rstrip("/").rsplit("/", 1)[1])
+            assert "Not answered yet" in pi_page.inner_text(".answer")
+
+            # The reviewer answers in the admin: reject the charge.
+            admin_page = browser.new_context().new_page()
+            admin_page.goto(f"{live_server.url}/admin/login/")
+            admin_page.fill("input[name=username]", "rita")
+            admin_page.fill("input[name=password]", conftest.PASSWORD)
+            admin_page.click("input[type=submit]")
+            admin_page.goto(f"{live_server.url}/admin/statements/chargequery/")
+            admin_page.click(f"a[href='/admin/statements/chargequery/{query_pk}/change/']")
+            admin_page.click("text=Answer and resolve >> nth=0")
+            admin_page.wait_for_url(f"**/chargequery/{query_pk}/resolve/")
+            admin_page.check("input[name=resolution][value=rejected]")
+            admin_page.fill("textarea[name=answer]", "Agreed: the instance was not yours; removed.")
+            admin_page.click("input[type=submit][value=Resolve]")
+            admin_page.wait_for_url("**/admin/statements/chargequery/")
+
+            pi_page.reload()
+            answer = pi_page.inner_text(".answer")
+            state = pi_page.get_attribute(".title-row .badge", "data-state")
+        finally:
+            browser.close()
+    assert "Agreed: the instance was not yours; removed." in answer
+    assert "Charge rejected" in answer and state == "resolved"
+    query = ChargeQuery.objects.get()
+    assert query.pk == query_pk and query.reason == "We never started this instance."
+    assert query.resolution == "rejected" and query.resolved_by == reviewer
+    charge.refresh_from_db()
+    assert charge.review_state == "rejected"
+    assert [m.to for m in mail.outbox if "has been answered" in m.subject] == [[world.pi_a.email]]

@@ -199,11 +199,42 @@ def _urls_with_foreign_ids(world) -> dict[str, list[tuple[str, str]]]:
         ],
         "delegation_revoke": [("post", reverse("portal:delegation_revoke", args=[b_delegation.pk]))],
         "delegate_revoke_all": [("post", reverse("portal:delegate_revoke_all", args=[bobs_manager.pk]))],
+        "query_charge": [
+            (method, reverse("portal:query_charge", args=[charge.pk]))
+            for charge in world.b1.charges.all()[:2]
+            for method in ("get", "post")
+        ],
+        "query_line": [
+            (method, reverse("portal:query_line", args=[b_statement.lines.first().pk]))
+            for method in ("get", "post")
+        ],
+        "query": [("get", reverse("portal:query", args=[_bobs_query(world).pk]))],
     }
 
 
+def _bobs_query(world):
+    from statements.queries.services import query_raise
+
+    charge = world.b1.charges.first()
+    return query_raise(
+        visible=selectors.portal_scope(world.user_b).q(),
+        charge_id=charge.pk,
+        reason="mine",
+        actor=world.user_b,
+    )
+
+
 # URLs that name no object of anybody: nothing to guess.
-_NO_OBJECT = {"home", "login", "logout", "password_reset", "password_reset_done", "set_password", "delegates"}
+_NO_OBJECT = {
+    "home",
+    "login",
+    "logout",
+    "password_reset",
+    "password_reset_done",
+    "set_password",
+    "delegates",
+    "queries",
+}
 
 
 def test_every_portal_url_with_another_pis_ids_is_404(world):

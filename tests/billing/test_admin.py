@@ -949,7 +949,7 @@ def _settings_form(**changes) -> dict:
     data = {
         f.name: getattr(obj, f.name)
         for f in BillingSettings._meta.concrete_fields
-        if f.editable and f.name not in ("id", "updated_at")
+        if f.editable and f.name not in ("id", "updated_at", "logo")  # a file is uploaded, not posted as text
     }
     data.update(changes)
     return data

@@ -20,6 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from django.db import connection
 from django.db.models import Sum
 
 from billing import selectors, services
@@ -331,6 +332,75 @@ def test_many_small_batches_sum_to_the_same_charges(sources, synthetic, settings
     assert sum(row[CHARGE_FIELDS.index("line_count")] for row in whole) == manifest["rows"] + len(rows)
     (kept,) = [row for row in whole if row[CHARGE_FIELDS.index("line_count")] == 24]
     assert kept[CHARGE_FIELDS.index("tags")]["created"] == "t23"  # the last row's Tags
+
+
+@pytest.mark.parametrize("period", ["2025-01", None])
+def test_charges_summed_on_disk_are_the_charges_summed_in_memory(
+    sources, synthetic, settings, monkeypatch, tmp_path, period
+):
+    """Past OPENCHARGEBACK_INGEST_SPILL_CHARGES the summing goes to disk, partitioned by charge key
+    (spill.py): the charges, their flags, the Tags each keeps (its last row's) and the import's
+    totals are exactly those of the in-memory path, for one period or a file split by month; and
+    the spill folder is gone afterwards."""
+    path, manifest = synthetic(rows=3000, provider="aws", seed=12, grain="hourly")
+    # A charge whose rows differ only in a tag no attribution reads, spread over every batch; rows
+    # of another month (a mismatch with -p, a second part without); an unattributed one.
+    rows = [
+        focus_row(ChargePeriodStart=f"2025-01-01T{h:02d}:00:00Z", Tags=tags(**ADA, created=f"t{h}"))
+        for h in range(24)
+    ] + [
+        focus_row(BillingPeriodStart="2025-02-01", BilledCost="2.25", ResourceId="i-0002"),
+        focus_row(BillingPeriodStart="2025-02-01", BilledCost="-1.25", ResourceId="i-0002"),
+        focus_row(BilledCost="3.00", ResourceId="i-0003", Tags=""),
+    ]
+    extra = write_focus(tmp_path / "aws_2025-01_extra.csv", rows)
+    interleaved = read_rows(path)
+    mixed = write_focus(
+        tmp_path / "aws_2025-01_mixed.csv",
+        [row for pair in itertools.zip_longest(interleaved, rows * 100) for row in pair if row],
+        header=list(interleaved[0]),
+    )
+    flag_fields = tuple("charge__" + name for name in CHARGE_FIELDS if name != "tags")
+
+    def run() -> tuple[list, list, list]:
+        outcomes = [ingest(f, period=period, force=True) for f in (path, extra, mixed)]
+        totals = [
+            (p.period, p.rows, p.charges, p.flagged, p.billed_total, p.list_total)
+            for outcome in outcomes
+            for p in outcome.parts
+        ]
+        charges = list(Charge.objects.values_list(*CHARGE_FIELDS).order_by(*CHARGE_FIELDS))
+        flags = sorted(ChargeFlag.objects.values_list("reason", "detail", *flag_fields))
+        Charge.objects.all().delete()
+        Import.objects.all().delete()
+        return totals, charges, flags
+
+    in_memory = run()
+    settings.OPENCHARGEBACK_INGEST_SPILL_CHARGES = 50
+    settings.OPENCHARGEBACK_INGEST_SPILL_DIR = str(tmp_path / "spill")
+    (tmp_path / "spill").mkdir()
+    settings.OPENCHARGEBACK_INGEST_BLOCK_BYTES = 16 * 1024
+    monkeypatch.setattr(pipeline, "FIRST_TRANSFORM_ROWS", 40)
+    monkeypatch.setattr(pipeline, "TRANSFORM_ROWS", 40)
+    spilled_rows = []
+    real_add = pipeline.SpilledCharges.add
+    monkeypatch.setattr(
+        pipeline.SpilledCharges,
+        "add",
+        lambda self, table: spilled_rows.append((self.partitions, table.num_rows)) or real_add(self, table),
+    )
+    on_disk = run()
+
+    assert len(spilled_rows) > 50 and max(parts for parts, _ in spilled_rows) > 1  # really spilled
+    assert on_disk == in_memory
+    totals, charges, flags = on_disk
+    assert totals[0][1] == manifest["rows"]
+    assert totals[0][4] == file_billed_sum(path)
+    assert any(reason == "unattributed" for reason, *_ in flags)
+    assert any(reason == "period_mismatch" for reason, *_ in flags) == (period is not None)
+    (kept,) = [c for c in charges if c[CHARGE_FIELDS.index("line_count")] == 2400]
+    assert kept[CHARGE_FIELDS.index("tags")]["created"] == "t23"  # the last row's Tags
+    assert list((tmp_path / "spill").iterdir()) == []
 
 
 def test_same_file_again_is_refused_and_writes_nothing(sources, synthetic):
@@ -1329,8 +1399,8 @@ def test_writer_failing_midway_writes_nothing(sources, synthetic, monkeypatch):
     real_write = writer.write_charges
     written = []
 
-    def write_some_then_fail(rows):
-        written.append(real_write(itertools.islice(rows, 100)))
+    def write_some_then_fail(rows, **options):
+        written.append(real_write(itertools.islice(rows, 100), **options))
         assert Charge.objects.count() == 100  # really inserted, inside the import's transaction
         raise RuntimeError("disk full")
 
@@ -1343,6 +1413,60 @@ def test_writer_failing_midway_writes_nothing(sources, synthetic, monkeypatch):
     assert (record.status, record.error_message) == ("failed", "internal error: disk full")
     assert_nothing_written()
     assert BillingPeriod.objects.count() == 0
+
+
+def charge_indexes() -> list[tuple[str, str]]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'billing_charge' "
+            "AND sql IS NOT NULL ORDER BY name"
+        )
+        return cursor.fetchall()
+
+
+@pytest.mark.skipif("os.environ.get('DATABASE_URL', '').startswith('postgres')")
+def test_sqlite_indexes_are_rebuilt_after_a_bulk_insert_and_survive_a_failure(
+    sources, synthetic, monkeypatch
+):
+    """An import larger than the table drops the charge indexes while it inserts and builds them
+    again in its transaction; one that fails leaves them as they were; a small one keeps them."""
+    monkeypatch.setattr(writer, "REBUILD_INDEXES_FROM_ROWS", 10)
+    monkeypatch.setattr(writer, "SQLITE_BATCH", 50)
+    before = charge_indexes()
+    assert len(before) >= 5
+    seen_while_inserting = []
+    real_batches = writer._batches_in_background
+
+    def batches(rows, size):
+        for batch in real_batches(rows, size):
+            seen_while_inserting.append(len(charge_indexes()))
+            yield batch
+
+    monkeypatch.setattr(writer, "_batches_in_background", batches)
+    path, _ = synthetic(rows=1000, seed=5)
+    outcome = ingest(path)
+    assert seen_while_inserting and set(seen_while_inserting) == {0}
+    assert charge_indexes() == before
+    assert billed(Charge.objects.filter(period__period="2025-01")) == outcome.billed_total
+
+    # Fewer rows than the table holds: the indexes stay while inserting.
+    seen_while_inserting.clear()
+    ingest(write_focus(path.with_name("aws_2025-01_small.csv"), [focus_row() for _ in range(20)]))
+    assert set(seen_while_inserting) == {len(before)}
+
+    # A failure after the drop: the transaction rolls the drop back too.
+    def fail_in_second_batch(rows, size):
+        for number, batch in enumerate(real_batches(rows, size)):
+            if number == 1:
+                raise RuntimeError("disk full")
+            yield batch
+
+    monkeypatch.setattr(writer, "_batches_in_background", fail_in_second_batch)
+    Charge.objects.all().delete()
+    with pytest.raises(RuntimeError, match="disk full"):
+        ingest(path, force=True)
+    assert charge_indexes() == before
+    assert Charge.objects.count() == 0
 
 
 KILLED_IMPORT = """

@@ -302,3 +302,41 @@ def test_exact_sum_and_current_imports(month):
     current = set(selectors.current_imports(aws, month))
     assert done in current
     assert all(i.status == "completed" for i in current)
+
+
+# --- cached rankings ---------------------------------------------------------------------------------------
+
+
+def test_rankings_stay_cached_through_review_decisions_and_follow_corrections(django_assert_max_num_queries):
+    from django.core.cache import cache
+
+    from billing import services
+
+    cache.clear()
+    ada, bob = ProjectFactory(project_id="ada-lab"), ProjectFactory(project_id="bob-lab")
+    charges = [
+        ChargeFactory(project=ada, billed_cost=D("30.00")),
+        ChargeFactory(project=bob, billed_cost=D("20.00")),
+    ]
+    period = charges[0].period
+    first = selectors.period_rankings(period)
+    assert [(p.key, p.billed_total) for p in first.top_projects] == [
+        ("ada-lab", D("30.00")),
+        ("bob-lab", D("20.00")),
+    ]
+
+    # Approving or rejecting changes review states only: the rankings are read from the cache.
+    services.charges_review(action="reject", charge_ids=[charges[0].pk], note="not ours", actor_name="rita")
+    with django_assert_max_num_queries(3):  # the fingerprint's two queries and the cache
+        again = selectors.period_rankings(period)
+    assert again.top_projects == first.top_projects
+    assert selectors.period_rankings_cached(period) is not None
+
+    # A correction moves money between PIs and projects: computed again.
+    services.charge_correct_attribution(
+        charge_id=charges[0].pk, pi_email=bob.pi.email, project_id="bob-lab", note="moved", actor_name="rita"
+    )
+    assert selectors.period_rankings_cached(period) is None
+    moved = selectors.period_rankings(period)
+    assert [(p.key, p.billed_total) for p in moved.top_projects] == [("bob-lab", D("50.00"))]
+    cache.clear()

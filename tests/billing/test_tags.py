@@ -201,3 +201,30 @@ def test_fast_path_and_json_loads_agree(texts):
             continue
         assert position not in bad, (text, problems)
         assert reader.attributions[ids[position]] == expected, text
+
+
+def test_attribution_ids_are_exact_even_when_hashes_collide(monkeypatch):
+    """The attribution index finds strings by hash but confirms each: with every hash equal it
+    falls back to exact lookups, and gives the same ids as without collisions."""
+    texts = [
+        json.dumps({"pi_email": f"pi{i % 7}@uni.example", "grant_number": f"G{i % 11}"}) for i in range(200)
+    ]
+
+    from billing.ingest import tags
+
+    def make_reader() -> tags.TagReader:
+        return tags.TagReader(keys=dict(KEYS), prefixes=PREFIXES)
+
+    def ids_of_batches(reader: tags.TagReader) -> list[list[int]]:
+        return [
+            reader.attribution_ids(pa.array(sorted(set(texts[start : start + 50])), pa.string()))[0].tolist()
+            for start in range(0, len(texts), 50)
+        ]
+
+    plain = make_reader()
+    expected = ids_of_batches(plain)
+    monkeypatch.setattr(tags, "hash", lambda text: 42, raising=False)
+    colliding = make_reader()
+    assert ids_of_batches(colliding) == expected
+    assert colliding.attributions == plain.attributions
+    assert len(set(plain.attributions)) == len(plain.attributions) == 1 + 7 * 11

@@ -207,6 +207,9 @@ def _round_trip(base: Path, source: Installation, target: Installation) -> None:
     first = source.run("backup", str(archive), "--format", "json")
     made = json.loads(first.stdout)
     assert made["path"] == str(archive)
+    # The system page's "last backup" is recorded in the data folder.
+    record = json.loads((source.data_dir / "last-backup.json").read_text())
+    assert record["path"] == str(archive) and record["size_bytes"] == archive.stat().st_size
     assert made["periods"]["2025-01"]["billed"] == {"amount": "20227.0000000000", "cents": 2022700}
     # The first backup creates the signing key and prints it once.
     key = source.key_file.read_text().strip()

@@ -28,6 +28,7 @@ LAYERS: dict[str, int] = {
     # The top: what puts the apps together or works across all of them.
     "accounts.portal": TOP,
     "chargeback.operations": TOP,
+    "chargeback.help": TOP,  # help and system pages of the admin: they read every app
     "chargeback.management": TOP,
     "chargeback.settings": TOP,
     "chargeback.urls": TOP,

@@ -1,0 +1,1 @@
+"""The admin's help pages and system page (top layer: they read billing settings and statuses)."""
