@@ -66,7 +66,9 @@ from .reference import (  # noqa: F401
     sources_last_import,
 )
 from .review import (  # noqa: F401
+    ApprovalRisk,
     ReasonGroup,
+    charges_approval_risk,
     SelectionSummary,
     charges_selection_summary,
     flagged_charges,
