@@ -376,7 +376,11 @@ class StatementAdmin(admin.ModelAdmin):
                 self._runs(require_POST(views.statements_run_start)),
                 name="statements_statement_run",
             ),
-            path("runs/<str:run_id>/", self._runs(views.statements_run_page), name="statements_statement_run_page"),
+            path(
+                "runs/<str:run_id>/",
+                self._runs(views.statements_run_page),
+                name="statements_statement_run_page",
+            ),
             path(
                 "runs/<str:run_id>/status/",
                 self._runs(views.statements_run_status),

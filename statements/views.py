@@ -77,7 +77,9 @@ def statements_preview_view(request: HttpRequest, model_admin: Any) -> HttpRespo
                 "project": result.project_code or "(no project)",
                 "fund_org": result.fund_org or "—",
                 "billed": format_money(result.billed_total, currency),
-                "held_back": format_money(result.held_back_amount, currency) if result.held_back_count else "",
+                "held_back": format_money(result.held_back_amount, currency)
+                if result.held_back_count
+                else "",
                 "held_back_count": result.held_back_count,
             }
         )
@@ -110,8 +112,12 @@ def statements_preview_view(request: HttpRequest, model_admin: Any) -> HttpRespo
         held_back=format_money(outcome.held_back_billed, currency),
         held_back_count=outcome.held_back_count,
         held_back_elsewhere=[
-            {"pi": h.pi_email or "(unattributed)", "project": h.project_code or "(no project)", "count": h.count,
-             "billed": format_money(h.billed, currency)}
+            {
+                "pi": h.pi_email or "(unattributed)",
+                "project": h.project_code or "(no project)",
+                "count": h.count,
+                "billed": format_money(h.billed, currency),
+            }
             for h in outcome.held_back_elsewhere
         ],
         unbillable=format_money(outcome.unbillable_billed, currency) if outcome.unbillable_count else "",

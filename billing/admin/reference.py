@@ -49,7 +49,11 @@ class SourceAdmin(ConfigManagedMixin, admin.ModelAdmin):
         obj.pk = saved.pk
         obj.refresh_from_db()
         # Saved either way: the journal only needs these when it is exported.
-        missing = [name for name, value in (("credit fund/org", saved.fund_org), ("account", saved.account)) if not value]
+        missing = [
+            name
+            for name, value in (("credit fund/org", saved.fund_org), ("account", saved.account))
+            if not value
+        ]
         if missing:
             messages.warning(
                 request,
@@ -161,15 +165,6 @@ class AccountMappingAdmin(admin.ModelAdmin):
         )
         obj.pk = saved.pk
         obj.refresh_from_db()
-        # Saved either way: the journal only needs these when it is exported.
-        missing = [name for name, value in (("credit fund/org", saved.fund_org), ("account", saved.account)) if not value]
-        if missing:
-            messages.warning(
-                request,
-                f"Source {saved.slug} has no {' and no '.join(missing)}: the journal needs them to credit its "
-                "revenue (without a credit fund/org the journal is refused as unbalanced; without an account, "
-                "the journal's default account is used, and none at all is refused).",
-            )
 
     def delete_model(self, request: HttpRequest, obj: AccountMapping) -> None:
         services.account_mapping_delete(mapping_id=obj.pk)

@@ -68,8 +68,8 @@ from .reference import (  # noqa: F401
 from .review import (  # noqa: F401
     ApprovalRisk,
     ReasonGroup,
-    charges_approval_risk,
     SelectionSummary,
+    charges_approval_risk,
     charges_selection_summary,
     flagged_charges,
     review_queue_groups,

@@ -75,7 +75,14 @@ def run_and_wait(
 
     done_eagerly = tasks.dispatch(statement_ids, delivery_ids, on_progress=advance)
     if not done_eagerly and wait:
-        _wait(statement_ids, delivery_ids, timeout=timeout, poll=poll, on_progress=on_progress, on_notice=on_notice)
+        _wait(
+            statement_ids,
+            delivery_ids,
+            timeout=timeout,
+            poll=poll,
+            on_progress=on_progress,
+            on_notice=on_notice,
+        )
     report = run_collect(statement_ids, delivery_ids)
     report.waited = done_eagerly or wait
     return report

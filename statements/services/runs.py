@@ -150,7 +150,14 @@ def run_execute(*, run_id: str, actor: Any = None) -> dict[str, Any]:
     except Refused as exc:
         state["state"], state["error"] = "failed", str(exc)
         _run_state_set(run_id, state)
-        audit("statements_run_refused", actor=state["actor"], kind=kind, period=period, run=run_id, error=str(exc))
+        audit(
+            "statements_run_refused",
+            actor=state["actor"],
+            kind=kind,
+            period=period,
+            run=run_id,
+            error=str(exc),
+        )
         return state
     state["state"] = "dispatched"
     _run_state_set(run_id, state)
@@ -194,7 +201,9 @@ def run_status(run_id: str) -> dict[str, Any] | None:
         report: RunReport = run_collect(statement_ids, delivery_ids)
         status["sent"] = [d.recipient for d in report.sent]
         status["failed"] = [{"recipient": d.recipient, "error": d.error} for d in report.failed]
-        status["render_failed"] = [{"statement": s.label, "error": s.render_error} for s in report.render_failed]
+        status["render_failed"] = [
+            {"statement": s.label, "error": s.render_error} for s in report.render_failed
+        ]
     return status
 
 

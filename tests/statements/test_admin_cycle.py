@@ -23,7 +23,13 @@ from tests.conftest import REFERENCE_DIR
 pytestmark = pytest.mark.django_db
 
 PERIOD = "2025-01"
-CREDIT = {"aws": "IT-CLOUD-AWS", "azure": "IT-CLOUD-AZURE", "hpc": "IT-HPC", "it_storage": "IT-STORAGE", "storage": "RC-STORAGE"}
+CREDIT = {
+    "aws": "IT-CLOUD-AWS",
+    "azure": "IT-CLOUD-AZURE",
+    "hpc": "IT-HPC",
+    "it_storage": "IT-STORAGE",
+    "storage": "RC-STORAGE",
+}
 
 
 def _client(role: str) -> tuple[Client, User]:
@@ -210,10 +216,14 @@ def test_the_month_in_the_browser(smtp_server, settings, tmp_path):
     export = JournalExport.objects.get()
     total = sum(s.billed_total for s in current)
     assert export.debit_total == export.credit_total == total
-    response = admin.post(reverse("admin:billing_billingperiod_close", args=[period.pk]), {"note": "month end"})
+    response = admin.post(
+        reverse("admin:billing_billingperiod_close", args=[period.pk]), {"note": "month end"}
+    )
     assert response.status_code == 302
     response = admin.post(
-        reverse("admin:billing_billingperiod_finalize", args=[period.pk]), {"confirm": "on", "note": ""}, follow=True
+        reverse("admin:billing_billingperiod_finalize", args=[period.pk]),
+        {"confirm": "on", "note": ""},
+        follow=True,
     )
     assert _period().status == BillingPeriod.Status.FINALIZED, _messages(response)
     # A finalized period has no statement runs.
@@ -240,14 +250,22 @@ def test_reviewers_and_viewers_cannot_run_statements(issued, role):
         assert "Resend failed" not in html
     assert client.post(reverse("admin:statements_statement_preview"), {"period": PERIOD}).status_code == 403
     for kind in ("issue", "send", "resend"):
-        assert client.post(reverse("admin:statements_statement_run", args=[kind]), {"period": PERIOD}).status_code == 403
+        assert (
+            client.post(
+                reverse("admin:statements_statement_run", args=[kind]), {"period": PERIOD}
+            ).status_code
+            == 403
+        )
     assert client.get(reverse("admin:statements_statement_run_status", args=["x" * 32])).status_code == 403
     assert not Delivery.objects.exists()
     # Neither closes nor finalizes a period.
     assert client.post(reverse("admin:billing_billingperiod_close", args=[period.pk]), {}).status_code == 403
-    assert client.post(
-        reverse("admin:billing_billingperiod_finalize", args=[period.pk]), {"confirm": "on"}
-    ).status_code == 403
+    assert (
+        client.post(
+            reverse("admin:billing_billingperiod_finalize", args=[period.pk]), {"confirm": "on"}
+        ).status_code
+        == 403
+    )
     charge = Charge.objects.first()
     decide = reverse("admin:billing_charge_decide")
     if role == roles.VIEWER:
@@ -263,7 +281,10 @@ def test_runs_are_csrf_protected_and_audited(issued, caplog):
     client, _user = _client(roles.BILLING_ADMIN)
     strict = Client(enforce_csrf_checks=True)
     strict.force_login(_user)
-    assert strict.post(reverse("admin:statements_statement_run", args=["issue"]), {"period": PERIOD}).status_code == 403
+    assert (
+        strict.post(reverse("admin:statements_statement_run", args=["issue"]), {"period": PERIOD}).status_code
+        == 403
+    )
     assert client.get(reverse("admin:statements_statement_run", args=["issue"])).status_code == 405
     with caplog.at_level("INFO"):
         client.post(reverse("admin:statements_statement_run", args=["issue"]), {"period": PERIOD})
@@ -280,4 +301,9 @@ def test_issue_on_a_finalized_period_is_refused_on_the_run_page(issued):
     response = client.post(reverse("admin:statements_statement_run", args=["issue"]), {"period": PERIOD})
     page = client.get(response["Location"]).content.decode()
     assert "Refused: period 2025-01 is finalized" in page
-    assert client.post(reverse("admin:statements_statement_run", args=["issue"]), {"period": "1999-01"}).status_code == 404
+    assert (
+        client.post(
+            reverse("admin:statements_statement_run", args=["issue"]), {"period": "1999-01"}
+        ).status_code
+        == 404
+    )
