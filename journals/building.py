@@ -425,25 +425,7 @@ def journal_assemble(period: BillingPeriod, settings: JournalSettings) -> Journa
             entry.description = description
             entry.reference = format_text(settings.reference_template, values)
 
-    # Account codes. A line without one cannot be posted: refused whatever the regex says, like
-    # an unbalanced journal (the ledger would reject the upload, or post to no account).
-    unaccounted = [
-        f"debit of {entry.fund_org or '(no fund/org)'} for {entry.source_slug}"
-        if entry.is_debit
-        else f"credit of {entry.source_slug}"
-        for entry in journal.entries
-        if not entry.account
-    ]
-    if unaccounted:
-        problems.append(
-            Problem(
-                "account",
-                f"no account code for {_listing(unaccounted, 3)}"
-                + (f", and the account code regex {account_regex} requires one" if account_regex else "")
-                + ": set the default account (journal settings), the source's account or the project's "
-                "GL account",
-            )
-        )
+    # Account codes.
     if account_regex:
         compiled = compile_linear(account_regex)
         accounts = sorted({entry.account for entry in journal.entries})
@@ -458,14 +440,17 @@ def journal_assemble(period: BillingPeriod, settings: JournalSettings) -> Journa
                 )
                 bad[entry.account].append(where)
         for account, places in sorted(bad.items()):
-            if account:  # an empty one is refused above
-                problems.append(
-                    Problem(
-                        "account",
-                        f"account code {account!r} ({_listing(places, 3)}) does not match the account code "
-                        f"regex {account_regex}",
-                    )
+            if account:
+                message = (
+                    f"account code {account!r} ({_listing(places, 3)}) does not match the account code "
+                    f"regex {account_regex}"
                 )
+            else:
+                message = (
+                    f"no account code for {_listing(places, 3)}, and the account code regex {account_regex} "
+                    "requires one: set the default account, the source's account or the project's GL account"
+                )
+            problems.append(Problem("account", message))
 
     # Balance: Σ debits = Σ credits = Σ statement totals.
     debit_total, credit_total = journal.debit_total, journal.credit_total

@@ -59,7 +59,7 @@ class SourceAdmin(ConfigManagedMixin, admin.ModelAdmin):
                 request,
                 f"Source {saved.slug} has no {' and no '.join(missing)}: the journal needs them to credit its "
                 "revenue (without a credit fund/org the journal is refused as unbalanced; without an account, "
-                "the journal's default account is used, and none at all is refused).",
+                "its credit falls back to the journal's default account).",
             )
 
     def changeform_view(
