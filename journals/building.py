@@ -23,6 +23,7 @@ from journals.entries import (
     Line,
     Problem,
     StatementRef,
+    cut_at_word,
     format_text,
     regex_errors,
     summarize,
@@ -420,7 +421,7 @@ def journal_assemble(period: BillingPeriod, settings: JournalSettings) -> Journa
             description = format_text(template, values, limit)
             if limit and neutralize(description) != description:
                 # The apostrophe that neutralises a formula counts against the length too.
-                description = description[: limit - 1].rstrip()
+                description = cut_at_word(description, limit - 1)
             entry.description = description
             entry.reference = format_text(settings.reference_template, values)
 

@@ -82,12 +82,26 @@ def text_template_errors(template: str) -> list[str]:
     return errors
 
 
+def cut_at_word(text: str, limit: int) -> str:
+    """`text` in at most `limit` characters, cut at a word boundary (a space), never inside a word:
+    the words that do not fit are left out. Only a first word longer than the limit on its own
+    is cut, since there is no boundary to cut at."""
+    if len(text) <= limit:
+        return text
+    head = text[: limit + 1]  # a space right after the limit ends a whole word
+    boundary = head.rfind(" ")
+    if boundary <= 0:
+        return text[:limit]
+    return head[:boundary].rstrip()
+
+
 def format_text(template: str, values: dict[str, str], limit: int | None = None) -> str:
-    """Fill a checked template ({source} {period} {fund_org} {pi_email} {project_id}); cut to `limit`."""
+    """Fill a checked template ({source} {period} {fund_org} {pi_email} {project_id}); cut to
+    `limit` characters at a word boundary (`cut_at_word`)."""
     text = template.format_map({key: values.get(key, "") for key in PLACEHOLDERS})
     text = " ".join(text.split())  # one line: no tabs or newlines in a ledger description
     if limit:
-        text = text[:limit].rstrip()
+        text = cut_at_word(text, limit)
     return text
 
 

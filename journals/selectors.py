@@ -21,14 +21,16 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 
 from billing.models import BillingPeriod
 from chargeback.errors import Refused
 
 from .building import journal_assemble
 from .entries import (
+    FundOrgSplitter,
     Journal,
+    regex_errors,
 )
 from .formats import BUILTIN_FORMATS, FormatSpec, LayoutError, Preview, preview_journal, spec_of
 from .models import JournalExport, JournalFormat, JournalSettings
@@ -123,3 +125,28 @@ def export_summary(export: JournalExport) -> dict[str, Any]:
     data["debit"] = money_json(export.debit_total, export.currency)
     data["credit"] = money_json(export.credit_total, export.currency)
     return data
+
+
+# Distinct fund/orgs checked per approval: a selection is a review page's worth, rarely more.
+APPROVAL_CHECK_LIMIT = 2000
+
+
+def charges_journal_objections(charges: Any) -> list[tuple[str, int]]:
+    """Why the journal will refuse these charges even once approved (billing's approval page asks,
+    through billing.extensions): a fund/org the fund/org split regex does not match."""
+    settings = journal_settings_get()
+    if not settings.fund_org_regex or regex_errors(settings.fund_org_regex, named_groups=True):
+        return []
+    splitter = FundOrgSplitter(settings.fund_org_regex)
+    counts = dict(
+        charges.exclude(fund_org="")
+        .order_by()
+        .values_list("fund_org")
+        .annotate(n=Count("id"))
+        .values_list("fund_org", "n")[:APPROVAL_CHECK_LIMIT]
+    )
+    bad = {fund_org: n for fund_org, n in counts.items() if splitter.split(fund_org) is None}
+    if not bad:
+        return []
+    names = ", ".join(sorted(bad)[:5]) + (" …" if len(bad) > 5 else "")
+    return [(f"fund/org {names} does not match the journal's fund/org split regex", sum(bad.values()))]

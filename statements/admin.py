@@ -31,8 +31,9 @@ from chargeback.errors import Refused
 from chargeback.money import format_money
 from chargeback.percent import discount_percent_text
 
-from . import selectors, services, tasks
+from . import selectors, services, views
 from .models import Delivery, Statement, StatementLine
+from .services import dispatch
 
 
 def _currency() -> str:
@@ -96,8 +97,8 @@ class StatementLineInline(admin.TabularInline):
 
 
 def _dispatch(request: HttpRequest, statement_ids: list[int], delivery_ids: list[int]) -> None:
-    done = tasks.dispatch(statement_ids, delivery_ids)
-    if not done:
+    report = dispatch.run_and_wait(statement_ids, delivery_ids, wait=False)
+    if not report.waited:
         messages.info(
             request,
             f"Queued {len(statement_ids)} PDF(s) and {len(delivery_ids)} email(s) for the workers; "
@@ -105,10 +106,8 @@ def _dispatch(request: HttpRequest, statement_ids: list[int], delivery_ids: list
         )
         return
     if delivery_ids:
-        sent = Delivery.objects.filter(pk__in=delivery_ids, state=Delivery.State.SENT).count()
-        failed = Delivery.objects.filter(pk__in=delivery_ids, state=Delivery.State.FAILED)
-        messages.success(request, f"Sent {sent} email(s).")
-        for delivery in failed:
+        messages.success(request, f"Sent {len(report.sent)} email(s).")
+        for delivery in report.failed:
             messages.error(request, f"Email to {delivery.recipient} failed: {delivery.error}")
     elif statement_ids:
         messages.success(request, f"Rendered {len(statement_ids)} PDF(s).")
@@ -366,6 +365,18 @@ class StatementAdmin(admin.ModelAdmin):
                 .order_by("-period")
             )
             context["can_send"] = self.has_send_permission(request)
+            context["can_run"] = views.can_run_statements(request.user)
+            # The runs act on the period the list is filtered to, else the latest not finalized.
+            run_periods = list(
+                BillingPeriod.objects.exclude(status=BillingPeriod.Status.FINALIZED)
+                .order_by("-period")
+                .values_list("pk", "period")[:24]
+            )
+            chosen = request.GET.get("period__id__exact", "")
+            context["run_periods"] = run_periods
+            context["run_period"] = next(
+                (p for pk, p in run_periods if str(pk) == chosen), run_periods[0][1] if run_periods else ""
+            )
         return response
 
     def get_urls(self) -> list[Any]:
@@ -376,8 +387,37 @@ class StatementAdmin(admin.ModelAdmin):
                 self.admin_site.admin_view(require_POST(self.send_unsent_view)),
                 name="statements_statement_send_unsent",
             ),
+            path("preview/", self._runs(views.statements_preview_view), name="statements_statement_preview"),
+            path(
+                "preview/<str:period>/<str:name>",
+                self._runs(views.statements_preview_pdf),
+                name="statements_statement_preview_pdf",
+            ),
+            path(
+                "run/<str:kind>/",
+                self._runs(require_POST(views.statements_run_start)),
+                name="statements_statement_run",
+            ),
+            path(
+                "runs/<str:run_id>/",
+                self._runs(views.statements_run_page),
+                name="statements_statement_run_page",
+            ),
+            path(
+                "runs/<str:run_id>/status/",
+                self._runs(views.statements_run_status),
+                name="statements_statement_run_status",
+            ),
             *super().get_urls(),
         ]
+
+    def _runs(self, view: Any) -> Any:
+        """A statement-run view of this admin (it gets the model admin for its page context)."""
+
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+            return view(request, self, *args, **kwargs)
+
+        return self.admin_site.admin_view(wrapped)
 
     def pdf_view(self, request: HttpRequest, pk: int) -> HttpResponseBase:
         """The statement's PDF. A missing one is rendered (queued, with workers) only for a role that
@@ -385,22 +425,11 @@ class StatementAdmin(admin.ModelAdmin):
         if not self.has_view_permission(request):
             raise PermissionDenied
         statement = get_object_or_404(Statement, pk=pk)
-        if not statement.pdf:
-            if not roles.can_change_statements(request.user):
-                return HttpResponseNotFound(
-                    f"Statement {statement.label} has no PDF yet. A reviewer or billing admin can render it "
-                    "(Statements → Render missing PDFs).",
-                    content_type="text/plain; charset=utf-8",
-                )
-            tasks.dispatch([statement.pk], [])
-            statement.refresh_from_db()
-            if not statement.pdf:
-                return HttpResponseNotFound(
-                    f"The PDF of statement {statement.label} is being rendered"
-                    + (f" (last attempt failed: {statement.render_error})" if statement.render_error else "")
-                    + "; try again in a moment.",
-                    content_type="text/plain; charset=utf-8",
-                )
+        availability = dispatch.statement_pdf_ensure(
+            statement=statement, may_render=roles.can_change_statements(request.user)
+        )
+        if not availability.ready:
+            return HttpResponseNotFound(availability.reason, content_type="text/plain; charset=utf-8")
         accessed.send(sender=Statement, instance=statement)
         return FileResponse(
             statement.pdf.open("rb"),

@@ -58,6 +58,18 @@ def render_statement_pdfs(statement_ids: list[int]) -> list[int]:
     return statement_ids
 
 
+@shared_task(name="statements.run")
+def statements_run(run_id: str, actor_id: int | None = None) -> str:
+    """Carry out an admin's issue / send run (services.runs): prepare it, dispatch its PDFs and
+    emails, and return without waiting for them (the page follows them in the database)."""
+    from django.contrib.auth import get_user_model
+
+    from .services.runs import run_execute
+
+    actor = get_user_model().objects.filter(pk=actor_id).first() if actor_id else None
+    return str(run_execute(run_id=run_id, actor=actor)["state"])
+
+
 @shared_task(name="statements.send_delivery", acks_late=True, reject_on_worker_lost=True, ignore_result=False)
 def send_delivery(delivery_id: int) -> str:
     """Send one delivery at most once (see services.delivery_send)."""

@@ -39,6 +39,7 @@ from billing.selectors import billing_settings_get
 from chargeback.downloads import attachment_header, download_name
 from chargeback.errors import Refused
 from chargeback.money import ZERO
+from statements.services.dispatch import statement_pdf_ensure
 
 from . import selectors, services
 from .forms import ChargeFilterForm, DelegationForm, EmailAuthenticationForm, InvitationPasswordForm
@@ -225,8 +226,8 @@ def statement_pdf(request: HttpRequest, pk: int) -> HttpResponseBase:
     statement = selectors.portal_statement(scope, pk)
     if statement is None:
         raise Http404("no such statement")
-    if not statement.pdf:
-        # Rendering is a write, not a PI's to trigger: say so, and tell the billing team.
+    # Rendering is a write, not a PI's to trigger: say so, and tell the billing team.
+    if not statement_pdf_ensure(statement=statement, may_render=False).ready:
         services.statement_pdf_missing(statement=statement, user=request.user)
         context = _base_context(request, scope, statement=statement)
         return render(request, "portal/pdf_unavailable.html", context, status=404)

@@ -50,6 +50,19 @@ class SourceAdmin(ConfigManagedMixin, admin.ModelAdmin):
             saved = services.source_create(slug=data["slug"], **fields)
         obj.pk = saved.pk
         obj.refresh_from_db()
+        # Saved either way: the journal only needs these when it is exported.
+        missing = [
+            name
+            for name, value in (("credit fund/org", saved.fund_org), ("account", saved.account))
+            if not value
+        ]
+        if missing:
+            messages.warning(
+                request,
+                f"Source {saved.slug} has no {' and no '.join(missing)}: the journal needs them to credit its "
+                "revenue (without a credit fund/org the journal is refused as unbalanced; without an account, "
+                "its credit falls back to the journal's default account).",
+            )
 
     def changeform_view(
         self,

@@ -61,8 +61,10 @@ from .reference import (  # noqa: F401
     sources_last_import,
 )
 from .review import (  # noqa: F401
+    ApprovalRisk,
     ReasonGroup,
     SelectionSummary,
+    charges_approval_risk,
     charges_selection_summary,
     flagged_charges,
     review_queue_groups,

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from django.db.models import Count, QuerySet, Sum
+from django.db.models import Count, Q, QuerySet, Sum
 
 from chargeback.money import ZERO
 
-from ..models import BillingPeriod, Charge, ChargeFlag
+from ..models import BillingPeriod, Charge, ChargeFlag, FlagReason
 from .charges import charges_with_flag
 
 
@@ -84,3 +84,40 @@ def charges_selection_summary(queryset: QuerySet[Charge]) -> SelectionSummary:
     summary.periods.sort()
     summary.finalized.sort()
     return summary
+
+
+# Flags that say the charge's fund/org cannot be debited: approving bills it, but the journal
+# refuses a statement without a (valid) fund/org. Correcting the attribution is the way out.
+FUND_ORG_FLAGS = (FlagReason.MISSING_FUND_ORG, FlagReason.INVALID_FUND_ORG)
+
+
+@dataclass
+class ApprovalRisk:
+    """Charges of a selection that approving will not make exportable."""
+
+    count: int = 0
+    billed: Decimal = ZERO
+    reasons: list[tuple[str, int]] = field(default_factory=list)  # (why, how many charges)
+    charge_id: int | None = None  # the charge to correct, when there is exactly one
+
+
+def charges_approval_risk(queryset: QuerySet[Charge]) -> ApprovalRisk:
+    """Which selected charges the journal will refuse once approved: no fund/org, a fund/org flagged
+    missing or invalid, or whatever a higher layer objects to (extensions.approval_checks)."""
+    from ..extensions import approval_objections
+
+    risk = ApprovalRisk()
+    at_risk = queryset.filter(
+        (Q(fund_org="") & (Q(project__isnull=True) | Q(project__fund_org="")))
+        | Q(pk__in=ChargeFlag.objects.filter(reason__in=FUND_ORG_FLAGS).values("charge_id"))
+    ).exclude(review_state=Charge.ReviewState.REJECTED)
+    row = at_risk.order_by().aggregate(n=Count("id"), billed=Sum("billed_cost"))
+    if row["n"]:
+        risk.count, risk.billed = row["n"], row["billed"] or ZERO
+        risk.reasons.append(("no valid fund/org to debit (flagged missing or invalid fund/org)", row["n"]))
+        if row["n"] == 1:
+            risk.charge_id = at_risk.values_list("pk", flat=True).first()
+    for reason, n in approval_objections(queryset.exclude(pk__in=at_risk.values("pk"))):
+        risk.count += n
+        risk.reasons.append((reason, n))
+    return risk

@@ -46,6 +46,8 @@ def period_page_context(request: HttpRequest, period: BillingPeriod) -> dict[str
         "can_reopen": can_manage and period.status == BillingPeriod.Status.CLOSED,
         "can_finalize": can_manage and period.status == BillingPeriod.Status.CLOSED,
         "can_reevaluate": roles.can_review(request.user) and not period.is_finalized,
+        # The statements panel's preview / issue / send buttons (billing admins, not finalized).
+        "can_run_statements": can_manage and not period.is_finalized,
         "close_url": reverse("admin:billing_billingperiod_close", args=[period.pk]),
         "reopen_url": reverse("admin:billing_billingperiod_reopen", args=[period.pk]),
         "finalize_url": reverse("admin:billing_billingperiod_finalize", args=[period.pk]),

@@ -19,13 +19,14 @@ from django.http import (
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils.html import format_html
 
 from accounts import roles
 from chargeback.admin_helpers import LargeTablePaginator, page_number
 from chargeback.errors import Refused
 from chargeback.money import format_money
 
-from .. import selectors, services
+from .. import extensions, selectors, services
 from ..forms import (
     CorrectAttributionForm,
     ReviewDecisionForm,
@@ -142,6 +143,7 @@ def charges_decide(request: HttpRequest, model_admin: Any) -> HttpResponse:
         messages.warning(request, "Select the charges to approve or reject first.")
         return HttpResponseRedirect(next_url)
     summary = selectors.charges_selection_summary(queryset)
+    risk = selectors.charges_approval_risk(queryset) if action == "approve" else selectors.ApprovalRisk()
     form = ReviewDecisionForm(request.POST if request.method == "POST" else None, action=action)
     if request.method == "POST" and form.is_valid():
         if not summary.count:
@@ -162,6 +164,8 @@ def charges_decide(request: HttpRequest, model_admin: Any) -> HttpResponse:
         if outcome.skipped:
             text += f" {outcome.skipped:,} already {verb.lower()} left as they were."
         messages.success(request, text)
+        if action == "approve":
+            _regenerate_notice(request, summary.periods)
         return HttpResponseRedirect(next_url)
     context = _admin_context(
         request,
@@ -175,8 +179,37 @@ def charges_decide(request: HttpRequest, model_admin: Any) -> HttpResponse:
         scope=scope,
         next_url=next_url,
         state_labels=dict(Charge.ReviewState.choices),
+        risk=risk,
+        correct_url=reverse("admin:billing_charge_correct", args=[risk.charge_id]) if risk.charge_id else "",
+        fund_org_queue_url=reverse("admin:billing_charge_review")
+        + "?"
+        + urlencode({"period": summary.periods[0], "reason": "missing_fund_org"})
+        if summary.periods
+        else "",
     )
     return TemplateResponse(request, "admin/billing/charge/decide.html", context)
+
+
+def _regenerate_notice(request: HttpRequest, periods: list[str]) -> None:
+    """After approving: a period that already has statements bills differently now, so they must
+    be issued again (the statements layer tells through its period panel)."""
+    panel = extensions.period_panels.get("statements")
+    if panel is None:
+        return
+    for period in BillingPeriod.objects.filter(period__in=periods).order_by("period"):
+        issued = panel(period)
+        if issued and issued.get("count"):
+            url = reverse("admin:billing_billingperiod_change", args=[period.pk]) + "#ocb-statement-runs"
+            messages.warning(
+                request,
+                format_html(
+                    "Period {} already has statements: they must be regenerated to bill this decision. "
+                    '<a href="{}">Issue statements of {}</a>',
+                    period.period,
+                    url,
+                    period.period,
+                ),
+            )
 
 
 def charge_page_context(request: HttpRequest, charge: Charge) -> dict[str, Any]:

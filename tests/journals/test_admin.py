@@ -114,7 +114,9 @@ def test_custom_format_edited_in_the_admin_and_used_for_an_export(journal_month,
     rows = records(data)
     assert parse(data)[0] == ["FUND", "ORGN", "ACCT", "DR_AMT", "CR_AMT", "DESCRIPTION", "DC"]
     assert sum(amount(r["DR_AMT"]) for r in rows) == sum(amount(r["CR_AMT"]) for r in rows) == REFERENCE_TOTAL
-    assert rows[0]["DESCRIPTION"] == "AWS 2025-01 RESEARCH COMPUTING CHAR" and rows[0]["DC"] == "D"
+    assert (
+        rows[0]["DESCRIPTION"] == "AWS 2025-01 RESEARCH COMPUTING" and rows[0]["DC"] == "D"
+    )  # cut at a word
     export = JournalExport.objects.get()
     assert export.journal_format == fmt and export.format_name == "banner"
 

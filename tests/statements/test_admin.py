@@ -26,7 +26,7 @@ def test_changelist_shows_totals_and_send_form(generated, admin_client):
     html = response.content.decode()
     assert "10 statements" in html and "due $20,227.00" in html
     assert "2025-01-0009 v1" in html and "$2,307.75" in html
-    assert "Send all unsent" in html
+    assert "Send unsent" in html and "Issue statements" in html  # the runs of a billing admin
 
 
 def test_detail_lists_versions_and_downloads(reference_month, admin_client):

@@ -4,8 +4,6 @@ tasks, waiting for them with a progress bar, and the output of statements and de
 from __future__ import annotations
 
 import sys
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +11,9 @@ from django.conf import settings
 from django.core.management.base import CommandParser
 
 from chargeback.commands import ProgressBar, ReportingCommand
-from chargeback.errors import Refused
-from statements import selectors, services, tasks
 from statements.models import Delivery, Statement
-from statements.services import GenerateOutcome, QueueOutcome, StatementResult
+from statements.services import GenerateOutcome, QueueOutcome, StatementResult, dispatch
+from statements.services.dispatch import RunReport
 
 
 def plural(n: int, word: str, many: str | None = None) -> str:
@@ -26,16 +23,29 @@ def plural(n: int, word: str, many: str | None = None) -> str:
 # --- running and waiting ------------------------------------------------------------------------
 
 
-@dataclass
-class RunReport:
-    """What rendering and sending achieved."""
-
-    rendered: int = 0
-    render_failed: list[Statement] = field(default_factory=list)
-    sent: list[Delivery] = field(default_factory=list)
-    failed: list[Delivery] = field(default_factory=list)
-    unfinished: list[Delivery] = field(default_factory=list)
-    waited: bool = True
+def run_and_wait(
+    cmd: ReportingCommand,
+    statement_ids: list[int],
+    delivery_ids: list[int],
+    *,
+    wait: bool = True,
+    timeout: float = 0,
+    poll: float = 0.5,
+) -> RunReport:
+    """The shared dispatch-and-wait service, with a progress bar and notices on stderr."""
+    bar = ProgressBar(sys.stderr, len(statement_ids) + len(delivery_ids), enabled=not cmd.is_json)
+    try:
+        return dispatch.run_and_wait(
+            statement_ids,
+            delivery_ids,
+            wait=wait,
+            timeout=timeout,
+            poll=poll,
+            on_progress=lambda done, total, detail: bar.update(done, detail),
+            on_notice=lambda message: cmd.stderr.write(f"\n{message}"),
+        )
+    finally:
+        bar.finish()
 
 
 def warn_if_emails_go_to_files(cmd: ReportingCommand) -> None:
@@ -59,82 +69,6 @@ def add_wait_arguments(parser: CommandParser) -> None:
     parser.add_argument(
         "--timeout", type=float, default=0, help="seconds to wait for the workers (default: no limit)"
     )
-
-
-def run_and_wait(
-    cmd: ReportingCommand,
-    statement_ids: list[int],
-    delivery_ids: list[int],
-    *,
-    wait: bool = True,
-    timeout: float = 0,
-    poll: float = 0.5,
-) -> RunReport:
-    """Dispatch the tasks and, unless told not to, wait for them (eagerly they are done on return;
-    with workers the database is polled) with a progress bar on stderr."""
-    total = len(statement_ids) + len(delivery_ids)
-    bar = ProgressBar(sys.stderr, total, enabled=not cmd.is_json)
-    done_eagerly = tasks.dispatch(statement_ids, delivery_ids, on_progress=lambda units: bar.advance(units))
-    report = RunReport()
-    if not done_eagerly:
-        if not wait:
-            bar.finish()
-            report.waited = False
-            return _collect(report, statement_ids, delivery_ids)
-        started = last_change = last_redispatch = time.monotonic()
-        last_done, hinted = -1, False
-        redispatch_after = settings.OPENCHARGEBACK_REDISPATCH_SECONDS
-        while True:
-            progress = selectors.dispatch_progress(statement_ids, delivery_ids)
-            bar.update(
-                progress.completed,
-                f"PDFs {progress.rendered}/{progress.renders}  emails {progress.sent}/{progress.deliveries}",
-            )
-            if progress.done:
-                break
-            now = time.monotonic()
-            if progress.completed != last_done:
-                last_done, last_change = progress.completed, now
-            else:
-                if not hinted and now - last_change > 60:
-                    cmd.stderr.write(
-                        "\nno progress for 60 s: is a worker running? (openchargeback worker, or "
-                        "celery -A chargeback worker)"
-                    )
-                    hinted = True
-                if now - max(last_change, last_redispatch) > redispatch_after:
-                    again = tasks.redispatch_outstanding(statement_ids, delivery_ids)
-                    last_redispatch = now
-                    if again:
-                        cmd.stderr.write(
-                            f"\nno progress for {redispatch_after} s: queued {plural(again, 'unfinished task')} "
-                            "again (a worker may have been lost; tasks are idempotent)"
-                        )
-            if progress.sending:
-                services.deliveries_mark_interrupted()
-            if timeout and now - started > timeout:
-                bar.finish()
-                raise Refused(
-                    f"timed out after {timeout:.0f} s with {progress.completed} of {progress.total} tasks done; "
-                    "the workers carry on, check again with `send` or in the admin"
-                )
-            time.sleep(poll)
-    bar.finish()
-    return _collect(report, statement_ids, delivery_ids)
-
-
-def _collect(report: RunReport, statement_ids: list[int], delivery_ids: list[int]) -> RunReport:
-    statements = list(Statement.objects.filter(pk__in=statement_ids).order_by("sequence", "version"))
-    report.rendered = sum(1 for s in statements if s.pdf)
-    report.render_failed = [s for s in statements if not s.pdf and s.render_error]
-    for delivery in Delivery.objects.filter(pk__in=delivery_ids).order_by("recipient"):
-        if delivery.state == Delivery.State.SENT:
-            report.sent.append(delivery)
-        elif delivery.state == Delivery.State.FAILED:
-            report.failed.append(delivery)
-        else:
-            report.unfinished.append(delivery)
-    return report
 
 
 def failure_message(report: RunReport) -> str:

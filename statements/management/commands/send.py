@@ -6,9 +6,9 @@ from typing import Any
 
 from django.core.management.base import CommandParser
 
-from billing.selectors import period_get, validate_period
+from billing.selectors import validate_period
 from chargeback.commands import AlreadyReported, ReportingCommand
-from statements import selectors, services
+from statements.services.runs import statements_send_prepare
 
 from ._statements import (
     add_wait_arguments,
@@ -37,21 +37,14 @@ class Command(ReportingCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         period = validate_period(options["period"])
-        queue = services.deliveries_queue(
+        plan = statements_send_prepare(
             period=period, pi_email=options["pi"], resend_failed=options["resend_failed"]
         )
+        queue, delivery_ids, unrendered = plan.queue, plan.delivery_ids, plan.unrendered
         if not self.is_json:
             queue_text(self, queue)
-        delivery_ids = [d.pk for d in queue.to_send]
         if delivery_ids:
             warn_if_emails_go_to_files(self)
-        # PDFs still missing (an interrupted generate) render in parallel ahead of the emails.
-        unrendered = list(
-            selectors.current_statements(period_get(period), pi_email=options["pi"])
-            .filter(pdf="", deliveries__in=delivery_ids)
-            .values_list("pk", flat=True)
-            .distinct()
-        )
         report = run_and_wait(
             self, unrendered, delivery_ids, wait=not options["no_wait"], timeout=options["timeout"]
         )
