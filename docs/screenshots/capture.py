@@ -1,7 +1,7 @@
 """Take the admin screenshots in this folder, light and dark: dashboard, review queue, upload page,
 a project's spending page and the queue of PIs' charge queries.
 
-    .venv/bin/python docs/screenshots/capture.py [--out docs/screenshots] [--keep] [--pages spending,queries]
+    .venv/bin/python docs/screenshots/capture.py [--out docs/screenshots] [--keep] [--pages spending,queries,period]
 
 Builds a throwaway instance in a temporary directory: the demo month 2026-10 (fixtures/demo,
 imported as `openchargeback demo` does) plus eleven earlier months of synthetic FOCUS data from
@@ -125,6 +125,11 @@ def build_instance(data_dir: Path) -> dict[str, str]:
     from django.contrib.auth.models import Group
 
     user.groups.add(Group.objects.get(name=roles.REVIEWER))
+    # The period page's statement runs (preview, issue, send) are shown to billing admins only.
+    admin_user = get_user_model().objects.create_user(
+        "bea", "bea@university.example", "screens", is_staff=True, first_name="Bea", last_name="Finance"
+    )
+    admin_user.groups.add(Group.objects.get(name=roles.BILLING_ADMIN))
     add_statements_and_queries()
     return env
 
@@ -190,12 +195,12 @@ def add_statements_and_queries() -> None:
 SPENDING_PROJECT = ""
 
 
-def session_cookie() -> str:
+def session_cookie(username: str = "fran") -> str:
     from django.contrib.auth import get_user_model
     from django.test import Client
 
     client = Client()
-    client.force_login(get_user_model().objects.get(username="fran"))
+    client.force_login(get_user_model().objects.get(username=username))
     return client.cookies["sessionid"].value
 
 
@@ -325,6 +330,11 @@ class DevTools:
         time.sleep(0.4)
 
     def screenshot(self, path: Path, width: int) -> None:
+        # Lay the page out at the screenshot's width first: its height depends on it.
+        self.call(
+            "Emulation.setDeviceMetricsOverride", width=width, height=900, deviceScaleFactor=1, mobile=False
+        )
+        time.sleep(0.3)
         height = int(str(self.evaluate("Math.ceil(document.documentElement.scrollHeight)") or 900))
         self.call(
             "Emulation.setDeviceMetricsOverride",
@@ -383,7 +393,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temporary instance")
     parser.add_argument(
         "--pages",
-        default="dashboard,review-queue,upload,spending,queries",
+        default="dashboard,review-queue,upload,spending,queries,period",
         help="comma-separated pages to capture (default: all)",
     )
     args = parser.parse_args()
@@ -393,6 +403,7 @@ def main() -> None:
     print(f"building the demo instance in {tmp} ...", flush=True)
     env = build_instance(tmp / "instance")
     cookie = session_cookie()
+    admin_cookie = session_cookie("bea")
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, str(ROOT / "manage.py"), "runserver", f"127.0.0.1:{port}", "--noreload"],
@@ -462,6 +473,22 @@ def main() -> None:
             if "queries" in pages:
                 tools.open(f"{base}/admin/statements/chargequery/?state=all")
                 tools.screenshot(out / f"queries-{theme}.png", 1280)
+            if "period" in pages:  # the period page with its statement runs (preview, issue, send)
+                from billing.models import BillingPeriod
+
+                period_pk = BillingPeriod.objects.get(period=DEMO_PERIOD).pk
+                for value in (admin_cookie, cookie):  # as a billing admin, then back to the reviewer
+                    tools.call(
+                        "Network.setCookie",
+                        name="sessionid",
+                        value=value,
+                        domain="127.0.0.1",
+                        path="/",
+                        httpOnly=True,
+                    )
+                    if value == admin_cookie:
+                        tools.open(f"{base}/admin/billing/billingperiod/{period_pk}/change/")
+                        tools.screenshot(out / f"period-{theme}.png", 1280)
         for theme, seed in (("light", 101), ("dark", 202)):
             if "upload" not in pages:
                 break
