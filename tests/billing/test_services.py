@@ -616,20 +616,26 @@ def test_flag_rule_edits_and_bulk_toggles_are_audited():
 def test_a_review_decision_refreshes_the_cached_rankings_on_commit(
     period, django_capture_on_commit_callbacks
 ):
-    """Whoever decides (admin, CLI, task), the dashboard's rankings are recomputed once it commits."""
+    """Whoever decides (admin, CLI, task), the dashboard's rankings are current once it commits.
+    Rankings sum every review state, so an approval keeps them; a correction moves money between
+    PIs and projects, so its commit recomputes them."""
     from billing import selectors
 
     charge = flagged_charge(period, "10.00")
     selectors.period_rankings(period, refresh=True)
-    with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        services.charges_approve(charge_ids=[charge.pk])
-    assert selectors.period_rankings_cached(period) is None  # the decision changed the period
-    assert len(callbacks) == 1
-    callbacks[0]()
-    assert selectors.period_rankings_cached(period) is not None
     with django_capture_on_commit_callbacks(execute=True):
+        services.charges_approve(charge_ids=[charge.pk])
+    kept = selectors.period_rankings_cached(period)
+    assert kept is not None and kept.top_projects == []  # still the unattributed charge alone
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
         services.charge_correct_attribution(charge_id=charge.pk, pi_email="ada@uni.example", project_id="lab")
-    assert selectors.period_rankings_cached(period) is not None
+    assert selectors.period_rankings_cached(period) is None  # the correction changed the period
+    assert callbacks
+    for callback in callbacks:
+        callback()
+    refreshed = selectors.period_rankings_cached(period)
+    assert refreshed is not None
+    assert [(p.key, p.billed_total) for p in refreshed.top_projects] == [("lab", Decimal("10.00"))]
 
 
 def test_interrupted_imports_are_marked_failed():

@@ -117,7 +117,9 @@ def populate(state_apps: Any) -> dict[str, Any]:
         status="completed",
         rows_read=3,
         charges_created=2,
-        list_total=MONEY["list"],
+        # An import's totals are the exact sums of the charges it wrote (the ingest guarantees it,
+        # and the period totals read them): the usage charge and the credit.
+        list_total=MONEY["list"] + MONEY["credit"],
         billed_total=MONEY["billed"] + MONEY["credit"],
     )
     usage = _create(
