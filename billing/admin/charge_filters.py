@@ -124,46 +124,52 @@ def _cached_rankings(request: HttpRequest) -> selectors.PeriodRankings | None:
     return views.rankings_if_cached(period) if period else None
 
 
-class PIFilter(InputFilter):
-    title = "PI"
-    parameter_name = "pi"
-    placeholder = "email, or “none”"
+class _PayerFilter(InputFilter):
+    """A PI or project typed by its key, or "none" for charges without one; suggested from the
+    chosen period's cached rankings, else the first keys in order. The parameter is named after the
+    charge's foreign key it filters."""
+
+    model: type[PI] | type[Project]
+    key_field: str  # the typed key: PI.email, Project.project_id
+    ranking: str  # the PeriodRankings list of the top keys
+    lowercase = False  # emails are stored lower-case
 
     def suggestions(self, request: HttpRequest) -> list[str]:
         rankings = _cached_rankings(request)
         if rankings:
-            return [r.key for r in rankings.top_pis]
-        return list(PI.objects.order_by("email").values_list("email", flat=True)[:300])
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        value = (self.value() or "").strip().lower()
-        if not value:
-            return queryset
-        if value == "none":
-            return queryset.filter(pi__isnull=True)
-        pi_id = PI.objects.filter(email=value).values_list("id", flat=True).first()
-        return queryset.filter(pi_id=pi_id) if pi_id else queryset.none()
-
-
-class ProjectFilter(InputFilter):
-    title = "project"
-    parameter_name = "project"
-    placeholder = "project id, or “none”"
-
-    def suggestions(self, request: HttpRequest) -> list[str]:
-        rankings = _cached_rankings(request)
-        if rankings:
-            return [r.key for r in rankings.top_projects]
-        return list(Project.objects.order_by("project_id").values_list("project_id", flat=True)[:300])
+            return [r.key for r in getattr(rankings, self.ranking)]
+        keys = self.model.objects.order_by(self.key_field).values_list(self.key_field, flat=True)
+        return list(keys[:300])
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         value = (self.value() or "").strip()
+        if self.lowercase:
+            value = value.lower()
         if not value:
             return queryset
         if value.lower() == "none":
-            return queryset.filter(project__isnull=True)
-        project_id = Project.objects.filter(project_id=value).values_list("id", flat=True).first()
-        return queryset.filter(project_id=project_id) if project_id else queryset.none()
+            return queryset.filter(**{f"{self.parameter_name}__isnull": True})
+        row_id = self.model.objects.filter(**{self.key_field: value}).values_list("id", flat=True).first()
+        return queryset.filter(**{f"{self.parameter_name}_id": row_id}) if row_id else queryset.none()
+
+
+class PIFilter(_PayerFilter):
+    title = "PI"
+    parameter_name = "pi"
+    placeholder = "email, or “none”"
+    model = PI
+    key_field = "email"
+    ranking = "top_pis"
+    lowercase = True
+
+
+class ProjectFilter(_PayerFilter):
+    title = "project"
+    parameter_name = "project"
+    placeholder = "project id, or “none”"
+    model = Project
+    key_field = "project_id"
+    ranking = "top_projects"
 
 
 class ServiceFilter(InputFilter):
