@@ -39,6 +39,7 @@ from billing.selectors import billing_settings_get
 from chargeback.downloads import attachment_header, download_name
 from chargeback.errors import Refused
 from chargeback.money import ZERO
+from statements.models import Statement
 from statements.services.dispatch import statement_pdf_ensure
 
 from . import selectors, services
@@ -198,12 +199,17 @@ def period_detail(request: HttpRequest, period: str) -> HttpResponse:
     return render(request, "portal/period.html", _base_context(request, scope, view=view))
 
 
-@login_required
-def statement_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def _scoped_statement(request: HttpRequest, pk: int) -> tuple[selectors.PortalScope, Statement]:
     scope = selectors.portal_scope(request.user)
     statement = selectors.portal_statement(scope, pk)
     if statement is None:
         raise Http404("no such statement")
+    return scope, statement
+
+
+@login_required
+def statement_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    scope, statement = _scoped_statement(request, pk)
     project_key = str(statement.project_id) if statement.project_id else selectors.NO_PROJECT
     access = selectors.portal_project(scope, project_key, statement.period)
     lines = list(statement.lines.all())
@@ -222,10 +228,7 @@ def statement_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 def statement_pdf(request: HttpRequest, pk: int) -> HttpResponseBase:
-    scope = selectors.portal_scope(request.user)
-    statement = selectors.portal_statement(scope, pk)
-    if statement is None:
-        raise Http404("no such statement")
+    scope, statement = _scoped_statement(request, pk)
     # Rendering is a write, not a PI's to trigger: say so, and tell the billing team.
     if not statement_pdf_ensure(statement=statement, may_render=False).ready:
         services.statement_pdf_missing(statement=statement, user=request.user)
