@@ -8,6 +8,7 @@ that are not plain model screens are in billing.views. Importing this package re
 from .base import (  # noqa: F401
     ConfigManagedMixin,
     CurrencyAdminMixin,
+    ServiceRefusalMixin,
     _badge,
     _currency,
     _fieldset_names,

@@ -9,10 +9,11 @@ from decimal import Decimal
 from typing import Any
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from chargeback.errors import Refused
 from chargeback.money import format_money
 
 from .. import selectors
@@ -46,25 +47,32 @@ def money_cell(value: Decimal | None) -> SafeString:
 class CurrencyAdminMixin:
     """Renders list and form pages inside a currency scope, so money columns cost no query each."""
 
-    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+    def changelist_view(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         with currency_scope():
-            response = super().changelist_view(request, extra_context)  # type: ignore[misc]
-            if hasattr(response, "render"):
-                response.render()
-        return response
+            return _rendered(super().changelist_view(request, *args, **kwargs))  # type: ignore[misc]
 
-    def changeform_view(
-        self,
-        request: HttpRequest,
-        object_id: str | None = None,
-        form_url: str = "",
-        extra_context: dict | None = None,
-    ) -> HttpResponse:
+    def changeform_view(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         with currency_scope():
-            response = super().changeform_view(request, object_id, form_url, extra_context)  # type: ignore[misc]
-            if hasattr(response, "render"):
-                response.render()
-        return response
+            return _rendered(super().changeform_view(request, *args, **kwargs))  # type: ignore[misc]
+
+
+def _rendered(response: HttpResponse) -> HttpResponse:
+    """A template response rendered now (inside the scope), any other response as it is."""
+    if hasattr(response, "render"):
+        response.render()
+    return response
+
+
+class ServiceRefusalMixin:
+    """A service's refusal of a form's save (a rule the form cannot check, a race with another
+    editor) is shown as an error message on the page the form came from."""
+
+    def changeform_view(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        try:
+            return super().changeform_view(request, *args, **kwargs)  # type: ignore[misc]
+        except Refused as exc:
+            messages.error(request, str(exc))
+            return HttpResponseRedirect(request.get_full_path())
 
 
 class ConfigManagedMixin:

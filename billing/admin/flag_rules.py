@@ -6,12 +6,10 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
-
-from chargeback.errors import Refused
 
 from .. import services, views
 from ..forms import (
@@ -21,11 +19,11 @@ from ..models import (
     Charge,
     FlagRule,
 )
-from .base import ConfigManagedMixin, currency_scope
+from .base import ConfigManagedMixin, ServiceRefusalMixin
 
 
 @admin.register(FlagRule)
-class FlagRuleAdmin(ConfigManagedMixin, admin.ModelAdmin):
+class FlagRuleAdmin(ServiceRefusalMixin, ConfigManagedMixin, admin.ModelAdmin):
     config_keys = ("review",)
     form = FlagRuleForm
     list_display = ("name", "pattern_col", "fields_col", "mode", "source", "is_active", "flagged_now")
@@ -64,24 +62,13 @@ class FlagRuleAdmin(ConfigManagedMixin, admin.ModelAdmin):
         return form
 
     def changeform_view(
-        self,
-        request: HttpRequest,
-        object_id: str | None = None,
-        form_url: str = "",
-        extra_context: dict | None = None,
+        self, request: HttpRequest, object_id: str | None = None, *args: Any, **kwargs: Any
     ) -> HttpResponse:
-        with currency_scope():
-            try:
-                if request.method == "POST" and "_test" in request.POST:
-                    response = views.flag_rule_test(request, self, object_id)
-                else:
-                    response = super().changeform_view(request, object_id, form_url, extra_context)
-            except Refused as exc:  # the form checks first; this is a race with another editor
-                messages.error(request, str(exc))
-                return HttpResponseRedirect(request.get_full_path())
-            if hasattr(response, "render"):
-                response.render()
-        return response
+        # "Try it" posts the form for a preview (nothing saved); a save refused despite the form's
+        # checks (a race with another editor) becomes a message (ServiceRefusalMixin).
+        if request.method == "POST" and "_test" in request.POST:
+            return views.flag_rule_test(request, self, object_id)
+        return super().changeform_view(request, object_id, *args, **kwargs)
 
     def save_model(self, request: HttpRequest, obj: FlagRule, form: Any, change: bool) -> None:
         data = form.cleaned_data

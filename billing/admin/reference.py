@@ -6,11 +6,9 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
-
-from chargeback.errors import Refused
 
 from .. import services, spending
 from ..forms import (
@@ -23,11 +21,11 @@ from ..models import (
     Project,
     Source,
 )
-from .base import ConfigManagedMixin
+from .base import ConfigManagedMixin, ServiceRefusalMixin
 
 
 @admin.register(Source)
-class SourceAdmin(ConfigManagedMixin, admin.ModelAdmin):
+class SourceAdmin(ServiceRefusalMixin, ConfigManagedMixin, admin.ModelAdmin):
     config_keys = ("imports.known_sources",)
     form = SourceForm
     list_display = ("slug", "display_name", "filename_pattern", "fund_org", "account", "is_active")
@@ -63,19 +61,6 @@ class SourceAdmin(ConfigManagedMixin, admin.ModelAdmin):
                 "revenue (without a credit fund/org the journal is refused as unbalanced; without an account, "
                 "its credit falls back to the journal's default account).",
             )
-
-    def changeform_view(
-        self,
-        request: HttpRequest,
-        object_id: str | None = None,
-        form_url: str = "",
-        extra_context: dict | None = None,
-    ) -> HttpResponse:
-        try:
-            return super().changeform_view(request, object_id, form_url, extra_context)
-        except Refused as exc:
-            messages.error(request, str(exc))
-            return HttpResponseRedirect(request.get_full_path())
 
 
 @admin.register(PI)
@@ -166,7 +151,7 @@ class ProjectAdmin(admin.ModelAdmin):
 
 
 @admin.register(AccountMapping)
-class AccountMappingAdmin(admin.ModelAdmin):
+class AccountMappingAdmin(ServiceRefusalMixin, admin.ModelAdmin):
     form = AccountMappingForm
     list_display = ("sub_account_id", "source", "project", "pi_col", "fund_org", "note")
     list_select_related = ("source", "project__pi")
@@ -195,19 +180,6 @@ class AccountMappingAdmin(admin.ModelAdmin):
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
         for pk in queryset.values_list("pk", flat=True):
             services.account_mapping_delete(mapping_id=pk)
-
-    def changeform_view(
-        self,
-        request: HttpRequest,
-        object_id: str | None = None,
-        form_url: str = "",
-        extra_context: dict | None = None,
-    ) -> HttpResponse:
-        try:
-            return super().changeform_view(request, object_id, form_url, extra_context)
-        except Refused as exc:
-            messages.error(request, str(exc))
-            return HttpResponseRedirect(request.get_full_path())
 
 
 # Rates, subsidies, usage files and re-ratings (billing/rating) register their own screens.

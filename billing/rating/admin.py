@@ -17,7 +17,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from billing.admin.base import CurrencyAdminMixin, money, money_cell
+from billing.admin.base import CurrencyAdminMixin, ServiceRefusalMixin, money, money_cell
 from billing.views import stored_file_response
 from chargeback.admin_helpers import ReadOnlyAdminMixin
 from chargeback.errors import Refused
@@ -28,25 +28,8 @@ from .models import Rate, Rerate, Subsidy, UsageFile
 from .units import format_quantity
 
 
-class _ServiceErrorsMixin:
-    """A refusal from a service is shown as an error message on the form it came from."""
-
-    def changeform_view(
-        self,
-        request: HttpRequest,
-        object_id: str | None = None,
-        form_url: str = "",
-        extra_context: dict | None = None,
-    ) -> HttpResponse:
-        try:
-            return super().changeform_view(request, object_id, form_url, extra_context)  # type: ignore[misc]
-        except Refused as exc:
-            messages.error(request, str(exc))
-            return HttpResponseRedirect(request.get_full_path())
-
-
 @admin.register(Rate)
-class RateAdmin(AuditlogHistoryAdminMixin, _ServiceErrorsMixin, admin.ModelAdmin):
+class RateAdmin(AuditlogHistoryAdminMixin, ServiceRefusalMixin, admin.ModelAdmin):
     form = RateForm
     show_auditlog_history_link = True
     list_display = (
@@ -127,7 +110,7 @@ class RateAdmin(AuditlogHistoryAdminMixin, _ServiceErrorsMixin, admin.ModelAdmin
 
 
 @admin.register(Subsidy)
-class SubsidyAdmin(AuditlogHistoryAdminMixin, _ServiceErrorsMixin, CurrencyAdminMixin, admin.ModelAdmin):
+class SubsidyAdmin(AuditlogHistoryAdminMixin, ServiceRefusalMixin, CurrencyAdminMixin, admin.ModelAdmin):
     form = SubsidyForm
     show_auditlog_history_link = True
     list_display = ("position", "name", "percent_col", "scope_col", "months_col", "cap_col")
