@@ -18,9 +18,7 @@ from accounts import roles
 from chargeback.admin_helpers import LargeTableAdminMixin
 
 from .. import charge_search, selectors, spending, views
-from ..models import (
-    Charge,
-)
+from ..models import PI, Charge, Project
 from ..templatetags.openchargeback import flag_labels
 from .base import CurrencyAdminMixin, _badge, _fieldset_names, currency_scope, money, money_cell
 from .charge_filters import (
@@ -308,22 +306,17 @@ class ChargeAdmin(CurrencyAdminMixin, LargeTableAdminMixin, admin.ModelAdmin):
     def pi_link(self, obj: Charge) -> SafeString | str:
         if obj.pi_id is None:
             return "— (unattributed)"
-        url = reverse("admin:billing_pi_change", args=[obj.pi_id])
-        return format_html(
-            '<a href="{}">{}</a> · <a href="{}">spending</a>',
-            url,
-            obj.pi,
-            spending.pi_spending_url(obj.pi_email),
+        return _with_spending_link(
+            "billing_pi_change", obj.pi_id, obj.pi, spending.pi_spending_url(obj.pi_email)
         )
 
     @admin.display(description="project")
     def project_link(self, obj: Charge) -> SafeString | str:
         if obj.project_id is None:
             return "—"
-        url = reverse("admin:billing_project_change", args=[obj.project_id])
-        return format_html(
-            '<a href="{}">{}</a> · <a href="{}">spending</a>',
-            url,
+        return _with_spending_link(
+            "billing_project_change",
+            obj.project_id,
             obj.project,
             spending.project_spending_url(obj.project_code),
         )
@@ -357,3 +350,11 @@ class ChargeAdmin(CurrencyAdminMixin, LargeTableAdminMixin, admin.ModelAdmin):
     @admin.display(description="tags")
     def tags_col(self, obj: Charge) -> SafeString:
         return format_html('<pre class="ocb-json">{}</pre>', json.dumps(obj.tags, indent=2, sort_keys=True))
+
+
+def _with_spending_link(
+    change_url_name: str, object_id: int, payer: PI | Project | None, spending_url: str
+) -> SafeString:
+    """A link to the PI's or project's admin page, then one to its spending."""
+    url = reverse(f"admin:{change_url_name}", args=[object_id])
+    return format_html('<a href="{}">{}</a> · <a href="{}">spending</a>', url, payer, spending_url)

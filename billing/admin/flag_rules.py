@@ -12,13 +12,8 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from .. import services, views
-from ..forms import (
-    FlagRuleForm,
-)
-from ..models import (
-    Charge,
-    FlagRule,
-)
+from ..forms import FlagRuleForm
+from ..models import Charge, FlagRule
 from .base import ConfigManagedMixin, ServiceRefusalMixin
 
 

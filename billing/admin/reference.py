@@ -11,16 +11,8 @@ from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
 from .. import services, spending
-from ..forms import (
-    AccountMappingForm,
-    SourceForm,
-)
-from ..models import (
-    PI,
-    AccountMapping,
-    Project,
-    Source,
-)
+from ..forms import AccountMappingForm, SourceForm
+from ..models import PI, AccountMapping, Project, Source
 from .base import ConfigManagedMixin, ServiceRefusalMixin
 
 
@@ -113,18 +105,8 @@ class ProjectAdmin(admin.ModelAdmin):
     list_filter = ("is_active",)
     list_select_related = ("pi",)
     search_fields = ("project_id", "name", "pi__email", "fund_org", "reference_1", "reference_2")
-    fields = (
-        "project_id",
-        "pi",
-        "name",
-        "fund_org",
-        "cost_center",
-        "reference_1",
-        "reference_2",
-        "gl_account",
-        "is_active",
-        "created_at",
-    )
+    # The fields the service lets an edit change (save_model passes them all), between read-only ones.
+    fields = ("project_id", "pi", *services.PROJECT_EDITABLE, "created_at")
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:
         return ("project_id", "pi", "created_at")
