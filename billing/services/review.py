@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from django.db import transaction
 
@@ -129,42 +129,23 @@ def _review(
     )
 
 
-def charges_approve(
-    *,
-    charge_ids: Iterable[int] | None = None,
-    period: str | None = None,
-    note: str = "",
-    actor: Any = None,
-    actor_name: str = "",
-) -> ReviewOutcome:
+class _Decided(TypedDict, total=False):
+    """Which charges a decision is on, and who takes it (see charges_review)."""
+
+    charge_ids: Iterable[int] | None
+    period: str | None
+    actor: Any
+    actor_name: str
+
+
+def charges_approve(*, note: str = "", **decided: Unpack[_Decided]) -> ReviewOutcome:
     """Approve charges (by id, or every flagged charge of a period): they bill despite their flags."""
-    return charges_review(
-        action=ReviewLog.Action.APPROVE,
-        charge_ids=charge_ids,
-        period=period,
-        note=note,
-        actor=actor,
-        actor_name=actor_name,
-    )
+    return charges_review(action=ReviewLog.Action.APPROVE, note=note, **decided)
 
 
-def charges_reject(
-    *,
-    charge_ids: Iterable[int] | None = None,
-    period: str | None = None,
-    note: str,
-    actor: Any = None,
-    actor_name: str = "",
-) -> ReviewOutcome:
+def charges_reject(*, note: str, **decided: Unpack[_Decided]) -> ReviewOutcome:
     """Reject charges: they never bill. A note saying why is required."""
-    return charges_review(
-        action=ReviewLog.Action.REJECT,
-        charge_ids=charge_ids,
-        period=period,
-        note=note,
-        actor=actor,
-        actor_name=actor_name,
-    )
+    return charges_review(action=ReviewLog.Action.REJECT, note=note, **decided)
 
 
 @transaction.atomic
