@@ -27,6 +27,8 @@ from django.contrib.admin.views.main import ChangeList
 from django.db import DataError, NotSupportedError
 from django.http import HttpRequest
 
+from .admin_helpers import with_mixin_first
+
 # Lookups a field list filter of Django's admin puts in a URL.
 FILTER_SUFFIXES = ("exact", "isnull", "gte", "lt", "lte", "gt", "in", "isempty", "id__exact", "pk__exact")
 DATE_HIERARCHY_SUFFIXES = ("year", "month", "day")
@@ -101,14 +103,4 @@ class HardenedAdminMixin:
 
 def hardened(admin_class: type) -> type:
     """The ModelAdmin class with HardenedAdminMixin first in its bases (itself if it has it)."""
-    if issubclass(admin_class, HardenedAdminMixin):
-        return admin_class
-    return type(
-        admin_class.__name__,
-        (HardenedAdminMixin, admin_class),
-        {
-            "__module__": admin_class.__module__,
-            "__qualname__": admin_class.__qualname__,
-            "__doc__": admin_class.__doc__,
-        },
-    )
+    return with_mixin_first(admin_class, HardenedAdminMixin)

@@ -1,4 +1,5 @@
-"""Admin helpers every app shares: pagination that never counts a million rows, read-only screens."""
+"""Admin helpers every app shares: pagination that never counts a million rows, read-only screens,
+mixins put in front of any admin class."""
 
 from __future__ import annotations
 
@@ -123,3 +124,18 @@ class ReadOnlyAdminMixin:
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+def with_mixin_first(admin_class: type, mixin: type) -> type:
+    """The admin class with `mixin` first in its bases, under the same name (itself when it has it)."""
+    if issubclass(admin_class, mixin):
+        return admin_class
+    return type(
+        admin_class.__name__,
+        (mixin, admin_class),
+        {
+            "__module__": admin_class.__module__,
+            "__qualname__": admin_class.__qualname__,
+            "__doc__": admin_class.__doc__,
+        },
+    )

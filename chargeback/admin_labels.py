@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .admin_helpers import with_mixin_first
+
 # Apps in the order of the month's work; any other app comes after these, then the System group.
 APP_ORDER = ("billing", "statements", "journals", "accounts")
 # Technical apps: users and groups, login lockouts, the audit log.
@@ -47,17 +49,7 @@ class HumanTitleMixin:
 
 
 def with_human_title(admin_class: type) -> type:
-    if issubclass(admin_class, HumanTitleMixin):
-        return admin_class
-    return type(
-        admin_class.__name__,
-        (HumanTitleMixin, admin_class),
-        {
-            "__module__": admin_class.__module__,
-            "__qualname__": admin_class.__qualname__,
-            "__doc__": admin_class.__doc__,
-        },
-    )
+    return with_mixin_first(admin_class, HumanTitleMixin)
 
 
 def ordered_app_list(app_list: list[dict[str, Any]], system_url: str | None = None) -> list[dict[str, Any]]:
