@@ -20,6 +20,19 @@ REFERENCE_DIR = SHARED / "reference" / "openchargeback-2025-01"
 SYNTH_TOOL = SHARED / "tools" / "focus_synth.py"
 DEMO_DIR = ROOT / "fixtures" / "demo"
 REFERENCE_SOURCES = ["aws", "azure", "hpc", "it_storage", "storage"]
+# The reference month's README table: (PI, project) -> (fund/org, billed), every line of it.
+REFERENCE_TOTALS = {
+    ("zorp.blinkman@example.edu", "genomics-sequencing"): ("BIO-2024-001", "2307.75"),
+    ("zorp.blinkman@example.edu", "protein-folding-ml"): ("NIH-R01-2023", "4152.25"),
+    ("grix.mottershaw@example.edu", "alzheimers-biomarkers"): ("ADNI-PILOT-2024", "1755.75"),
+    ("grix.mottershaw@example.edu", "neuroimaging-atlas"): ("NIMH-2024-003", "3753.75"),
+    ("plex.wombsworth@example.edu", "exoplanet-survey"): ("NASA-EXOP-2024", "5100.00"),
+    ("quib.flannister@example.edu", "climate-modeling"): ("NSF-ATM-2024", "12.50"),
+    ("quib.flannister@example.edu", "ocean-circulation"): ("NOAA-CPO-2024", "1693.00"),
+    ("tarn.voxley@example.edu", "quantum-materials"): ("DOE-SC-2024", "735.25"),
+    ("drix.kelvington@example.edu", "labor-economics"): ("ECON-DEPT-2024", "711.75"),
+    ("frin.bumberly@example.edu", "cfd-turbulence"): ("ENGR-STARTUP", "5.00"),
+}
 
 
 @pytest.fixture(autouse=True)

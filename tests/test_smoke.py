@@ -1,12 +1,7 @@
-"""The project boots: settings load, migrations are complete, the admin answers."""
+"""The project boots: settings load and the admin answers. (That the migrations are complete is
+tests/chargeback/test_upgrade.py::test_models_and_migrations_agree.)"""
 
 import pytest
-from django.core.management import call_command
-
-
-@pytest.mark.django_db
-def test_migrations_are_complete():
-    call_command("makemigrations", "--check", "--dry-run", verbosity=0)
 
 
 @pytest.mark.django_db

@@ -14,22 +14,11 @@ from django.contrib.auth import get_user_model
 from billing import selectors, services
 from billing.models import AccountMapping, BillingPeriod, Charge, Import, PeriodTransition, ReviewLog, Source
 from tests.cli import run
+from tests.conftest import REFERENCE_TOTALS
 from tests.factories import ChargeFactory, PeriodFactory
 
 pytestmark = pytest.mark.django_db
 
-REFERENCE_BY_PI_PROJECT = {
-    ("zorp.blinkman@example.edu", "genomics-sequencing"): ("BIO-2024-001", "2307.75"),
-    ("zorp.blinkman@example.edu", "protein-folding-ml"): ("NIH-R01-2023", "4152.25"),
-    ("grix.mottershaw@example.edu", "alzheimers-biomarkers"): ("ADNI-PILOT-2024", "1755.75"),
-    ("grix.mottershaw@example.edu", "neuroimaging-atlas"): ("NIMH-2024-003", "3753.75"),
-    ("plex.wombsworth@example.edu", "exoplanet-survey"): ("NASA-EXOP-2024", "5100.00"),
-    ("quib.flannister@example.edu", "climate-modeling"): ("NSF-ATM-2024", "12.50"),
-    ("quib.flannister@example.edu", "ocean-circulation"): ("NOAA-CPO-2024", "1693.00"),
-    ("tarn.voxley@example.edu", "quantum-materials"): ("DOE-SC-2024", "735.25"),
-    ("drix.kelvington@example.edu", "labor-economics"): ("ECON-DEPT-2024", "711.75"),
-    ("frin.bumberly@example.edu", "cfd-turbulence"): ("ENGR-STARTUP", "5.00"),
-}
 REFERENCE_ROWS_BY_SOURCE = {"aws": 25, "azure": 4, "hpc": 9, "it_storage": 6, "storage": 15}
 REFERENCE_BILLED_BY_SOURCE = {
     "aws": "19086.75",
@@ -98,7 +87,7 @@ def test_ingest_reference_month_json_with_detected_sources(reference_sources, re
     assert {
         (row["pi_email"], row["project_id"]): (row["fund_org"], amount(row["billed"]))
         for row in summary["by_pi_project"]
-    } == {key: (fund, Decimal(billed)) for key, (fund, billed) in REFERENCE_BY_PI_PROJECT.items()}
+    } == {key: (fund, Decimal(billed)) for key, (fund, billed) in REFERENCE_TOTALS.items()}
     frin = next(r for r in summary["by_pi_project"] if r["pi_email"] == "frin.bumberly@example.edu")
     assert frin["list"]["cents"] == 366500
     genomics = next(r for r in summary["by_pi_project"] if r["project_id"] == "genomics-sequencing")

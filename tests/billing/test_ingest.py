@@ -38,7 +38,7 @@ from billing.models import (
 )
 from billing.templatetags.openchargeback import flag_labels
 from chargeback.errors import Refused
-from tests.conftest import ROOT
+from tests.conftest import REFERENCE_TOTALS, ROOT
 from tests.factories import ProjectFactory
 
 pytestmark = pytest.mark.django_db
@@ -147,20 +147,6 @@ def sources(db):
 
 # --- the reference month ------------------------------------------------------------------------------
 
-REFERENCE_PROJECTS = {
-    # (PI, project): (fund/org, billed)
-    ("zorp.blinkman@example.edu", "genomics-sequencing"): ("BIO-2024-001", "2307.75"),
-    ("zorp.blinkman@example.edu", "protein-folding-ml"): ("NIH-R01-2023", "4152.25"),
-    ("grix.mottershaw@example.edu", "alzheimers-biomarkers"): ("ADNI-PILOT-2024", "1755.75"),
-    ("grix.mottershaw@example.edu", "neuroimaging-atlas"): ("NIMH-2024-003", "3753.75"),
-    ("plex.wombsworth@example.edu", "exoplanet-survey"): ("NASA-EXOP-2024", "5100.00"),
-    ("quib.flannister@example.edu", "climate-modeling"): ("NSF-ATM-2024", "12.50"),
-    ("quib.flannister@example.edu", "ocean-circulation"): ("NOAA-CPO-2024", "1693.00"),
-    ("tarn.voxley@example.edu", "quantum-materials"): ("DOE-SC-2024", "735.25"),
-    ("drix.kelvington@example.edu", "labor-economics"): ("ECON-DEPT-2024", "711.75"),
-    ("frin.bumberly@example.edu", "cfd-turbulence"): ("ENGR-STARTUP", "5.00"),
-}
-
 
 def test_reference_month_totals(reference_month):
     summary = selectors.period_summary(reference_month)
@@ -190,7 +176,7 @@ def test_reference_month_totals(reference_month):
     }
     # Every line of the reference table, and nothing else.
     table = {(p.pi_email, p.project_code): (p.fund_org, p.billed_total) for p in summary.by_project}
-    assert table == {key: (fund, D(amount)) for key, (fund, amount) in REFERENCE_PROJECTS.items()}
+    assert table == {key: (fund, D(amount)) for key, (fund, amount) in REFERENCE_TOTALS.items()}
     by_project = {p.project_code: p for p in summary.by_project}
     assert by_project["cfd-turbulence"].list_total == D("3665.00")
     genomics = by_project["genomics-sequencing"]
@@ -201,9 +187,9 @@ def test_reference_month_totals(reference_month):
 
 
 def test_reference_month_creates_people_and_projects(reference_month):
-    assert set(PI.objects.values_list("email", flat=True)) == {pi for pi, _ in REFERENCE_PROJECTS}
+    assert set(PI.objects.values_list("email", flat=True)) == {pi for pi, _ in REFERENCE_TOTALS}
     projects = {p.project_id: (p.pi.email, p.fund_org) for p in Project.objects.select_related("pi")}
-    assert projects == {code: (pi, fund) for (pi, code), (fund, _) in REFERENCE_PROJECTS.items()}
+    assert projects == {code: (pi, fund) for (pi, code), (fund, _) in REFERENCE_TOTALS.items()}
     # AWS tags carry the two references.
     genomics = Project.objects.get(project_id="genomics-sequencing")
     assert (genomics.reference_1, genomics.reference_2) == ("NSF-BIO-2024-1234567", "REQ-2024-00142")

@@ -25,11 +25,8 @@ import pytest
 
 from chargeback.errors import Refused
 from chargeback.operations import backup, backup_signing, restore
+from tests.conftest import REFERENCE_DIR, SYNTH_TOOL
 
-ROOT = Path(__file__).resolve().parents[2]
-SHARED = ROOT.parent / "shared"
-REFERENCE_DIR = SHARED / "reference" / "openchargeback-2025-01"
-SYNTH_TOOL = SHARED / "tools" / "focus_synth.py"
 PG_SERVER = "postgres://postgres@127.0.0.1:5432"
 
 # A month of every kind of state: the reference month (closed, a flag rule, approvals and a

@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 
 from chargeback.cli import _take_config_option
+from tests.conftest import REFERENCE_SOURCES
 
 SCRIPT = Path(sys.executable).with_name("openchargeback")
 COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "chargeback.cli"]
-REFERENCE_SOURCES = ["aws", "azure", "hpc", "it_storage", "storage"]
 
 
 @dataclass

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REFERENCE_DIR, SHARED
+from tests.conftest import REFERENCE_DIR, REFERENCE_TOTALS, SHARED
 from tests.statements.conftest import free_port, start_smtp_server
 
 ORIGINAL_README = SHARED / "seed" / "original-README.md"
@@ -138,18 +138,8 @@ journal:
   debit_description: "{{source}} {{period}} Research Computing Charges"
   credit_description: "{{source}} {{period}} Research Computing Charges"
 """
-REFERENCE_PROJECTS = {
-    ("zorp.blinkman", "genomics-sequencing"),
-    ("zorp.blinkman", "protein-folding-ml"),
-    ("grix.mottershaw", "alzheimers-biomarkers"),
-    ("grix.mottershaw", "neuroimaging-atlas"),
-    ("plex.wombsworth", "exoplanet-survey"),
-    ("quib.flannister", "climate-modeling"),
-    ("quib.flannister", "ocean-circulation"),
-    ("tarn.voxley", "quantum-materials"),
-    ("drix.kelvington", "labor-economics"),
-    ("frin.bumberly", "cfd-turbulence"),
-}
+# (PI's user name, project): the statement PDFs are named after them.
+REFERENCE_PROJECTS = {(pi.split("@")[0], project) for pi, project in REFERENCE_TOTALS}
 PDF_NAMES = sorted(f"2025-01_{pi}_{project}.pdf" for pi, project in REFERENCE_PROJECTS)
 
 

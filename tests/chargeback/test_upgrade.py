@@ -257,10 +257,11 @@ def test_initial_targets_are_first_migrations():
 
 @pytest.mark.django_db
 def test_models_and_migrations_agree():
-    """Model changes without a migration would meet an upgraded database unprepared."""
+    """Model changes without a migration would meet an upgraded database unprepared (every app's:
+    ours, and third-party ones whose migrations a setting of ours could change)."""
     out = io.StringIO()
     try:
-        call_command("makemigrations", *LOCAL_APPS[:-1], "--check", "--dry-run", stdout=out, stderr=out)
+        call_command("makemigrations", "--check", "--dry-run", stdout=out, stderr=out)
     except SystemExit as exc:
         pytest.fail(f"models changed without a migration:\n{out.getvalue()}" if exc.code else "")
 
