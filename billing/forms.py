@@ -129,11 +129,7 @@ class FlagRuleForm(forms.ModelForm):
             self.initial["fields"] = ["fund_org"]
 
     def clean_pattern(self) -> str:
-        pattern = self.cleaned_data.get("pattern", "")
-        problem = regex_problem(pattern)
-        if problem:
-            raise forms.ValidationError(problem[0].upper() + problem[1:] + ".")
-        return pattern
+        return _usable_regex(self.cleaned_data.get("pattern", ""))
 
 
 class BillingSettingsForm(forms.ModelForm):
@@ -190,11 +186,7 @@ class BillingSettingsForm(forms.ModelForm):
         return code
 
     def clean_fund_org_regex(self) -> str:
-        pattern = self.cleaned_data.get("fund_org_regex") or ""
-        problem = regex_problem(pattern)
-        if problem:
-            raise forms.ValidationError(problem[0].upper() + problem[1:] + ".")
-        return pattern
+        return _usable_regex(self.cleaned_data.get("fund_org_regex") or "")
 
 
 class SourceForm(forms.ModelForm):
@@ -259,3 +251,11 @@ class ReevaluateForm(forms.Form):
         to_field_name="period",
         empty_label=None,
     )
+
+
+def _usable_regex(pattern: str) -> str:
+    """The pattern, or a form error saying why it cannot be saved (chargeback.regex)."""
+    problem = regex_problem(pattern)
+    if problem:
+        raise forms.ValidationError(problem[0].upper() + problem[1:] + ".")
+    return pattern
