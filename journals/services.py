@@ -1,8 +1,9 @@
 """Every write of the journals app: settings, custom formats, and exports (each one transaction).
 
 An export is refused, with every reason at once, rather than written wrong: statements missing
-or stale, a period still open, a fund/org the split regex cannot split, an account code that
-fails validation, debits that do not equal credits (e.g. a source without a credit fund/org).
+or stale, a fund/org the split regex cannot split, an account code that fails validation or is
+missing where the layout writes one, debits that do not equal credits (e.g. a source without a
+credit fund/org).
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ Account code of a debit: the project's GL account (admin field), else the accoun
 project's charges, else the `account` group of the PI's fund/org, else the source's account, else
 the default. Of a credit: the source's account, else the `account` group of its fund/org, else
 the default.
+
+The rules are pure functions of plain data in `journals.build`; `selectors.inputs` reads that data.
 """
 
 from __future__ import annotations
@@ -26,14 +28,15 @@ from django.db.models import Count, QuerySet
 from billing.models import BillingPeriod
 from chargeback.errors import Refused
 
-from .building import journal_assemble
-from .entries import (
+from ..build import journal_from_inputs
+from ..entries import (
     FundOrgSplitter,
     Journal,
     regex_errors,
 )
-from .formats import BUILTIN_FORMATS, FormatSpec, LayoutError, Preview, preview_journal, spec_of
-from .models import JournalExport, JournalFormat, JournalSettings
+from ..formats import BUILTIN_FORMATS, FormatSpec, LayoutError, Preview, preview_journal, spec_of
+from ..models import JournalExport, JournalFormat, JournalSettings
+from .inputs import journal_inputs
 
 
 def journal_settings_get() -> JournalSettings:
@@ -73,7 +76,7 @@ def journal_format_get(name: str) -> FormatSpec:
 def journal_build(period: BillingPeriod) -> Journal:
     """The journal of a period from its current statements, and every reason it cannot be exported
     (`journal.problems`; empty when it can). Never raises for a business problem."""
-    return journal_assemble(period, journal_settings_get())
+    return journal_from_inputs(journal_inputs(period, journal_settings_get()))
 
 
 # --- preview and exports ----------------------------------------------------------------------
