@@ -147,7 +147,7 @@ def journal_export(
         with transaction.atomic():
             # The period row is the lock generate takes: no statements change under an export.
             period_obj = BillingPeriod.objects.select_for_update().get(pk=period_obj.pk)
-            journal = selectors.journal_build(period_obj)
+            journal = selectors.journal_build_for(period_obj, spec)
             journal.refuse_if_problems()
             exported_at = export_time()
             with tempfile.TemporaryFile() as tmp:
