@@ -62,7 +62,8 @@ class JournalSettingsAdmin(ConfigManagedMixin, admin.ModelAdmin):
                 "description": "A debit's account code: the project's GL account, else the account tag on "
                 "its charges, else the fund/org's account group, else the source's account, else the "
                 "default. A credit's: the source's account, else its fund/org's account group, else the "
-                "default.",
+                "default. A layout with an account column (gl) refuses an entry without one; summary "
+                "and detail have none.",
             },
         ),
         (

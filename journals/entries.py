@@ -27,6 +27,7 @@ CREDIT = "credit"
 LEDGER_FIELDS = ("fund", "orgn", "account", "program", "activity", "location")
 # Placeholders of the description and reference templates.
 PLACEHOLDERS = ("source", "period", "fund_org", "pi_email", "project_id")
+DEFAULT_DESCRIPTION = "{source} {period} Research Computing Charges"
 
 
 # --- money as text ----------------------------------------------------------------------------

@@ -56,6 +56,55 @@ def csv_cell(value: str, delimiter: str = ",") -> str:
 
 # --- format specs -----------------------------------------------------------------------------
 
+# The columns of the built-in layouts: (header, the row value written under it).
+Columns = tuple[tuple[str, str], ...]
+
+GL_COLUMNS: Columns = (
+    ("Fund", "fund"),
+    ("Orgn", "orgn"),
+    ("Account", "account"),
+    ("Program", "program"),
+    ("Activity", "activity"),
+    ("Location", "location"),
+    ("Debit", "debit"),
+    ("Credit", "credit"),
+    ("Description", "description"),
+    ("Reference ID", "reference"),
+)
+SUMMARY_COLUMNS: Columns = (
+    ("BillingPeriod", "period"),
+    ("PIEmail", "pi_email"),
+    ("ProjectID", "project_id"),
+    ("FundOrg", "fund_org"),
+    ("ServiceName", "service_name"),
+    ("Amount", "amount"),
+    ("ResourceCount", "charge_count"),
+)
+DETAIL_COLUMNS: Columns = (
+    ("BillingPeriod", "period"),
+    ("Statement", "statement"),
+    ("PIEmail", "pi_email"),
+    ("ProjectID", "project_id"),
+    ("FundOrg", "fund_org"),
+    ("Source", "source"),
+    ("ServiceName", "service_name"),
+    ("ServiceCategory", "service_category"),
+    ("ChargeCategory", "charge_category"),
+    ("ResourceId", "resource_id"),
+    ("ResourceName", "resource_name"),
+    ("SubAccountId", "sub_account_id"),
+    ("Region", "region"),
+    ("Quantity", "quantity"),
+    ("Unit", "unit"),
+    ("ListCost", "list_cost"),
+    ("BilledCost", "billed_cost"),
+)
+GL_HEADER = [header for header, _value in GL_COLUMNS]
+SUMMARY_HEADER = [header for header, _value in SUMMARY_COLUMNS]
+DETAIL_HEADER = [header for header, _value in DETAIL_COLUMNS]
+
+ROW_ALIASES = {"entries": "entry", "lines": "line", "charges": "charge"}
+
 
 @dataclass(frozen=True)
 class FormatSpec:
@@ -67,6 +116,19 @@ class FormatSpec:
     header_template: str = ""
     row_template: str = ""
     format_id: int | None = None
+    columns: Columns = ()  # a built-in layout's columns
+
+    @property
+    def writes_account(self) -> bool:
+        """Whether each row carries an account code (then each needs one): a built-in layout with
+        an account column, or a custom format whose row template names the row's account
+        anywhere (charges have no account)."""
+        if self.builtin:
+            return any(value == "account" for _header, value in self.columns)
+        if self.rows not in ("entries", "lines"):
+            return False
+        pattern = rf"\b(?:row|{ROW_ALIASES[self.rows]})\.account\b"
+        return re.search(pattern, self.row_template) is not None
 
 
 BUILTIN_FORMATS: dict[str, FormatSpec] = {
@@ -76,62 +138,23 @@ BUILTIN_FORMATS: dict[str, FormatSpec] = {
         "Description, Reference ID)",
         "entries",
         builtin=True,
+        columns=GL_COLUMNS,
     ),
     "summary": FormatSpec(
-        "summary", "summary: one row per PI × project × source × service (statement lines)", "lines", True
+        "summary",
+        "summary: one row per PI × project × source × service (statement lines)",
+        "lines",
+        builtin=True,
+        columns=SUMMARY_COLUMNS,
     ),
-    "detail": FormatSpec("detail", "detail: one row per billed charge", "charges", builtin=True),
+    "detail": FormatSpec(
+        "detail", "detail: one row per billed charge", "charges", builtin=True, columns=DETAIL_COLUMNS
+    ),
 }
-
-ROW_ALIASES = {"entries": "entry", "lines": "line", "charges": "charge"}
-
-GL_HEADER = [
-    "Fund",
-    "Orgn",
-    "Account",
-    "Program",
-    "Activity",
-    "Location",
-    "Debit",
-    "Credit",
-    "Description",
-    "Reference ID",
-]
-SUMMARY_HEADER = [
-    "BillingPeriod",
-    "PIEmail",
-    "ProjectID",
-    "FundOrg",
-    "ServiceName",
-    "Amount",
-    "ResourceCount",
-]
-DETAIL_HEADER = [
-    "BillingPeriod",
-    "Statement",
-    "PIEmail",
-    "ProjectID",
-    "FundOrg",
-    "Source",
-    "ServiceName",
-    "ServiceCategory",
-    "ChargeCategory",
-    "ResourceId",
-    "ResourceName",
-    "SubAccountId",
-    "Region",
-    "Quantity",
-    "Unit",
-    "ListCost",
-    "BilledCost",
-]
 
 # The built-in gl layout written as templates: the starting point of a new custom format.
 GL_HEADER_TEMPLATE = ",".join(GL_HEADER) + "\n"
-GL_ROW_TEMPLATE = (
-    "{{ entry.fund }},{{ entry.orgn }},{{ entry.account }},{{ entry.program }},{{ entry.activity }},"
-    "{{ entry.location }},{{ entry.debit }},{{ entry.credit }},{{ entry.description }},{{ entry.reference }}\n"
-)
+GL_ROW_TEMPLATE = ",".join("{{ entry." + value + " }}" for _header, value in GL_COLUMNS) + "\n"
 
 
 def spec_of(fmt: JournalFormat) -> FormatSpec:
@@ -168,73 +191,28 @@ class Layout:
     def rows(self, journal: Journal) -> Iterator[list[str]]:
         raise NotImplementedError
 
+    def items(self, journal: Journal) -> Iterator[Entry | Line | ChargeRow]:
+        """What the layout writes a row for: entries, statement lines or charges."""
+        if self.spec.rows == "entries":
+            yield from journal.entries
+        elif self.spec.rows == "lines":
+            yield from journal.lines
+        else:
+            yield from journal.charges()
 
-class GLLayout(Layout):
+
+class ColumnsLayout(Layout):
+    """A built-in layout: one header line, then a row per item with the values of its columns."""
+
     def header(self, journal: Journal, exported_at: dt.datetime) -> list[list[str]]:
-        return [list(GL_HEADER)]
-
-    def rows(self, journal: Journal) -> Iterator[list[str]]:
-        for entry in journal.entries:
-            v = entry.values(journal.currency)
-            yield [
-                v["fund"],
-                v["orgn"],
-                v["account"],
-                v["program"],
-                v["activity"],
-                v["location"],
-                v["debit"],
-                v["credit"],
-                v["description"],
-                v["reference"],
-            ]
-
-
-class SummaryLayout(Layout):
-    def header(self, journal: Journal, exported_at: dt.datetime) -> list[list[str]]:
-        return [list(SUMMARY_HEADER)]
-
-    def rows(self, journal: Journal) -> Iterator[list[str]]:
-        for line in journal.lines:
-            v = line.values(journal.currency)
-            yield [
-                v["period"],
-                v["pi_email"],
-                v["project_id"],
-                v["fund_org"],
-                v["service_name"],
-                v["amount"],
-                str(v["charge_count"]),
-            ]
-
-
-class DetailLayout(Layout):
-    def header(self, journal: Journal, exported_at: dt.datetime) -> list[list[str]]:
-        return [list(DETAIL_HEADER)]
+        return [[header for header, _value in self.spec.columns]]
 
     def rows(self, journal: Journal) -> Iterator[list[str]]:
         currency = journal.currency
-        for charge in journal.charges():
-            v = charge.values(currency)
-            yield [
-                v["period"],
-                v["statement"],
-                v["pi_email"],
-                v["project_id"],
-                v["fund_org"],
-                v["source"],
-                v["service_name"],
-                v["service_category"],
-                v["charge_category"],
-                v["resource_id"],
-                v["resource_name"],
-                v["sub_account_id"],
-                v["region"],
-                v["quantity"],
-                v["unit"],
-                v["list_cost"],
-                v["billed_cost"],
-            ]
+        names = [value for _header, value in self.spec.columns]
+        for item in self.items(journal):
+            v = item.values(currency)
+            yield [str(v[name]) for name in names]
 
 
 _INVALID = "\x00"
@@ -327,18 +305,10 @@ class TemplateLayout(Layout):
         text = self._render(self.header_template, context, "header_template", "header")
         return self._parse(text, "header_template", "header")
 
-    def _items(self, journal: Journal) -> Iterator[Entry | Line | ChargeRow]:
-        if self.spec.rows == "entries":
-            yield from journal.entries
-        elif self.spec.rows == "lines":
-            yield from journal.lines
-        else:
-            yield from journal.charges()
-
     def rows(self, journal: Journal) -> Iterator[list[str]]:
         currency = journal.currency
         period = csv_cell(journal.period, self.spec.delimiter)
-        for number, item in enumerate(self._items(journal), start=1):
+        for number, item in enumerate(self.items(journal), start=1):
             values = self._quoted(item.values(currency))
             context = {
                 "row": values,
@@ -353,9 +323,7 @@ class TemplateLayout(Layout):
 
 
 def layout_for(spec: FormatSpec) -> Layout:
-    if spec.builtin:
-        return {"gl": GLLayout, "summary": SummaryLayout, "detail": DetailLayout}[spec.name](spec)
-    return TemplateLayout(spec)
+    return ColumnsLayout(spec) if spec.builtin else TemplateLayout(spec)
 
 
 HEADER_VARIABLES = [

@@ -18,9 +18,8 @@ from django.db.models import Q
 from chargeback.money import MoneyField
 from chargeback.regex import compile_linear
 
-from .entries import LEDGER_FIELDS, PLACEHOLDERS, regex_errors, text_template_errors
+from .entries import DEFAULT_DESCRIPTION, LEDGER_FIELDS, PLACEHOLDERS, regex_errors, text_template_errors
 
-DEFAULT_DESCRIPTION = "{source} {period} Research Computing Charges"
 _PLACEHOLDER_HELP = " ".join("{" + p + "}" for p in PLACEHOLDERS)
 
 

@@ -4,53 +4,102 @@ format is checked against, and where the admin's list of row variables comes fro
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 from chargeback.money import ZERO
 from journals.entries import CREDIT, DEBIT, ChargeRow, Entry, Journal, Line, StatementRef
 
+PERIOD = "2025-01"
+NASTY_PROJECT = 'proj,"one"'
+FORMULA_PROJECT = '=HYPERLINK("http://x","y")'
+
+# The sample's two statements: who they bill and their one service.
+FIRST = {
+    "statement": "2025-01-0001",
+    "pi_email": "pi@example.edu",
+    "project_id": NASTY_PROJECT,
+    "fund_org": "123456-7890",
+    "service_name": "Amazon EC2",
+}
+SECOND = {
+    "statement": "2025-01-0002",
+    "pi_email": "other@example.edu",
+    "project_id": FORMULA_PROJECT,
+    "fund_org": "@fund",
+    "service_name": "Amazon S3",
+}
+
+
+def _ref(who: dict[str, str], version: int, billed_total: Decimal) -> StatementRef:
+    return StatementRef(
+        who["statement"], version, who["pi_email"], who["project_id"], who["fund_org"], billed_total
+    )
+
+
+def _entry(**values: Any) -> Entry:
+    return Entry(**{"period": PERIOD, "source_slug": "aws", "source_name": "AWS, cloud", **values})
+
+
+def _debit(pi_email: str, project_id: str, statement: str, **values: Any) -> Entry:
+    """A debit of one PI's project on one statement (one line unless said)."""
+    return _entry(
+        side=DEBIT,
+        pi_emails=[pi_email],
+        project_ids=[project_id],
+        statements=[statement],
+        **{"line_count": 1, **values},
+    )
+
+
+def _line(**values: Any) -> Line:
+    blank = dict.fromkeys(("pi_name", "project_name", "cost_center", "reference_1", "reference_2"), "")
+    return Line(
+        **{"period": PERIOD, "source_slug": "aws", "source_name": "AWS, cloud", "kind": "", **blank, **values}
+    )
+
+
+def _charge(**values: Any) -> ChargeRow:
+    blank = dict.fromkeys(("resource_id", "resource_name", "sub_account_id", "region", "sku_id", "unit"), "")
+    return ChargeRow(
+        **{
+            "period": PERIOD,
+            "source_slug": "aws",
+            "source_name": "AWS, cloud",
+            "quantity": None,
+            **blank,
+            **values,
+        }
+    )
+
 
 def sample_journal() -> Journal:
     """A small journal full of awkward values: commas, quotes, formulas, negative amounts."""
-    period = "2025-01"
-    nasty_project = 'proj,"one"'
-    formula_project = '=HYPERLINK("http://x","y")'
     entries = [
-        Entry(
-            side=DEBIT,
-            period=period,
-            source_slug="aws",
-            source_name="AWS, cloud",
+        _debit(
+            "pi@example.edu",
+            NASTY_PROJECT,
+            "2025-01-0001",
             fund_org="123456-7890",
             ledger={"fund": "123456", "orgn": "7890", "program": "", "activity": "", "location": ""},
             account="54100",
             amount=Decimal("1062.50"),
             description='AWS 2025-01 "Research" charges',
             reference="REF,1",
-            pi_emails=["pi@example.edu"],
-            project_ids=[nasty_project],
-            statements=["2025-01-0001"],
             line_count=2,
         ),
-        Entry(
-            side=DEBIT,
-            period=period,
-            source_slug="aws",
-            source_name="AWS, cloud",
+        # A fund/org and an account code that are formulas, and a negative amount.
+        _debit(
+            "other@example.edu",
+            FORMULA_PROJECT,
+            "2025-01-0002",
             fund_org="=cmd|'/C calc'!A0",
             ledger={"fund": "=cmd|'/C calc'!A0"},
             account="@SUM(A1)",
             amount=Decimal("-12.25"),
             description="-refund",
-            pi_emails=["other@example.edu"],
-            project_ids=[formula_project],
-            statements=["2025-01-0002"],
-            line_count=1,
         ),
-        Entry(
+        _entry(
             side=CREDIT,
-            period=period,
-            source_slug="aws",
-            source_name="AWS, cloud",
             fund_org="IT-CLOUD",
             ledger={"fund": "IT-CLOUD"},
             account="54100",
@@ -61,22 +110,14 @@ def sample_journal() -> Journal:
         ),
     ]
     lines = [
-        Line(
-            period=period,
-            statement="2025-01-0001",
+        _line(
+            **FIRST,
             version=1,
-            pi_email="pi@example.edu",
             pi_name='Doe, "Jane"',
-            project_id=nasty_project,
             project_name="Genomics\nsequencing",
-            fund_org="123456-7890",
             cost_center="CC,1",
             reference_1="=1+2",
             reference_2="+ref",
-            source_slug="aws",
-            source_name="AWS, cloud",
-            service_name="Amazon EC2",
-            kind="",
             charge_count=2,
             list_amount=Decimal("1250.00"),
             discount_amount=Decimal("187.50"),
@@ -84,21 +125,9 @@ def sample_journal() -> Journal:
             account="54100",
             ledger={"fund": "123456", "orgn": "7890"},
         ),
-        Line(
-            period=period,
-            statement="2025-01-0002",
+        _line(
+            **SECOND,
             version=2,
-            pi_email="other@example.edu",
-            pi_name="",
-            project_id=formula_project,
-            project_name="",
-            fund_org="@fund",
-            cost_center="",
-            reference_1="",
-            reference_2="",
-            source_slug="aws",
-            source_name="AWS, cloud",
-            service_name="Amazon S3",
             kind="Credit",
             charge_count=1,
             list_amount=Decimal("-12.25"),
@@ -107,15 +136,8 @@ def sample_journal() -> Journal:
         ),
     ]
     charges = [
-        ChargeRow(
-            period=period,
-            statement="2025-01-0001",
-            pi_email="pi@example.edu",
-            project_id=nasty_project,
-            fund_org="123456-7890",
-            source_slug="aws",
-            source_name="AWS, cloud",
-            service_name="Amazon EC2",
+        _charge(
+            **FIRST,
             service_category="Compute",
             charge_category="Usage",
             resource_id="i-0abc,def",
@@ -129,35 +151,21 @@ def sample_journal() -> Journal:
             billed_cost=Decimal("1062.5000000000"),
             line_count=720,
         ),
-        ChargeRow(
-            period=period,
-            statement="2025-01-0002",
-            pi_email="other@example.edu",
-            project_id=formula_project,
-            fund_org="@fund",
-            source_slug="aws",
-            source_name="AWS, cloud",
-            service_name="Amazon S3",
+        _charge(
+            **SECOND,
             service_category="Storage",
             charge_category="Credit",
-            resource_id="",
-            resource_name="",
-            sub_account_id="",
-            region="",
-            sku_id="",
-            quantity=None,
-            unit="",
             list_cost=Decimal("-12.25"),
             billed_cost=Decimal("-12.25"),
             line_count=1,
         ),
     ]
     statements = [
-        StatementRef("2025-01-0001", 1, "pi@example.edu", nasty_project, "123456-7890", Decimal("1062.50")),
-        StatementRef("2025-01-0002", 2, "other@example.edu", formula_project, "@fund", Decimal("-12.25")),
+        _ref(FIRST, 1, Decimal("1062.50")),
+        _ref(SECOND, 2, Decimal("-12.25")),
     ]
     return Journal(
-        period=period,
+        period=PERIOD,
         currency="USD",
         status="closed",
         statements=statements,

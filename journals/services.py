@@ -1,8 +1,9 @@
 """Every write of the journals app: settings, custom formats, and exports (each one transaction).
 
 An export is refused, with every reason at once, rather than written wrong: statements missing
-or stale, a period still open, a fund/org the split regex cannot split, an account code that
-fails validation, debits that do not equal credits (e.g. a source without a credit fund/org).
+or stale, a fund/org the split regex cannot split, an account code that fails validation or is
+missing where the layout writes one, debits that do not equal credits (e.g. a source without a
+credit fund/org).
 """
 
 from __future__ import annotations
@@ -146,7 +147,7 @@ def journal_export(
         with transaction.atomic():
             # The period row is the lock generate takes: no statements change under an export.
             period_obj = BillingPeriod.objects.select_for_update().get(pk=period_obj.pk)
-            journal = selectors.journal_build(period_obj)
+            journal = selectors.journal_build_for(period_obj, spec)
             journal.refuse_if_problems()
             exported_at = export_time()
             with tempfile.TemporaryFile() as tmp:

@@ -33,16 +33,23 @@ REFERENCE_BY_SOURCE = {
 REFERENCE_TOTAL = Decimal("20227.00")
 
 
-def set_credit_funds(funds: dict[str, str] | None = None) -> None:
+# The GL account the journal credits each source to (and debits for its usage when the project
+# names none): a layout with an account column refuses an entry without one.
+CREDIT_ACCOUNT = "54000"
+
+
+def set_credit_funds(funds: dict[str, str] | None = None, account: str = CREDIT_ACCOUNT) -> None:
+    """The credit fund/org and GL account of each source (the original's known_sources)."""
     from billing import services
 
     for slug, fund_org in (funds or CREDIT_FUNDS).items():
-        services.source_update(slug=slug, fund_org=fund_org)
+        services.source_update(slug=slug, fund_org=fund_org, account=account)
 
 
 @pytest.fixture
 def journal_month(reference_month):
-    """The reference month with a credit fund/org on each source and its statements issued."""
+    """The reference month with a credit fund/org and account on each source and its statements
+    issued."""
     from statements import services
 
     set_credit_funds()

@@ -10,7 +10,7 @@ from django.contrib.auth.models import Permission
 from journals.models import JournalExport, JournalFormat, JournalSettings
 from tests.factories import UserFactory
 
-from .conftest import REFERENCE_TOTAL, amount, parse, records
+from .conftest import REFERENCE_TOTAL, amount, parse, records, set_credit_funds
 
 pytestmark = pytest.mark.django_db
 
@@ -167,6 +167,21 @@ def test_export_page_shows_why_a_journal_is_refused(reference_month, admin_clien
     assert not JournalExport.objects.exists()
     unknown = admin_client.get(f"{EXPORT_PAGE}?period=2025-01&format=nope").content.decode()
     assert "unknown journal format" in unknown
+
+
+def test_export_page_refuses_an_empty_account_where_the_layout_writes_one(journal_month, admin_client):
+    set_credit_funds(account="")
+    page = admin_client.get(f"{EXPORT_PAGE}?period=2025-01&format=gl").content.decode()
+    assert "Refused: this journal cannot be exported yet" in page
+    assert (
+        "no account code for debit of" in page and "set the default account in the journal settings" in page
+    )
+    assert 'value="Export and download" disabled>' in page
+    response = admin_client.post(f"{EXPORT_PAGE}run/", {"period": "2025-01", "format": "gl"}, follow=True)
+    assert "The journal of 2025-01 cannot be exported" in response.content.decode()
+    assert not JournalExport.objects.exists()
+    summary = admin_client.get(f"{EXPORT_PAGE}?period=2025-01&format=summary").content.decode()
+    assert "Refused" not in summary and 'value="Export and download">' in summary
 
 
 def test_viewers_preview_but_cannot_export(journal_month, client):

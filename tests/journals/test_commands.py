@@ -17,7 +17,7 @@ from django.core.management import call_command
 from chargeback.commands import CommandRefused, UsageError
 from journals.models import JournalExport
 
-from .conftest import CREDIT_FUNDS, REFERENCE_TOTAL, records
+from .conftest import CREDIT_FUNDS, REFERENCE_TOTAL, records, set_credit_funds
 
 SCRIPT = Path(sys.executable).with_name("openchargeback")
 COMMAND = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "chargeback.cli"]
@@ -80,6 +80,23 @@ def test_usage_and_refusals(journal_month):
     assert caught.value.returncode == 1
     assert "unknown journal format 'nope': use one of gl, summary, detail" in err.getvalue()
     assert not JournalExport.objects.exists()
+
+
+@pytest.mark.django_db
+def test_an_empty_account_code_is_a_clear_error(journal_month):
+    set_credit_funds(account="")
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.raises(CommandRefused) as caught:
+        call_command("export-journal", "-p", "2025-01", "-f", "gl", stdout=out, stderr=err)
+    assert caught.value.returncode == 1
+    text = err.getvalue()
+    assert "the journal of 2025-01 cannot be exported" in text
+    assert "no account code for debit of" in text and "the gl layout writes one" in text
+    assert "set the default account in the journal settings" in text
+    assert not JournalExport.objects.exists()
+    # The summary layout has no account column: written as the original wrote it.
+    out, _err = run("-p", "2025-01", "-f", "summary")
+    assert out.startswith("Exported the summary journal of 2025-01")
 
 
 def test_console_script_end_to_end(tmp_path, reference_dir):

@@ -10,7 +10,14 @@ import pytest
 
 from chargeback.errors import Refused
 from journals import selectors, services
-from journals.formats import GL_HEADER_TEMPLATE, GL_ROW_TEMPLATE, csv_cell, neutralize
+from journals.formats import (
+    BUILTIN_FORMATS,
+    GL_HEADER_TEMPLATE,
+    GL_ROW_TEMPLATE,
+    FormatSpec,
+    csv_cell,
+    neutralize,
+)
 from journals.models import JournalExport
 from statements import services as statement_services
 from tests.factories import ChargeFactory, PeriodFactory, PIFactory, ProjectFactory, SourceFactory
@@ -195,6 +202,31 @@ def test_several_pis_in_one_debit(db):
 
 
 # --- custom formats -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rows", "row_template", "writes"),
+    [
+        ("entries", GL_ROW_TEMPLATE, True),
+        ("entries", "{{ row.account|default:'x' }}", True),
+        ("entries", "{% if entry.account %}{{ entry.account }}{% endif %}", True),
+        ("entries", "{{ entry.fund }},{{ entry.amount }}", False),
+        ("entries", "{{ entry.accounting }}", False),
+        ("lines", "{{ line.account }}", True),
+        ("lines", "{{ entry.account }}", False),  # not a line's variable
+        ("charges", "{{ row.account }}", False),  # charges have no account
+    ],
+)
+def test_which_formats_write_an_account(rows, row_template, writes):
+    assert FormatSpec("mine", "mine", rows, row_template=row_template).writes_account is writes
+
+
+def test_which_builtin_formats_write_an_account():
+    assert {name: spec.writes_account for name, spec in BUILTIN_FORMATS.items()} == {
+        "gl": True,
+        "summary": False,
+        "detail": False,
+    }
 
 
 def test_custom_format_as_gl_template_gives_the_builtin_bytes(nasty_period):

@@ -1,12 +1,15 @@
 """Property: for any period — any mix of sources, funds, PIs, projects, credits, adjustments and
 subsidies — Σ debits = Σ credits = Σ statement totals, in the journal and in the files, and every
-amount obeys the cent rule."""
+amount obeys the cent rule. The stages of `journals.build` are driven directly too, from random
+statement lines (no database): every line lands in exactly one debit, zero filtering never
+unbalances, and the journal is refused exactly when it is wrong."""
 
 from __future__ import annotations
 
 import datetime as dt
 import io
 from collections import defaultdict
+from dataclasses import replace
 from decimal import Decimal
 
 import pytest
@@ -17,7 +20,17 @@ from hypothesis import strategies as st
 from billing.models import Charge
 from billing.selectors import period_get
 from chargeback.money import ZERO, round_currency
-from journals.entries import Journal
+from journals.build import (
+    AccountColumn,
+    JournalInputs,
+    LineInput,
+    SettingsInput,
+    SourceInput,
+    StatementInput,
+    journal_from_inputs,
+)
+from journals.build.stages import credit_entries, debit_entries, drop_zero_entries, resolve_lines
+from journals.entries import FundOrgSplitter, Journal
 from journals.formats import BUILTIN_FORMATS, FormatSpec, write_journal
 from journals.selectors import journal_build
 from journals.services import journal_settings_update
@@ -175,3 +188,170 @@ def check_period(period: str, rows: list[dict], *, include_zero: bool, split: bo
     assert sum(Decimal(r["BilledCost"]) for r in detail) == sum(
         (c.billed_cost for c in Charge.objects.filter(period=period_obj)), ZERO
     )
+
+
+# --- the pure stages, from random statement lines -----------------------------------------------
+
+SPLIT = r"(?P<fund>\d{6})-(?P<orgn>\d{4})"
+cents = st.integers(min_value=-(10**6), max_value=10**6).map(lambda n: Decimal(n).scaleb(-2))
+pure_lines = st.lists(
+    st.tuples(
+        st.integers(0, PROJECTS - 1),  # statement (one per project)
+        st.integers(0, len(SOURCES) - 1),
+        st.sampled_from(["Compute", "Storage"]),
+        st.sampled_from(["", "", "Credit", "Adjustment"]),
+        st.one_of(st.just(ZERO), cents),
+    ),
+    max_size=25,
+)
+
+
+def pure_inputs(
+    rows: list[tuple[int, int, str, str, Decimal]],
+    *,
+    include_zero: bool,
+    default_account: str,
+    gl_accounts: list[str],
+    credited: list[bool],
+) -> JournalInputs:
+    sources = {
+        n + 1: SourceInput(id=n + 1, slug=slug, fund_org=fund if credited[n] else "", account=account)
+        for n, (slug, fund, account) in enumerate(SOURCES)
+    }
+    lines = tuple(
+        LineInput(
+            statement_id=statement + 1,
+            source_id=source + 1,
+            source_name=SOURCES[source][0],
+            service_name=service,
+            kind=kind,
+            amount=amount,
+        )
+        for statement, source, service, kind, amount in rows
+    )
+    statements = tuple(
+        StatementInput(
+            id=n + 1,
+            number=f"2025-01-{n + 1:04d}",
+            version=1,
+            pi_id=n % 2 + 1,
+            pi_email=f"pi{n % 2}@example.edu",
+            pi_name="",
+            project_id=f"project-{n}",
+            project_name="",
+            fund_org=FUNDS[n],
+            billed_total=sum((ln.amount for ln in lines if ln.statement_id == n + 1), ZERO),
+            currency="USD",
+            project_gl_account=gl_accounts[n],
+        )
+        for n in range(PROJECTS)
+        if any(ln.statement_id == n + 1 for ln in lines)
+    )
+    return JournalInputs(
+        period="2025-01",
+        status="closed",
+        currency="USD",
+        settings=SettingsInput(
+            fund_org_regex=SPLIT, default_account=default_account, include_zero_entries=include_zero
+        ),
+        statements=statements,
+        lines=lines,
+        sources=sources,
+    )
+
+
+pure_settings = {
+    "rows": pure_lines,
+    "include_zero": st.booleans(),
+    "default_account": st.sampled_from(["", "59999"]),
+    "gl_accounts": st.lists(st.sampled_from(["", "", "51000"]), min_size=PROJECTS, max_size=PROJECTS),
+    "credited": st.lists(st.booleans(), min_size=len(SOURCES), max_size=len(SOURCES)),
+}
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(**pure_settings)
+def test_every_line_lands_in_exactly_one_debit(rows, include_zero, default_account, gl_accounts, credited):
+    inputs = pure_inputs(
+        rows,
+        include_zero=include_zero,
+        default_account=default_account,
+        gl_accounts=gl_accounts,
+        credited=credited,
+    )
+    resolved = resolve_lines(
+        inputs.statements, inputs.lines, inputs.sources, FundOrgSplitter(SPLIT), default_account
+    )
+    debits = debit_entries(resolved, "2025-01")
+    keys = [(e.fund_org, e.source_slug, e.account) for e in debits]
+    assert len(keys) == len(set(keys))  # one debit per key
+    landed: dict[tuple[str, str, str], list[Decimal]] = defaultdict(list)
+    for r in resolved:
+        landed[(r.fund_org, r.source.slug, r.account)].append(r.line.amount)
+    assert set(landed) == set(keys)
+    for entry in debits:
+        amounts = landed[(entry.fund_org, entry.source_slug, entry.account)]
+        assert entry.amount == sum(amounts, ZERO) and entry.line_count == len(amounts)
+    assert sum(e.line_count for e in debits) == len(rows)
+
+    # Leaving out entries of 0.00 changes no total, and leaves out nothing else.
+    kept = drop_zero_entries(debits, include_zero)
+    assert sum((e.amount for e in kept), ZERO) == sum((e.amount for e in debits), ZERO)
+    assert [e for e in debits if e not in kept] == (
+        [] if include_zero else [e for e in debits if e.amount == 0]
+    )
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(**pure_settings)
+def test_credits_balance_the_debits_unless_a_source_has_no_credit_fund_org(
+    rows, include_zero, default_account, gl_accounts, credited
+):
+    inputs = pure_inputs(
+        rows,
+        include_zero=include_zero,
+        default_account=default_account,
+        gl_accounts=gl_accounts,
+        credited=credited,
+    )
+    line_total = sum((ln.amount for ln in inputs.lines), ZERO)
+    journal = journal_from_inputs(inputs)
+    assert journal.debit_total == line_total == journal.statement_total
+    assert all(include_zero or e.amount != 0 for e in journal.entries)
+    splitter = FundOrgSplitter(SPLIT)
+    resolved = resolve_lines(inputs.statements, inputs.lines, inputs.sources, splitter, default_account)
+    debits = drop_zero_entries(debit_entries(resolved, "2025-01"), include_zero)
+    credits = credit_entries(
+        debits, inputs.sources.values(), splitter, default_account, "2025-01", include_zero
+    )
+    uncredited = sum((total for _slug, total in credits.uncredited), ZERO)
+    assert journal.credit_total + uncredited == journal.debit_total
+    unbalanced = [p for p in journal.problems if p.code == "unbalanced"]
+    assert bool(unbalanced) == (uncredited != 0)
+    # The same lines with every entry of 0.00 written balance the same way.
+    flipped = replace(inputs, settings=replace(inputs.settings, include_zero_entries=not include_zero))
+    other = journal_from_inputs(flipped)
+    assert (other.debit_total, other.credit_total) == (journal.debit_total, journal.credit_total)
+    if all(credited) and inputs.statements:
+        assert journal.problems == [] and journal.debit_total == journal.credit_total
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(**pure_settings)
+def test_an_account_column_refuses_exactly_the_entries_without_one(
+    rows, include_zero, default_account, gl_accounts, credited
+):
+    inputs = pure_inputs(
+        rows,
+        include_zero=include_zero,
+        default_account=default_account,
+        gl_accounts=gl_accounts,
+        credited=credited,
+    )
+    plain = journal_from_inputs(inputs)
+    for rows_kind, items in (("entries", plain.entries), ("lines", plain.lines)):
+        journal = journal_from_inputs(inputs, account_column=AccountColumn("gl", rows_kind))
+        added = [p for p in journal.problems if p not in plain.problems]
+        assert [p.code for p in added] == (["account"] if any(not i.account for i in items) else [])
+    if default_account:
+        assert all(e.account for e in plain.entries) and all(ln.account for ln in plain.lines)

@@ -20,7 +20,7 @@ from journals.models import JournalExport
 from statements import services as statement_services
 from tests.factories import ChargeFactory, PeriodFactory, PIFactory, ProjectFactory, SourceFactory
 
-from .conftest import CREDIT_FUNDS, REFERENCE_TOTAL, set_credit_funds
+from .conftest import CREDIT_ACCOUNT, CREDIT_FUNDS, REFERENCE_TOTAL, records, set_credit_funds
 
 pytestmark = pytest.mark.django_db
 
@@ -70,6 +70,7 @@ def test_charges_without_pi(journal_month):
 
 def test_source_without_credit_fund_org_is_unbalanced(reference_month):
     set_credit_funds({slug: fund for slug, fund in CREDIT_FUNDS.items() if slug != "aws"})
+    billing_services.source_update(slug="aws", account=CREDIT_ACCOUNT)  # an account, no fund/org
     statement_services.statements_generate(period="2025-01")
     exc = refusal()
     assert codes(exc) == ["unbalanced"]
@@ -116,10 +117,50 @@ def test_account_code_that_fails_validation(journal_month):
 
 
 def test_missing_account_code_when_one_is_required(journal_month):
+    set_credit_funds(account="")  # as the reference month: no account code anywhere
     services.journal_settings_update(account_regex=r"\d{5}")
     exc = refusal()
     assert codes(exc) == ["account"]
     assert "no account code for" in str(exc) and "requires one" in str(exc)
+
+
+def test_an_empty_account_is_refused_where_the_layout_writes_one(journal_month):
+    set_credit_funds(account="")  # as the reference month: no account code anywhere
+    assert selectors.journal_build(journal_month).problems == []  # no layout chosen yet
+    exc = refusal(format="gl")
+    assert codes(exc) == ["account"]
+    message = exc.errors[0].message
+    assert message.startswith("no account code for debit of ")
+    assert (
+        "and the gl layout writes one: set the default account in the journal settings, the source's"
+        in message
+    )
+    assert "or the project's GL account" in message
+    # The preview refuses it the same way, before anyone tries.
+    assert [p.code for p in selectors.journal_preview(journal_month, "gl").journal.problems] == ["account"]
+    assert selectors.journal_preview(journal_month, "summary").journal.problems == []
+    # A custom format that writes the account, of entries or of lines, is refused too.
+    services.journal_format_save(name="entries-account", row_template="{{ entry.fund }},{{ entry.account }}")
+    services.journal_format_save(
+        name="lines-account",
+        rows="lines",
+        row_template="{{ line.fund_org }},{{ row.account }},{{ line.amount }}",
+    )
+    assert codes(refusal(format="entries-account")) == ["account"]
+    lines = refusal(format="lines-account").errors[0].message
+    assert lines.startswith("no account code for the lines of ") and "the lines-account layout" in lines
+
+    # Layouts without an account column are written as the original wrote them.
+    services.journal_format_save(name="no-account", row_template="{{ entry.fund }},{{ entry.amount }}")
+    for name in ("summary", "detail", "no-account"):
+        assert services.journal_export(period="2025-01", format=name).debit_total == REFERENCE_TOTAL
+    # Once the default account is set, every row of gl carries it.
+    services.journal_settings_update(default_account="54999")
+    export = services.journal_export(period="2025-01", format="gl")
+    with export.file.open("rb") as fh:
+        rows = records(fh.read())
+    assert rows and {r["Account"] for r in rows} == {"54999"}
+    assert export.debit_total == export.credit_total == REFERENCE_TOTAL
 
 
 def test_every_reason_at_once_and_as_json(reference_month):

@@ -25,8 +25,8 @@ class Command(ReportingCommand):
         "Export the general-ledger journal of a period, built from its current statements: one debit per "
         "PI fund/org and source, one credit per source. Refused, with every reason, when it would be "
         "wrong (statements missing or stale, debits ≠ credits, a fund/org the split regex cannot split, "
-        "an invalid account code). The file is kept (see the admin's journal exports) and written to the "
-        "journal folder, or to -o PATH."
+        "an invalid account code, or none where the layout writes one, as gl does). The file is kept "
+        "(see the admin's journal exports) and written to the journal folder, or to -o PATH."
     )
     format_also_names = "journal layout"
 

@@ -12,7 +12,10 @@ How a journal is built (the design's cent rule):
 Account code of a debit: the project's GL account (admin field), else the account tag on the
 project's charges, else the `account` group of the PI's fund/org, else the source's account, else
 the default. Of a credit: the source's account, else the `account` group of its fund/org, else
-the default.
+the default. A layout that writes an account column (gl, a custom format using the account) is
+refused while an entry or line it writes has no account code (`journal_build_for`).
+
+The rules are pure functions of plain data in `journals.build`; `selectors.inputs` reads that data.
 """
 
 from __future__ import annotations
@@ -26,14 +29,15 @@ from django.db.models import Count, QuerySet
 from billing.models import BillingPeriod
 from chargeback.errors import Refused
 
-from .building import journal_assemble
-from .entries import (
+from ..build import AccountColumn, journal_from_inputs
+from ..entries import (
     FundOrgSplitter,
     Journal,
     regex_errors,
 )
-from .formats import BUILTIN_FORMATS, FormatSpec, LayoutError, Preview, preview_journal, spec_of
-from .models import JournalExport, JournalFormat, JournalSettings
+from ..formats import BUILTIN_FORMATS, FormatSpec, LayoutError, Preview, preview_journal, spec_of
+from ..models import JournalExport, JournalFormat, JournalSettings
+from .inputs import journal_inputs
 
 
 def journal_settings_get() -> JournalSettings:
@@ -73,7 +77,15 @@ def journal_format_get(name: str) -> FormatSpec:
 def journal_build(period: BillingPeriod) -> Journal:
     """The journal of a period from its current statements, and every reason it cannot be exported
     (`journal.problems`; empty when it can). Never raises for a business problem."""
-    return journal_assemble(period, journal_settings_get())
+    return journal_from_inputs(journal_inputs(period, journal_settings_get()))
+
+
+def journal_build_for(period: BillingPeriod, spec: FormatSpec) -> Journal:
+    """`journal_build`, refused also for what the chosen layout needs: a layout that writes an
+    account code (gl, a custom format using it) needs one on every entry or line it writes, as
+    a ledger cannot post a line without an account."""
+    column = AccountColumn(spec.name, spec.rows) if spec.writes_account else None
+    return journal_from_inputs(journal_inputs(period, journal_settings_get()), account_column=column)
 
 
 # --- preview and exports ----------------------------------------------------------------------
@@ -94,7 +106,7 @@ def journal_preview(period: BillingPeriod, format_name: str, *, limit: int = 20)
     from django.utils import timezone
 
     spec = journal_format_get(format_name)
-    journal = journal_build(period)
+    journal = journal_build_for(period, spec)
     result = JournalPreview(journal=journal, spec=spec)
     try:
         shown: Preview = preview_journal(journal, spec, exported_at=timezone.now(), limit=limit)
