@@ -18,7 +18,7 @@ from django.utils import timezone
 from billing.models import BillingPeriod
 from chargeback.money import ZERO, format_money
 
-from .drafts import PeriodDrafts, StatementDraft, statement_drafts
+from .drafts import PeriodDrafts, StatementDraft, drafts_compare, statement_drafts
 from .models import Delivery, Statement, StatementLine
 
 # --- comparing drafts with what was issued --------------------------------------------------
@@ -48,19 +48,17 @@ def current_statements(period: BillingPeriod, *, pi_email: str | None = None) ->
 
 
 def statement_changes(period: BillingPeriod, *, pi_email: str | None = None) -> StatementChanges:
+    """The period's drafts against its statements in force (drafts.drafts_compare)."""
     drafts = statement_drafts(period, pi_email=pi_email)
-    changes = StatementChanges(drafts=drafts)
     current = {(s.pi_id, s.project_code): s for s in current_statements(period, pi_email=pi_email)}
-    for key, draft in drafts.drafts.items():
-        existing = current.pop(key, None)
-        if existing is None:
-            changes.new.append(draft)
-        elif existing.content_hash == draft.content_hash and existing.currency == draft.currency:
-            changes.unchanged.append((draft, existing))
-        else:
-            changes.changed.append((draft, existing))
-    changes.withdrawn = sorted(current.values(), key=lambda s: s.sequence)
-    return changes
+    comparison = drafts_compare(drafts.drafts, current)
+    return StatementChanges(
+        drafts=drafts,
+        new=comparison.new,
+        changed=comparison.changed,
+        unchanged=comparison.unchanged,
+        withdrawn=comparison.withdrawn,
+    )
 
 
 def period_statement_problems(period: BillingPeriod) -> list[str]:
