@@ -31,7 +31,7 @@ MODEL_ORDER = {
         "Rerate",
         "BillingSettings",
     ),
-    "statements": ("Statement", "Delivery"),
+    "statements": ("Statement", "Delivery", "StatementRun"),
     "journals": ("JournalExport", "JournalFormat", "JournalSettings"),
 }
 
