@@ -98,6 +98,8 @@ ROLE_PERMISSIONS: dict[str, tuple[str, ...]] = {
         "journals.change_journalformat",
         "journals.delete_journalformat",
         "journals.add_journalexport",
+        # The statement runs started from the admin (preview, issue, send): theirs to follow.
+        "statements.view_statementrun",
         # Portal accounts: see users, invite them, see invitations and delegations.
         "auth.view_user",
         "accounts.view_invitation",

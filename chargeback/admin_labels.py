@@ -33,7 +33,7 @@ MODEL_ORDER = {
         "Rerate",
         "BillingSettings",
     ),
-    "statements": ("Statement", "Delivery"),
+    "statements": ("Statement", "Delivery", "StatementRun"),
     "journals": ("JournalExport", "JournalFormat", "JournalSettings"),
 }
 

@@ -299,6 +299,12 @@ OPENCHARGEBACK_SENDING_STALE_SECONDS = env.int("OPENCHARGEBACK_SENDING_STALE_SEC
 # A CLI waiting for workers that sees no progress for this long queues the unfinished tasks again
 # (idempotent; recovers messages a dying worker took from Redis without recording them).
 OPENCHARGEBACK_REDISPATCH_SECONDS = env.int("OPENCHARGEBACK_REDISPATCH_SECONDS", default=120)
+# A statements run from the admin (StatementRun) still queued or running without progress for
+# this long is shown as stale: its worker most likely stopped. Longer than generating the largest
+# period takes (the one step that reports no progress on the way).
+OPENCHARGEBACK_STATEMENT_RUN_STALE_SECONDS = env.int(
+    "OPENCHARGEBACK_STATEMENT_RUN_STALE_SECONDS", default=900
+)
 
 # Logs: LOG_FORMAT json | kv (key=value) | plain, one line per record, on stderr.
 _log_level = env.str("LOG_LEVEL", default=_yaml.get("LOG_LEVEL", "WARNING"))

@@ -535,7 +535,9 @@ class DeliveryAdmin(admin.ModelAdmin):
             _dispatch(request, [], ids)
 
 
-# Charge queries: their admin (the reviewers' queue) and the dashboard's count of open ones.
+# The read-only admin of statement runs; the admin of charge queries (the reviewers' queue) and
+# the dashboard's count of open ones.
+from . import runs_admin  # noqa: E402, F401
 from .queries import admin as queries_admin  # noqa: E402
 
 if queries_admin.dashboard_queries not in admin.site.dashboard_extras:  # type: ignore[attr-defined]

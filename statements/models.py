@@ -229,6 +229,88 @@ class Delivery(models.Model):
         return f"{self.recipient} ({self.period_id}, {self.state})"
 
 
+class StatementRun(models.Model):
+    """A statements run started from the admin — a preview, issuing, sending the unsent, or
+    resending failed emails — and how far it has come: queued → running → done | failed.
+
+    The task preparing the run (generate, queue deliveries) records the PDFs and emails it
+    hands to the workers; their progress is counted from the statements and deliveries
+    themselves, so any number of workers report into the same figures. A queued or running run
+    without progress for OPENCHARGEBACK_STATEMENT_RUN_STALE_SECONDS is shown as stale: its
+    worker most likely stopped.
+    """
+
+    class Kind(models.TextChoices):
+        PREVIEW = "preview", "Preview"
+        ISSUE = "issue", "Issue"
+        SEND = "send", "Send"
+        RESEND = "resend", "Resend"
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    period = models.ForeignKey(
+        "billing.BillingPeriod", on_delete=models.PROTECT, related_name="statement_runs"
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    requested_by_name = models.CharField("requested by", max_length=150, blank=True, default="")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
+
+    # The work handed to the workers, and how much of it is finished.
+    statement_ids = models.JSONField("statements to render", default=list, blank=True)
+    delivery_ids = models.JSONField("deliveries to send", default=list, blank=True)
+    pdfs_total = models.PositiveIntegerField("PDFs", default=0)
+    pdfs_rendered = models.PositiveIntegerField("PDFs rendered", default=0)
+    pdfs_failed = models.PositiveIntegerField("PDFs failed", default=0)
+    emails_total = models.PositiveIntegerField("emails", default=0)
+    emails_sent = models.PositiveIntegerField("emails sent", default=0)
+    emails_failed = models.PositiveIntegerField("emails failed", default=0)
+
+    summary = models.CharField(max_length=500, blank=True, default="")
+    result = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="What the run did: issued statements, emails sent and failed, PDFs not rendered.",
+    )
+    error = models.TextField(blank=True, default="")
+
+    created_at = models.DateTimeField("requested at", auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    dispatched_at = models.DateTimeField(
+        "handed to the workers at", null=True, blank=True, help_text="When its PDFs and emails were queued."
+    )
+    progressed_at = models.DateTimeField(
+        "last progress at", null=True, blank=True, help_text="The last change of state or of its counts."
+    )
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "statement run"
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["period", "-created_at"], name="statement_run_period")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(kind__in=["preview", "issue", "send", "resend"]), name="statement_run_kind"
+            ),
+            models.CheckConstraint(
+                condition=Q(state__in=["queued", "running", "done", "failed"]), name="statement_run_state"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.period.period} (#{self.pk})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state in (self.State.DONE, self.State.FAILED)
+
+
 # Charge queries (disputes) live in their own package (statements/queries); their models belong
 # to this app, so they are imported here for Django to find them.
 from .queries.models import ChargeQuery  # noqa: E402
@@ -238,6 +320,7 @@ __all__ = [
     "Delivery",
     "Statement",
     "StatementLine",
+    "StatementRun",
     "statement_pdf_name",
     "statement_pdf_path",
 ]

@@ -1,6 +1,7 @@
 """Reads of the statements app: what the statements of a period should say (drafts computed
 from the charges under the cent rule), how they compare with what was issued, progress of
-rendering and delivery, and why a period's statements do not allow finalizing."""
+rendering and delivery, the admin's statement runs, and why a period's statements do not allow
+finalizing."""
 
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ from django.utils import timezone
 from billing.models import BillingPeriod
 from chargeback.money import ZERO, format_money
 
-from .drafts import PeriodDrafts, StatementDraft, statement_drafts
-from .models import Delivery, Statement, StatementLine
+from .drafts import PeriodDrafts, StatementDraft, drafts_compare, statement_drafts
+from .models import Delivery, Statement, StatementLine, StatementRun
 
 # --- comparing drafts with what was issued --------------------------------------------------
 
@@ -48,19 +49,17 @@ def current_statements(period: BillingPeriod, *, pi_email: str | None = None) ->
 
 
 def statement_changes(period: BillingPeriod, *, pi_email: str | None = None) -> StatementChanges:
+    """The period's drafts against its statements in force (drafts.drafts_compare)."""
     drafts = statement_drafts(period, pi_email=pi_email)
-    changes = StatementChanges(drafts=drafts)
     current = {(s.pi_id, s.project_code): s for s in current_statements(period, pi_email=pi_email)}
-    for key, draft in drafts.drafts.items():
-        existing = current.pop(key, None)
-        if existing is None:
-            changes.new.append(draft)
-        elif existing.content_hash == draft.content_hash and existing.currency == draft.currency:
-            changes.unchanged.append((draft, existing))
-        else:
-            changes.changed.append((draft, existing))
-    changes.withdrawn = sorted(current.values(), key=lambda s: s.sequence)
-    return changes
+    comparison = drafts_compare(drafts.drafts, current)
+    return StatementChanges(
+        drafts=drafts,
+        new=comparison.new,
+        changed=comparison.changed,
+        unchanged=comparison.unchanged,
+        withdrawn=comparison.withdrawn,
+    )
 
 
 def period_statement_problems(period: BillingPeriod) -> list[str]:
@@ -252,3 +251,101 @@ def period_statements_summary(period: BillingPeriod) -> dict[str, Any]:
         "rounding": total - exact,
         "url": url,
     }
+
+
+# --- the admin's statement runs -------------------------------------------------------------
+
+
+def statement_run_get(run_id: str | int) -> StatementRun | None:
+    """The run with this id (None for anything else, a malformed id included)."""
+    if not str(run_id).isdigit():
+        return None
+    return StatementRun.objects.select_related("period").filter(pk=int(run_id)).first()
+
+
+def statement_run_is_stale(run: StatementRun, *, now: dt.datetime | None = None) -> bool:
+    """Queued or running without progress for OPENCHARGEBACK_STATEMENT_RUN_STALE_SECONDS: the
+    worker carrying it out (or the one expected to pick it up) most likely stopped."""
+    if run.is_finished:
+        return False
+    last = run.progressed_at or run.created_at
+    limit = dt.timedelta(seconds=settings.OPENCHARGEBACK_STATEMENT_RUN_STALE_SECONDS)
+    return last < (now or timezone.now()) - limit
+
+
+def _run_state_text(run: StatementRun, stale: bool) -> str:
+    if run.state == StatementRun.State.FAILED:
+        return f"{'Refused' if run.result.get('refused') else 'Failed'}: {run.error}"
+    if run.state == StatementRun.State.DONE:
+        return "Done."
+    if stale:
+        since = timezone.localtime(run.progressed_at or run.created_at).strftime("%Y-%m-%d %H:%M")
+        return (
+            f"Stale: no progress since {since}. Its worker has probably stopped: check that a worker "
+            "runs, then start the run again (what is done already is not done twice)."
+        )
+    return "Queued…" if run.state == StatementRun.State.QUEUED else "Running…"
+
+
+def statement_run_status(run: StatementRun) -> dict[str, Any]:
+    """A run as its page and progress bar show it: state, units done of total, the result lists."""
+    stale = statement_run_is_stale(run)
+    pdfs_done = min(run.pdfs_rendered + run.pdfs_failed, run.pdfs_total)
+    emails_done = min(run.emails_sent + run.emails_failed, run.emails_total)
+    status: dict[str, Any] = {
+        "run": run.pk,
+        "kind": run.kind,
+        "kind_label": run.get_kind_display(),
+        "period": run.period.period,
+        "state": run.state,
+        "stale": stale,
+        "state_text": _run_state_text(run, stale),
+        "error": run.error,
+        "refused": bool(run.result.get("refused")),
+        "summary": run.summary,
+        "requested_by": run.requested_by_name,
+        "done": pdfs_done + emails_done,
+        "total": run.pdfs_total + run.emails_total,
+        "finished": run.is_finished,
+        "pdfs": {"rendered": run.pdfs_rendered, "total": run.pdfs_total, "failed": run.pdfs_failed},
+        "emails": {"sent": run.emails_sent, "total": run.emails_total, "failed": run.emails_failed},
+        "issued": run.result.get("issued", []),
+    }
+    if run.state == StatementRun.State.DONE:
+        for name in ("sent", "failed", "render_failed"):
+            status[name] = run.result.get(name, [])
+    return status
+
+
+# Runs listed on a period's page; older ones are in the admin's list of statement runs.
+PERIOD_RUNS_SHOWN = 10
+
+
+def period_statement_runs(period: BillingPeriod) -> list[dict[str, Any]]:
+    """The period's latest statement runs, newest first (the period page's statements panel)."""
+    runs = (
+        StatementRun.objects.filter(period=period)
+        .select_related("period")
+        .defer("statement_ids", "delivery_ids", "result")
+        .order_by("-created_at", "-id")[:PERIOD_RUNS_SHOWN]
+    )
+    found = []
+    for run in runs:
+        stale = statement_run_is_stale(run)
+        try:
+            url = reverse("admin:statements_statement_run_page", args=[run.pk])
+        except NoReverseMatch:
+            url = ""
+        found.append(
+            {
+                "pk": run.pk,
+                "kind": run.get_kind_display(),
+                "state": "stale" if stale else run.state,
+                "state_label": "Stale" if stale else run.get_state_display(),
+                "requested_by": run.requested_by_name,
+                "created_at": run.created_at,
+                "summary": run.error if run.state == StatementRun.State.FAILED else run.summary,
+                "url": url,
+            }
+        )
+    return found

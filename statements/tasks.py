@@ -24,7 +24,8 @@ from celery.canvas import Signature
 from django.conf import settings
 
 from . import services
-from .models import Delivery, Statement
+from .models import Delivery, Statement, StatementRun
+from .selectors import statement_run_is_stale
 
 logger = logging.getLogger(__name__)
 
@@ -59,15 +60,36 @@ def render_statement_pdfs(statement_ids: list[int]) -> list[int]:
 
 
 @shared_task(name="statements.run")
-def statements_run(run_id: str, actor_id: int | None = None) -> str:
+def statements_run(run_id: int) -> str:
     """Carry out an admin's issue / send run (services.runs): prepare it, dispatch its PDFs and
-    emails, and return without waiting for them (the page follows them in the database)."""
-    from django.contrib.auth import get_user_model
+    emails, and return without waiting for them (statements.run_follow follows them)."""
+    from .services.runs import statement_run_execute
 
-    from .services.runs import run_execute
+    run = statement_run_execute(run_id=int(run_id))
+    _follow_later(run)
+    return str(run.state)
 
-    actor = get_user_model().objects.filter(pk=actor_id).first() if actor_id else None
-    return str(run_execute(run_id=run_id, actor=actor)["state"])
+
+# How often a dispatched run's progress is recorded while its workers render and send.
+RUN_FOLLOW_SECONDS = 3
+
+
+@shared_task(name="statements.run_follow", ignore_result=True)
+def statements_run_follow(run_id: int) -> str:
+    """Record a dispatched run's progress and finish it once its PDFs and emails are done; again
+    every few seconds until then, or until it is stale (no progress: its workers stopped)."""
+    from .services.runs import statement_run_refresh
+
+    run = statement_run_refresh(run_id=run_id)
+    _follow_later(run)
+    return str(run.state) if run else "missing"
+
+
+def _follow_later(run: StatementRun | None) -> None:
+    # Eagerly (no broker) the PDFs and emails were done before the run returned: nothing to follow.
+    if run is None or run.is_finished or _eager() or statement_run_is_stale(run):
+        return
+    statements_run_follow.apply_async((run.pk,), countdown=RUN_FOLLOW_SECONDS)
 
 
 @shared_task(name="statements.send_delivery", acks_late=True, reject_on_worker_lost=True, ignore_result=False)

@@ -18,11 +18,16 @@ from billing.models import BillingPeriod
 from chargeback.errors import Refused
 from chargeback.money import format_money
 
-from . import tasks
+from . import selectors, tasks
 from .previews import preview_folder
 from .services import runs
 
-RUN_TITLES = {"issue": "Issue statements", "send": "Send unsent statements", "resend": "Resend failed emails"}
+RUN_TITLES = {
+    "preview": "Preview statements",
+    "issue": "Issue statements",
+    "send": "Send unsent statements",
+    "resend": "Resend failed emails",
+}
 
 
 def can_run_statements(user: Any) -> bool:
@@ -148,17 +153,24 @@ def statements_run_start(request: HttpRequest, model_admin: Any, kind: str) -> H
     if kind not in runs.RUN_KINDS:
         raise Http404("no such run")
     period = _period(request, request.POST.get("period"))
-    run_id = runs.run_start(kind=kind, period=period.period, actor=request.user)
-    tasks.statements_run.delay(run_id, request.user.pk)
-    return HttpResponseRedirect(reverse("admin:statements_statement_run_page", args=[run_id]))
+    run = runs.statement_run_start(kind=kind, period=period.period, actor=request.user)
+    tasks.statements_run.delay(run.pk)
+    return HttpResponseRedirect(reverse("admin:statements_statement_run_page", args=[run.pk]))
+
+
+def _run_status(request: HttpRequest, run_id: str) -> dict[str, Any]:
+    """The run's status after recording its latest progress (see runs.statement_run_refresh)."""
+    if not can_run_statements(request.user):
+        raise PermissionDenied
+    run = selectors.statement_run_get(run_id)
+    if run is None:
+        raise Http404("no such run")
+    run = runs.statement_run_refresh(run_id=run.pk) or run
+    return selectors.statement_run_status(run)
 
 
 def statements_run_page(request: HttpRequest, model_admin: Any, run_id: str) -> HttpResponse:
-    if not can_run_statements(request.user):
-        raise PermissionDenied
-    status = runs.run_status(run_id)
-    if status is None:
-        raise Http404("no such run (runs are kept for a day)")
+    status = _run_status(request, run_id)
     period = _period(request, status["period"])
     context = _context(
         request,
@@ -167,17 +179,12 @@ def statements_run_page(request: HttpRequest, model_admin: Any, run_id: str) -> 
         period=period,
         period_url=period_url(period),
         status=status,
-        status_url=reverse("admin:statements_statement_run_status", args=[run_id]),
+        status_url=reverse("admin:statements_statement_run_status", args=[status["run"]]),
         statements_url=reverse("admin:statements_statement_changelist") + f"?period__id__exact={period.pk}",
-        send_url=reverse("admin:statements_statement_run", args=["send"]),
+        runs_url=reverse("admin:statements_statementrun_changelist") + f"?period__id__exact={period.pk}",
     )
     return TemplateResponse(request, "admin/statements/statement/run.html", context)
 
 
 def statements_run_status(request: HttpRequest, model_admin: Any, run_id: str) -> JsonResponse:
-    if not can_run_statements(request.user):
-        raise PermissionDenied
-    status = runs.run_status(run_id)
-    if status is None:
-        raise Http404("no such run")
-    return JsonResponse(status)
+    return JsonResponse(_run_status(request, run_id))

@@ -2,35 +2,38 @@
 `generate` / `send` commands share. A run prepares its work here (generate, queue deliveries),
 hands it to `dispatch.run_and_wait`, and is audited with who started it.
 
-The admin runs it as a Celery task and keeps the run's figures in the cache under a run id
-(`run_state_*`): the page polls them, while rendering and sending progress is read from the
-database (`selectors.dispatch_progress`), so it is right however many workers take part. With
-workers, the cache must be shared between the web and worker processes (CACHE_URL, e.g. Redis).
+The admin's runs are recorded in the database (`StatementRun`): the view records the run as
+queued, a Celery task carries it out (`statement_run_execute`) and follows its PDFs and emails
+(`statement_run_refresh`) until they are done; the run page polls the record. Progress is counted
+from the statements and deliveries themselves (`selectors.dispatch_progress`), so any number of
+workers report into the same figures.
 """
 
 from __future__ import annotations
 
-import uuid
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.core.cache import cache
+from django.db import transaction
+from django.utils import timezone
 
 from billing import selectors as billing_selectors
+from chargeback.actors import actor_label
+from chargeback.errors import Refused
 from chargeback.logging import audit
 from chargeback.money import format_money
 
 from .. import selectors
+from ..models import StatementRun
 from .delivery import QueueOutcome, deliveries_queue
-from .dispatch import RunReport, run_and_wait, run_collect
+from .dispatch import run_and_wait, run_collect
 from .generate import GenerateOutcome, statements_generate
 
-RUN_KINDS = ("issue", "send", "resend")
-RUN_TTL_SECONDS = 24 * 3600
+logger = logging.getLogger("statements.services")
 
-
-def _actor_name(actor: Any) -> str:
-    return actor.get_username() if actor is not None and hasattr(actor, "get_username") else ""
+# The runs a task carries out (a preview runs at once, in the request).
+RUN_KINDS = (StatementRun.Kind.ISSUE, StatementRun.Kind.SEND, StatementRun.Kind.RESEND)
 
 
 @dataclass
@@ -58,42 +61,26 @@ def statements_send_prepare(
     return SendPlan(queue=queue, delivery_ids=delivery_ids, unrendered=unrendered)
 
 
-# --- admin runs (a Celery task, followed by the page through the cache) -----------------------
+# --- admin runs (recorded in the database, carried out by a Celery task) ----------------------
 
 
-def _key(run_id: str) -> str:
-    return f"statements:run:{run_id}"
-
-
-def run_state_get(run_id: str) -> dict[str, Any] | None:
-    return cache.get(_key(run_id))
-
-
-def _run_state_set(run_id: str, state: dict[str, Any]) -> None:
-    cache.set(_key(run_id), state, RUN_TTL_SECONDS)
-
-
-def run_start(*, kind: str, period: str, actor: Any) -> str:
-    """Record a run as queued and return its id (the task then carries it out)."""
+def statement_run_start(*, kind: str, period: str, actor: Any) -> StatementRun:
+    """Record a run as queued (a task then carries it out, `statement_run_execute`)."""
     if kind not in RUN_KINDS:
         raise ValueError(f"unknown run kind {kind!r}")
-    run_id = uuid.uuid4().hex
-    _run_state_set(
-        run_id,
-        {
-            "kind": kind,
-            "period": period,
-            "actor": _actor_name(actor),
-            "state": "queued",
-            "error": "",
-            "statement_ids": [],
-            "delivery_ids": [],
-            "issued": [],
-            "summary": "",
-        },
+    run = StatementRun.objects.create(
+        kind=kind,
+        period=billing_selectors.period_get(period),
+        requested_by=_user(actor),
+        requested_by_name=actor_label(actor),
+        progressed_at=timezone.now(),
     )
-    audit("statements_run_started", actor=_actor_name(actor), kind=kind, period=period, run=run_id)
-    return run_id
+    audit("statements_run_started", actor=run.requested_by_name, kind=kind, period=period, run=run.pk)
+    return run
+
+
+def _user(actor: Any) -> Any:
+    return actor if actor is not None and getattr(actor, "is_authenticated", False) else None
 
 
 def _issued_rows(outcome: GenerateOutcome) -> list[dict[str, Any]]:
@@ -111,115 +98,186 @@ def _issued_rows(outcome: GenerateOutcome) -> list[dict[str, Any]]:
     ]
 
 
-def run_execute(*, run_id: str, actor: Any = None) -> dict[str, Any]:
-    """Carry out a queued run: issue (generate) or send / resend failed, then dispatch the PDFs and
-    emails without waiting for them (a task waiting for other tasks could hold the only worker).
-    A refusal (finalized period, statements out of date) ends the run with its reason."""
-    from chargeback.errors import Refused
+def _generate_summary(outcome: GenerateOutcome) -> str:
+    return (
+        f"{len(outcome.statements)} current statement(s): {outcome.count('new')} new, "
+        f"{outcome.count('revised')} revised, {outcome.count('unchanged')} unchanged"
+        + (f", {len(outcome.withdrawn)} withdrawn" if outcome.withdrawn else "")
+        + f"; due {format_money(outcome.billed_total, outcome.currency)}"
+    )
 
-    state = run_state_get(run_id)
-    if state is None:
-        raise Refused(f"no statements run {run_id} (expired?)")
-    state["state"] = "running"
-    _run_state_set(run_id, state)
-    kind, period = state["kind"], state["period"]
-    try:
-        if kind == "issue":
-            outcome = statements_generate(period=period, actor=actor)
-            state["statement_ids"] = list(outcome.to_render)
-            state["issued"] = _issued_rows(outcome)
-            state["summary"] = (
-                f"{len(outcome.statements)} current statement(s): {outcome.count('new')} new, "
-                f"{outcome.count('revised')} revised, {outcome.count('unchanged')} unchanged"
-                + (f", {len(outcome.withdrawn)} withdrawn" if outcome.withdrawn else "")
-                + f"; due {format_money(outcome.billed_total, outcome.currency)}"
-            )
-        else:
-            plan = statements_send_prepare(period=period, resend_failed=kind == "resend", actor=actor)
-            state["statement_ids"] = plan.unrendered
-            state["delivery_ids"] = plan.delivery_ids
-            state["summary"] = (
-                f"{len(plan.delivery_ids)} email(s) to send"
-                + (f"; {len(plan.queue.already_sent)} PI(s) already sent" if plan.queue.already_sent else "")
-                + (
-                    f"; {len(plan.queue.failed_before)} failed earlier (use Resend failed)"
-                    if plan.queue.failed_before and kind == "send"
-                    else ""
-                )
-            )
-    except Refused as exc:
-        state["state"], state["error"] = "failed", str(exc)
-        _run_state_set(run_id, state)
-        audit(
-            "statements_run_refused",
-            actor=state["actor"],
-            kind=kind,
-            period=period,
-            run=run_id,
-            error=str(exc),
+
+def _run_prepare(run: StatementRun) -> None:
+    """Issue (generate) or queue the emails of a send / resend; the run records the PDFs and
+    emails that its dispatch hands to the workers."""
+    period = run.period.period
+    if run.kind == StatementRun.Kind.ISSUE:
+        outcome = statements_generate(period=period, actor=run.requested_by, actor_name=run.requested_by_name)
+        run.statement_ids, run.delivery_ids = list(outcome.to_render), []
+        run.result = {"issued": _issued_rows(outcome)}
+        run.summary = _generate_summary(outcome)
+        return
+    plan = statements_send_prepare(
+        period=period, resend_failed=run.kind == StatementRun.Kind.RESEND, actor=run.requested_by
+    )
+    run.statement_ids, run.delivery_ids = plan.unrendered, plan.delivery_ids
+    run.summary = (
+        f"{len(plan.delivery_ids)} email(s) to send"
+        + (f"; {len(plan.queue.already_sent)} PI(s) already sent" if plan.queue.already_sent else "")
+        + (
+            f"; {len(plan.queue.failed_before)} failed earlier (use Resend failed)"
+            if plan.queue.failed_before and run.kind == StatementRun.Kind.SEND
+            else ""
         )
-        return state
-    state["state"] = "dispatched"
-    _run_state_set(run_id, state)
-    report = run_and_wait(state["statement_ids"], state["delivery_ids"], wait=False)
+    )
+
+
+def _run_fail(run: StatementRun, error: str, *, refused: bool) -> None:
+    now = timezone.now()
+    run.state, run.error = StatementRun.State.FAILED, error
+    run.result = {**run.result, "refused": refused}
+    run.finished_at = run.progressed_at = now
+    run.save()
+    audit(
+        "statements_run_refused" if refused else "statements_run_failed",
+        actor=run.requested_by_name,
+        kind=run.kind,
+        period=run.period.period,
+        run=run.pk,
+        error=error,
+    )
+
+
+def statement_run_execute(*, run_id: int) -> StatementRun:
+    """Carry out a queued run for whoever requested it: issue (generate) or send / resend failed,
+    then dispatch the PDFs and emails without waiting for them (a task waiting for other tasks
+    could hold the only worker; `statement_run_refresh` follows them). A refusal (finalized
+    period, statements out of date) or an error ends the run as failed, with its reason. A task
+    delivered again after its worker died prepares the run again (generate and queueing are
+    idempotent) unless its work was already dispatched."""
+    with transaction.atomic():
+        run = StatementRun.objects.select_for_update().select_related("period").filter(pk=run_id).first()
+        if run is None:
+            raise Refused(f"no statements run {run_id}")
+        if run.is_finished or run.dispatched_at is not None:
+            return run
+        now = timezone.now()
+        run.state, run.started_at, run.progressed_at = StatementRun.State.RUNNING, now, now
+        run.save(update_fields=["state", "started_at", "progressed_at"])
+    try:
+        _run_prepare(run)
+        run.pdfs_total, run.emails_total = len(run.statement_ids), len(run.delivery_ids)
+        run.progressed_at = timezone.now()
+        run.save()
+        report = run_and_wait(run.statement_ids, run.delivery_ids, wait=False)
+    except Refused as exc:
+        _run_fail(run, str(exc), refused=True)
+        return run
+    except Exception as exc:
+        logger.exception("statements run %s failed", run.pk)
+        _run_fail(run, f"{type(exc).__name__}: {exc}", refused=False)
+        return run
+    run.dispatched_at = timezone.now()
+    run.save(update_fields=["dispatched_at"])
     audit(
         "statements_run_dispatched",
-        actor=state["actor"],
-        kind=kind,
-        period=period,
-        run=run_id,
-        pdfs=len(state["statement_ids"]),
-        emails=len(state["delivery_ids"]),
+        actor=run.requested_by_name,
+        kind=run.kind,
+        period=run.period.period,
+        run=run.pk,
+        pdfs=run.pdfs_total,
+        emails=run.emails_total,
         done=report.done,
     )
-    return state
+    return statement_run_refresh(run_id=run.pk) or run
 
 
-def run_status(run_id: str) -> dict[str, Any] | None:
-    """A run as the progress bar shows it: state, units done of total, and the result lists."""
-    state = run_state_get(run_id)
-    if state is None:
-        return None
-    statement_ids, delivery_ids = state["statement_ids"], state["delivery_ids"]
-    progress = selectors.dispatch_progress(statement_ids, delivery_ids)
-    finished = state["state"] == "failed" or (state["state"] == "dispatched" and progress.done)
-    status: dict[str, Any] = {
-        "run": run_id,
-        "kind": state["kind"],
-        "period": state["period"],
-        "state": "done" if finished and not state["error"] else state["state"],
-        "error": state["error"],
-        "summary": state["summary"],
-        "done": progress.completed,
-        "total": progress.total,
-        "finished": finished,
-        "pdfs": {"rendered": progress.rendered, "total": progress.renders, "failed": progress.render_failed},
-        "emails": {"sent": progress.sent, "total": progress.deliveries, "failed": progress.failed},
-        "issued": state["issued"],
-    }
-    if finished and not state["error"]:
-        report: RunReport = run_collect(statement_ids, delivery_ids)
-        status["sent"] = [d.recipient for d in report.sent]
-        status["failed"] = [{"recipient": d.recipient, "error": d.error} for d in report.failed]
-        status["render_failed"] = [
-            {"statement": s.label, "error": s.render_error} for s in report.render_failed
-        ]
-    return status
+_COUNTS = ("pdfs_rendered", "pdfs_failed", "emails_sent", "emails_failed")
+
+
+def statement_run_refresh(*, run_id: int) -> StatementRun | None:
+    """Record how far a dispatched run's PDFs and emails have come (its last progress moves only
+    when a count changes), and finish it once every one is done or failed: the run then keeps
+    what was sent, what failed and which PDFs were not rendered. Idempotent; the follow-up task
+    and the run page both call it. None for an unknown run."""
+    run = StatementRun.objects.select_related("period").filter(pk=run_id).first()
+    if run is None or run.state != StatementRun.State.RUNNING or run.dispatched_at is None:
+        return run
+    progress = selectors.dispatch_progress(run.statement_ids, run.delivery_ids)
+    counts = dict(
+        zip(_COUNTS, (progress.rendered, progress.render_failed, progress.sent, progress.failed), strict=True)
+    )
+    changed = any(getattr(run, name) != value for name, value in counts.items())
+    if not changed and not progress.done:
+        return run
+    with transaction.atomic():
+        run = StatementRun.objects.select_for_update().select_related("period").get(pk=run_id)
+        if run.state != StatementRun.State.RUNNING:
+            return run
+        now = timezone.now()
+        for name, value in counts.items():
+            setattr(run, name, value)
+        run.progressed_at = now
+        fields = [*_COUNTS, "progressed_at"]
+        if progress.done:
+            report = run_collect(run.statement_ids, run.delivery_ids)
+            run.result = {
+                **run.result,
+                "sent": [d.recipient for d in report.sent],
+                "failed": [{"recipient": d.recipient, "error": d.error} for d in report.failed],
+                "render_failed": [
+                    {"statement": s.label, "error": s.render_error} for s in report.render_failed
+                ],
+            }
+            run.state, run.finished_at = StatementRun.State.DONE, now
+            fields += ["result", "state", "finished_at"]
+        run.save(update_fields=fields)
+    if run.state == StatementRun.State.DONE:
+        audit(
+            "statements_run_finished",
+            actor=run.requested_by_name,
+            kind=run.kind,
+            period=run.period.period,
+            run=run.pk,
+            rendered=run.pdfs_rendered,
+            sent=run.emails_sent,
+            failed=run.pdfs_failed + run.emails_failed,
+        )
+    return run
 
 
 def statements_preview_run(*, period: str, actor: Any = None) -> tuple[GenerateOutcome, Any]:
-    """What issuing would do now (a dry run, nothing written) and its DRAFT PDFs, audited."""
+    """What issuing would do now (a dry run, nothing issued) and its DRAFT PDFs, recorded as a
+    run of its own (done at once) and audited."""
     from ..previews import statements_preview
 
-    outcome = statements_generate(period=period, dry_run=True)
-    preview = statements_preview(outcome=outcome)
+    now = timezone.now()
+    run = StatementRun.objects.create(
+        kind=StatementRun.Kind.PREVIEW,
+        period=billing_selectors.period_get(period),
+        requested_by=_user(actor),
+        requested_by_name=actor_label(actor),
+        state=StatementRun.State.RUNNING,
+        started_at=now,
+        progressed_at=now,
+    )
+    try:
+        outcome = statements_generate(period=period, dry_run=True)
+        preview = statements_preview(outcome=outcome)
+    except Refused as exc:
+        _run_fail(run, str(exc), refused=True)
+        raise
+    run.summary = _generate_summary(outcome) + f"; {len(preview.files)} DRAFT PDF(s)"
+    run.state, run.finished_at = StatementRun.State.DONE, timezone.now()
+    run.save(update_fields=["summary", "state", "finished_at"])
     audit(
         "statements_previewed",
-        actor=_actor_name(actor),
+        actor=run.requested_by_name,
         period=period,
         new=outcome.count("new"),
         revised=outcome.count("revised"),
         unchanged=outcome.count("unchanged"),
         withdrawn=len(outcome.withdrawn),
+        run=run.pk,
     )
     return outcome, preview

@@ -17,7 +17,7 @@ from django.urls import reverse
 from accounts import roles
 from billing.models import BillingPeriod, Charge, ChargeFlag, FlagReason, Source
 from journals.models import JournalExport
-from statements.models import Delivery, Statement
+from statements.models import Delivery, Statement, StatementRun
 from tests.conftest import REFERENCE_DIR
 
 pytestmark = pytest.mark.django_db
@@ -162,6 +162,13 @@ def test_the_month_in_the_browser(smtp_server, settings, tmp_path):
     html = preview.content.decode()
     assert "<strong>10 new</strong>" in html and "<strong>0 revised</strong>" in html
     assert not Statement.objects.exists()
+    preview_run = StatementRun.objects.get()
+    assert (preview_run.kind, preview_run.state, preview_run.requested_by_name) == (
+        "preview",
+        "done",
+        "billing-admin",
+    )
+    assert preview_run.summary.startswith("10 current statement(s): 10 new, 0 revised")
     drafts = re.findall(r'href="(/admin/statements/statement/preview/2025-01/[^"]+\.pdf)"', html)
     assert len(drafts) == 10
     draft = admin.get(drafts[0])
@@ -180,6 +187,17 @@ def test_the_month_in_the_browser(smtp_server, settings, tmp_path):
     status = admin.get(response["Location"] + "status/").json()
     assert status["finished"] and status["state"] == "done"
     assert status["pdfs"] == {"rendered": 10, "total": 10, "failed": 0}
+    # The run is a row: done, its PDFs counted, what it issued kept with it.
+    issue_run = StatementRun.objects.get(kind="issue")
+    assert response["Location"].endswith(f"/runs/{issue_run.pk}/")
+    assert (issue_run.state, issue_run.pdfs_total, issue_run.pdfs_rendered, issue_run.pdfs_failed) == (
+        "done",
+        10,
+        10,
+        0,
+    )
+    assert len(issue_run.result["issued"]) == 10 and issue_run.requested_by.username == "billing-admin"
+    assert issue_run.started_at <= issue_run.dispatched_at <= issue_run.finished_at
     current = Statement.objects.exclude(state=Statement.State.SUPERSEDED)
     assert current.count() == 10 and not current.filter(pdf="").exists()
     # The rejected charge is billed by nobody; the approved and corrected ones are.
@@ -199,6 +217,17 @@ def test_the_month_in_the_browser(smtp_server, settings, tmp_path):
     assert "Sent" in run and "plex.wombsworth@example.edu" in run
     assert len(smtp_server.messages) == 7
     assert Delivery.objects.filter(state=Delivery.State.SENT).count() == 7
+    send_run = StatementRun.objects.get(kind="send")
+    assert (send_run.state, send_run.emails_total, send_run.emails_sent, send_run.emails_failed) == (
+        "done",
+        7,
+        7,
+        0,
+    )
+    assert (
+        sorted(send_run.result["sent"]) == sorted(set(send_run.result["sent"]))
+        and len(send_run.result["sent"]) == 7
+    )
     recipients = sorted(to for _sender, tos in smtp_server.envelopes for to in tos)
     assert "zorp.blinkman@example.edu" in recipients
     # Nothing left to send; nothing failed to resend.
@@ -207,6 +236,13 @@ def test_the_month_in_the_browser(smtp_server, settings, tmp_path):
     response = admin.post(reverse("admin:statements_statement_run", args=["resend"]), {"period": PERIOD})
     assert admin.get(response["Location"] + "status/").json()["emails"]["total"] == 0
     assert len(smtp_server.messages) == 7
+    assert list(StatementRun.objects.order_by("id").values_list("kind", "state")) == [
+        ("preview", "done"),
+        ("issue", "done"),
+        ("send", "done"),
+        ("send", "done"),
+        ("resend", "done"),
+    ]
 
     # 6. Export the journal (balanced at the statements' total) and 7. finalize.
     response = admin.post(
@@ -301,6 +337,13 @@ def test_issue_on_a_finalized_period_is_refused_on_the_run_page(issued):
     response = client.post(reverse("admin:statements_statement_run", args=["issue"]), {"period": PERIOD})
     page = client.get(response["Location"]).content.decode()
     assert "Refused: period 2025-01 is finalized" in page
+    run = StatementRun.objects.get()
+    assert (run.state, run.error, run.result) == (
+        "failed",
+        "period 2025-01 is finalized: its statements cannot be regenerated",
+        {"refused": True},
+    )
+    assert run.finished_at is not None
     assert (
         client.post(
             reverse("admin:statements_statement_run", args=["issue"]), {"period": "1999-01"}

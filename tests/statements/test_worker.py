@@ -258,3 +258,59 @@ def test_worker_killed_halfway_and_restarted_sends_every_email_once(stack, smtp,
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads(again.stdout)["queued"] == 0
     assert len(smtp.messages) == len(pis)
+
+
+START_RUN = """
+import sys
+import django
+django.setup()
+from statements import tasks
+from statements.services import runs
+run = runs.statement_run_start(kind=sys.argv[1], period="2025-01", actor=None)
+tasks.statements_run.delay(run.pk)
+print(run.pk)
+"""
+
+
+def _wait_for_run(stack: Stack, run_id: int, timeout: float = 180) -> tuple:
+    deadline = time.monotonic() + timeout
+    row: tuple = ()
+    while time.monotonic() < deadline:
+        (row,) = stack.query(
+            "SELECT state, pdfs_total, pdfs_rendered, pdfs_failed, emails_total, emails_sent, emails_failed, "
+            f"error, finished_at FROM statements_statementrun WHERE id = {int(run_id)}"
+        )
+        if row[0] in ("done", "failed"):
+            return row
+        time.sleep(0.5)
+    pytest.fail(f"run {run_id} not finished: {row}\n{stack.diagnose()}")
+
+
+def test_admin_runs_on_a_real_worker_are_followed_until_done(stack, smtp, tmp_path):
+    """An issue run and a send run as the admin starts them: the worker prepares each, the
+    follow-up task records its progress and finishes it in the database."""
+    synthetic, _manifest = make_synthetic(
+        tmp_path, "gcp_2025-01.csv", rows=300, pis=12, provider="gcp", seed=3, grain="monthly"
+    )
+    setup = stack.run("-c", SETUP, str(REFERENCE_DIR), ",".join([*REFERENCE_SOURCES, "gcp"]), str(synthetic))
+    assert setup.returncode == 0, setup.stderr[-3000:]
+    stack.start_worker()
+
+    started = stack.run("-c", START_RUN, "issue", timeout=60)
+    assert started.returncode == 0, started.stderr[-3000:]
+    state, pdfs_total, rendered, failed, emails, _sent, _failed, error, finished_at = _wait_for_run(
+        stack, int(started.stdout.strip())
+    )
+    statements = stack.query("SELECT COUNT(*) FROM statements_statement")[0][0]
+    assert (state, error) == ("done", "") and finished_at
+    assert pdfs_total == rendered == statements > 10 and failed == 0 and emails == 0
+    assert stack.query("SELECT COUNT(*) FROM statements_statement WHERE pdf = ''")[0][0] == 0
+
+    started = stack.run("-c", START_RUN, "send", timeout=60)
+    assert started.returncode == 0, started.stderr[-3000:]
+    state, _pdfs, _rendered, _failed, emails, sent, failed, error, _finished = _wait_for_run(
+        stack, int(started.stdout.strip())
+    )
+    pis = stack.query("SELECT COUNT(DISTINCT pi_email) FROM statements_statement")[0][0]
+    assert (state, error, failed) == ("done", "", 0)
+    assert emails == sent == pis == len(smtp.messages)
