@@ -40,4 +40,5 @@ from .rendering import (  # noqa: F401
     statement_pdf_data,
     statement_record_render_error,
     statement_render_pdf,
+    statements_render_pdfs,
 )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,12 @@ from ..branding import statement_branding
 from ..drafts import DraftLine, StatementDraft
 from ..models import Statement, StatementLine, statement_pdf_path
 from ..pdf import LineData, StatementData, render_statement_pdf
+from ._common import logger
+
+# What statements_render_pdfs did with each statement (besides an error's text).
+RENDERED = "rendered"
+HAD_PDF = "had a PDF"
+MISSING = "missing"
 
 
 def statement_pdf_data(statement: Statement, org: BillingSettings | None = None) -> StatementData:
@@ -98,13 +104,54 @@ def pdf_data(
     )
 
 
+def _statements_for_pdf():
+    """Statements with what their PDF shows besides the billing settings: period, the version
+    replaced, lines (prefetched: one query for a whole batch)."""
+    return Statement.objects.select_related("period", "supersedes").prefetch_related("lines")
+
+
 def statement_render_pdf(*, statement_id: int) -> bool:
     """Render and store a statement's PDF; returns False when it already had one. Idempotent: a
     repeated or concurrent render keeps the first stored file and removes its own."""
-    statement = Statement.objects.select_related("period", "supersedes").get(pk=statement_id)
+    statement = _statements_for_pdf().get(pk=statement_id)
     if statement.pdf:
         return False
-    data = render_statement_pdf(statement_pdf_data(statement))
+    return _pdf_store(statement, render_statement_pdf(statement_pdf_data(statement)))
+
+
+def statements_render_pdfs(*, statement_ids: Sequence[int]) -> dict[int, str]:
+    """Render and store the PDFs of several statements, as statement_render_pdf does one by one,
+    but reading their data in the same few queries whatever their number (the statements, their
+    lines, the billing settings) and then one UPDATE per PDF stored. A statement that fails is
+    left without PDF, with the error recorded on it, and the others are rendered. Returns what
+    happened to each statement: RENDERED, HAD_PDF, MISSING or the error recorded."""
+    statements = {s.pk: s for s in _statements_for_pdf().filter(pk__in=statement_ids)}
+    org = billing_selectors.billing_settings_get() if statements else None
+    outcome: dict[int, str] = {}
+    for statement_id in statement_ids:
+        statement = statements.get(statement_id)
+        if statement is None:
+            logger.warning("statement #%s no longer exists", statement_id)
+            outcome[statement_id] = MISSING
+            continue
+        if statement.pdf:
+            outcome[statement_id] = HAD_PDF
+            continue
+        try:
+            stored = _pdf_store(statement, render_statement_pdf(statement_pdf_data(statement, org)))
+        except Exception as exc:
+            logger.exception("rendering statement #%s failed", statement_id)
+            error = f"{type(exc).__name__}: {exc}"
+            statement_record_render_error(statement_id=statement_id, error=error)
+            outcome[statement_id] = error
+            continue
+        outcome[statement_id] = RENDERED if stored else HAD_PDF
+    return outcome
+
+
+def _pdf_store(statement: Statement, data: bytes) -> bool:
+    """Store a rendered PDF unless another worker stored one first (then False, and this one is
+    removed); a copy goes to the PDF folder when one is configured."""
     name = default_storage.save(statement_pdf_path(statement, statement.pdf_filename), ContentFile(data))
     stored = Statement.objects.filter(pk=statement.pk, pdf="").update(
         pdf=name,
