@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import lru_cache
 from urllib.parse import urlencode
 
 import pandas as pd
+from django.conf import settings
 from django.db.models import Count, Q, Sum
-from django.urls import reverse
+from django.urls import get_script_prefix, get_urlconf, reverse
 
 from chargeback.money import ZERO
 
@@ -29,11 +31,21 @@ PERIODS_SHOWN = 24
 
 
 def pi_spending_url(email: str) -> str:
-    return reverse("ocb_spending_pi") + "?" + urlencode({"pi": email})
+    return _page_url("ocb_spending_pi") + "?" + urlencode({"pi": email})
 
 
 def project_spending_url(project_id: str) -> str:
-    return reverse("ocb_spending_project") + "?" + urlencode({"project": project_id})
+    return _page_url("ocb_spending_project") + "?" + urlencode({"project": project_id})
+
+
+def _page_url(name: str) -> str:
+    # A list page links every row to these pages: reversed once per script prefix and URLconf.
+    return _reversed(name, get_script_prefix(), get_urlconf() or settings.ROOT_URLCONF)
+
+
+@lru_cache(maxsize=32)
+def _reversed(name: str, script_prefix: str, urlconf: str) -> str:
+    return reverse(name, urlconf=urlconf)
 
 
 # --- months -------------------------------------------------------------------------------------

@@ -6,10 +6,15 @@ from __future__ import annotations
 from functools import cached_property
 from typing import Any
 
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.templatetags.admin_urls import add_preserved_filters
 from django.contrib.admin.views.main import PAGE_VAR, SEARCH_VAR, ChangeList
 from django.core.paginator import Page, Paginator
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from django.utils.translation import gettext as _
 
 
 class LargeTablePaginator(Paginator):
@@ -103,8 +108,50 @@ class LargeTableAdminMixin:
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return LargeTableChangeList
 
+    def action_checkbox(self, obj: Any) -> SafeString:
+        """The row's checkbox, the same HTML as Django's, without rendering a widget template for
+        every row (a sixth of a 100-row page's time)."""
+        return format_html(
+            '<input type="checkbox" name="{}" value="{}" class="action-select" aria-label="{}">',
+            ACTION_CHECKBOX_NAME,
+            str(obj.pk),
+            format_html(_("Select this object for an action - {}"), str(obj)),
+        )
+
+
+# A primary key that the admin's quote() keeps as it is and no change URL holds by chance.
+_KEY_MARK = "8167294053"
+
 
 class LargeTableChangeList(ChangeList):
+    def __init__(self, request: HttpRequest, *args: Any, **kwargs: Any) -> None:
+        self._change_url_ends: tuple[str, ...] | None = None
+        super().__init__(request, *args, **kwargs)
+        # The rows' links get the preserved filters from url_for_result, worked out once per page:
+        # the admin would add them to every row's link, resolving that URL each time.
+        self.row_link_filters, self.preserved_filters = self.preserved_filters, ""
+
+    def url_for_result(self, result: Any) -> str:
+        """The row's change URL with the list's filters: made once per page, then each row's
+        (integer) key put in it."""
+        key = getattr(result, self.pk_attname)
+        ends = self._change_url_ends
+        if ends is None:
+            ends = self._change_url_ends = self._split_change_url()
+        if not ends or not isinstance(key, int):
+            return self._with_filters(super().url_for_result(result))
+        return f"{ends[0]}{key}{ends[1]}"
+
+    def _split_change_url(self) -> tuple[str, ...]:
+        marked = self._with_filters(
+            super().url_for_result(type("Marked", (), {self.pk_attname: _KEY_MARK})())
+        )
+        return tuple(marked.split(_KEY_MARK)) if marked.count(_KEY_MARK) == 1 else ()
+
+    def _with_filters(self, url: str) -> str:
+        context = {"preserved_filters": self.row_link_filters, "opts": self.opts}
+        return add_preserved_filters(context, url)
+
     def get_results(self, request: HttpRequest) -> None:
         super().get_results(request)
         # A single page is listed from the rows the paginator read, not by running the query again.

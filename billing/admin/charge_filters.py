@@ -38,7 +38,7 @@ class PeriodFilter(admin.SimpleListFilter):
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         if not self.value():
             return queryset
-        period = BillingPeriod.objects.filter(period=self.value()).first()
+        period = views.period_named(request, self.value())
         if period is None:
             return queryset.none()
         if queryset.model is not Charge:
@@ -116,12 +116,12 @@ class InputFilter(admin.SimpleListFilter):
 
 def _chosen_period(request: HttpRequest) -> BillingPeriod | None:
     value = request.GET.get("period")
-    return BillingPeriod.objects.filter(period=value).first() if value else None
+    return views.period_named(request, value) if value else None
 
 
 def _cached_rankings(request: HttpRequest) -> selectors.PeriodRankings | None:
     period = _chosen_period(request)
-    return views.rankings_if_cached(period) if period else None
+    return views.rankings_if_cached(period, request) if period else None
 
 
 class _PayerFilter(InputFilter):

@@ -9,15 +9,18 @@ from ..models import BillingPeriod, Charge, ChargeFlag, Import
 
 def period_charge_id_range(period: BillingPeriod) -> tuple[int, int] | None:
     """Lowest and highest charge id of the period, from the first and last charge of each of its
-    imports (two index lookups per import instead of a scan of the period)."""
-    from django.db.models import Max, Min
+    imports (two index lookups per import, in one query, instead of a scan of the period)."""
+    from django.db.models import Max, Min, OuterRef, Subquery
 
-    ends: list[int] = []
-    for import_id in Import.objects.filter(period=period).values_list("id", flat=True):
-        ids = Charge.objects.filter(import_run_id=import_id).values_list("id", flat=True)
-        first = ids.order_by("id").first()
-        if first is not None:
-            ends += [first, ids.order_by("-id").first() or first]
+    ids = Charge.objects.filter(import_run_id=OuterRef("pk")).values("id")
+    ends = [
+        end
+        for pair in Import.objects.filter(period=period)
+        .order_by()
+        .values_list(Subquery(ids.order_by("id")[:1]), Subquery(ids.order_by("-id")[:1]))
+        for end in pair
+        if end is not None
+    ]
     if ends:
         return min(ends), max(ends)
     bounds = Charge.objects.filter(period=period).aggregate(lo=Min("id"), hi=Max("id"))

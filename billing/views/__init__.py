@@ -14,6 +14,7 @@ from ._common import (  # noqa: F401
     _remember_period,
     _safe_next,
     logger,
+    period_named,
     rankings_if_cached,
     selected_period,
 )

@@ -39,8 +39,29 @@ def _remember_period(request: HttpRequest, period: BillingPeriod | None) -> None
         user_services.preference_period_set(user=request.user, period=period.period)
 
 
-def rankings_if_cached(period: BillingPeriod) -> selectors.PeriodRankings | None:
-    return selectors.period_rankings_cached(period)
+def _request_memo(request: HttpRequest) -> dict[tuple[str, Any], Any]:
+    """Reads that the parts of one page (its filters, header and list) share, done once per request."""
+    return request.__dict__.setdefault("_openchargeback_memo", {})
+
+
+def period_named(request: HttpRequest, value: str) -> BillingPeriod | None:
+    """The period called `value` (e.g. "2025-12"), read once per request."""
+    memo = _request_memo(request)
+    if ("period", value) not in memo:
+        memo["period", value] = BillingPeriod.objects.filter(period=value).first()
+    return memo["period", value]
+
+
+def rankings_if_cached(
+    period: BillingPeriod, request: HttpRequest | None = None
+) -> selectors.PeriodRankings | None:
+    """The period's cached rankings, never computed here (read once per request, given one)."""
+    if request is None:
+        return selectors.period_rankings_cached(period)
+    memo = _request_memo(request)
+    if ("rankings", period.pk) not in memo:
+        memo["rankings", period.pk] = selectors.period_rankings_cached(period)
+    return memo["rankings", period.pk]
 
 
 def _safe_next(request: HttpRequest, value: str | None, default: str) -> str:
