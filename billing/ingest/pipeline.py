@@ -10,29 +10,35 @@ import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
-from itertools import repeat
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from django.conf import settings as django_settings
 from django.db import connection
 
-from billing.models import BillingSettings, Charge, ChargeFlag, FlagReason, Source
-from chargeback.money import SQLITE_LIMIT_MESSAGE, SQLITE_MONEY_LIMIT, decode_money
+from billing.models import BillingSettings, Charge, ChargeFlag, Source
+from chargeback.money import SQLITE_MONEY_LIMIT
 
 from . import attribution, numbers, reader, transform
-from .attribution import RESOLUTION_COLUMNS, Resolutions
+from .attribution import Resolutions
+from .charge_rows import (
+    IDENTITY_FIELDS,
+    MONEY_NAMES,
+    CarriedDecision,
+    ChargeTableBuilder,
+    WriteResult,
+    mismatch_flags_of,
+)
 from .errors import IngestError, rows_refused
-from .flagging import Flag, FlagContext, summarize
+from .flagging import Flag, FlagContext
 from .memory import release_unused_memory
-from .spill import SpilledCharges, is_text, partitions_for, tags_as_text
-from .tags import stored_json
-from .transform import ATTRIBUTION_FIELDS
-from .writer import write_charges
+from .spill import SpilledCharges, partitions_for, tags_as_text
+from .writer import ChargeTables, write_charges
+
+__all__ = ["IDENTITY_FIELDS", "CarriedDecision", "WriteResult"]
 
 # Re-aggregate partial sums once this many accumulate, so memory follows charges, not rows.
 COMBINE_EVERY_ROWS = 1_000_000
@@ -44,32 +50,6 @@ TRANSFORM_ROWS = 100_000
 # The first batches are smaller (doubling up to TRANSFORM_ROWS): a file that is bad from its first
 # rows is abandoned after a small batch, in little memory; a good file loses nothing measurable.
 FIRST_TRANSFORM_ROWS = 10_000
-# Charges turned into Python row values at once while writing.
-WRITE_SLICE_ROWS = 50_000
-MONEY_NAMES = ("list_cost", "contracted_cost", "billed_cost", "effective_cost")
-# Fields of the charge a flag rule can test, besides those of its payer (ATTRIBUTION_FIELDS).
-RULE_FIELDS = (
-    "resource_id",
-    "resource_name",
-    "service_name",
-    "service_category",
-    "charge_category",
-    "sub_account_id",
-    "region",
-    "sku_id",
-)
-TEXT_COLUMNS = {
-    "sub_account_id",
-    "resource_id",
-    "resource_name",
-    "service_name",
-    "charge_category",
-    "service_category",
-    "region",
-    "sku_id",
-    "unit",
-    "period",
-}
 
 
 class ParsedFile:
@@ -124,17 +104,6 @@ class ParsedFile:
         if self._charges is not None or self._attribution_keys is None:
             return self.charges
         return self._attribution_keys
-
-
-@dataclass
-class WriteResult:
-    charges: int = 0
-    flagged: int = 0
-    billed_total: Decimal = Decimal(0)
-    list_total: Decimal = Decimal(0)
-    # Flags of flagged charges, and decisions carried over, by charge identity.
-    flags: dict[tuple, list[Flag]] = field(default_factory=dict)
-    carried: dict[tuple, int] = field(default_factory=dict)
 
 
 def sha256_of(path: Path) -> str:
@@ -388,46 +357,6 @@ def resolve_attributions(parsed: ParsedFile, source: Source, context: FlagContex
     return resolutions
 
 
-IDENTITY_FIELDS = (
-    *ATTRIBUTION_FIELDS,
-    "sub_account_id",
-    "resource_id",
-    "resource_name",
-    "service_name",
-    "charge_category",
-)
-
-
-@dataclass(frozen=True)
-class CarriedDecision:
-    """A review decision of a superseded charge, carried to an unchanged charge of the new file."""
-
-    state: str
-    billed: Decimal
-    listed: Decimal
-    charge_id: int
-
-
-def decimal_units(column: pa.ChunkedArray) -> np.ndarray:
-    """The unscaled integers of a decimal128(38, 10) column, i.e. amounts in 10^-10 units.
-
-    The vectorised form of `chargeback.money.money_to_units` (MoneyField's SQLite encoding; a
-    test keeps the two equal): decimal128 stores each value as a 128-bit little-endian integer;
-    when the high word is only the sign extension of the low word, the low word is the exact
-    int64 value.
-    """
-    parts = []
-    for chunk in column.chunks:
-        words = np.frombuffer(chunk.buffers()[1], dtype=np.int64)[
-            chunk.offset * 2 : (chunk.offset + len(chunk)) * 2
-        ]
-        low, high = words[0::2], words[1::2]
-        if not np.array_equal(high, low >> 63):
-            raise IngestError(f"an amount {SQLITE_LIMIT_MESSAGE}")
-        parts.append(low)
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-
-
 def build_and_write(
     parsed: ParsedFile,
     part: PeriodPart,
@@ -442,150 +371,20 @@ def build_and_write(
     """Write the charges of one part of the parsed file into its period; returns totals and the
     flags of flagged charges. Rows of another month than the part's are flagged as mismatches."""
     result = WriteResult()
-    mismatch_flags = {
-        parsed.texts.id_of(month): Flag(
-            FlagReason.PERIOD_MISMATCH, f"billing period mismatch (row says {month})"
-        )
-        for month in part.mismatched
-    }
-
-    sqlite = connection.vendor == "sqlite"
-    time_format = "%Y-%m-%d %H:%M:%S" if sqlite else "%Y-%m-%d %H:%M:%S+00"
-
-    def db_money(column: pa.ChunkedArray) -> list:
-        # SQLite stores 10^-10 units as integers (see MoneyField); COPY takes decimal text.
-        if sqlite:
-            return decimal_units(column).tolist()
-        return pc.cast(column, pa.string()).to_pylist()
-
-    def as_decimal(value: int | str) -> Decimal:
-        return decode_money(value, sqlite=sqlite)  # the value written, read back as MoneyField does
-
-    def rows() -> Iterator[tuple]:
-        for table in charges_of(parsed, part):
-            result.billed_total += pc.sum(table.column("billed_cost")).as_py() or Decimal(0)
-            result.list_total += pc.sum(table.column("list_cost")).as_py() or Decimal(0)
-            yield from table_rows(table)
-
-    def table_rows(table: pa.Table) -> Iterator[tuple]:
-        strings = parsed.texts.values
-        tag_reader = parsed.tag_reader
-        flagged, ok = Charge.ReviewState.FLAGGED.value, Charge.ReviewState.OK.value
-        group_flags = [flags for flags, _ in resolved.flag_groups]
-        group_state = pa.array([flagged if flags else ok for flags in group_flags], pa.string())
-        group_summary = pa.array([summary for _, summary in resolved.flag_groups], pa.string())
-        for offset in range(0, table.num_rows, WRITE_SLICE_ROWS):
-            release_unused_memory()  # the previous slice's Python values
-            chunk = table.slice(offset, WRITE_SLICE_ROWS)
-            n = chunk.num_rows
-            col = {"lines": chunk.column("lines").to_pylist()}
-            for name in TEXT_COLUMNS - {"period"}:
-                col[name] = [strings[i] for i in chunk.column(name).to_pylist()]
-            for name in ("charge_start", "charge_end"):
-                col[name] = pc.strftime(chunk.column(name), time_format).to_pylist()
-            for name in MONEY_NAMES:
-                col[name] = db_money(chunk.column(name))
-            col["quantity"] = pc.cast(pc.round(chunk.column("quantity"), 6), pa.string()).to_pylist()
-            payer = resolved.table.take(
-                pa.array(resolved.rows_of(chunk.column("attribution"), chunk.column("sub_account_id")))
-            )
-            groups = payer.column("flag_group")
-            res = {
-                name: payer.column(name).to_pylist() for name in RESOLUTION_COLUMNS if name != "flag_group"
-            }
-            states = group_state.take(groups).to_pylist()
-            summaries = group_summary.take(groups).to_pylist()
-            # Per-charge work only where rules, flags, mismatches or carried decisions need it.
-            per_charge = context.rules or carried or flagged in states or mismatch_flags
-            group_of = groups.to_pylist() if per_charge else []
-            # Flag rules run column-wise on RE2: one call per rule and field for the whole slice.
-            rule_flags = (
-                context.rule_flags_many(
-                    {
-                        **{name: col[name] for name in RULE_FIELDS},
-                        **{name: res[name] for name in ATTRIBUTION_FIELDS},
-                    },
-                    [source.pk] * n,
-                )
-                if context.rules
-                else []
-            )
-            row_periods: list[int] = chunk.column("period").to_pylist() if mismatch_flags else [-1] * n
-            for i in range(n) if per_charge else ():
-                flags = group_flags[group_of[i]]
-                mismatch = mismatch_flags.get(row_periods[i])
-                extra = [mismatch] if mismatch else []
-                if context.rules and rule_flags[i]:
-                    extra += rule_flags[i]
-                if extra:
-                    flags = flags + extra
-                    states[i], summaries[i] = flagged, summarize(flags)
-                if not flags and not carried:
-                    continue
-                ident = (
-                    *(res[name][i] for name in ATTRIBUTION_FIELDS),
-                    col["sub_account_id"][i],
-                    col["resource_id"][i],
-                    col["resource_name"][i],
-                    col["service_name"][i],
-                    col["charge_category"][i],
-                )
-                if flags:
-                    # Keyed with the summary too: with -p, a resource can have a charge of the period
-                    # and a flagged one of a straggler month, with the same identity.
-                    result.flags[(*ident, summaries[i])] = flags
-                for decision in carried.get(ident, ()):
-                    if (decision.billed, decision.listed) == (
-                        as_decimal(col["billed_cost"][i]),
-                        as_decimal(col["list_cost"][i]),
-                    ):
-                        states[i] = decision.state
-                        result.carried[ident] = decision.charge_id
-                        break
-            result.flagged += states.count(flagged)
-            tag_column = chunk.column("tags")
-            tags = (
-                stored_json(pc.cast(tag_column, pa.string())).to_pylist()
-                if is_text(tag_column)
-                else tag_reader.texts_of(tag_column)
-            )
-            columns = [
-                repeat(period_id, n),
-                repeat(source.pk, n),
-                repeat(import_id, n),
-                res["pi_id"],
-                res["project_id"],
-                res["pi_email"],
-                res["project_code"],
-                res["fund_org"],
-                res["cost_center"],
-                res["reference_1"],
-                res["reference_2"],
-                res["source"],
-                col["resource_id"],
-                col["resource_name"],
-                col["service_name"],
-                col["service_category"],
-                col["charge_category"],
-                col["sub_account_id"],
-                col["region"],
-                col["sku_id"],
-                col["quantity"],
-                col["unit"],
-                col["list_cost"],
-                col["contracted_cost"],
-                col["billed_cost"],
-                col["effective_cost"],
-                col["lines"],
-                col["charge_start"],
-                col["charge_end"],
-                tags,
-                states,
-                summaries,
-            ]
-            yield from zip(*columns, strict=True)
-
-    result.charges = write_charges(rows(), expected_rows=parsed.charge_count)
+    builder = ChargeTableBuilder(
+        texts=parsed.texts,
+        tag_reader=parsed.tag_reader,
+        resolved=resolved,
+        context=context,
+        source=source,
+        period_id=period_id,
+        import_id=import_id,
+        carried=carried,
+        mismatch_flags=mismatch_flags_of(parsed.texts, part.mismatched),
+        result=result,
+    )
+    tables = builder.tables(charges_of(parsed, part))
+    result.charges = write_charges(ChargeTables(tables), expected_rows=parsed.charge_count)
     return result
 
 

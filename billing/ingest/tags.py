@@ -366,18 +366,10 @@ class TagReader:
         self.tag_batches = [(pa.concat_arrays(pieces) if pieces else pa.array([], pa.large_string()), None)]
         return pa.array(new_ids.astype(np.int64))
 
-    def texts_of(self, tag_ids: pa.ChunkedArray | pa.Array) -> list[str]:
+    def stored_texts_of(self, tag_ids: pa.ChunkedArray | pa.Array) -> pa.Array:
         """Tags values of many ids as stored JSON text ('{}' when empty, Azure's missing braces
-        restored), one vectorised take per batch dictionary."""
-        ids = np.asarray(tag_ids.to_numpy())
-        batches, positions = ids >> 32, ids & 0xFFFFFFFF
-        out: list[str] = [""] * len(ids)
-        for batch in np.unique(batches):
-            where = np.nonzero(batches == batch)[0]
-            text = stored_json(pc.cast(self._values(int(batch), positions[where]), pa.string()))
-            for position, value in zip(where.tolist(), text.to_pylist(), strict=True):
-                out[position] = value
-        return out
+        restored), in the order of the ids."""
+        return stored_json(pc.cast(self.raw_texts(tag_ids), pa.string()))
 
     def raw_texts(self, tag_ids: pa.ChunkedArray | pa.Array) -> pa.Array:
         """The Tags values of many ids as read (large strings), in the order of the ids."""
