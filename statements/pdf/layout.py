@@ -18,8 +18,6 @@ from reportlab.platypus import (
     PageTemplate,
     Paragraph,
     Spacer,
-    Table,
-    TableStyle,
 )
 
 from billing.rating.selectors import how_calculated
@@ -27,6 +25,7 @@ from chargeback.money import currency_symbol
 from chargeback.percent import discount_percent_text
 
 from ..branding import logo_flowable
+from .cells import Grid, TextStack, memo_paragraph
 from .data import StatementData
 from .parts import _cell, _issued_text, _money, _NumberedCanvas, _p, _period_label, _resource_cell
 from .theme import (
@@ -45,7 +44,7 @@ from .theme import (
 
 
 def build_flowables(data: StatementData, th: Theme, unicode_ok: bool) -> list[Flowable]:
-    s = th.styles
+    s, c = th.styles, th.cells
     money = functools.partial(_money, currency=data.currency, unicode_ok=unicode_ok)
     w = th.width
     story: list[Flowable] = []
@@ -63,7 +62,7 @@ def build_flowables(data: StatementData, th: Theme, unicode_ok: bool) -> list[Fl
     if data.contact_email:
         org_cell.append(_p(f"Questions: {data.contact_email}", s["org_contact"]))
     meta_cell: list[Flowable] = [
-        Paragraph("STATEMENT", s["title"]),
+        memo_paragraph("STATEMENT", s["title"]),
         _p(f"No. {data.number} · version {data.version}", s["meta"]),
         _p(
             f"Period {data.period} ({_period_label(data)}, {data.period_start:%b} {data.period_start.day}"
@@ -72,17 +71,11 @@ def build_flowables(data: StatementData, th: Theme, unicode_ok: bool) -> list[Fl
         ),
         _p(f"Issued {_issued_text(data.issued_at)}", s["meta"]),
     ]
-    header = Table([[org_cell, meta_cell]], colWidths=[w * 0.55, w * 0.45])
-    header.setStyle(
-        TableStyle(
-            [
-                ("VALIGN", (0, 0), (-1, -1), "TOP"),
-                ("LEFTPADDING", (0, 0), (-1, -1), 0),
-                ("RIGHTPADDING", (0, 0), (-1, -1), 0),
-                ("LINEBELOW", (0, 0), (-1, 0), 1.2, th.accent),
-                ("BOTTOMPADDING", (0, 0), (-1, 0), 8),
-            ]
-        )
+    header = Grid(
+        [[TextStack(org_cell), TextStack(meta_cell)]],
+        colWidths=[w * 0.55, w * 0.45],
+        cellStyles=[[c["header"], c["header"]]],
+        style=[("LINEBELOW", (0, 0), (-1, 0), 1.2, th.accent)],
     )
     story += [header, Spacer(1, 8)]
 
@@ -112,16 +105,10 @@ def build_flowables(data: StatementData, th: Theme, unicode_ok: bool) -> list[Fl
             (data.reference_2_label or "Reference 2", data.reference_2),
         ]
     )
-    who = Table([[pi_cell, project_cell]], colWidths=[w * 0.45, w * 0.55])
-    who.setStyle(
-        TableStyle(
-            [
-                ("VALIGN", (0, 0), (-1, -1), "TOP"),
-                ("LEFTPADDING", (0, 0), (-1, -1), 0),
-                ("RIGHTPADDING", (0, 0), (0, 0), 12),
-                ("RIGHTPADDING", (1, 0), (1, 0), 0),
-            ]
-        )
+    who = Grid(
+        [[TextStack(pi_cell), TextStack(project_cell)]],
+        colWidths=[w * 0.45, w * 0.55],
+        cellStyles=[[c["who_left"], c["who_right"]]],
     )
     story += [who, Spacer(1, 8)]
 
@@ -136,19 +123,15 @@ def build_flowables(data: StatementData, th: Theme, unicode_ok: bool) -> list[Fl
         ],
         [_p("AMOUNT DUE", s["figure_label"]), _p(money(data.billed_total), s["figure_due"])],
     ]
-    summary = Table([boxes], colWidths=[w / 3] * 3)
-    summary.setStyle(
-        TableStyle(
-            [
-                ("BACKGROUND", (0, 0), (-1, -1), BAND),
-                ("BOX", (0, 0), (-1, -1), 0.5, RULE),
-                ("LINEAFTER", (0, 0), (1, 0), 0.5, RULE),
-                ("VALIGN", (0, 0), (-1, -1), "TOP"),
-                ("TOPPADDING", (0, 0), (-1, -1), 7),
-                ("BOTTOMPADDING", (0, 0), (-1, -1), 7),
-                ("LEFTPADDING", (0, 0), (-1, -1), 9),
-            ]
-        )
+    summary = Grid(
+        [[TextStack(box) for box in boxes]],
+        colWidths=[w / 3] * 3,
+        cellStyles=[[c["figure"]] * 3],
+        style=[
+            ("BACKGROUND", (0, 0), (-1, -1), BAND),
+            ("BOX", (0, 0), (-1, -1), 0.5, RULE),
+            ("LINEAFTER", (0, 0), (1, 0), 0.5, RULE),
+        ],
     )
     story += [summary, Spacer(1, 8)]
 
@@ -166,34 +149,22 @@ def build_flowables(data: StatementData, th: Theme, unicode_ok: bool) -> list[Fl
     if brand.period_note:
         notes.append(f"<b>Note for {escape(_period_label(data))}:</b> {_lines(brand.period_note)}")
     if brand.payment_instructions:
-        pay = Table(
-            [[Paragraph(f"<b>How to pay:</b> {_lines(brand.payment_instructions)}", s["note"])]],
+        pay = Grid(
+            [[memo_paragraph(f"<b>How to pay:</b> {_lines(brand.payment_instructions)}", s["note"])]],
             colWidths=[w],
-        )
-        pay.setStyle(
-            TableStyle(
-                [
-                    ("BOX", (0, 0), (-1, -1), 0.5, RULE),
-                    ("LINEBEFORE", (0, 0), (0, -1), 2.5, th.accent),
-                    ("TOPPADDING", (0, 0), (-1, -1), 5),
-                    ("BOTTOMPADDING", (0, 0), (-1, -1), 5),
-                    ("LEFTPADDING", (0, 0), (-1, -1), 8),
-                ]
-            )
+            cellStyles=[[c["note"]]],
+            style=[("BOX", (0, 0), (-1, -1), 0.5, RULE), ("LINEBEFORE", (0, 0), (0, -1), 2.5, th.accent)],
         )
         story += [pay, Spacer(1, 6)]
     for text in notes:
-        box = Table([[Paragraph(text, s["note"])]], colWidths=[w])
-        box.setStyle(
-            TableStyle(
-                [
-                    ("BACKGROUND", (0, 0), (-1, -1), NOTE_BG),
-                    ("LINEBEFORE", (0, 0), (0, -1), 2.5, NOTE_RULE),
-                    ("TOPPADDING", (0, 0), (-1, -1), 5),
-                    ("BOTTOMPADDING", (0, 0), (-1, -1), 5),
-                    ("LEFTPADDING", (0, 0), (-1, -1), 8),
-                ]
-            )
+        box = Grid(
+            [[memo_paragraph(text, s["note"])]],
+            colWidths=[w],
+            cellStyles=[[c["note"]]],
+            style=[
+                ("BACKGROUND", (0, 0), (-1, -1), NOTE_BG),
+                ("LINEBEFORE", (0, 0), (0, -1), 2.5, NOTE_RULE),
+            ],
         )
         story += [box, Spacer(1, 6)]
 
@@ -203,6 +174,9 @@ def build_flowables(data: StatementData, th: Theme, unicode_ok: bool) -> list[Fl
     amount_w = 78
     widths = [w - 3 * amount_w - 190, 190, amount_w, amount_w, amount_w]
     rows: list[list[Any]] = [["Source", "Service", "List", "Discount", "Amount"]]
+    line_cells = [c["body"]] * 2 + [c["body_right"]] * 3
+    part_cells = [c["reduction"]] * 2 + [c["reduction_right"]] * 3
+    cell_styles = [[c["head"]] * 2 + [c["head_right"]] * 3]
     # Rated lines carry their usage under the service and one row per named part of their discount.
     banded: list[int] = []
     detail_rows: list[int] = []
@@ -212,7 +186,7 @@ def build_flowables(data: StatementData, th: Theme, unicode_ok: bool) -> list[Fl
             service = f"{service} ({line.kind.lower()})"
         usage = " · ".join(u["text"] for u in line.rating.get("usage", []))
         service_cell: Any = (
-            [_p(service, s["cell"]), _p(usage, s["cell_small"])]
+            TextStack([_p(service, s["cell"]), _p(usage, s["cell_small"])])
             if usage
             else _cell(service, s["cell"], widths[1])
         )
@@ -225,6 +199,7 @@ def build_flowables(data: StatementData, th: Theme, unicode_ok: bool) -> list[Fl
                 money(line.amount),
             ]
         )
+        cell_styles.append(line_cells)
         if number % 2:
             banded.append(len(rows) - 1)
         for reduction in line.rating.get("reductions", []):
@@ -237,6 +212,7 @@ def build_flowables(data: StatementData, th: Theme, unicode_ok: bool) -> list[Fl
                     "",
                 ]
             )
+            cell_styles.append(part_cells)
             detail_rows.append(len(rows) - 1)
             if number % 2:
                 banded.append(len(rows) - 1)
@@ -247,23 +223,17 @@ def build_flowables(data: StatementData, th: Theme, unicode_ok: bool) -> list[Fl
             *map(money, (data.list_total, data.discount_total, data.billed_total)),
         ]
     )
-    if detail_rows:
+    cell_styles.append([c["body"], c["total"]] + [c["total_right"]] * 3)
+    if detail_rows:  # the named parts of discounts (smaller, muted) share their line's band
         backgrounds = [("BACKGROUND", (0, r), (-1, r), BAND) for r in banded]
-        backgrounds += [("FONTSIZE", (0, r), (-1, r), 6.8) for r in detail_rows]
-        backgrounds += [("TEXTCOLOR", (0, r), (-1, r), MUTED) for r in detail_rows]
     else:
         backgrounds = [("ROWBACKGROUNDS", (0, 1), (-1, -2), [colors.white, BAND])]
-    table = Table(rows, colWidths=widths, repeatRows=1)
-    table.setStyle(
-        TableStyle(
-            [
-                *th.table_head,
-                ("ALIGN", (2, 0), (-1, -1), "RIGHT"),
-                ("LINEABOVE", (0, -1), (-1, -1), 0.8, INK),
-                ("FONTNAME", (1, -1), (-1, -1), th.fonts.bold),
-                *backgrounds,
-            ]
-        )
+    table = Grid(
+        rows,
+        colWidths=widths,
+        repeatRows=1,
+        cellStyles=cell_styles,
+        style=[_HEAD_RULE, ("LINEABOVE", (0, -1), (-1, -1), 0.8, INK), *backgrounds],
     )
     story += [table, Spacer(1, 10)]
     explanation = how_calculated(line.rating for line in data.lines)
@@ -316,15 +286,14 @@ def build_flowables(data: StatementData, th: Theme, unicode_ok: bool) -> list[Fl
         if not with_usage:
             widths = [widths[0], widths[1], widths[3], widths[4]]
             rows = [[r[0], r[1], r[3], r[4]] for r in rows]
-        detail = Table(rows, colWidths=widths, repeatRows=1)
-        detail.setStyle(
-            TableStyle(
-                [
-                    *th.table_head,
-                    ("ALIGN", (-2, 0), (-1, -1), "RIGHT"),
-                    ("LINEBELOW", (0, 1), (-1, -1), 0.25, RULE),
-                ]
-            )
+        text_columns = len(widths) - 2
+        body_cells = [c["body"]] * text_columns + [c["body_right"]] * 2
+        detail = Grid(
+            rows,
+            colWidths=widths,
+            repeatRows=1,
+            cellStyles=[[c["head"]] * text_columns + [c["head_right"]] * 2] + [body_cells] * (len(rows) - 1),
+            style=[_HEAD_RULE, ("LINEBELOW", (0, 1), (-1, -1), 0.25, RULE)],
         )
         story += [detail, Spacer(1, 8)]
 
@@ -338,8 +307,12 @@ def build_flowables(data: StatementData, th: Theme, unicode_ok: bool) -> list[Fl
         )
     )
     if brand.footer:
-        story += [Spacer(1, 6), Paragraph(_lines(brand.footer), s["note"])]
+        story += [Spacer(1, 6), memo_paragraph(_lines(brand.footer), s["note"])]
     return story
+
+
+# Below a data table's header row.
+_HEAD_RULE = ("LINEBELOW", (0, 0), (-1, 0), 0.8, INK)
 
 
 def _lines(text: str) -> str:

@@ -21,6 +21,7 @@ from reportlab.platypus import (
 
 from chargeback.money import currency_symbol, format_money
 
+from .cells import Run, TextStack, draw_runs, memo_paragraph
 from .data import StatementData
 from .theme import MUTED, RULE, STANDARD_FONTS, Fonts, Theme, _needs_unicode
 
@@ -93,7 +94,7 @@ class _Text(Flowable):
 
     def _paragraph(self) -> Paragraph:
         if self._para is None:
-            self._para = Paragraph(escape(self.text), self.style)
+            self._para = memo_paragraph(escape(self.text), self.style)
         return self._para
 
     def wrap(self, available_width: float, available_height: float) -> tuple[float, float]:
@@ -112,18 +113,21 @@ class _Text(Flowable):
     def getSpaceAfter(self) -> float:
         return self.style.spaceAfter
 
+    def text_runs(self) -> list[Run] | None:
+        """Its one line, once wrapped (cells.py); None when it wraps over several."""
+        if self._para is not None:
+            return None
+        st = self.style
+        x = 0.0
+        if st.alignment == TA_RIGHT:
+            x = self.width - stringWidth(self.text, st.fontName, st.fontSize)
+        return [(x, self.height - st.fontSize, self.text, st.fontName, st.fontSize, st.textColor)]
+
     def draw(self) -> None:
         if self._para is not None:
             self._para.drawOn(self.canv, 0, 0)
             return
-        st, canvas = self.style, self.canv
-        canvas.setFont(st.fontName, st.fontSize)
-        canvas.setFillColor(st.textColor)
-        baseline = self.height - st.fontSize
-        if st.alignment == TA_RIGHT:
-            canvas.drawRightString(self.width, baseline, self.text)
-        else:
-            canvas.drawString(0, baseline, self.text)
+        draw_runs(self.canv, self.text_runs() or [])
 
 
 def _p(text: str, style: ParagraphStyle) -> Flowable:
@@ -156,14 +160,22 @@ class _TwoLines(Flowable):
         self.height = self._s1.leading + self._s2.leading
         return self.width, self.height
 
+    def text_runs(self) -> list[Run]:
+        s1, s2 = self._s1, self._s2
+        return [
+            (0.0, self.height - s1.fontSize, self._first, s1.fontName, s1.fontSize, s1.textColor),
+            (
+                0.0,
+                self.height - s1.leading - s2.fontSize,
+                self._second,
+                s2.fontName,
+                s2.fontSize,
+                s2.textColor,
+            ),
+        ]
+
     def draw(self) -> None:
-        canvas = self.canv
-        canvas.setFont(self._s1.fontName, self._s1.fontSize)
-        canvas.setFillColor(self._s1.textColor)
-        canvas.drawString(0, self.height - self._s1.fontSize, self._first)
-        canvas.setFont(self._s2.fontName, self._s2.fontSize)
-        canvas.setFillColor(self._s2.textColor)
-        canvas.drawString(0, self.height - self._s1.leading - self._s2.fontSize, self._second)
+        draw_runs(self.canv, self.text_runs())
 
 
 def _resource_cell(name: str, resource_id: str, th: Theme, width: float) -> Any:
@@ -172,7 +184,7 @@ def _resource_cell(name: str, resource_id: str, th: Theme, width: float) -> Any:
         return _cell(name or resource_id or "(no resource)", s["cell"], width)
     if _fits(name, s["cell"], width) and _fits(resource_id, s["cell_small"], width):
         return _TwoLines(name, resource_id, th)
-    return [_p(name, s["cell"]), _p(resource_id, s["cell_small"])]
+    return TextStack([_p(name, s["cell"]), _p(resource_id, s["cell_small"])])
 
 
 def _money(value: Decimal, currency: str, unicode_ok: bool) -> str:

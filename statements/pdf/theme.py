@@ -16,6 +16,9 @@ from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import mm
 from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.ttfonts import TTFont
+from reportlab.platypus.tables import CellStyle
+
+from .cells import cell_style
 
 INK = colors.HexColor("#1f2933")
 
@@ -55,7 +58,7 @@ class Fonts:
 
 @dataclass
 class Theme:
-    """Page geometry and styles for one font family; built once per process and family."""
+    """Page geometry and styles for one font family; built once per process, family and accent."""
 
     fonts: Fonts
     page_size: tuple[float, float]
@@ -63,7 +66,7 @@ class Theme:
     margin: float
     width: float  # usable width
     styles: dict[str, ParagraphStyle]
-    table_head: list[tuple]
+    cells: dict[str, CellStyle]  # of Grid tables: shared, never changed
 
 
 def _page_size() -> tuple[float, float]:
@@ -128,20 +131,32 @@ def theme(
         "note": style("note", fontSize=8.5, leading=11),
         "footnote": style("footnote", fontSize=7, leading=9, textColor=MUTED),
     }
-    table_head = [
-        ("FONTNAME", (0, 0), (-1, 0), bold),
-        ("FONTSIZE", (0, 0), (-1, -1), 8),
-        ("LEADING", (0, 0), (-1, -1), 9.6),
-        ("FONTNAME", (0, 1), (-1, -1), regular),
-        ("TEXTCOLOR", (0, 0), (-1, 0), MUTED),
-        ("TEXTCOLOR", (0, 1), (-1, -1), INK),
-        ("LINEBELOW", (0, 0), (-1, 0), 0.8, INK),
-        ("VALIGN", (0, 0), (-1, -1), "TOP"),
-        ("TOPPADDING", (0, 0), (-1, -1), 2.5),
-        ("BOTTOMPADDING", (0, 0), (-1, -1), 2.5),
-        ("LEFTPADDING", (0, 0), (-1, -1), 3),
-        ("RIGHTPADDING", (0, 0), (-1, -1), 3),
-    ]
+    # The tables' cells. Data tables: a header row (bold, muted) over body rows; "_right" for
+    # figures. `reduction`: the named parts of a discount, under their line.
+    data_cell: dict[str, Any] = {
+        "fontsize": 8,
+        "leading": 9.6,
+        "valign": "TOP",
+        "topPadding": 2.5,
+        "bottomPadding": 2.5,
+        "leftPadding": 3,
+        "rightPadding": 3,
+    }
+    cells: dict[str, CellStyle] = {}
+    for name, kind in (
+        ("head", {"fontname": bold, "color": MUTED}),
+        ("body", {"fontname": regular, "color": INK}),
+        ("total", {"fontname": bold, "color": INK}),
+        ("reduction", {"fontname": regular, "color": MUTED, "fontsize": 6.8}),
+    ):
+        cells[name] = cell_style(name, **{**data_cell, **kind})
+        cells[f"{name}_right"] = cell_style(f"{name}_right", **{**data_cell, **kind, "alignment": "RIGHT"})
+    # Boxes laid out as tables (their cells hold flowables, which bring their own fonts).
+    cells["header"] = cell_style("header", valign="TOP", leftPadding=0, rightPadding=0, bottomPadding=8)
+    cells["who_left"] = cell_style("who_left", valign="TOP", leftPadding=0, rightPadding=12)
+    cells["who_right"] = cell_style("who_right", valign="TOP", leftPadding=0, rightPadding=0)
+    cells["figure"] = cell_style("figure", valign="TOP", topPadding=7, bottomPadding=7, leftPadding=9)
+    cells["note"] = cell_style("note", topPadding=5, bottomPadding=5, leftPadding=8)
     return Theme(
         fonts=fonts,
         page_size=size,
@@ -149,7 +164,7 @@ def theme(
         margin=margin,
         width=size[0] - 2 * margin,
         styles=styles,
-        table_head=table_head,
+        cells=cells,
     )
 
 
