@@ -452,25 +452,30 @@ def main() -> None:
     print(
         f"{connection.vendor}: {os.cpu_count()} CPUs; load average {load[0]:.2f} before, {os.getloadavg()[0]:.2f} after"
     )
-    print(f"{'page':<44} {'median':>9} {'min':>9} {'max':>9} {'CPU':>9}  target {TARGET_MS:.0f} ms")
+    print(
+        f"{'page':<44} {'median':>9} {'min':>9} {'max':>9} {'CPU':>9}  target {TARGET_MS:.0f} ms CPU (the median)"
+    )
     for label, walls, cpus, status in results:
-        median = statistics.median(walls)
-        verdict = (
-            "ok" if median <= TARGET_MS and status == 200 else ("SLOW" if status == 200 else f"HTTP {status}")
-        )
+        cpu = statistics.median(cpus)
         print(
-            f"{label:<44} {median:7.1f}ms {min(walls):7.1f}ms {max(walls):7.1f}ms {statistics.median(cpus):7.1f}ms  {verdict}"
+            f"{label:<44} {statistics.median(walls):7.1f}ms {min(walls):7.1f}ms {max(walls):7.1f}ms {cpu:7.1f}ms"
+            f"  {verdict(cpu, TARGET_MS, status)}"
         )
     print(
-        f"{'first dashboard after a change':<44} {'once':>9} {'':>9} {'':>9} {'CPU':>9}  target {TARGET_AFTER_CHANGE_MS:.0f} ms"
+        f"{'first dashboard after a change':<44} {'once':>9} {'':>9} {'':>9} {'CPU':>9}"
+        f"  target {TARGET_AFTER_CHANGE_MS:.0f} ms CPU"
     )
     for label, wall, cpu, status in after:
-        verdict = (
-            "ok"
-            if wall <= TARGET_AFTER_CHANGE_MS and status == 200
-            else ("SLOW" if status == 200 else f"HTTP {status}")
+        print(
+            f"  {label[:42]:<42} {wall:7.1f}ms {'':>9} {'':>9} {cpu:7.1f}ms  {verdict(cpu, TARGET_AFTER_CHANGE_MS, status)}"
         )
-        print(f"  {label[:42]:<42} {wall:7.1f}ms {'':>9} {'':>9} {cpu:7.1f}ms  {verdict}")
+
+
+def verdict(cpu_ms: float, target_ms: float, status: int) -> str:
+    """Judged on CPU time: wall time on a shared machine counts the other processes' turns too."""
+    if status != 200:
+        return f"HTTP {status}"
+    return "ok" if cpu_ms <= target_ms else "SLOW"
 
 
 if __name__ == "__main__":

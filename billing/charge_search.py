@@ -56,6 +56,15 @@ PG_TRIGRAM_INDEX = "charge_text_trgm"
 UNIT_SEPARATOR = "\x1f"
 PG_MATCH_SQL = "(" + " || E'\\x1f' || ".join(f'"billing_charge"."{c}"' for c in TEXT_COLUMNS) + ") ILIKE %s"
 TRIGRAM = 3
+# PostgreSQL: a term longer than this is looked up in the index by its last characters
+# (TAIL_TRIGRAMS trigrams) when the statistics expect at most PG_RARE charges to hold them; more,
+# and the whole term's trigrams narrow the index's answer better than they cost.
+TAIL_CHARS = TAIL_TRIGRAMS + TRIGRAM - 1
+PG_RARE = 5_000
+PG_TAIL_SQL = f"SELECT id FROM billing_charge WHERE {PG_MATCH_SQL}"  # noqa: S608 - fixed SQL
+# The whole term compared on the candidates only: an expression the trigram index does not answer
+# (the same text with '' appended), else PostgreSQL would ask the index for every trigram again.
+PG_COMPARE_SQL = PG_MATCH_SQL.replace(") ILIKE %s", " || '') ILIKE %s")
 # A term naming more PIs or projects than this is not a name: its charges are listed by text.
 OWNER_LIMIT = 500
 
@@ -107,10 +116,34 @@ def text_match(term: str) -> Q:
         # A common term (one charge in twenty or more of a million-charge period): comparing
         # rows newest first finds a page of matches sooner than listing every match would.
     if connection.vendor == "postgresql":
-        pattern = "%" + connection.ops.prep_for_like_query(term.replace(UNIT_SEPARATOR, "")) + "%"
-        return Q(RawSQL(PG_MATCH_SQL, [pattern], output_field=BooleanField()))  # noqa: S611 - as above
+        text = term.replace(UNIT_SEPARATOR, "")
+        if len(text) > TAIL_CHARS and pg_rare(text[-TAIL_CHARS:]):
+            # The index asked for the term's last characters only (every common trigram more costs
+            # GIN a walk through a long list: a whole resource id took 160 ms of a page); the few
+            # charges holding them are compared with the whole term.
+            return _pg_text(PG_MATCH_SQL, text[-TAIL_CHARS:]) & _pg_text(PG_COMPARE_SQL, text)
+        return _pg_text(PG_MATCH_SQL, text)
     # Short terms on SQLite (FTS5 has no trigram for them), and any other database: row by row.
     return _icontains_any(term)
+
+
+def _pg_pattern(text: str) -> str:
+    return "%" + connection.ops.prep_for_like_query(text) + "%"
+
+
+def _pg_text(sql: str, text: str) -> Q:
+    """`sql` (PG_MATCH_SQL or PG_COMPARE_SQL: fixed SQL) with `text` as its ILIKE pattern."""
+    return Q(RawSQL(sql, [_pg_pattern(text)], output_field=BooleanField()))  # noqa: S611 - fixed SQL
+
+
+def pg_rare(tail: str) -> bool:
+    """Whether PostgreSQL expects at most PG_RARE charges to hold `tail` (its statistics of the
+    indexed text; one plan, nothing read)."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN (FORMAT JSON) {PG_TAIL_SQL}", [_pg_pattern(tail)])
+        plan = cursor.fetchone()[0]
+    rows = (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]["Plan Rows"]
+    return rows <= PG_RARE
 
 
 def _icontains_any(term: str) -> Q:

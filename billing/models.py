@@ -419,7 +419,11 @@ class Charge(models.Model):
 
     class Meta:
         indexes = [
-            models.Index(fields=["period", "review_state"], name="charge_period_state"),
+            # Newest first within a state (review pages), and billed: the flagged and rejected sums
+            # (totals, the review queue's groups) read the index alone.
+            models.Index(
+                fields=["period", "review_state", "id", "billed_cost"], name="charge_period_state_billed"
+            ),
             models.Index(fields=["period", "pi", "project"], name="charge_period_pi_project"),
             models.Index(fields=["period", "source"], name="charge_period_source"),
             models.Index(fields=["period", "service_name"], name="charge_period_service"),

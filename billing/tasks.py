@@ -42,13 +42,16 @@ def import_run(import_id: int, period: str | None = None, force: bool = False) -
 
 @shared_task(name="billing.period_rankings_warm")
 def period_rankings_warm(period: str) -> float:
-    """Compute the period's cached rankings (top PIs and projects) after its charges changed,
-    so the next dashboard view reads them from the cache; nothing to do when they are current
-    (a review decision keeps them). Returns the seconds the computation took."""
+    """Compute the period's cached rankings (top PIs and projects) and totals after its charges
+    changed, so the next dashboard view reads them from the cache; nothing to do when they are
+    current (a review decision keeps the rankings and the amounts, and recounts only the flagged
+    and rejected charges). Returns the seconds the rankings' computation took."""
     period_obj = BillingPeriod.objects.filter(period=period).first()
     if period_obj is None:
         return 0.0
-    return selectors.period_rankings(period_obj).seconds
+    seconds = selectors.period_rankings(period_obj).seconds
+    selectors.period_totals(period_obj)
+    return seconds
 
 
 @shared_task(name="billing.period_reevaluate_flags")

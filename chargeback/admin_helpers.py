@@ -3,6 +3,7 @@ mixins put in front of any admin class."""
 
 from __future__ import annotations
 
+import html
 from functools import cached_property
 from typing import Any
 
@@ -12,9 +13,17 @@ from django.contrib.admin.views.main import PAGE_VAR, SEARCH_VAR, ChangeList
 from django.core.paginator import Page, Paginator
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.utils.html import format_html
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext as _
+
+
+def cell_html(template: str, *args: Any) -> SafeString:
+    """format_html for the cells of a list page (a few thousand per page): the same escaping of
+    every argument that is not already safe HTML, without format_html's per-argument checks for
+    lazy strings (about four times quicker)."""
+    return SafeString(
+        template.format(*[a.__html__() if hasattr(a, "__html__") else html.escape(str(a)) for a in args])
+    )
 
 
 class LargeTablePaginator(Paginator):
@@ -111,11 +120,11 @@ class LargeTableAdminMixin:
     def action_checkbox(self, obj: Any) -> SafeString:
         """The row's checkbox, the same HTML as Django's, without rendering a widget template for
         every row (a sixth of a 100-row page's time)."""
-        return format_html(
+        return cell_html(
             '<input type="checkbox" name="{}" value="{}" class="action-select" aria-label="{}">',
             ACTION_CHECKBOX_NAME,
             str(obj.pk),
-            format_html(_("Select this object for an action - {}"), str(obj)),
+            cell_html(_("Select this object for an action - {}"), str(obj)),
         )
 
 
@@ -149,7 +158,7 @@ class LargeTableChangeList(ChangeList):
         return tuple(marked.split(_KEY_MARK)) if marked.count(_KEY_MARK) == 1 else ()
 
     def _with_filters(self, url: str) -> str:
-        context = {"preserved_filters": self.row_link_filters, "opts": self.opts}
+        context: dict[str, Any] = {"preserved_filters": self.row_link_filters, "opts": self.opts}
         return add_preserved_filters(context, url)
 
     def get_results(self, request: HttpRequest) -> None:

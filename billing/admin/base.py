@@ -10,9 +10,9 @@ from typing import Any
 
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
-from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from chargeback.admin_helpers import cell_html
 from chargeback.errors import Refused
 from chargeback.money import format_money
 
@@ -41,7 +41,7 @@ def money(value: Decimal | None) -> str:
 
 def money_cell(value: Decimal | None) -> SafeString:
     css = "ocb-money ocb-negative" if value is not None and value < 0 else "ocb-money"
-    return format_html('<span class="{}">{}</span>', css, money(value))
+    return cell_html('<span class="{}">{}</span>', css, money(value))
 
 
 class CurrencyAdminMixin:
@@ -102,4 +102,4 @@ def _fieldset_names(fieldsets: Any) -> list[str]:
 
 
 def _badge(value: str, label: str) -> SafeString:
-    return format_html('<span class="ocb-badge ocb-badge-{}">{}</span>', value, label)
+    return cell_html('<span class="ocb-badge ocb-badge-{}">{}</span>', value, label)

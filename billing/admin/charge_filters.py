@@ -36,9 +36,10 @@ class PeriodFilter(admin.SimpleListFilter):
         ]
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        if not self.value():
+        value = self.value()
+        if not value:
             return queryset
-        period = views.period_named(request, self.value())
+        period = views.period_named(request, value)
         if period is None:
             return queryset.none()
         if queryset.model is not Charge:

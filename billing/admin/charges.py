@@ -15,7 +15,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from accounts import roles
-from chargeback.admin_helpers import LargeTableAdminMixin
+from chargeback.admin_helpers import LargeTableAdminMixin, cell_html
 
 from .. import charge_search, selectors, spending, views
 from ..models import PI, Charge, Project
@@ -202,21 +202,21 @@ class ChargeAdmin(CurrencyAdminMixin, LargeTableAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="charge", ordering="id")
     def charge_col(self, obj: Charge) -> SafeString:
-        return format_html(
+        return cell_html(
             '#{} {}<span class="ocb-sub">{} · {}</span>{}',
             obj.pk,
             self.state_col(obj),
             obj.period.period,
             obj.source.slug,
-            format_html('<span class="ocb-flags">{}</span>', self.flags_col(obj)) if obj.flag_summary else "",
+            cell_html('<span class="ocb-flags">{}</span>', self.flags_col(obj)) if obj.flag_summary else "",
         )
 
     @admin.display(description="PI · project · fund/org")
     def attribution_col(self, obj: Charge) -> SafeString:
-        return format_html(
+        return cell_html(
             '{}<span class="ocb-sub">{} · {}</span>',
             self.pi_col(obj),
-            format_html(
+            cell_html(
                 '<a href="{}">{}</a>', spending.project_spending_url(obj.project_code), obj.project_code
             )
             if obj.project_id
@@ -226,13 +226,13 @@ class ChargeAdmin(CurrencyAdminMixin, LargeTableAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="service · resource")
     def charged_col(self, obj: Charge) -> SafeString:
-        return format_html("{}{}", self.service_col(obj), self.resource_col(obj))
+        return cell_html("{}{}", self.service_col(obj), self.resource_col(obj))
 
     @admin.display(description="PI")
     def pi_col(self, obj: Charge) -> str | SafeString:
         if obj.pi_email and obj.pi_id:
-            return format_html('<a href="{}">{}</a>', spending.pi_spending_url(obj.pi_email), obj.pi_email)
-        return obj.pi_email or format_html('<span class="ocb-quiet">{}</span>', "unattributed")
+            return cell_html('<a href="{}">{}</a>', spending.pi_spending_url(obj.pi_email), obj.pi_email)
+        return obj.pi_email or cell_html('<span class="ocb-quiet">{}</span>', "unattributed")
 
     @admin.display(description="service")
     def service_col(self, obj: Charge) -> str:
@@ -244,7 +244,7 @@ class ChargeAdmin(CurrencyAdminMixin, LargeTableAdminMixin, admin.ModelAdmin):
     def resource_col(self, obj: Charge) -> SafeString:
         text = obj.resource_name or obj.resource_id
         short = text if len(text) <= 30 else text[:12] + "…" + text[-16:]
-        return format_html(
+        return cell_html(
             '<span class="ocb-sub ocb-mono" title="{}">{}</span>', obj.resource_id or text, short
         )
 
@@ -268,8 +268,8 @@ class ChargeAdmin(CurrencyAdminMixin, LargeTableAdminMixin, admin.ModelAdmin):
     def flags_col(self, obj: Charge) -> SafeString | str:
         if not obj.flag_summary:
             return ""
-        return format_html_join(
-            " ", '<span class="ocb-flag">{}</span>', ((f,) for f in flag_labels(obj.flag_summary))
+        return SafeString(
+            " ".join(cell_html('<span class="ocb-flag">{}</span>', f) for f in flag_labels(obj.flag_summary))
         )
 
     # Fields of the charge page.

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from django.db.models import BigIntegerField, F, Func, QuerySet
+from django.db.models.lookups import Exact
 
 from ..models import BillingPeriod, Charge, ChargeFlag, Import
 
 
 def period_charge_id_range(period: BillingPeriod) -> tuple[int, int] | None:
     """Lowest and highest charge id of the period, from the first and last charge of each of its
-    imports (two index lookups per import, in one query, instead of a scan of the period)."""
-    from django.db.models import Max, Min, OuterRef, Subquery
+    imports and of the imports of no period (credits), two index lookups each, in one query,
+    instead of a scan of the period."""
+    from django.db.models import Max, Min, OuterRef, Q, Subquery
 
-    ids = Charge.objects.filter(import_run_id=OuterRef("pk")).values("id")
+    # The import's own index walked to its first and last charge of the period: the period's
+    # column is compared, never looked up in a (period, ...) index.
+    ids = Charge.objects.filter(
+        Exact(_unindexed_period_id(), period.pk), import_run_id=OuterRef("pk")
+    ).values("id")
     ends = [
         end
-        for pair in Import.objects.filter(period=period)
+        for pair in Import.objects.filter(Q(period=period) | Q(period__isnull=True))
         .order_by()
         .values_list(Subquery(ids.order_by("id")[:1]), Subquery(ids.order_by("-id")[:1]))
         for end in pair
@@ -39,16 +45,19 @@ def charges_in_period(
     backwards and stops after one page. PostgreSQL plans this well from its statistics.
     """
     from django.db import connections
-    from django.db.models import BigIntegerField, F, Func
-    from django.db.models.lookups import Exact
 
     if use_index or connections[queryset.db].vendor != "sqlite":
         return queryset.filter(period=period)
     bounds = period_charge_id_range(period)
     if bounds is None:
         return queryset.none()
-    unindexed = Func(F("period_id"), template="+%(expressions)s", output_field=BigIntegerField())
-    return queryset.filter(Exact(unindexed, period.pk), id__gte=bounds[0], id__lte=bounds[1])
+    return queryset.filter(Exact(_unindexed_period_id(), period.pk), id__gte=bounds[0], id__lte=bounds[1])
+
+
+def _unindexed_period_id() -> Func:
+    """The charge's period id as an expression no index answers (`+period_id`), so that SQLite
+    reads the rows through another index or the primary key and only compares the period."""
+    return Func(F("period_id"), template="+%(expressions)s", output_field=BigIntegerField())
 
 
 def charges_with_flag(queryset: QuerySet[Charge], key: str) -> QuerySet[Charge]:

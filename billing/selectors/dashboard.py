@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
 from django.db.models import Count, Sum
@@ -11,7 +11,7 @@ from chargeback.money import ZERO
 
 from ..models import PI, BillingPeriod, Charge, Import
 from .charges import charges_in_period
-from .totals import PeriodTotals, period_totals_of
+from .totals import PeriodTotals, add_review_totals, periods_amount_totals
 
 
 def period_default() -> BillingPeriod | None:
@@ -26,13 +26,24 @@ def period_totals(period: BillingPeriod) -> PeriodTotals:
     """The period's totals (billing.selectors.totals.periods_totals: the one computation).
 
     Cached under the period's fingerprint (see period_fingerprint), so a changed period is
-    recomputed on its next read and an unchanged one costs two small queries."""
+    recomputed on its next read and an unchanged one costs two small queries. The part a review
+    decision leaves as it is (the charges counted, list and billed) is cached apart, under the
+    fingerprint of amounts: after a decision only the flagged and rejected charges are summed again
+    (through the (period, review state, billed) index), not the period's million charges counted."""
     from django.core.cache import cache
 
-    key = f"openchargeback:totals:v1:{period.pk}:{period_fingerprint(period)}"
+    key = f"openchargeback:totals:v2:{period.pk}:{period_fingerprint(period)}"
     totals = cache.get(key)
     if totals is None:
-        totals = period_totals_of(period)
+        amounts_key = (
+            f"openchargeback:amounts:v1:{period.pk}:{period_fingerprint(period, attribution_only=True)}"
+        )
+        totals = cache.get(amounts_key)
+        if totals is None:
+            totals = periods_amount_totals([period])[period.pk]
+            cache.set(amounts_key, totals, RANKINGS_CACHE_SECONDS)
+        totals = replace(totals, by_source=list(totals.by_source))
+        add_review_totals({period.pk: totals})
         cache.set(key, totals, RANKINGS_CACHE_SECONDS)
     totals.period = period
     return totals
@@ -66,8 +77,8 @@ def period_fingerprint(period: BillingPeriod, *, attribution_only: bool = False)
     superseded, or a review decision, correction or re-evaluation was logged (two small queries).
 
     `attribution_only`: changes only when the amounts or the attribution (PI, project) of the
-    charges may have changed: imports and corrections, not approvals, rejections or re-flagging,
-    which change review states alone (the rankings do not depend on them)."""
+    charges may have changed: imports, corrections and credits, not approvals, rejections or
+    re-flagging, which change review states alone (the rankings do not depend on them)."""
     import hashlib
 
     from ..models import ReviewLog
@@ -75,7 +86,7 @@ def period_fingerprint(period: BillingPeriod, *, attribution_only: bool = False)
     imports = list(Import.objects.filter(period=period).order_by("id").values_list("id", "status"))
     logs = ReviewLog.objects.filter(period=period)
     if attribution_only:
-        logs = logs.filter(action=ReviewLog.Action.CORRECT)
+        logs = logs.filter(action__in=[ReviewLog.Action.CORRECT, ReviewLog.Action.CREDIT])
     last_log = logs.order_by("-created_at").values_list("id", "created_at").first()
     state = repr((period.pk, str(period.created_at), imports, last_log and (last_log[0], str(last_log[1]))))
     return hashlib.sha256(state.encode()).hexdigest()[:32]

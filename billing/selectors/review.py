@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from django.core.cache import cache
 from django.db.models import Count, Q, QuerySet, Sum
 
 from chargeback.money import ZERO
 
-from ..models import BillingPeriod, Charge, ChargeFlag, FlagReason
+from ..models import BillingPeriod, Charge, ChargeFlag, FlagReason, FlagRule
 from .charges import charges_with_flag
+from .dashboard import RANKINGS_CACHE_SECONDS, period_fingerprint
 
 
 def flagged_charges(period: BillingPeriod | None = None, reason: str | None = None) -> QuerySet[Charge]:
@@ -33,18 +36,30 @@ class ReasonGroup:
 
 
 def review_queue_groups(period: BillingPeriod) -> list[ReasonGroup]:
-    """The period's flagged charges grouped by flag reason, largest amount first."""
-    from ..models import FlagReason
+    """The period's flagged charges grouped by flag reason, largest amount first.
 
+    Summing a big period's flagged charges reads tens of thousands of rows, so the sums are cached
+    under the period's fingerprint (decisions, imports, corrections) and the flags' and rules'
+    state: re-evaluating the rules writes new flags (ids only grow) even where no charge changes
+    state, and a renamed or deleted rule changes the rules' names."""
+    rules = dict(FlagRule.objects.order_by("id").values_list("id", "name"))
+    newest_flag = ChargeFlag.objects.order_by("-id").values_list("id", flat=True).first()
+    state = hashlib.sha256(repr((period_fingerprint(period), newest_flag, rules)).encode()).hexdigest()[:32]
+    cache_key = f"openchargeback:review-groups:v1:{period.pk}:{state}"
+    rows = cache.get(cache_key)
+    if rows is None:
+        rows = list(
+            ChargeFlag.objects.filter(charge__period=period, charge__review_state=Charge.ReviewState.FLAGGED)
+            .values_list("reason", "rule_id")
+            .annotate(n=Count("charge_id"), billed=Sum("charge__billed_cost"))
+            .order_by()
+        )
+        cache.set(cache_key, rows, RANKINGS_CACHE_SECONDS)
     labels = dict(FlagReason.choices)
     groups = []
-    for reason, _rule_id, rule_name, n, billed in (
-        ChargeFlag.objects.filter(charge__period=period, charge__review_state=Charge.ReviewState.FLAGGED)
-        .values_list("reason", "rule_id", "rule__name")
-        .annotate(n=Count("charge_id"), billed=Sum("charge__billed_cost"))
-        .order_by()
-    ):
+    for reason, rule_id, n, billed in rows:
         if reason == FlagReason.RULE:
+            rule_name = rules.get(rule_id)
             key = f"rule:{rule_name}" if rule_name else "rule"
             label = f"Rule: {rule_name}" if rule_name else "Flag rule (deleted)"
         else:

@@ -68,7 +68,15 @@ def periods_totals(periods: Iterable[BillingPeriod]) -> dict[int, PeriodTotals]:
     totals are the exact sums of the charges it wrote, and amounts never change after import),
     checked against the period's charge count; where they disagree (charges not written by an
     import, or an import's totals out of step) the period's charges are summed instead. Flagged
-    and rejected counts and money come from the (period, review state) index."""
+    and rejected counts and money come from the (period, review state, billed) index."""
+    result = periods_amount_totals(periods)
+    add_review_totals(result)
+    return result
+
+
+def periods_amount_totals(periods: Iterable[BillingPeriod]) -> dict[int, PeriodTotals]:
+    """The part of `periods_totals` that review decisions leave as it is: charges, list and billed,
+    per source and in all (the flagged and rejected figures left at zero)."""
     result = {period.pk: PeriodTotals(period=period) for period in periods}
     if not result:
         return result
@@ -120,9 +128,17 @@ def periods_totals(periods: Iterable[BillingPeriod]) -> dict[int, PeriodTotals]:
     for totals in result.values():
         totals.list_total = sum((s.list_total for s in totals.by_source), ZERO)
         totals.billed_total = sum((s.billed_total for s in totals.by_source), ZERO)
+    return result
+
+
+def add_review_totals(result: dict[int, PeriodTotals]) -> None:
+    """Set the flagged and rejected counts and money of each period's totals (by primary key)."""
+    if not result:
+        return
     for period_id, state, n, billed in (
         Charge.objects.filter(
-            period_id__in=ids, review_state__in=[Charge.ReviewState.FLAGGED, Charge.ReviewState.REJECTED]
+            period_id__in=list(result),
+            review_state__in=[Charge.ReviewState.FLAGGED, Charge.ReviewState.REJECTED],
         )
         .values_list("period_id", "review_state")
         .annotate(n=Count("id"), billed=Sum("billed_cost"))
@@ -133,7 +149,6 @@ def periods_totals(periods: Iterable[BillingPeriod]) -> dict[int, PeriodTotals]:
             totals.flagged, totals.flagged_billed = n, billed or ZERO
         else:
             totals.rejected, totals.rejected_billed = n, billed or ZERO
-    return result
 
 
 def period_totals_of(period: BillingPeriod) -> PeriodTotals:

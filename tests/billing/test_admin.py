@@ -296,6 +296,59 @@ def test_charges_list_never_counts_the_whole_table(rc):
     assert rc.get(url, {"p": 13}).context["cl"].result_count == 1_250
 
 
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"state": "flagged"},
+        {"state": "flagged", "source": "SOURCE"},
+        {"reason": FlagReason.MISSING_FUND_ORG},
+        {"pi": "PI"},
+        {"service": "Amazon EC2"},
+        {"q": "bulk-0001"},
+        {"q": "PI"},
+    ],
+)
+def test_a_changelist_page_makes_the_same_few_queries_whatever_the_period_holds(
+    rc, params, django_assert_max_num_queries
+):
+    # No query per row, per filter choice or per import: the first page of 120 charges and that of
+    # 1,250 cost the same queries.
+    url = reverse("admin:billing_charge_changelist")
+    small, big = _bulk_flagged(120, period="2025-05"), _bulk_flagged(1_250, period="2025-06")
+
+    def queries(period: BillingPeriod) -> int:
+        charge = Charge.objects.filter(period=period).select_related("source").get(resource_id="bulk-000000")
+        names = {"SOURCE": charge.source.slug, "PI": charge.pi_email}
+        query = {"period": period.period, **{k: names.get(v, v) for k, v in params.items()}}
+        rc.get(reverse("admin:index"), {"period": period.period})  # the dashboard caches the rankings
+        with CaptureQueriesContext(connection) as captured:
+            response = rc.get(url, query)
+        assert response.status_code == 200 and response.context["cl"].result_list, query
+        return len(captured)
+
+    assert queries(small) == queries(big)
+    with django_assert_max_num_queries(20):
+        rc.get(url, {"period": big.period})
+
+
+def test_the_review_queue_and_the_dashboard_make_the_same_few_queries_whatever_the_period_holds(
+    rc, django_assert_max_num_queries
+):
+    small, big = _bulk_flagged(60, period="2025-05"), _bulk_flagged(600, period="2025-06")
+    for name, limit in (("admin:billing_charge_review", 20), ("admin:index", 20)):
+
+        def queries(period: BillingPeriod, name: str = name) -> int:
+            rc.get(reverse(name), {"period": period.period})  # computes what it caches
+            with CaptureQueriesContext(connection) as captured:
+                assert rc.get(reverse(name), {"period": period.period}).status_code == 200
+            return len(captured)
+
+        assert queries(small) == queries(big), name
+        with django_assert_max_num_queries(limit):
+            rc.get(reverse(name), {"period": big.period})
+
+
 def test_changelist_filtered_by_a_period_uses_the_period_filter_for_each_page(rc):
     period = _bulk_flagged(250, period="2025-05")
     other = _bulk_flagged(30, period="2025-06")

@@ -184,6 +184,28 @@ def test_a_common_term_is_compared_row_by_row_newest_first(charges, monkeypatch)
     assert found("i-0abc123def") == {charges[0].pk}  # a rare term still goes by ids
 
 
+@postgres_only
+def test_a_long_term_asks_the_index_for_its_last_characters_only(charges, monkeypatch):
+    # Every common trigram of a whole resource id costs GIN a long list: the index is asked for
+    # the tail (TAIL_CHARS characters) when that is rare, and the few rows found are compared
+    # with the whole term.
+    term = charges[0].resource_id
+    tail = term[-charge_search.TAIL_CHARS :]
+    text = plan(Charge.objects.filter(text_match(term)))
+    index_lines = [line for line in text.splitlines() if "Index Cond" in line]
+    assert index_lines and all(f"'%{tail}%'" in line and term not in line for line in index_lines), text
+    assert f"'%{term}%'" in text, text  # compared on the rows the index found
+    assert found(term) == by_icontains(term) == {charges[0].pk}
+    assert found(term.upper()) == {charges[0].pk}
+    assert found("x" + term) == set()  # the tail alone is not a match
+
+    # A tail that many charges hold: the whole term's trigrams narrow the index's answer.
+    monkeypatch.setattr(charge_search, "PG_RARE", 0)
+    text = plan(Charge.objects.filter(text_match(term)))
+    assert any("Index Cond" in line and f"'%{term}%'" in line for line in text.splitlines()), text
+    assert found(term) == {charges[0].pk}
+
+
 @sqlite_only
 def test_sqlite_triggers_are_in_place_after_every_migration():
     # A later migration that rebuilds billing_charge (as Django does for many ALTERs on SQLite)

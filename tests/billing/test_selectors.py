@@ -5,6 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from django.db import models
 
 from billing import selectors
 from billing.models import BillingSettings, ChargeFlag, FlagReason
@@ -340,3 +341,158 @@ def test_rankings_stay_cached_through_review_decisions_and_follow_corrections(dj
     moved = selectors.period_rankings(period)
     assert [(p.key, p.billed_total) for p in moved.top_projects] == [("bob-lab", D("50.00"))]
     cache.clear()
+
+
+def test_a_credit_changes_the_cached_rankings():
+    from django.core.cache import cache
+
+    from billing.credits import charge_credit_add
+
+    cache.clear()
+    ada = ProjectFactory(project_id="ada-lab")
+    charge = ChargeFactory(project=ada, billed_cost=D("30.00"))
+    assert selectors.period_rankings(charge.period).top_projects[0].billed_total == D("30.00")
+    charge_credit_add(
+        period=charge.period.period,
+        source=charge.source,
+        pi_email=ada.pi.email,
+        project_id="ada-lab",
+        amount=D("5.00"),
+        description="outage",
+        reference="CR-1",
+        actor_name="rita",
+    )
+    assert selectors.period_rankings(charge.period).top_projects[0].billed_total == D("25.00")
+    assert selectors.period_totals(charge.period).billed_total == D("25.00")
+    cache.clear()
+
+
+# --- cached totals and review groups -----------------------------------------------------------------------
+
+
+def test_after_a_review_decision_only_the_flagged_and_rejected_charges_are_summed_again():
+    from django.core.cache import cache
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from billing import services
+
+    cache.clear()
+    ok = ChargeFactory(billed_cost=D("10.00"))
+    flagged = [
+        ChargeFactory(period=ok.period, billed_cost=D(f"{n}.25"), review_state="flagged") for n in (1, 2, 3)
+    ]
+    first = selectors.period_totals(ok.period)
+    assert (first.charges, first.billed_total, first.flagged, first.flagged_billed) == (
+        4,
+        D("16.75"),
+        3,
+        D("6.75"),
+    )
+
+    services.charges_review(action="reject", charge_ids=[flagged[0].pk], note="not ours", actor_name="rita")
+    with CaptureQueriesContext(connection) as queries:
+        after = selectors.period_totals(ok.period)
+    charge_queries = [q["sql"] for q in queries.captured_queries if "billing_charge" in q["sql"]]
+    assert charge_queries and all("review_state" in sql for sql in charge_queries), charge_queries
+    assert (after.charges, after.billed_total, after.flagged, after.flagged_billed) == (
+        4,
+        D("16.75"),
+        2,
+        D("5.50"),
+    )
+    assert (after.rejected, after.rejected_billed, after.billable_total) == (1, D("1.25"), D("10.00"))
+    assert selectors.period_totals(ok.period) == after
+    cache.clear()
+
+
+def test_review_groups_are_cached_until_decisions_flags_or_rules_change():
+    from django.core.cache import cache
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from billing import services
+    from billing.models import FlagRule
+
+    cache.clear()
+    fund = [ChargeFactory(fund_org="", billed_cost=D("2.50"), review_state="flagged") for _ in range(2)]
+    period = fund[0].period
+    ChargeFlag.objects.bulk_create([ChargeFlag(charge=c, reason=FlagReason.MISSING_FUND_ORG) for c in fund])
+
+    def groups() -> dict[str, tuple[str, int, D]]:
+        return {g.key: (g.label, g.count, g.billed) for g in selectors.review_queue_groups(period)}
+
+    assert groups() == {"missing_fund_org": ("Missing fund/org", 2, D("5.00"))}
+    with CaptureQueriesContext(connection) as queries:
+        assert groups() == {"missing_fund_org": ("Missing fund/org", 2, D("5.00"))}
+    assert not any("SUM(" in q["sql"] for q in queries.captured_queries)
+
+    # A decision changes the period's fingerprint.
+    services.charges_review(action="approve", charge_ids=[fund[0].pk], note="ok", actor_name="rita")
+    assert groups() == {"missing_fund_org": ("Missing fund/org", 1, D("2.50"))}
+
+    # Re-evaluating a rule adds a flag to a charge that stays flagged (no decision logged).
+    rule = FlagRuleFactory(name="no fund", pattern="^$", fields=["fund_org"])
+    services.period_reevaluate_flags(period=period.period)
+    assert groups()["rule:no fund"] == ("Rule: no fund", 1, D("2.50"))
+
+    # A renamed rule is named as it is now; a deleted one as deleted.
+    FlagRule.objects.filter(pk=rule.pk).update(name="empty fund/org")
+    assert groups()["rule:empty fund/org"] == ("Rule: empty fund/org", 1, D("2.50"))
+    rule.delete()
+    assert groups()["rule"] == ("Flag rule (deleted)", 1, D("2.50"))
+    cache.clear()
+
+
+def test_the_flagged_and_rejected_sums_read_the_period_state_billed_index_alone():
+    from django.db import connection
+
+    from billing.models import Charge
+
+    period = ChargeFactory(review_state="flagged").period
+    flagged = (
+        Charge.objects.filter(period=period, review_state__in=["flagged", "rejected"])
+        .values_list("period_id", "review_state")
+        .annotate(billed=models.Sum("billed_cost"))
+        .order_by()
+    )
+    sql, params = flagged.query.sql_with_params()
+    with connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
+            cursor.execute(f"EXPLAIN QUERY PLAN {sql}", params)
+            plan = "\n".join(str(row[-1]) for row in cursor.fetchall())
+            assert "COVERING INDEX charge_period_state_billed" in plan, plan
+        else:
+            cursor.execute("SET LOCAL enable_seqscan = off")
+            cursor.execute("SET LOCAL enable_bitmapscan = off")
+            cursor.execute(f"EXPLAIN {sql}", params)
+            plan = "\n".join(row[0] for row in cursor.fetchall())
+            assert "Index Only Scan using charge_period_state_billed" in plan, plan
+
+
+def test_a_periods_charge_id_range_is_one_query(django_assert_num_queries):
+    first = ChargeFactory()
+    period = first.period
+    later = ChargeFactory(period=period, source=SourceFactory(slug="gcp"))
+    ChargeFactory(period=PeriodFactory(period="2025-02"))
+    ChargeFactory(period=period, import_run=later.import_run, source=later.source)
+    last = ChargeFactory(period=period, import_run=first.import_run, source=first.source)
+    with django_assert_num_queries(1):
+        assert selectors.period_charge_id_range(period) == (first.pk, last.pk)
+    assert selectors.period_charge_id_range(PeriodFactory(period="2025-03")) is None
+
+    # A credit's import has no period: its charge is the period's all the same.
+    from billing.credits import charge_credit_add
+
+    credit = charge_credit_add(
+        period=period.period,
+        source=first.source,
+        pi_email=first.pi_email,
+        project_id=first.project_code,
+        amount=D("5.00"),
+        description="outage",
+        reference="CR-2",
+        actor_name="rita",
+    ).charge
+    assert selectors.period_charge_id_range(period) == (first.pk, credit.pk)
+    assert selectors.period_charge_id_range(PeriodFactory(period="2025-02")) != (first.pk, credit.pk)
