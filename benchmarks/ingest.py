@@ -114,7 +114,9 @@ def child(file: Path, provider: str) -> None:
         "flagged": outcome.flagged,
         "seconds": seconds,
         "cpu_seconds": cpu_seconds,
-        "server_cpu_seconds": server_cpu - server_before if server_cpu is not None else None,
+        "server_cpu_seconds": (
+            server_cpu - server_before if server_cpu is not None and server_before is not None else None
+        ),
         "run_seconds": outcome.seconds,
         "timings": outcome.timings,
         "migrate_seconds": migrate_seconds,
@@ -225,7 +227,9 @@ def floor_child(file: Path) -> None:
         "floor_seconds": floor_seconds,
         "read_cpu_seconds": read_cpu,
         "floor_cpu_seconds": floor_cpu,
-        "floor_server_cpu_seconds": server_cpu - server_before if server_cpu is not None else None,
+        "floor_server_cpu_seconds": (
+            server_cpu - server_before if server_cpu is not None and server_before is not None else None
+        ),
         "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     print(RESULT_MARK + json.dumps(result), flush=True)
