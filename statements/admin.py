@@ -7,6 +7,7 @@ from typing import Any
 
 from auditlog.signals import accessed
 from django.contrib import admin, messages
+from django.contrib.admin.utils import flatten_fieldsets
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import (
@@ -23,9 +24,8 @@ from django.utils.html import format_html, format_html_join
 from django.views.decorators.http import require_POST
 
 from accounts import roles
+from billing.admin.base import currency
 from billing.models import BillingPeriod
-from billing.selectors import billing_settings_get
-from billing.spending import pi_spending_url, project_spending_url
 from chargeback.downloads import download_name
 from chargeback.errors import Refused
 from chargeback.money import format_money
@@ -34,10 +34,7 @@ from chargeback.percent import discount_percent_text
 from . import selectors, services, views
 from .models import Delivery, Statement, StatementLine
 from .services import dispatch
-
-
-def _currency() -> str:
-    return billing_settings_get().currency_code
+from .spending_admin import pi_link, project_link
 
 
 class VersionFilter(admin.SimpleListFilter):
@@ -161,38 +158,6 @@ class StatementAdmin(admin.ModelAdmin):
     ordering = ("-period__period", "sequence", "-version")
     inlines = [StatementLineInline]
     actions = ("send_selected", "render_missing")
-    readonly_fields = (
-        "label",
-        "period",
-        "state",
-        "pi_email",
-        "pi_name",
-        "pi_department",
-        "project_code",
-        "project_name",
-        "fund_org",
-        "cost_center",
-        "reference_1",
-        "reference_2",
-        "currency",
-        "list_money",
-        "discount_money",
-        "due_money",
-        "charge_count",
-        "held_back",
-        "rejected_count",
-        "versions",
-        "download",
-        "pdf_sha256",
-        "rendered_at",
-        "render_error",
-        "note",
-        "issued_at",
-        "sent_at",
-        "superseded_at",
-        "actor_name",
-        "delivery_log",
-    )
     fieldsets = (
         (None, {"fields": ("label", "period", "state", "versions", "download", "note")}),
         ("Billed to", {"fields": ("pi_email", "pi_name", "pi_department")}),
@@ -239,6 +204,8 @@ class StatementAdmin(admin.ModelAdmin):
             },
         ),
     )
+    # Every field is read-only: an issued version is immutable.
+    readonly_fields = tuple(flatten_fieldsets(fieldsets))
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -258,28 +225,16 @@ class StatementAdmin(admin.ModelAdmin):
     def label(self, statement: Statement) -> str:
         return statement.label
 
-    @admin.display(description="PI email", ordering="pi_email")
-    def pi_display(self, statement: Statement) -> str:
-        return format_html('<a href="{}">{}</a>', pi_spending_url(statement.pi_email), statement.pi_email)
-
-    @admin.display(description="project", ordering="project_code")
-    def project_display(self, statement: Statement) -> str:
-        if not statement.project_code:
-            return "(no project)"
-        return format_html(
-            '<a href="{}">{}</a>', project_spending_url(statement.project_code), statement.project_code
-        )
-
     @admin.display(description="PI", ordering="pi_email")
     def pi_col(self, statement: Statement) -> str:
-        link = format_html('<a href="{}">{}</a>', pi_spending_url(statement.pi_email), statement.pi_email)
+        link = pi_link(statement.pi_email)
         if statement.pi_name:
             return format_html('{}<span class="ocb-sub">{}</span>', statement.pi_name, link)
         return link
 
     @admin.display(description="project · fund/org", ordering="project_code")
     def project_col(self, statement: Statement) -> str:
-        project = self.project_display(statement)
+        project = project_link(statement.project_code)
         if statement.fund_org:
             return format_html('{}<span class="ocb-sub">{}</span>', project, statement.fund_org)
         return project
@@ -347,14 +302,14 @@ class StatementAdmin(admin.ModelAdmin):
         if context is not None and "cl" in context:
             queryset = context["cl"].queryset
             totals = selectors.statement_totals(queryset)
-            currency = _currency()
+            currency_code = currency()
             context["statement_totals"] = {
                 "statements": totals.statements,
                 "pis": totals.pis,
-                "list": format_money(totals.list_total, currency),
-                "discount": format_money(totals.discount_total, currency),
-                "due": format_money(totals.billed_total, currency),
-                "held_back": format_money(totals.held_back_amount, currency),
+                "list": format_money(totals.list_total, currency_code),
+                "discount": format_money(totals.discount_total, currency_code),
+                "due": format_money(totals.billed_total, currency_code),
+                "held_back": format_money(totals.held_back_amount, currency_code),
                 "unsent": totals.unsent,
                 "without_pdf": totals.without_pdf,
             }

@@ -18,20 +18,34 @@ from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
 from billing import spending
 from billing.models import PI, Project
-from billing.selectors import billing_settings_get
+from billing.selectors import currency_code
 from billing.views import source_chart
 
 from .models import ChargeQuery, Statement
+
+
+def pi_link(email: str) -> SafeString:
+    """A PI's email linked to their spending page (the statements and queries lists)."""
+    return format_html('<a href="{}">{}</a>', spending.pi_spending_url(email), email)
+
+
+def project_link(project_code: str) -> SafeString | str:
+    """A project id linked to its spending page; '(no project)' without one."""
+    if not project_code:
+        return "(no project)"
+    return format_html('<a href="{}">{}</a>', spending.project_spending_url(project_code), project_code)
 
 
 def _context(request: HttpRequest, title: str, **extra: Any) -> dict[str, Any]:
     return {
         **admin.site.each_context(request),
         "title": title,
-        "currency": billing_settings_get().currency_code,
+        "currency": currency_code(),
         "is_nav_sidebar_enabled": False,  # the per-period table needs the page's full width
         **extra,
     }
@@ -48,7 +62,7 @@ def _page(
     kind: str,
     extra: dict[str, Any],
 ) -> HttpResponse:
-    currency = billing_settings_get().currency_code
+    currency = currency_code()
     months = [p.period for p in data.periods]
     statements = list(
         Statement.objects.filter(statements_q, period__period__in=months)

@@ -47,11 +47,11 @@ from typing import Any
 
 from django.apps import apps
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, transaction
 from django.db.migrations.recorder import MigrationRecorder
 from django.db.models import Count
 
-from chargeback import storage, system_status
+from chargeback import commands, storage, system_status
 from chargeback.errors import Refused
 from chargeback.hashing import HashingReader
 from chargeback.logging import audit
@@ -392,13 +392,12 @@ def backup_create(*, path: str | Path, overwrite: bool = False) -> BackupOutcome
 
 
 def _currency() -> str:
+    """The installation's currency for the manifest (the core's currency source, which billing
+    registers); empty when the database cannot say (not migrated)."""
     try:
-        from billing.models import BillingSettings
-
-        row = BillingSettings.objects.filter(pk=1).values_list("currency_code", flat=True).first()
-    except Exception:
+        return commands.currency_source()
+    except DatabaseError:
         return ""
-    return row or ""
 
 
 # --- reading an archive ------------------------------------------------------------------

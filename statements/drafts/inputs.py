@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from billing.models import PI, BillingPeriod, Charge, Project, Source
 from billing.rating import selectors as rating_selectors
-from billing.selectors import BILLABLE_STATES, billing_settings_get
+from billing.selectors import BILLABLE_STATES, currency_code
 
 from .records import ChargeRow, DraftInputs, PIRef, ProjectRef, ReviewStates, SourceRef
 from .stages import charge_groups
@@ -19,7 +19,6 @@ def draft_inputs(period: BillingPeriod, *, pi_email: str | None = None) -> Draft
     charges = Charge.objects.filter(period=period)
     if pi_email:
         charges = charges.filter(pi__email=pi_email.strip().lower())
-    currency = billing_settings_get().currency_code
     pis = {
         pk: PIRef(pk, email, name, department)
         for pk, email, name, department in PI.objects.filter(pk__in=charges.values("pi_id")).values_list(
@@ -40,7 +39,7 @@ def draft_inputs(period: BillingPeriod, *, pi_email: str | None = None) -> Draft
         charges.values_list(*ChargeRow._fields).order_by("pi_id", "project_code").iterator(chunk_size=10000)
     )
     return DraftInputs(
-        currency=currency,
+        currency=currency_code(),
         states=ReviewStates(
             billable=frozenset(BILLABLE_STATES),
             held_back=Charge.ReviewState.FLAGGED,

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import flatten_fieldsets
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -16,11 +17,11 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from accounts import roles
-from billing.selectors import billing_settings_get
+from billing.admin.base import CurrencyAdminMixin, currency, money
 from billing.spending import pi_spending_url, project_spending_url
 from chargeback.errors import Refused
-from chargeback.money import format_money
 
+from .. import spending_admin
 from ..models import ChargeQuery
 from . import selectors, services
 from .forms import QueryResolveForm
@@ -54,7 +55,7 @@ class QueryStateFilter(admin.SimpleListFilter):
 
 
 @admin.register(ChargeQuery)
-class ChargeQueryAdmin(admin.ModelAdmin):
+class ChargeQueryAdmin(CurrencyAdminMixin, admin.ModelAdmin):
     list_display = ("number", "who", "about", "amount_money", "state_label")
     list_display_links = ("number",)
     list_filter = (QueryStateFilter, "resolution", "period")
@@ -62,27 +63,6 @@ class ChargeQueryAdmin(admin.ModelAdmin):
     list_select_related = ("period", "pi", "source")
     ordering = ("created_at", "id")
     list_per_page = 50
-    readonly_fields = (
-        "period",
-        "pi_link",
-        "project_link",
-        "source",
-        "charge_link",
-        "statement_link",
-        "subject",
-        "amount_money",
-        "reason",
-        "raised_by_email",
-        "created_at",
-        "state",
-        "resolution",
-        "answer",
-        "credit_money",
-        "resolved_by_name",
-        "resolved_at",
-        "notified_at",
-        "notify_error",
-    )
     fieldsets = (
         (
             "Query",
@@ -118,6 +98,8 @@ class ChargeQueryAdmin(admin.ModelAdmin):
             },
         ),
     )
+    # Every field is read-only here: a query is answered on its resolve page.
+    readonly_fields = tuple(flatten_fieldsets(fieldsets))
     change_form_template = "admin/statements/chargequery/change_form.html"
     change_list_template = "admin/statements/chargequery/change_list.html"
 
@@ -136,9 +118,6 @@ class ChargeQueryAdmin(admin.ModelAdmin):
             ),
             *super().get_urls(),
         ]
-
-    def _currency(self) -> str:
-        return billing_settings_get().currency_code
 
     @admin.display(description="query", ordering="id")
     def number(self, query: ChargeQuery) -> str:
@@ -165,23 +144,19 @@ class ChargeQueryAdmin(admin.ModelAdmin):
 
     @admin.display(description="PI", ordering="pi__email")
     def pi_link(self, query: ChargeQuery) -> str:
-        return format_html('<a href="{}">{}</a>', pi_spending_url(query.pi.email), query.pi.email)
+        return spending_admin.pi_link(query.pi.email)
 
     @admin.display(description="project", ordering="project_code")
     def project_link(self, query: ChargeQuery) -> str:
-        if not query.project_code:
-            return "(no project)"
-        return format_html(
-            '<a href="{}">{}</a>', project_spending_url(query.project_code), query.project_code
-        )
+        return spending_admin.project_link(query.project_code)
 
     @admin.display(description="amount")
     def amount_money(self, query: ChargeQuery) -> str:
-        return format_money(query.amount, self._currency())
+        return money(query.amount)
 
     @admin.display(description="credit")
     def credit_money(self, query: ChargeQuery) -> str:
-        return format_money(query.credit_amount, self._currency()) if query.credit_amount else "—"
+        return money(query.credit_amount) if query.credit_amount else "—"
 
     @admin.display(description="state", ordering="state")
     def state_label(self, query: ChargeQuery) -> str:
@@ -259,7 +234,7 @@ class ChargeQueryAdmin(admin.ModelAdmin):
             "app_label": self.model._meta.app_label,
             "query": query,
             "form": form,
-            "currency": self._currency(),
+            "currency": currency(),
             "change_url": change_url,
             "charge_url": reverse("admin:billing_charge_change", args=[query.charge_id])
             if query.charge_id

@@ -215,7 +215,7 @@ def query_resolve(
             raise Refused("a credit needs an amount")
         amount = billing_credits.credit_amount_parse(decision.credit_amount)
         if query.amount > 0 and amount > query.amount:
-            currency = billing_selectors.billing_settings_get().currency_code
+            currency = billing_selectors.currency_code()
             raise Refused(
                 f"a credit of {format_money(amount, currency)} is more than the "
                 f"{format_money(query.amount, currency)} queried"

@@ -128,7 +128,7 @@ def statements_generate(
     if period_obj.status == Status.FINALIZED:
         raise Refused(f"period {period_obj.period} is finalized: its statements cannot be regenerated")
     email = _pi_email(pi_email)
-    currency = billing_selectors.billing_settings_get().currency_code
+    currency = billing_selectors.currency_code()
     outcome = GenerateOutcome(period=period_obj.period, currency=currency, dry_run=dry_run, pi_email=email)
     with transaction.atomic():
         # One generate at a time per period: the period row is the lock.

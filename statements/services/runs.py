@@ -19,7 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from billing import selectors as billing_selectors
-from chargeback.actors import actor_label
+from chargeback.actors import actor_fields
 from chargeback.errors import Refused
 from chargeback.logging import audit
 from chargeback.money import format_money
@@ -68,19 +68,26 @@ def statement_run_start(*, kind: str, period: str, actor: Any) -> StatementRun:
     """Record a run as queued (a task then carries it out, `statement_run_execute`)."""
     if kind not in RUN_KINDS:
         raise ValueError(f"unknown run kind {kind!r}")
-    run = StatementRun.objects.create(
-        kind=kind,
-        period=billing_selectors.period_get(period),
-        requested_by=_user(actor),
-        requested_by_name=actor_label(actor),
-        progressed_at=timezone.now(),
-    )
-    audit("statements_run_started", actor=run.requested_by_name, kind=kind, period=period, run=run.pk)
+    run = _run_create(kind=kind, period=period, actor=actor)
+    _audit("statements_run_started", run)
     return run
 
 
-def _user(actor: Any) -> Any:
-    return actor if actor is not None and getattr(actor, "is_authenticated", False) else None
+def _run_create(*, kind: str, period: str, actor: Any, **fields: Any) -> StatementRun:
+    who = actor_fields(actor, "")
+    return StatementRun.objects.create(
+        kind=kind,
+        period=billing_selectors.period_get(period),
+        requested_by=who["actor"],
+        requested_by_name=who["actor_name"],
+        progressed_at=timezone.now(),
+        **fields,
+    )
+
+
+def _audit(event: str, run: StatementRun, **fields: Any) -> None:
+    """An audit event of a run: who asked for it, which run, of what kind and period."""
+    audit(event, actor=run.requested_by_name, kind=run.kind, period=run.period.period, run=run.pk, **fields)
 
 
 def _issued_rows(outcome: GenerateOutcome) -> list[dict[str, Any]]:
@@ -138,14 +145,7 @@ def _run_fail(run: StatementRun, error: str, *, refused: bool) -> None:
     run.result = {**run.result, "refused": refused}
     run.finished_at = run.progressed_at = now
     run.save()
-    audit(
-        "statements_run_refused" if refused else "statements_run_failed",
-        actor=run.requested_by_name,
-        kind=run.kind,
-        period=run.period.period,
-        run=run.pk,
-        error=error,
-    )
+    _audit("statements_run_refused" if refused else "statements_run_failed", run, error=error)
 
 
 def statement_run_execute(*, run_id: int) -> StatementRun:
@@ -179,16 +179,7 @@ def statement_run_execute(*, run_id: int) -> StatementRun:
         return run
     run.dispatched_at = timezone.now()
     run.save(update_fields=["dispatched_at"])
-    audit(
-        "statements_run_dispatched",
-        actor=run.requested_by_name,
-        kind=run.kind,
-        period=run.period.period,
-        run=run.pk,
-        pdfs=run.pdfs_total,
-        emails=run.emails_total,
-        done=report.done,
-    )
+    _audit("statements_run_dispatched", run, pdfs=run.pdfs_total, emails=run.emails_total, done=report.done)
     return statement_run_refresh(run_id=run.pk) or run
 
 
@@ -233,12 +224,9 @@ def statement_run_refresh(*, run_id: int) -> StatementRun | None:
             fields += ["result", "state", "finished_at"]
         run.save(update_fields=fields)
     if run.state == StatementRun.State.DONE:
-        audit(
+        _audit(
             "statements_run_finished",
-            actor=run.requested_by_name,
-            kind=run.kind,
-            period=run.period.period,
-            run=run.pk,
+            run,
             rendered=run.pdfs_rendered,
             sent=run.emails_sent,
             failed=run.pdfs_failed + run.emails_failed,
@@ -251,15 +239,12 @@ def statements_preview_run(*, period: str, actor: Any = None) -> tuple[GenerateO
     run of its own (done at once) and audited."""
     from ..previews import statements_preview
 
-    now = timezone.now()
-    run = StatementRun.objects.create(
+    run = _run_create(
         kind=StatementRun.Kind.PREVIEW,
-        period=billing_selectors.period_get(period),
-        requested_by=_user(actor),
-        requested_by_name=actor_label(actor),
+        period=period,
+        actor=actor,
         state=StatementRun.State.RUNNING,
-        started_at=now,
-        progressed_at=now,
+        started_at=timezone.now(),
     )
     try:
         outcome = statements_generate(period=period, dry_run=True)
@@ -270,14 +255,12 @@ def statements_preview_run(*, period: str, actor: Any = None) -> tuple[GenerateO
     run.summary = _generate_summary(outcome) + f"; {len(preview.files)} DRAFT PDF(s)"
     run.state, run.finished_at = StatementRun.State.DONE, timezone.now()
     run.save(update_fields=["summary", "state", "finished_at"])
-    audit(
+    _audit(
         "statements_previewed",
-        actor=run.requested_by_name,
-        period=period,
+        run,
         new=outcome.count("new"),
         revised=outcome.count("revised"),
         unchanged=outcome.count("unchanged"),
         withdrawn=len(outcome.withdrawn),
-        run=run.pk,
     )
     return outcome, preview

@@ -4,13 +4,14 @@ tasks, waiting for them with a progress bar, and the output of statements and de
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import CommandParser
 
-from chargeback.commands import ProgressBar, ReportingCommand
+from chargeback.commands import AlreadyReported, ProgressBar, ReportingCommand
 from statements.models import Delivery, Statement
 from statements.services import GenerateOutcome, QueueOutcome, StatementResult, dispatch
 from statements.services.dispatch import RunReport
@@ -69,6 +70,43 @@ def add_wait_arguments(parser: CommandParser) -> None:
     parser.add_argument(
         "--timeout", type=float, default=0, help="seconds to wait for the workers (default: no limit)"
     )
+
+
+def dispatch_and_report(
+    cmd: ReportingCommand,
+    statement_ids: list[int],
+    delivery_ids: list[int],
+    *,
+    options: dict[str, Any],
+    document: Callable[[], dict[str, Any]],
+    notes_before: Sequence[str] = (),
+    notes_after: Sequence[str] = (),
+) -> None:
+    """Render these PDFs and send these emails (waiting unless --no-wait), then report: the JSON
+    `document` (built once the PDFs exist) with the run in it, or the text report between the
+    command's notes. A PDF or email that failed is an error (exit 1), after the report."""
+    if delivery_ids:
+        warn_if_emails_go_to_files(cmd)
+    report = run_and_wait(
+        cmd, statement_ids, delivery_ids, wait=not options["no_wait"], timeout=options["timeout"]
+    )
+    problems = failure_message(report)
+    if cmd.is_json:
+        output = document()
+        output["run"] = report_json(report)
+        if problems:
+            output["error"] = problems
+        cmd.emit(output)
+    else:
+        for note in notes_before:
+            cmd.line(note)
+        report_text(cmd, report, pdfs=len(statement_ids), emails=len(delivery_ids))
+        for note in notes_after:
+            cmd.line(note)
+        if problems:
+            cmd.stderr.write(f"error: {problems}")
+    if problems:
+        raise AlreadyReported(problems)
 
 
 def failure_message(report: RunReport) -> str:

@@ -10,21 +10,17 @@ from typing import Any
 from django.core.management.base import CommandParser
 
 from billing.selectors import validate_period
-from chargeback.commands import AlreadyReported, ReportingCommand
+from chargeback.commands import ReportingCommand
 from statements import services
 from statements.previews import statements_preview
 
 from ._statements import (
     add_wait_arguments,
-    failure_message,
+    dispatch_and_report,
     generate_json,
     generate_text,
     queue_json,
     queue_text,
-    report_json,
-    report_text,
-    run_and_wait,
-    warn_if_emails_go_to_files,
 )
 
 
@@ -76,25 +72,20 @@ class Command(ReportingCommand):
             if not self.is_json:
                 queue_text(self, queue)
         delivery_ids = [d.pk for d in queue.to_send] if queue else []
-        if delivery_ids:
-            warn_if_emails_go_to_files(self)
-        report = run_and_wait(
-            self, outcome.to_render, delivery_ids, wait=not options["no_wait"], timeout=options["timeout"]
-        )
-        problems = failure_message(report)
-        if self.is_json:
-            document = generate_json(self, outcome)
-            document["run"] = report_json(report)
+
+        def json_document() -> dict[str, Any]:
+            found = generate_json(self, outcome)
             if queue is not None:
-                document["queue"] = queue_json(queue)
-            if problems:
-                document["error"] = problems
-            self.emit(document)
-        else:
-            report_text(self, report, pdfs=len(outcome.to_render), emails=len(delivery_ids))
-            if queue is not None and not delivery_ids:
-                self.line("Nothing to send: every PI has been sent their current statements.")
-        if problems:
-            if not self.is_json:
-                self.stderr.write(f"error: {problems}")
-            raise AlreadyReported(problems)
+                found["queue"] = queue_json(queue)
+            return found
+
+        dispatch_and_report(
+            self,
+            outcome.to_render,
+            delivery_ids,
+            options=options,
+            document=json_document,
+            notes_after=["Nothing to send: every PI has been sent their current statements."]
+            if queue is not None and not delivery_ids
+            else [],
+        )

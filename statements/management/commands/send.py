@@ -7,19 +7,10 @@ from typing import Any
 from django.core.management.base import CommandParser
 
 from billing.selectors import validate_period
-from chargeback.commands import AlreadyReported, ReportingCommand
+from chargeback.commands import ReportingCommand
 from statements.services.runs import statements_send_prepare
 
-from ._statements import (
-    add_wait_arguments,
-    failure_message,
-    queue_json,
-    queue_text,
-    report_json,
-    report_text,
-    run_and_wait,
-    warn_if_emails_go_to_files,
-)
+from ._statements import add_wait_arguments, dispatch_and_report, queue_json, queue_text
 
 
 class Command(ReportingCommand):
@@ -43,30 +34,16 @@ class Command(ReportingCommand):
         queue, delivery_ids, unrendered = plan.queue, plan.delivery_ids, plan.unrendered
         if not self.is_json:
             queue_text(self, queue)
-        if delivery_ids:
-            warn_if_emails_go_to_files(self)
-        report = run_and_wait(
-            self, unrendered, delivery_ids, wait=not options["no_wait"], timeout=options["timeout"]
+        nothing = f"Nothing to send for {period}: " + (
+            f"{len(queue.already_sent)} PI(s) already have their current statements."
+            if queue.already_sent
+            else "no unsent statements."
         )
-        problems = failure_message(report)
-        if self.is_json:
-            document: dict[str, Any] = {"period": period, "pi": options["pi"], **queue_json(queue)}
-            document["run"] = report_json(report)
-            if problems:
-                document["error"] = problems
-            self.emit(document)
-        else:
-            if not delivery_ids:
-                self.line(
-                    f"Nothing to send for {period}: "
-                    + (
-                        f"{len(queue.already_sent)} PI(s) already have their current statements."
-                        if queue.already_sent
-                        else "no unsent statements."
-                    )
-                )
-            report_text(self, report, pdfs=len(unrendered), emails=len(delivery_ids))
-        if problems:
-            if not self.is_json:
-                self.stderr.write(f"error: {problems}")
-            raise AlreadyReported(problems)
+        dispatch_and_report(
+            self,
+            unrendered,
+            delivery_ids,
+            options=options,
+            document=lambda: {"period": period, "pi": options["pi"], **queue_json(queue)},
+            notes_before=[] if delivery_ids else [nothing],
+        )
