@@ -7,6 +7,7 @@ import html
 from functools import cached_property
 from typing import Any
 
+from django.contrib import admin
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.templatetags.admin_urls import add_preserved_filters
 from django.contrib.admin.views.main import PAGE_VAR, SEARCH_VAR, ChangeList
@@ -24,6 +25,20 @@ def cell_html(template: str, *args: Any) -> SafeString:
     return SafeString(
         template.format(*[a.__html__() if hasattr(a, "__html__") else html.escape(str(a)) for a in args])
     )
+
+
+def admin_page_context(
+    request: HttpRequest, title: str, model_admin: Any = None, **extra: Any
+) -> dict[str, Any]:
+    """The context every custom admin page starts from: the site's (navigation, theme, user), the
+    page title and, for a page that belongs to a model's admin, that model's options (which the
+    breadcrumbs and the app's sidebar entry read)."""
+    site = model_admin.admin_site if model_admin is not None else admin.site
+    context: dict[str, Any] = {**site.each_context(request), "title": title}
+    if model_admin is not None:
+        context["opts"] = model_admin.model._meta
+        context["app_label"] = model_admin.model._meta.app_label
+    return {**context, **extra}
 
 
 class LargeTablePaginator(Paginator):

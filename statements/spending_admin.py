@@ -25,6 +25,7 @@ from billing import spending
 from billing.models import PI, Project
 from billing.selectors import currency_code
 from billing.views import source_chart
+from chargeback.admin_helpers import admin_page_context
 
 from .models import ChargeQuery, Statement
 
@@ -42,13 +43,8 @@ def project_link(project_code: str) -> SafeString | str:
 
 
 def _context(request: HttpRequest, title: str, **extra: Any) -> dict[str, Any]:
-    return {
-        **admin.site.each_context(request),
-        "title": title,
-        "currency": currency_code(),
-        "is_nav_sidebar_enabled": False,  # the per-period table needs the page's full width
-        **extra,
-    }
+    # The per-period table needs the page's full width: no navigation sidebar.
+    return admin_page_context(request, title, currency=currency_code(), is_nav_sidebar_enabled=False, **extra)
 
 
 def _page(

@@ -15,6 +15,7 @@ from django.urls import reverse
 
 from accounts import roles
 from billing.models import BillingPeriod
+from chargeback.admin_helpers import admin_page_context
 from chargeback.errors import Refused
 from chargeback.money import format_money
 
@@ -41,16 +42,6 @@ def _period(request: HttpRequest, value: str | None) -> BillingPeriod:
     if period is None:
         raise Http404("no such period")
     return period
-
-
-def _context(request: HttpRequest, model_admin: Any, title: str, **extra: Any) -> dict[str, Any]:
-    return {
-        **model_admin.admin_site.each_context(request),
-        "title": title,
-        "opts": model_admin.model._meta,
-        "app_label": model_admin.model._meta.app_label,
-        **extra,
-    }
 
 
 def period_url(period: BillingPeriod) -> str:
@@ -99,10 +90,10 @@ def statements_preview_view(request: HttpRequest, model_admin: Any) -> HttpRespo
             sorted(outcome.drafts, key=lambda d: d[0].number), preview.files, strict=False
         )
     ]
-    context = _context(
+    context = admin_page_context(
         request,
-        model_admin,
         f"Preview statements {period.period}",
+        model_admin,
         period=period,
         period_url=period_url(period),
         rows=rows,
@@ -172,10 +163,10 @@ def _run_status(request: HttpRequest, run_id: str) -> dict[str, Any]:
 def statements_run_page(request: HttpRequest, model_admin: Any, run_id: str) -> HttpResponse:
     status = _run_status(request, run_id)
     period = _period(request, status["period"])
-    context = _context(
+    context = admin_page_context(
         request,
-        model_admin,
         f"{RUN_TITLES[status['kind']]} {period.period}",
+        model_admin,
         period=period,
         period_url=period_url(period),
         status=status,

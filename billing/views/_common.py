@@ -11,6 +11,7 @@ from django.http import (
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from accounts import selectors as account_selectors
+from chargeback.admin_helpers import admin_page_context
 
 from .. import selectors
 from ..models import BillingPeriod
@@ -71,11 +72,4 @@ def _safe_next(request: HttpRequest, value: str | None, default: str) -> str:
 
 
 def _admin_context(request: HttpRequest, model_admin: Any, title: str, **extra: Any) -> dict[str, Any]:
-    return {
-        **model_admin.admin_site.each_context(request),
-        "title": title,
-        "opts": model_admin.model._meta,
-        "app_label": model_admin.model._meta.app_label,
-        "currency": selectors.currency_code(),
-        **extra,
-    }
+    return admin_page_context(request, title, model_admin, currency=selectors.currency_code(), **extra)

@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -16,6 +15,7 @@ from accounts import roles
 from billing.branding import EMAIL_SAMPLE_CONTEXT
 from billing.selectors import billing_settings_get
 from chargeback import system_status
+from chargeback.admin_helpers import admin_page_context
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ _BY_SLUG = {t.slug: t for t in TOPICS}
 
 
 def _context(request: HttpRequest, title: str, **extra: object) -> dict[str, object]:
-    return {**admin.site.each_context(request), "title": title, "topics": TOPICS, **extra}
+    return admin_page_context(request, title, topics=TOPICS, **extra)
 
 
 def help_index(request: HttpRequest) -> HttpResponse:

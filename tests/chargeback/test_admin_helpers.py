@@ -49,3 +49,22 @@ def test_row_links_are_djangos_with_the_lists_filters(client, params):
         assert cl.url_for_result(charge) == expected
         assert html.count(f'href="{expected.replace("&", "&amp;")}"') == 1
     assert ("_changelist_filters" in expected) == bool(params)
+
+
+def test_admin_page_context_is_the_sites_with_the_models_options():
+    from django.test import RequestFactory
+
+    from chargeback.admin_helpers import admin_page_context
+
+    request = RequestFactory().get("/admin/")
+    request.user = get_user_model().objects.create_superuser("kim", "kim@university.example", "pw")
+    charge_admin = admin.site._registry[Charge]
+
+    own = admin_page_context(request, "Review", charge_admin, currency="EUR")
+    assert own["title"] == "Review"
+    assert own["opts"] is Charge._meta and own["app_label"] == "billing"
+    assert own["currency"] == "EUR"
+    assert own["site_header"] == admin.site.site_header  # the site's own context is there
+
+    plain = admin_page_context(request, "Help", topics=[])
+    assert "opts" not in plain and plain["topics"] == [] and plain["title"] == "Help"

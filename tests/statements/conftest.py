@@ -12,19 +12,9 @@ from pathlib import Path
 
 import pytest
 
-README_TOTALS = {
-    ("zorp.blinkman@example.edu", "genomics-sequencing"): ("BIO-2024-001", "2307.75"),
-    ("zorp.blinkman@example.edu", "protein-folding-ml"): ("NIH-R01-2023", "4152.25"),
-    ("grix.mottershaw@example.edu", "alzheimers-biomarkers"): ("ADNI-PILOT-2024", "1755.75"),
-    ("grix.mottershaw@example.edu", "neuroimaging-atlas"): ("NIMH-2024-003", "3753.75"),
-    ("plex.wombsworth@example.edu", "exoplanet-survey"): ("NASA-EXOP-2024", "5100.00"),
-    ("quib.flannister@example.edu", "climate-modeling"): ("NSF-ATM-2024", "12.50"),
-    ("quib.flannister@example.edu", "ocean-circulation"): ("NOAA-CPO-2024", "1693.00"),
-    ("tarn.voxley@example.edu", "quantum-materials"): ("DOE-SC-2024", "735.25"),
-    ("drix.kelvington@example.edu", "labor-economics"): ("ECON-DEPT-2024", "711.75"),
-    ("frin.bumberly@example.edu", "cfd-turbulence"): ("ENGR-STARTUP", "5.00"),
-}
-REFERENCE_PIS = sorted({pi for pi, _project in README_TOTALS})
+from tests.conftest import REFERENCE_TOTALS
+
+REFERENCE_PIS = sorted({pi for pi, _project in REFERENCE_TOTALS})
 
 
 def generate_and_render(period: str, **kwargs):

@@ -14,8 +14,9 @@ from pypdf import PdfReader
 from billing import services as billing_services
 from billing.models import BillingPeriod, Charge
 from statements.models import Delivery, Statement, statement_pdf_name
+from tests.conftest import REFERENCE_TOTALS
 
-from .conftest import README_TOTALS, generate_and_render
+from .conftest import generate_and_render
 
 pytestmark = pytest.mark.django_db
 
@@ -33,7 +34,7 @@ def pages_text(path: Path) -> list[str]:
 def expected_names(version_of: dict[str, int] | None = None) -> list[str]:
     return sorted(
         statement_pdf_name("2025-01", pi, project, (version_of or {}).get(project, 1))
-        for pi, project in README_TOTALS
+        for pi, project in REFERENCE_TOTALS
     )
 
 

@@ -15,9 +15,10 @@ from chargeback.errors import Refused
 from statements import selectors, services
 from statements.drafts import statement_drafts
 from statements.models import Statement, StatementLine
+from tests.conftest import REFERENCE_TOTALS
 from tests.factories import ChargeFactory, PeriodFactory, PIFactory, ProjectFactory, SourceFactory
 
-from .conftest import README_TOTALS, generate_and_render
+from .conftest import generate_and_render
 
 pytestmark = pytest.mark.django_db
 
@@ -31,8 +32,8 @@ def current(period: str = "2025-01"):
 
 def test_reference_month_statements_match_readme(generated):
     statements = {(s.pi_email, s.project_code): s for s in current()}
-    assert set(statements) == set(README_TOTALS)
-    for key, (fund_org, billed) in README_TOTALS.items():
+    assert set(statements) == set(REFERENCE_TOTALS)
+    for key, (fund_org, billed) in REFERENCE_TOTALS.items():
         assert statements[key].fund_org == fund_org, key
         assert statements[key].billed_total == Decimal(billed), key
     assert sum((s.billed_total for s in statements.values()), Decimal(0)) == Decimal("20227.00")
