@@ -25,6 +25,7 @@ from billing.models import BillingPeriod
 from chargeback.actors import actor_fields, actor_label
 from chargeback.errors import Refused
 from chargeback.logging import audit
+from chargeback.settings_rows import settings_row_for_update
 
 from . import selectors
 from .entries import JournalRefused, Problem
@@ -67,11 +68,9 @@ def _format_errors(fmt: JournalFormat) -> ValidationError | None:
 @transaction.atomic
 def journal_settings_update(**changes: Any) -> JournalSettings:
     """Change the journal settings; a bad regex, template or length is refused (nothing written)."""
-    obj = JournalSettings.objects.select_for_update().get(pk=selectors.journal_settings_get().pk)
-    editable = {f.name for f in JournalSettings._meta.concrete_fields} - {"id", "updated_at"}
-    unknown = set(changes) - editable
-    if unknown:
-        raise Refused(f"unknown journal setting(s): {', '.join(sorted(unknown))}")
+    obj = settings_row_for_update(
+        JournalSettings, selectors.journal_settings_get().pk, changes, "journal setting"
+    )
     for name, value in changes.items():
         setattr(obj, name, value.strip() if isinstance(value, str) else value)
     try:

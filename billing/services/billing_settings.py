@@ -9,6 +9,7 @@ from django.db import transaction
 
 from chargeback.errors import Refused
 from chargeback.regex import regex_problem
+from chargeback.settings_rows import settings_row_for_update
 
 from .. import selectors
 from ..branding import branding_changes_clean
@@ -19,11 +20,7 @@ def billing_settings_update(**changes: Any) -> Any:
     """Change the installation's billing settings; a bad currency code or regex is refused."""
     from ..models import BillingSettings
 
-    obj = BillingSettings.objects.select_for_update().get(pk=selectors.billing_settings_get().pk)
-    editable = {f.name for f in BillingSettings._meta.concrete_fields} - {"id", "updated_at"}
-    unknown = set(changes) - editable
-    if unknown:
-        raise Refused(f"unknown setting(s): {', '.join(sorted(unknown))}")
+    obj = settings_row_for_update(BillingSettings, selectors.billing_settings_get().pk, changes, "setting")
     if "currency_code" in changes:
         code = (changes["currency_code"] or "").strip().upper()
         if not re.fullmatch(r"[A-Z]{3}", code):
