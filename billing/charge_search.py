@@ -20,7 +20,7 @@ What the reviewer types matches as follows (the search box's help text says the 
   Case folding: SQLite's LIKE folds ASCII letters only (as Django's icontains always did there),
   PostgreSQL's ILIKE those of the database locale.
 
-The indexes are created by migration billing 0008 (charge_text_search_index); every write keeps
+The indexes are created by migration billing 0011 (charge_text_search_index); every write keeps
 them current (the GIN index; the triggers). The import's writer wraps its inserts in
 `bulk_writing`, and the deletion of superseded imports its delete: on SQLite that indexes the
 rows in one statement instead of row by row (about ten times cheaper).
