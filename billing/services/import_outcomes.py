@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import threading
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -89,28 +91,90 @@ def _refuse_duplicate(
 
 class _BackgroundSha256:
     """sha256 of a file computed on another core while the import parses it (hashlib and file reads
-    release the GIL); `result()` waits for it."""
+    release the GIL); `result()` waits for it.
 
-    def __init__(self, path: Path) -> None:
+    With `store_to(destination)` the same pass also writes the import's stored copy (a data folder
+    on this host), so copying no longer stands before the parse: the parse reads the original
+    while the copy is made, and the copy is what is hashed. The copy is written under a temporary
+    name and renamed when whole, so an interrupted import never leaves a truncated stored file
+    that a later retry would read. `result()` also refuses an original that changed while it was
+    read (size or modification time): then the rows parsed might not be the bytes stored.
+    """
+
+    def __init__(self, path: Path, *, start: bool = True) -> None:
+        self._path = path
+        self._stat = _identity(path)
         self._digest = ""
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, args=(path,), name="import-sha256", daemon=True)
+        self._thread: threading.Thread | None = None
+        if start:
+            self._start(None)
+
+    def store_to(self, destination: Path) -> None:
+        """Copy the file to `destination` and hash the copied bytes, in the background."""
+        assert self._thread is None, "already hashing"
+        self._start(destination)
+
+    def hash_only(self) -> None:
+        """Hash the file in the background (its copy is stored elsewhere, by the caller)."""
+        if self._thread is None:
+            self._start(None)
+
+    def _start(self, destination: Path | None) -> None:
+        self._thread = threading.Thread(
+            target=self._run, args=(destination,), name="import-sha256", daemon=True
+        )
         self._thread.start()
 
-    def _run(self, path: Path) -> None:
+    def _run(self, destination: Path | None) -> None:
         try:
-            self._digest = pipeline.sha256_of(path)
+            if destination is None:
+                self._digest = pipeline.sha256_of(self._path)
+            else:
+                self._digest = _copy_and_hash(self._path, destination)
         except BaseException as exc:  # re-raised by result() in the caller's thread
             self._error = exc
 
     def wait(self) -> None:
+        self.hash_only()
+        assert self._thread is not None
         self._thread.join()
 
     def result(self) -> str:
-        self._thread.join()
+        self.wait()
         if self._error is not None:
             raise self._error
+        if _identity(self._path) != self._stat:
+            raise Refused(
+                f"{self._path.name} changed while it was being imported; nothing was imported, "
+                "import it again once it is complete"
+            )
         return self._digest
+
+
+# Chunks of the background copy: large enough that Python's loop costs nothing beside the copy.
+COPY_CHUNK_BYTES = 4 << 20
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+def _copy_and_hash(source: Path, destination: Path) -> str:
+    """Copy `source` to `destination` (whole or not at all) and return the sha256 of the bytes copied."""
+    digest = hashlib.sha256()
+    partial = destination.with_name(f".partial-{destination.name}")
+    try:
+        with open(source, "rb") as src, open(partial, "wb") as out:
+            while chunk := src.read(COPY_CHUNK_BYTES):
+                digest.update(chunk)
+                out.write(chunk)
+        os.replace(partial, destination)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return digest.hexdigest()
 
 
 class _DuplicateImport(AlreadyImported):

@@ -13,7 +13,6 @@ from django.core.files.storage import FileSystemStorage
 from django.db import transaction
 from django.utils import timezone
 
-from chargeback import storage
 from chargeback.actors import actor_fields
 from chargeback.errors import Refused
 from chargeback.hashing import HashingReader
@@ -88,7 +87,7 @@ def import_file(
             path, source, period, replace, force, pipeline.sha256_of(path), name, rated, replaces
         )
     source_obj, created = source_ensure(name=source) if isinstance(source, str) else (source, False)
-    sha256 = _BackgroundSha256(path)
+    sha256 = _BackgroundSha256(path, start=False)
     record = import_create(
         path=path,
         source=source_obj,
@@ -98,6 +97,7 @@ def import_file(
         actor_name=actor_name,
         original_name=name,
         defer_hash=True,
+        stored_by=sha256,
     )
     outcome = import_execute(
         import_id=record.pk,
@@ -106,8 +106,9 @@ def import_file(
         pending_sha256=sha256,
         rated=rated,
         replaces=replaces,
-        # On object storage the file just stored is read here rather than downloaded again.
-        local_path=None if storage.is_local(record.file.storage) else path,
+        # The file given is read, not its stored copy: that is being written in the background
+        # (a data folder), or would be downloaded again (object storage).
+        local_path=path,
     )
     outcome.source_created = created
     return outcome
@@ -123,11 +124,14 @@ def import_create(
     actor_name: str = "",
     original_name: str | None = None,
     defer_hash: bool = False,
+    stored_by: _BackgroundSha256 | None = None,
 ) -> Import:
     """Record a pending import with a stored copy of the file; refuses bytes imported before.
 
     With `defer_hash` (the CLI, which hashes in the background) the sha256 is left empty here and
     set, and checked against earlier imports, by import_execute before anything is written.
+    `stored_by` (with `defer_hash`): the background hash that also writes the stored copy when the
+    data folder is on this host; otherwise it only hashes, and the copy is stored here.
     """
     record = Import(
         source=source,
@@ -146,9 +150,14 @@ def import_create(
         name = storage.get_available_name(record.file.field.generate_filename(record, unique))
         destination = Path(storage.path(name))
         destination.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, destination)
+        if stored_by is not None:
+            stored_by.store_to(destination)
+        else:
+            shutil.copyfile(path, destination)
         record.file.name = name
     else:
+        if stored_by is not None:
+            stored_by.hash_only()  # while the copy goes to object storage
         with open(path, "rb") as fh:
             reader = HashingReader(fh)
             stream = File(reader, name=record.original_name)  # type: ignore[arg-type]

@@ -252,6 +252,65 @@ def test_synthetic_aws_matches_manifest_exactly(sources, synthetic):
     assert Path(record.file.path).read_bytes() == path.read_bytes()
 
 
+def test_the_stored_copy_is_written_while_the_file_is_parsed(sources, tmp_path, monkeypatch):
+    """The copy and its hash are made in the background while the original is parsed; the stored
+    copy is whole, named as given, and no temporary file is left beside it."""
+    from billing.services import import_outcomes
+
+    monkeypatch.setattr(import_outcomes, "COPY_CHUNK_BYTES", 7)  # many chunks: the loop is exercised
+    path = write_focus(tmp_path / "aws_2025-01.csv", [focus_row(ResourceId=f"i-{n}") for n in range(50)])
+
+    outcome = ingest(path)
+
+    record = Import.objects.get(pk=outcome.import_id)
+    stored = Path(record.file.path)
+    assert stored.name == "aws_2025-01.csv" and stored.read_bytes() == path.read_bytes()
+    assert record.sha256 == pipeline.sha256_of(path)
+    assert [p.name for p in stored.parent.iterdir()] == ["aws_2025-01.csv"]
+    assert Charge.objects.count() == 50
+
+
+def test_a_file_that_changes_while_it_is_imported_is_refused(sources, tmp_path, monkeypatch):
+    path = write_focus(tmp_path / "aws_2025-01.csv", [focus_row()])
+    parse = pipeline.parse_file
+
+    def parse_then_append(*args, **kwargs):
+        parsed = parse(*args, **kwargs)
+        with open(path, "a") as fh:  # the provider still writing the file
+            fh.write("2025-01-01T00:00:00Z,,,,1,1,i-late,,EC2,,\n")
+        return parsed
+
+    monkeypatch.setattr(pipeline, "parse_file", parse_then_append)
+
+    with pytest.raises(Refused, match=r"aws_2025-01\.csv changed while it was being imported"):
+        ingest(path)
+
+    assert Charge.objects.count() == 0
+    record = Import.objects.get()
+    assert record.status == Import.Status.FAILED and "changed while" in record.error_message
+
+
+def test_a_copy_that_fails_leaves_no_partial_file(sources, tmp_path, monkeypatch):
+    from billing.services import import_outcomes
+
+    path = write_focus(tmp_path / "aws_2025-01.csv", [focus_row()])
+    real_replace = os.replace
+
+    def disk_full(src, dst):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(import_outcomes.os, "replace", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        ingest(path)
+    monkeypatch.setattr(import_outcomes.os, "replace", real_replace)
+
+    assert Charge.objects.count() == 0
+    record = Import.objects.get()
+    assert record.status == Import.Status.FAILED and "No space left" in record.error_message
+    folder = Path(record.file.storage.path(record.file.name)).parent
+    assert not any(folder.iterdir())  # neither the copy nor its partial
+
+
 @pytest.mark.parametrize(
     ("provider", "name"),
     [
