@@ -203,6 +203,85 @@ def test_fast_path_and_json_loads_agree(texts):
         assert reader.attributions[ids[position]] == expected, text
 
 
+# Plain objects: no backslash, nothing nested (what the fast path reads).
+PLAIN_TEXT = st.text(alphabet=st.sampled_from(list("abcXYZ019 @.-_:,é")), max_size=12).map(
+    lambda t: json.dumps(t, ensure_ascii=False)
+)
+PLAIN_SCALARS = st.one_of(
+    PLAIN_TEXT, NUMBERS, st.sampled_from(["true", "false", "null", '"null"', '" Ada@Uni.Example "'])
+)
+
+
+@st.composite
+def plain_tag_texts(draw) -> str:
+    pairs = draw(st.lists(st.tuples(KEY_NAMES.filter(lambda k: "\\" not in k), PLAIN_SCALARS), max_size=6))
+    space = draw(st.sampled_from(["", " ", "\n", "\t "]))
+    body = f",{space}".join(f'"{k}"{space}:{space}{v}' for k, v in pairs)
+    return draw(st.sampled_from(["", " ", "\n "])) + "{" + space + body + space + "}"
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(plain_tag_texts(), min_size=1, max_size=8))
+def test_splitting_at_quotes_reads_what_the_regexes_read(texts):
+    """Well-formed plain objects are read by splitting them at their quotes; the regexes (still used
+    when pyarrow's reader refuses a batch) find the same values and the same key counts."""
+    import pyarrow.compute as pc
+
+    from billing.ingest import tags
+
+    reader = tags.TagReader(keys=dict(KEYS), prefixes=PREFIXES)
+    array = pa.array(texts, pa.string())
+    assert pc.all(pc.match_substring_regex(array, tags._PLAIN)).as_py(), texts
+    for text in texts:
+        json.loads(text)  # well-formed (pyarrow's reader also refuses repeated keys: more than needed)
+    assert reader._splittable()
+    by_quotes, by_regex = reader._pairs_by_quotes(array), reader._pairs_by_regex(array)
+    assert [v.to_pylist() for v in by_quotes[0]] == [v.to_pylist() for v in by_regex[0]], texts
+    assert [c.tolist() for c in by_quotes[1]] == [c.tolist() for c in by_regex[1]], texts
+
+
+def test_two_fields_on_one_key_count_as_the_regexes_do():
+    """Two fields configured with one tag key: each finds it, and it appearing twice (one occurrence
+    per field found) is not counted as ambiguous, as the regexes count."""
+    from billing.ingest import tags
+
+    keys = dict(KEYS, reference_1="project_id")
+    array = pa.array(
+        ['{"project_id": "p1", "x": 1}', '{"project_id": "p1", "project_id": "p2"}'], pa.string()
+    )
+    reader = tags.TagReader(keys=keys, prefixes=PREFIXES)
+    by_quotes, by_regex = reader._pairs_by_quotes(array), reader._pairs_by_regex(array)
+    assert [v.to_pylist() for v in by_quotes[0]] == [v.to_pylist() for v in by_regex[0]]
+    assert [c.tolist() for c in by_quotes[1]] == [c.tolist() for c in by_regex[1]]
+
+
+@pytest.mark.parametrize(
+    ("key", "prefixes", "splittable"),
+    [("pi_email", ["user:"], True), (":pi", [], False), ("pi", [" user:"], False), ('pi"x', [], False)],
+)
+def test_keys_that_could_match_across_strings_are_read_by_the_regexes(key, prefixes, splittable):
+    from billing.ingest import tags
+
+    reader = tags.TagReader(keys=dict(KEYS, pi_email=key), prefixes=prefixes)
+    assert reader._splittable() is splittable
+
+
+def test_a_batch_pyarrow_refuses_is_read_by_the_regexes_with_the_same_attribution():
+    """One object whose value changes type refuses pyarrow's reader for the whole batch (json.loads
+    takes it): the regexes read the batch, and attribute as the quotes would."""
+    from billing.ingest import tags
+
+    texts = ['{"pi_email": "a@x.example", "n": 1}', '{"pi_email": "b@x.example", "n": "one"}']
+    reader = tags.TagReader(keys=dict(KEYS), prefixes=PREFIXES)
+    ids, problems = reader.attribution_ids(pa.array(texts, pa.string()))
+    assert problems == []
+    assert [reader.attributions[i].split(FIELD_SEPARATOR)[0] for i in ids] == ["a@x.example", "b@x.example"]
+    one_by_one = tags.TagReader(keys=dict(KEYS), prefixes=PREFIXES)
+    for text, ident in zip(texts, ids, strict=True):
+        (alone,), _ = one_by_one.attribution_ids(pa.array([text], pa.string()))
+        assert one_by_one.attributions[alone] == reader.attributions[ident]
+
+
 def test_attribution_ids_are_exact_even_when_hashes_collide(monkeypatch):
     """The attribution index finds strings by hash but confirms each: with every hash equal it
     falls back to exact lookups, and gives the same ids as without collisions."""
