@@ -132,7 +132,8 @@ class AttributionIndex:
         new = ~found
         new_hashes = hashes[new]
         if found.any():
-            known = self.values().take(pa.array(ids[found]))
+            # Taken from the chunks as they are: joining them would copy every string each batch.
+            known = pa.chunked_array(self._chunks, pa.string()).take(pa.array(ids[found]))
             if not pc.all(pc.equal(strings.filter(pa.array(found)), known)).as_py():
                 return self._exact_ids(texts, strings)
         # A new string with a known string's hash shows above as found with another text; two new
@@ -270,13 +271,14 @@ class TagReader:
         n = len(texts)
         parts = pc.split_pattern(pc.fill_null(texts, ""), '"')
         tokens = pc.list_flatten(parts)
-        owner = np.asarray(pc.list_parent_indices(parts).to_numpy(zero_copy_only=False), dtype=np.int64)
         offsets = np.asarray(parts.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
-        inside = (np.arange(len(tokens), dtype=np.int64) - offsets[owner]) % 2 == 1  # within quotes
-        colon = np.asarray(pc.match_substring_regex(tokens, _COLON_FIRST).to_numpy(zero_copy_only=False))
-        at = np.nonzero(inside & np.append(colon[1:], False))[0]  # a string the next token starts with ":"
+        offsets -= offsets[0]
+        at = _before_colons(tokens)
+        owners = np.searchsorted(offsets, at, side="right") - 1
+        # A key is a string (odd place in its text's tokens) whose next token is in the same text.
+        is_key = ((at - offsets[owners]) % 2 == 1) & (at + 1 < offsets[owners + 1])
+        at, key_owner = at[is_key], owners[is_key]
         keys = tokens.take(pa.array(at, pa.int64()))
-        key_owner = owner[at]
         # After the colon: nothing but space before a string (the next token), else a literal.
         following = pc.utf8_ltrim(tokens.take(pa.array(at + 1, pa.int64())), _JSON_SPACE)
         after = pc.utf8_ltrim(pc.utf8_slice_codeunits(following, 1), _JSON_SPACE)
@@ -470,6 +472,21 @@ class TagReader:
         self.tag_batches = [(empty, None) for _ in self.tag_batches]
 
 
+def _before_colons(tokens: pa.Array) -> np.ndarray:
+    """Positions of the tokens followed by one that starts with a colon (after JSON space). The
+    colon is looked for by a regex only in the few tokens that start with space."""
+    colon = np.asarray(pc.starts_with(tokens, ":").to_numpy(zero_copy_only=False), dtype=bool)
+    spaced = pc.starts_with(tokens, " ")
+    for space in "\t\r\n":
+        spaced = pc.or_(spaced, pc.starts_with(tokens, space))
+    where = np.nonzero(np.asarray(spaced.to_numpy(zero_copy_only=False), dtype=bool))[0]
+    if len(where):
+        matched = pc.match_substring_regex(tokens.take(pa.array(where, pa.int64())), _COLON_FIRST)
+        colon[where] = np.asarray(matched.to_numpy(zero_copy_only=False), dtype=bool)
+    at = np.nonzero(colon)[0] - 1
+    return at[at >= 0]
+
+
 def stored_json(text: pa.Array) -> pa.Array:
     """Tags values as stored: trimmed, '{}' when empty, Azure's missing braces restored."""
     text = pc.utf8_trim_whitespace(text)
@@ -486,10 +503,14 @@ def _normalise(value: pa.Array, *, lower: bool) -> pa.Array:
     return pc.utf8_lower(value) if lower else value
 
 
+_SYNTAX_ONLY = pajson.ParseOptions(explicit_schema=pa.schema([]), unexpected_field_behavior="ignore")
+
+
 def _valid_json_objects(texts: pa.Array) -> bool:
     """True when every text (one plain JSON object each, no newlines inside) parses as JSON.
 
-    The texts go to pyarrow's reader as one buffer, one per line, without a pass in Python."""
+    The texts go to pyarrow's reader as one buffer, one per line, without a pass in Python; it checks
+    their syntax but builds no columns (so a key repeated, or of two types, is no refusal)."""
     if len(texts) == 0:
         return True
     lines = pc.binary_join_element_wise(texts, "\n", "")  # each text and its newline, end to end
@@ -500,6 +521,7 @@ def _valid_json_objects(texts: pa.Array) -> bool:
         pajson.read_json(
             pa.BufferReader(data.slice(0, end) if data is not None else pa.py_buffer(b"")),
             read_options=pajson.ReadOptions(block_size=max(1 << 20, 2 * longest + 2)),
+            parse_options=_SYNTAX_ONLY,
         )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
         return False

@@ -267,19 +267,25 @@ def test_keys_that_could_match_across_strings_are_read_by_the_regexes(key, prefi
 
 
 def test_a_batch_pyarrow_refuses_is_read_by_the_regexes_with_the_same_attribution():
-    """One object whose value changes type refuses pyarrow's reader for the whole batch (json.loads
-    takes it): the regexes read the batch, and attribute as the quotes would."""
+    """A number too large for a double refuses pyarrow's reader for the whole batch (json.loads takes
+    it): the regexes read the batch, and attribute as the quotes do."""
     from billing.ingest import tags
 
-    texts = ['{"pi_email": "a@x.example", "n": 1}', '{"pi_email": "b@x.example", "n": "one"}']
+    texts = [
+        '{"pi_email": "a@x.example", "n": 1e999}',
+        '{"pi_email": "b@x.example", "pi_email": "c@x.example"}',
+    ]
+    assert not tags._valid_json_objects(pa.array(texts, pa.string()))
     reader = tags.TagReader(keys=dict(KEYS), prefixes=PREFIXES)
     ids, problems = reader.attribution_ids(pa.array(texts, pa.string()))
     assert problems == []
-    assert [reader.attributions[i].split(FIELD_SEPARATOR)[0] for i in ids] == ["a@x.example", "b@x.example"]
-    one_by_one = tags.TagReader(keys=dict(KEYS), prefixes=PREFIXES)
-    for text, ident in zip(texts, ids, strict=True):
-        (alone,), _ = one_by_one.attribution_ids(pa.array([text], pa.string()))
-        assert one_by_one.attributions[alone] == reader.attributions[ident]
+    parts = [reader.attributions[i].split(FIELD_SEPARATOR) for i in ids]
+    assert [(p[0], p[-1]) for p in parts] == [("a@x.example", ""), ("", "pi_email appears twice")]
+    # A repeated key, or a key of two types across objects, is no refusal: the quotes read those.
+    assert tags._valid_json_objects(pa.array([texts[1], '{"n": 1}', '{"n": "one"}'], pa.string()))
+    by_quotes = tags.TagReader(keys=dict(KEYS), prefixes=PREFIXES)
+    (alone,), _ = by_quotes.attribution_ids(pa.array([texts[1]], pa.string()))
+    assert by_quotes.attributions[alone] == reader.attributions[ids[1]]
 
 
 def test_attribution_ids_are_exact_even_when_hashes_collide(monkeypatch):
