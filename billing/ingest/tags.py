@@ -138,16 +138,18 @@ class AttributionIndex:
                 return self._exact_ids(texts, strings)
         # A new string with a known string's hash shows above as found with another text; two new
         # strings with one hash show here.
-        if len(np.unique(new_hashes)) != len(new_hashes):
+        order = np.argsort(new_hashes, kind="stable")
+        new_sorted = new_hashes[order]
+        if np.any(new_sorted[1:] == new_sorted[:-1]):
             return self._exact_ids(texts, strings)
         if new.any():
             ids[new] = np.arange(self._count, self._count + int(new.sum()), dtype=np.int64)
             self._chunks.append(strings.filter(pa.array(new)).cast(pa.string()))
             self._count += int(new.sum())
-            hashes_all = np.concatenate([self._hashes, new_hashes])
-            ids_all = np.concatenate([self._ids, ids[new]])
-            order = np.argsort(hashes_all, kind="stable")
-            self._hashes, self._ids = hashes_all[order], ids_all[order]
+            # Merged into the sorted hashes (no hash is in both: the new ones were not found).
+            at = np.searchsorted(self._hashes, new_sorted)
+            self._hashes = np.insert(self._hashes, at, new_sorted)
+            self._ids = np.insert(self._ids, at, ids[new][order])
         return ids
 
     def _exact_ids(self, texts: list[str], strings: pa.Array) -> np.ndarray:

@@ -313,3 +313,19 @@ def test_attribution_ids_are_exact_even_when_hashes_collide(monkeypatch):
     assert ids_of_batches(colliding) == expected
     assert colliding.attributions == plain.attributions
     assert len(set(plain.attributions)) == len(plain.attributions) == 1 + 7 * 11
+
+
+def test_the_attribution_index_numbers_strings_in_order_of_first_sight_across_batches():
+    """Known strings keep their id in later batches, new ones are numbered after the last: as a
+    dict would number them (batches overlap, and each holds distinct strings)."""
+    import random
+
+    from billing.ingest import tags
+
+    rng = random.Random(7)
+    index, reference = tags.AttributionIndex(), {tags.NO_ATTRIBUTION: 0}
+    for _ in range(30):
+        batch = list(dict.fromkeys(f"a{rng.randrange(400)}" for _ in range(rng.randrange(1, 60))))
+        ids = index.ids_of(pa.array(batch, pa.string())).tolist()
+        assert ids == [reference.setdefault(text, len(reference)) for text in batch]
+    assert index.values().to_pylist() == list(reference)
