@@ -4,8 +4,10 @@ Tags is a JSON object (Azure's brace-less form `"k": "v", ...` accepted). The co
 are matched case-insensitively, with or without one provider prefix (AWS's `user:`), by the same
 RE2 pattern on both paths below, so the two always agree:
 
-- the fast path: plain objects (no escapes, nothing nested) are read column-wise by RE2 in C++,
-  and checked as JSON all at once by pyarrow's reader;
+- the fast path: plain objects (no escapes, nothing nested) are checked as JSON all at once by
+  pyarrow's reader, then read column-wise in C++: split at their quotes when the reader took them
+  all (a string followed by a colon is a key; only the distinct key names meet the pattern), or
+  by one RE2 search per key when it refused some (json.loads then finds which);
 - the JSON path: anything else is parsed by `json.loads`, one distinct value at a time.
 
 A key given twice (`{"pi_email": "a@x", ..., "pi_email": "b@x"}`) would name two payers (the
