@@ -169,7 +169,6 @@ def parse_file(path: Path, billing_settings: BillingSettings, name: str | None =
             batch, first_line, tag_reader, texts, errors, stats, check_nul=focus.nul_seen
         )
         errors.end_batch()
-        release_unused_memory()  # the batch's temporaries (its text, Python strings of its tags)
         if report is not None:
             report(focus.bytes_read(), size)
         first_line += batch.num_rows
@@ -209,6 +208,9 @@ def parse_file(path: Path, billing_settings: BillingSettings, name: str | None =
                     del combined
                     pending_rows = 0
                     release_unused_memory()
+    # The batches' temporaries: each batch reuses the memory of the one before (giving it back to the
+    # system after every batch only made the next one fault it in again: ~0.5 s of system time at 1M rows).
+    release_unused_memory()
     if errors:
         raise rows_refused(label, errors)
     if stats.rows == 0:

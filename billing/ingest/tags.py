@@ -4,8 +4,10 @@ Tags is a JSON object (Azure's brace-less form `"k": "v", ...` accepted). The co
 are matched case-insensitively, with or without one provider prefix (AWS's `user:`), by the same
 RE2 pattern on both paths below, so the two always agree:
 
-- the fast path: plain objects (no escapes, nothing nested) are read column-wise by RE2 in C++,
-  and checked as JSON all at once by pyarrow's reader;
+- the fast path: plain objects (no escapes, nothing nested) are checked as JSON all at once by
+  pyarrow's reader, then read column-wise in C++: split at their quotes when the reader took them
+  all (a string followed by a colon is a key; only the distinct key names meet the pattern), or
+  by one RE2 search per key when it refused some (json.loads then finds which);
 - the JSON path: anything else is parsed by `json.loads`, one distinct value at a time.
 
 A key given twice (`{"pi_email": "a@x", ..., "pi_email": "b@x"}`) would name two payers (the
@@ -18,7 +20,6 @@ Values: strings as written, numbers and true/false as their JSON text, null (and
 
 from __future__ import annotations
 
-import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -37,6 +38,9 @@ NO_ATTRIBUTION = FIELD_SEPARATOR * len(ATTRIBUTION_FIELDS)
 # A plain object: braces around text without escapes, nested objects or arrays.
 _PLAIN = r"^[ \t\r\n]*\{[^\\{}\[\]]*\}[ \t\r\n]*$"
 _JSON_SPACE = " \t\r\n"
+_COLON_FIRST = r"^[ \t\r\n]*:"  # JSON space, then a colon
+# What may follow a string's closing quote in JSON (a key starting so could match across strings).
+_AFTER_QUOTE = set(" \t\r\n\f\v,:}]")
 
 
 class _Pairs(list):
@@ -130,21 +134,24 @@ class AttributionIndex:
         new = ~found
         new_hashes = hashes[new]
         if found.any():
-            known = self.values().take(pa.array(ids[found]))
+            # Taken from the chunks as they are: joining them would copy every string each batch.
+            known = pa.chunked_array(self._chunks, pa.string()).take(pa.array(ids[found]))
             if not pc.all(pc.equal(strings.filter(pa.array(found)), known)).as_py():
                 return self._exact_ids(texts, strings)
         # A new string with a known string's hash shows above as found with another text; two new
         # strings with one hash show here.
-        if len(np.unique(new_hashes)) != len(new_hashes):
+        order = np.argsort(new_hashes, kind="stable")
+        new_sorted = new_hashes[order]
+        if np.any(new_sorted[1:] == new_sorted[:-1]):
             return self._exact_ids(texts, strings)
         if new.any():
             ids[new] = np.arange(self._count, self._count + int(new.sum()), dtype=np.int64)
             self._chunks.append(strings.filter(pa.array(new)).cast(pa.string()))
             self._count += int(new.sum())
-            hashes_all = np.concatenate([self._hashes, new_hashes])
-            ids_all = np.concatenate([self._ids, ids[new]])
-            order = np.argsort(hashes_all, kind="stable")
-            self._hashes, self._ids = hashes_all[order], ids_all[order]
+            # Merged into the sorted hashes (no hash is in both: the new ones were not found).
+            at = np.searchsorted(self._hashes, new_sorted)
+            self._hashes = np.insert(self._hashes, at, new_sorted)
+            self._ids = np.insert(self._ids, at, ids[new][order])
         return ids
 
     def _exact_ids(self, texts: list[str], strings: pa.Array) -> np.ndarray:
@@ -189,31 +196,18 @@ class TagReader:
         n = len(texts)
         plain = pc.fill_null(pc.match_substring_regex(texts, _PLAIN), False)
         plain_flags = plain.to_numpy(zero_copy_only=False)
-        values, counts = [], []
-        for name in ATTRIBUTION_FIELDS:
-            pattern = self._key_pattern(name)
-            if pattern is None:
-                values.append(pa.nulls(n, pa.string()))
-                counts.append(np.zeros(n, dtype=np.int64))
-                continue
-            token = pc.struct_field(
-                pc.extract_regex(texts, rf'"{pattern}"\s*:\s*(?P<v>"[^"]*"|[^",}}\s]+)'), "v"
-            )
-            quoted = pc.starts_with(token, '"')
-            # A string without its quotes; a number or true/false as written; null names nobody.
-            values.append(
-                pc.if_else(
-                    quoted,
-                    pc.utf8_slice_codeunits(token, 1, -1),
-                    pc.if_else(pc.equal(token, "null"), pa.scalar(None, pa.string()), token),
-                )
-            )
-            counts.append(np.asarray(pc.is_valid(token).to_numpy(zero_copy_only=False), dtype=np.int64))
-        self._count_repeated_keys(texts, counts)
+        # When pyarrow's reader takes every plain object, they are well-formed JSON and are read by
+        # splitting at their quotes; otherwise by a regex per key, which finds the same pairs in
+        # well-formed objects and still reads those json.loads takes but pyarrow does not.
+        valid = _valid_json_objects(texts.filter(plain))
+        if valid and self._splittable():
+            values, counts = self._pairs_by_quotes(texts)
+        else:
+            values, counts = self._pairs_by_regex(texts)
         problems: list[tuple[int, str]] = []
         if not plain_flags.all():
             self._read_json(texts, plain_flags, values, counts, problems)
-        if not _valid_json_objects(texts.filter(plain)):
+        if not valid:
             # pyarrow's reader refused the plain objects together: find which, one at a time.
             for position in np.nonzero(plain_flags)[0].tolist():
                 text = texts[position].as_py()
@@ -235,6 +229,96 @@ class TagReader:
         for position, _ in problems:
             ids[position] = 0
         return ids, problems
+
+    def _pairs_by_regex(self, texts: pa.Array) -> tuple[list[pa.Array], list[np.ndarray]]:
+        """Per field, the value of its key's first occurrence in each text (null: none) and how many
+        times the key occurs, by one RE2 search per field."""
+        n = len(texts)
+        values, counts = [], []
+        for name in ATTRIBUTION_FIELDS:
+            pattern = self._key_pattern(name)
+            if pattern is None:
+                values.append(pa.nulls(n, pa.string()))
+                counts.append(np.zeros(n, dtype=np.int64))
+                continue
+            token = pc.struct_field(
+                pc.extract_regex(texts, rf'"{pattern}"\s*:\s*(?P<v>"[^"]*"|[^",}}\s]+)'), "v"
+            )
+            quoted = pc.starts_with(token, '"')
+            # A string without its quotes; a number or true/false as written; null names nobody.
+            values.append(
+                pc.if_else(
+                    quoted,
+                    pc.utf8_slice_codeunits(token, 1, -1),
+                    pc.if_else(pc.equal(token, "null"), pa.scalar(None, pa.string()), token),
+                )
+            )
+            counts.append(np.asarray(pc.is_valid(token).to_numpy(zero_copy_only=False), dtype=np.int64))
+        self._count_repeated_keys(texts, counts)
+        return values, counts
+
+    def _splittable(self) -> bool:
+        """Whether a configured key can only be found as a whole key of an object: it holds no quote
+        or backslash and starts with none of the characters that may follow a closing quote."""
+        keys = [key for key in self.keys.values() if key]
+        for word in (*keys, *self.prefixes):
+            if '"' in word or "\\" in word:
+                return False
+        return not any(word[:1] in _AFTER_QUOTE for word in (*keys, *self.prefixes) if word)
+
+    def _pairs_by_quotes(self, texts: pa.Array) -> tuple[list[pa.Array], list[np.ndarray]]:
+        """What _pairs_by_regex gives, for texts whose plain objects are well-formed JSON: split at
+        the quotes (a plain object has no escaped ones), strings and what lies between them
+        alternate, and a string followed by a colon is a key. No regex runs over the texts.
+
+        Only the plain objects' results count (the JSON path replaces the others)."""
+        n = len(texts)
+        parts = pc.split_pattern(pc.fill_null(texts, ""), '"')
+        tokens = pc.list_flatten(parts)
+        offsets = np.asarray(parts.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
+        offsets -= offsets[0]
+        at = _before_colons(tokens)
+        owners = np.searchsorted(offsets, at, side="right") - 1
+        # A key is a string (odd place in its text's tokens) whose next token is in the same text.
+        is_key = ((at - offsets[owners]) % 2 == 1) & (at + 1 < offsets[owners + 1])
+        at, key_owner = at[is_key], owners[is_key]
+        keys = tokens.take(pa.array(at, pa.int64()))
+        # After the colon: nothing but space before a string (the next token), else a literal.
+        following = pc.utf8_ltrim(tokens.take(pa.array(at + 1, pa.int64())), _JSON_SPACE)
+        after = pc.utf8_ltrim(pc.utf8_slice_codeunits(following, 1), _JSON_SPACE)
+        literal = pc.utf8_rtrim(after, _JSON_SPACE + ",}")
+        string = tokens.take(pa.array(np.minimum(at + 2, max(len(tokens) - 1, 0)), pa.int64()))
+        found = pc.if_else(
+            pc.equal(after, ""),
+            string,
+            pc.if_else(pc.equal(literal, "null"), pa.scalar(None, pa.string()), literal),
+        )
+        distinct_keys = pc.dictionary_encode(keys)
+        key_index = np.asarray(distinct_keys.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+        values, counts, matches = [], [], []
+        for name in ATTRIBUTION_FIELDS:
+            pattern = self._key_pattern(name)
+            if pattern is None:
+                values.append(pa.nulls(n, pa.string()))
+                counts.append(np.zeros(n, dtype=np.int64))
+                matches.append(np.zeros(len(at), dtype=bool))
+                continue
+            matched_key = pc.match_substring_regex(distinct_keys.dictionary, f"^{pattern}$")
+            matched = np.asarray(matched_key.to_numpy(zero_copy_only=False), dtype=bool)[key_index]
+            where = np.nonzero(matched)[0]
+            owners, first = np.unique(key_owner[where], return_index=True)
+            pick = np.full(n, -1, dtype=np.int64)
+            pick[owners] = where[first]
+            values.append(found.take(pa.array(pick, pa.int64(), mask=pick < 0)))
+            counts.append(np.bincount(key_owner[where], minlength=n).astype(np.int64))
+            matches.append(matched)
+        # As the regexes count: a key occurrence may serve several fields (two fields on one key);
+        # a field's occurrences are counted one by one only where the keys outnumber the fields found.
+        keys_found = np.bincount(key_owner[np.any(matches, axis=0)], minlength=n)
+        found_fields = np.sum([np.minimum(c, 1) for c in counts], axis=0)
+        exact = keys_found > found_fields
+        counts = [np.where(exact, c, np.minimum(c, 1)) for c in counts]
+        return values, counts
 
     def _count_repeated_keys(self, texts: pa.Array, counts: list[np.ndarray]) -> None:
         """Exact key counts where some key may appear twice. One pass counts every attribution key
@@ -392,6 +476,21 @@ class TagReader:
         self.tag_batches = [(empty, None) for _ in self.tag_batches]
 
 
+def _before_colons(tokens: pa.Array) -> np.ndarray:
+    """Positions of the tokens followed by one that starts with a colon (after JSON space). The
+    colon is looked for by a regex only in the few tokens that start with space."""
+    colon = np.asarray(pc.starts_with(tokens, ":").to_numpy(zero_copy_only=False), dtype=bool)
+    spaced = pc.starts_with(tokens, " ")
+    for space in "\t\r\n":
+        spaced = pc.or_(spaced, pc.starts_with(tokens, space))
+    where = np.nonzero(np.asarray(spaced.to_numpy(zero_copy_only=False), dtype=bool))[0]
+    if len(where):
+        matched = pc.match_substring_regex(tokens.take(pa.array(where, pa.int64())), _COLON_FIRST)
+        colon[where] = np.asarray(matched.to_numpy(zero_copy_only=False), dtype=bool)
+    at = np.nonzero(colon)[0] - 1
+    return at[at >= 0]
+
+
 def stored_json(text: pa.Array) -> pa.Array:
     """Tags values as stored: trimmed, '{}' when empty, Azure's missing braces restored."""
     text = pc.utf8_trim_whitespace(text)
@@ -408,15 +507,25 @@ def _normalise(value: pa.Array, *, lower: bool) -> pa.Array:
     return pc.utf8_lower(value) if lower else value
 
 
+_SYNTAX_ONLY = pajson.ParseOptions(explicit_schema=pa.schema([]), unexpected_field_behavior="ignore")
+
+
 def _valid_json_objects(texts: pa.Array) -> bool:
-    """True when every text (one JSON object each, no newlines inside) parses as JSON."""
-    lines = [t for t in texts.to_pylist() if t.strip()]
-    if not lines:
+    """True when every text (one plain JSON object each, no newlines inside) parses as JSON.
+
+    The texts go to pyarrow's reader as one buffer, one per line, without a pass in Python; it checks
+    their syntax but builds no columns (so a key repeated, or of two types, is no refusal)."""
+    if len(texts) == 0:
         return True
+    lines = pc.binary_join_element_wise(texts, "\n", "")  # each text and its newline, end to end
+    data = lines.buffers()[2]
+    end = int(np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset + len(lines)])
+    longest = int(pc.max(pc.binary_length(texts)).as_py() or 0)
     try:
         pajson.read_json(
-            io.BytesIO("\n".join(lines).encode()),
-            read_options=pajson.ReadOptions(block_size=max(1 << 20, 2 * max(map(len, lines)))),
+            pa.BufferReader(data.slice(0, end) if data is not None else pa.py_buffer(b"")),
+            read_options=pajson.ReadOptions(block_size=max(1 << 20, 2 * longest + 2)),
+            parse_options=_SYNTAX_ONLY,
         )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
         return False

@@ -64,6 +64,16 @@ class Encoder:
         )
         return pa.array(ids).take(encoded.indices)
 
+    def encode_text(self, column: pa.Array, empty: str = "") -> pa.Array:
+        """Like encode, for a text cell: trimmed, `empty` when null or blank. The distinct values are
+        trimmed, not every row; ids are given in the order of first appearance, as encode does."""
+        encoded = pc.dictionary_encode(column, null_encoding="encode")
+        values = pc.fill_null(pc.utf8_trim_whitespace(encoded.dictionary), "")
+        if empty:
+            values = pc.if_else(pc.equal(values, ""), pa.scalar(empty), values)
+        ids = np.fromiter((self.id_of(v) for v in values.to_pylist()), dtype=np.int32, count=len(values))
+        return pa.array(ids).take(encoded.indices)
+
 
 @dataclass
 class BatchStats:
@@ -96,15 +106,25 @@ def _parse_money(
 def _parse_timestamps(
     column: pa.Array, name: str, first_line: int, errors: RowErrorLog, required: bool
 ) -> pa.Array:
-    """Canonical 'YYYY-MM-DDTHH:MM:SS' strings (zone dropped: local time as written), null when absent."""
-    matched = pc.match_substring_regex(column, TIMESTAMP_REGEX)
-    bad = pc.and_(pc.is_valid(column), pc.invert(pc.fill_null(matched, False)))
+    """Canonical 'YYYY-MM-DDTHH:MM:SS' strings (zone dropped: local time as written), null when absent.
+
+    A batch holds few distinct timestamps (a day's or an hour's rows share theirs): each is parsed
+    once, and rows take the result of their value."""
+    encoded = pc.dictionary_encode(column)  # nulls stay null in the indices
+    indices = encoded.indices
+
+    def rows(mask: pa.Array) -> pa.Array:
+        return pc.fill_null(mask.take(indices), False)
+
+    values = encoded.dictionary
+    matched = pc.match_substring_regex(values, TIMESTAMP_REGEX)
+    bad = rows(pc.invert(matched))
     if required:
         bad = pc.or_(bad, pc.is_null(column))
     if pc.any(bad).as_py():
         errors.add_where(bad, column, name, first_line, "not a date or timestamp (YYYY-MM-DD[THH:MM:SS][Z])")
-        column = pc.if_else(bad, pa.scalar(None, pa.string()), column)
-    parts = pc.extract_regex(pc.fill_null(column, "0000-01-01"), TIMESTAMP_REGEX)
+        values = pc.if_else(matched, values, pa.scalar(None, pa.string()))
+    parts = pc.extract_regex(pc.fill_null(values, "0000-01-01"), TIMESTAMP_REGEX)
     dates = pc.struct_field(parts, "d")
     times = pc.struct_field(parts, "t")
     times = pc.if_else(
@@ -112,22 +132,21 @@ def _parse_timestamps(
     )
     times = pc.if_else(pc.equal(pc.utf8_length(times), 0), pa.scalar("00:00:00"), times)
     canonical = pc.binary_join_element_wise(dates, pc.fill_null(times, "00:00:00"), "T")
-    canonical = pc.if_else(pc.is_null(column), pa.scalar(None, pa.string()), canonical)
+    canonical = pc.if_else(pc.is_null(values), pa.scalar(None, pa.string()), canonical)
     # Year 0 parses in Arrow but exists neither in Python nor in PostgreSQL.
     year_zero = pc.fill_null(pc.starts_with(canonical, "0000-"), False)
     if pc.any(year_zero).as_py():
-        errors.add_where(year_zero, column, name, first_line, "no such date or time")
+        errors.add_where(rows(year_zero), column, name, first_line, "no such date or time")
         canonical = pc.if_else(year_zero, pa.scalar(None, pa.string()), canonical)
     try:
         pc.cast(canonical, pa.timestamp("s"))
     except pa.ArrowInvalid:
         # The pattern matched a date or time that does not exist (2025-02-30, 25:00): report the rows
         # instead of failing later with an internal error.
-        bad_values = [v for v in pc.unique(canonical).to_pylist() if v and not _is_real_timestamp(v)]
-        bad = pc.fill_null(pc.is_in(canonical, pa.array(bad_values, pa.string())), False)
-        errors.add_where(bad, column, name, first_line, "no such date or time")
-        canonical = pc.if_else(bad, pa.scalar(None, pa.string()), canonical)
-    return canonical
+        unreal = pa.array([bool(v) and not _is_real_timestamp(v) for v in canonical.to_pylist()], pa.bool_())
+        errors.add_where(rows(unreal), column, name, first_line, "no such date or time")
+        canonical = pc.if_else(unreal, pa.scalar(None, pa.string()), canonical)
+    return canonical.take(indices)
 
 
 def _is_real_timestamp(text: str) -> bool:
@@ -139,9 +158,10 @@ def _is_real_timestamp(text: str) -> bool:
 
 
 def _text(batch: pa.RecordBatch, name: str) -> pa.Array:
+    """The column (all null when the file has none) for Encoder.encode_text."""
     if name in batch.schema.names:
-        return pc.fill_null(pc.utf8_trim_whitespace(batch.column(name)), "")
-    return pc.fill_null(pa.nulls(batch.num_rows, pa.string()), "")
+        return batch.column(name)
+    return pa.nulls(batch.num_rows, pa.string())
 
 
 def _timestamps(canonical: pa.Array) -> pa.Array:
@@ -235,17 +255,15 @@ def transform_batch(
             stats.first_line_of_period[period] = first_line + pc.index(periods, period).as_py()
         stats.periods[period] += item["counts"]
 
-    category = _text(batch, "ChargeCategory")
-    category = pc.if_else(pc.equal(category, ""), pa.scalar("Usage"), category)
     table = pa.table(
         {
             "period": texts.encode(periods),
             "attribution": attribution,
-            "sub_account_id": texts.encode(_text(batch, "SubAccountId")),
-            "resource_id": texts.encode(_text(batch, "ResourceId")),
-            "resource_name": texts.encode(_text(batch, "ResourceName")),
-            "service_name": texts.encode(_text(batch, "ServiceName")),
-            "charge_category": texts.encode(category),
+            "sub_account_id": texts.encode_text(_text(batch, "SubAccountId")),
+            "resource_id": texts.encode_text(_text(batch, "ResourceId")),
+            "resource_name": texts.encode_text(_text(batch, "ResourceName")),
+            "service_name": texts.encode_text(_text(batch, "ServiceName")),
+            "charge_category": texts.encode_text(_text(batch, "ChargeCategory"), empty="Usage"),
             "list_cost": money["ListCost"],
             "contracted_cost": money["ContractedCost"],
             "billed_cost": billed,
@@ -254,10 +272,10 @@ def transform_batch(
             "lines": pa.array(np.ones(n, dtype=np.int64)),
             "charge_start": _timestamps(charge_start),
             "charge_end": _timestamps(charge_end),
-            "service_category": texts.encode(_text(batch, "ServiceCategory")),
-            "region": texts.encode(_text(batch, "RegionId")),
-            "sku_id": texts.encode(_text(batch, "SkuId")),
-            "unit": texts.encode(_text(batch, unit_name)),
+            "service_category": texts.encode_text(_text(batch, "ServiceCategory")),
+            "region": texts.encode_text(_text(batch, "RegionId")),
+            "sku_id": texts.encode_text(_text(batch, "SkuId")),
+            "unit": texts.encode_text(_text(batch, unit_name)),
             "tags": tags,
         }
     )

@@ -203,6 +203,91 @@ def test_fast_path_and_json_loads_agree(texts):
         assert reader.attributions[ids[position]] == expected, text
 
 
+# Plain objects: no backslash, nothing nested (what the fast path reads).
+PLAIN_TEXT = st.text(alphabet=st.sampled_from(list("abcXYZ019 @.-_:,é")), max_size=12).map(
+    lambda t: json.dumps(t, ensure_ascii=False)
+)
+PLAIN_SCALARS = st.one_of(
+    PLAIN_TEXT, NUMBERS, st.sampled_from(["true", "false", "null", '"null"', '" Ada@Uni.Example "'])
+)
+
+
+@st.composite
+def plain_tag_texts(draw) -> str:
+    pairs = draw(st.lists(st.tuples(KEY_NAMES.filter(lambda k: "\\" not in k), PLAIN_SCALARS), max_size=6))
+    space = draw(st.sampled_from(["", " ", "\n", "\t "]))
+    body = f",{space}".join(f'"{k}"{space}:{space}{v}' for k, v in pairs)
+    return draw(st.sampled_from(["", " ", "\n "])) + "{" + space + body + space + "}"
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(plain_tag_texts(), min_size=1, max_size=8))
+def test_splitting_at_quotes_reads_what_the_regexes_read(texts):
+    """Well-formed plain objects are read by splitting them at their quotes; the regexes (still used
+    when pyarrow's reader refuses a batch) find the same values and the same key counts."""
+    import pyarrow.compute as pc
+
+    from billing.ingest import tags
+
+    reader = tags.TagReader(keys=dict(KEYS), prefixes=PREFIXES)
+    array = pa.array(texts, pa.string())
+    assert pc.all(pc.match_substring_regex(array, tags._PLAIN)).as_py(), texts
+    for text in texts:
+        json.loads(text)  # well-formed (pyarrow's reader also refuses repeated keys: more than needed)
+    assert reader._splittable()
+    by_quotes, by_regex = reader._pairs_by_quotes(array), reader._pairs_by_regex(array)
+    assert [v.to_pylist() for v in by_quotes[0]] == [v.to_pylist() for v in by_regex[0]], texts
+    assert [c.tolist() for c in by_quotes[1]] == [c.tolist() for c in by_regex[1]], texts
+
+
+def test_two_fields_on_one_key_count_as_the_regexes_do():
+    """Two fields configured with one tag key: each finds it, and it appearing twice (one occurrence
+    per field found) is not counted as ambiguous, as the regexes count."""
+    from billing.ingest import tags
+
+    keys = dict(KEYS, reference_1="project_id")
+    array = pa.array(
+        ['{"project_id": "p1", "x": 1}', '{"project_id": "p1", "project_id": "p2"}'], pa.string()
+    )
+    reader = tags.TagReader(keys=keys, prefixes=PREFIXES)
+    by_quotes, by_regex = reader._pairs_by_quotes(array), reader._pairs_by_regex(array)
+    assert [v.to_pylist() for v in by_quotes[0]] == [v.to_pylist() for v in by_regex[0]]
+    assert [c.tolist() for c in by_quotes[1]] == [c.tolist() for c in by_regex[1]]
+
+
+@pytest.mark.parametrize(
+    ("key", "prefixes", "splittable"),
+    [("pi_email", ["user:"], True), (":pi", [], False), ("pi", [" user:"], False), ('pi"x', [], False)],
+)
+def test_keys_that_could_match_across_strings_are_read_by_the_regexes(key, prefixes, splittable):
+    from billing.ingest import tags
+
+    reader = tags.TagReader(keys=dict(KEYS, pi_email=key), prefixes=prefixes)
+    assert reader._splittable() is splittable
+
+
+def test_a_batch_pyarrow_refuses_is_read_by_the_regexes_with_the_same_attribution():
+    """A number too large for a double refuses pyarrow's reader for the whole batch (json.loads takes
+    it): the regexes read the batch, and attribute as the quotes do."""
+    from billing.ingest import tags
+
+    texts = [
+        '{"pi_email": "a@x.example", "n": 1e999}',
+        '{"pi_email": "b@x.example", "pi_email": "c@x.example"}',
+    ]
+    assert not tags._valid_json_objects(pa.array(texts, pa.string()))
+    reader = tags.TagReader(keys=dict(KEYS), prefixes=PREFIXES)
+    ids, problems = reader.attribution_ids(pa.array(texts, pa.string()))
+    assert problems == []
+    parts = [reader.attributions[i].split(FIELD_SEPARATOR) for i in ids]
+    assert [(p[0], p[-1]) for p in parts] == [("a@x.example", ""), ("", "pi_email appears twice")]
+    # A repeated key, or a key of two types across objects, is no refusal: the quotes read those.
+    assert tags._valid_json_objects(pa.array([texts[1], '{"n": 1}', '{"n": "one"}'], pa.string()))
+    by_quotes = tags.TagReader(keys=dict(KEYS), prefixes=PREFIXES)
+    (alone,), _ = by_quotes.attribution_ids(pa.array([texts[1]], pa.string()))
+    assert by_quotes.attributions[alone] == reader.attributions[ids[1]]
+
+
 def test_attribution_ids_are_exact_even_when_hashes_collide(monkeypatch):
     """The attribution index finds strings by hash but confirms each: with every hash equal it
     falls back to exact lookups, and gives the same ids as without collisions."""
@@ -228,3 +313,19 @@ def test_attribution_ids_are_exact_even_when_hashes_collide(monkeypatch):
     assert ids_of_batches(colliding) == expected
     assert colliding.attributions == plain.attributions
     assert len(set(plain.attributions)) == len(plain.attributions) == 1 + 7 * 11
+
+
+def test_the_attribution_index_numbers_strings_in_order_of_first_sight_across_batches():
+    """Known strings keep their id in later batches, new ones are numbered after the last: as a
+    dict would number them (batches overlap, and each holds distinct strings)."""
+    import random
+
+    from billing.ingest import tags
+
+    rng = random.Random(7)
+    index, reference = tags.AttributionIndex(), {tags.NO_ATTRIBUTION: 0}
+    for _ in range(30):
+        batch = list(dict.fromkeys(f"a{rng.randrange(400)}" for _ in range(rng.randrange(1, 60))))
+        ids = index.ids_of(pa.array(batch, pa.string())).tolist()
+        assert ids == [reference.setdefault(text, len(reference)) for text in batch]
+    assert index.values().to_pylist() == list(reference)
