@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
+# The shared folder beside the checkout; a checkout elsewhere (a git worktree) names it.
+SHARED = Path(os.environ.get("OPENCHARGEBACK_SHARED_DIR") or ROOT.parent / "shared")
 REFERENCE_DIR = SHARED / "reference" / "openchargeback-2025-01"
 SYNTH_TOOL = SHARED / "tools" / "focus_synth.py"
 DEMO_DIR = ROOT / "fixtures" / "demo"
