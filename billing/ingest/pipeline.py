@@ -45,6 +45,8 @@ COMBINE_EVERY_ROWS = 1_000_000
 # Past this many charges the summing goes on on disk (spill.py): memory then stops growing with the
 # file. OPENCHARGEBACK_INGEST_SPILL_CHARGES overrides it.
 DEFAULT_SPILL_CHARGES = 600_000
+# Partial sums written to the spill at once.
+SPILL_SLICE_ROWS = 100_000
 # Rows handed to the vectorised transform at once (the reader's blocks are smaller).
 TRANSFORM_ROWS = 100_000
 # The first batches are smaller (doubling up to TRANSFORM_ROWS): a file that is bad from its first
@@ -188,8 +190,7 @@ def parse_file(path: Path, billing_settings: BillingSettings, name: str | None =
                 spilled = None
         elif partial is not None and spilled is not None:
             # Spilling: each batch's partial sums go to disk with their Tags text.
-            spilled.add(tags_as_text(partial, tag_reader.raw_texts(partial.column("tags"))))
-            tag_reader.forget_texts()
+            _spill(spilled, partial, tag_reader)
             del partial
         elif partial is not None:
             partials.append(partial)
@@ -203,10 +204,7 @@ def parse_file(path: Path, billing_settings: BillingSettings, name: str | None =
                         partitions_for(rows_read, focus.bytes_read(), size),
                         getattr(django_settings, "OPENCHARGEBACK_INGEST_SPILL_DIR", None) or None,
                     )
-                    combined = partials.pop()
-                    spilled.add(tags_as_text(combined, tag_reader.raw_texts(combined.column("tags"))))
-                    tag_reader.forget_texts()
-                    del combined
+                    _spill(spilled, partials.pop(), tag_reader)
                     pending_rows = 0
                     release_unused_memory()
     if errors:
@@ -222,6 +220,18 @@ def parse_file(path: Path, billing_settings: BillingSettings, name: str | None =
     return ParsedFile(
         charges=charges, stats=stats, tag_reader=tag_reader, texts=texts, periods=sorted(stats.periods)
     )
+
+
+def _spill(spilled: SpilledCharges, table: pa.Table, tag_reader: transform.TagReader) -> None:
+    """Append partial sums to the spill with their Tags text, SPILL_SLICE_ROWS at a time: the
+    first spill holds every charge summed so far, and its text and partition copies made whole
+    were the peak of a large import (about 300 MB at 600k charges)."""
+    for offset in range(0, table.num_rows, SPILL_SLICE_ROWS):
+        piece = table.slice(offset, SPILL_SLICE_ROWS)
+        spilled.add(tags_as_text(piece, tag_reader.raw_texts(piece.column("tags"))))
+        del piece
+        release_unused_memory()
+    tag_reader.forget_texts()
 
 
 def _finish_spilled(

@@ -368,6 +368,7 @@ def test_charges_summed_on_disk_are_the_charges_summed_in_memory(
     settings.OPENCHARGEBACK_INGEST_BLOCK_BYTES = 16 * 1024
     monkeypatch.setattr(pipeline, "FIRST_TRANSFORM_ROWS", 40)
     monkeypatch.setattr(pipeline, "TRANSFORM_ROWS", 40)
+    monkeypatch.setattr(pipeline, "SPILL_SLICE_ROWS", 30)
     spilled_rows = []
     real_add = pipeline.SpilledCharges.add
     monkeypatch.setattr(
@@ -378,6 +379,8 @@ def test_charges_summed_on_disk_are_the_charges_summed_in_memory(
     on_disk = run()
 
     assert len(spilled_rows) > 50 and max(parts for parts, _ in spilled_rows) > 1  # really spilled
+    # The charges summed before spilling (more than the bound) go to disk a slice at a time.
+    assert max(rows for _, rows in spilled_rows) == 30
     assert on_disk == in_memory
     totals, charges, flags = on_disk
     assert totals[0][1] == manifest["rows"]
