@@ -21,6 +21,7 @@ from chargeback.hashing import HashingReader
 from .. import selectors
 from ..ingest import pipeline
 from ..ingest.errors import IngestError
+from ..ingest.writer import sqlite_sorting_on_disk
 from ..models import (
     Import,
     Source,
@@ -178,7 +179,7 @@ def _import_dry_run(
     _refuse_duplicate(sha, force)
     outcome = ImportOutcome(file_name=name, source="", dry_run=True)
     try:
-        with transaction.atomic():
+        with sqlite_sorting_on_disk(), transaction.atomic():
             if isinstance(source, str):
                 source, outcome.source_created = source_ensure(name=source)
             outcome.source, outcome.source_name = source.slug, source.display_name
@@ -225,7 +226,7 @@ def import_execute(
         import_id=record.pk,
     )
     try:
-        with transaction.atomic():
+        with sqlite_sorting_on_disk(), transaction.atomic():
             if pending_sha256 is None:
                 _refuse_duplicate(record.sha256, force, exclude=record.pk)
             _run_import(

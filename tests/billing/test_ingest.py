@@ -20,7 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Sum
 
 from billing import selectors, services
@@ -1456,6 +1456,37 @@ def test_sqlite_indexes_are_rebuilt_after_a_bulk_insert_and_survive_a_failure(
         ingest(path, force=True)
     assert charge_indexes() == before
     assert Charge.objects.count() == 0
+
+
+@pytest.mark.skipif("os.environ.get('DATABASE_URL', '').startswith('postgres')")
+@pytest.mark.django_db(transaction=True)
+def test_sqlite_import_sorts_on_disk_and_gives_the_setting_back(monkeypatch, tmp_path):
+    """The connection keeps temporary storage in memory (settings), where SQLite's sorter holds
+    every entry of an index it builds again: an import sorts to temporary files instead
+    (memory then stops growing with its charges), and the connection's setting is back after it.
+    Inside a caller's transaction SQLite may refuse the change: nothing changes there."""
+    services.source_create(slug="aws")
+    seen = []
+    real_write = pipeline.write_charges
+
+    def temp_store() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA temp_store")
+            return cursor.fetchone()[0]
+
+    def write(rows, expected_rows=0):
+        seen.append(temp_store())
+        return real_write(rows, expected_rows)
+
+    monkeypatch.setattr(pipeline, "write_charges", write)
+    path = write_focus(tmp_path / "aws.csv", [focus_row(), focus_row(ResourceId="i-0002")])
+    outcome = ingest(path)
+    assert (seen, temp_store(), outcome.charges) == ([1], 2, 2)  # FILE while importing, MEMORY after
+
+    seen.clear()
+    with transaction.atomic():
+        ingest(path, force=True)
+    assert (seen, temp_store()) == ([2], 2)
 
 
 KILLED_IMPORT = """
