@@ -250,7 +250,7 @@ def resolve_attributions(
 
 
 # Attributions read at once (a file can have millions: a grant number per row).
-RESOLVE_CHUNK = 250_000
+RESOLVE_CHUNK = 500_000
 _NULL_ROW = pa.scalar(None, pa.int32())
 
 

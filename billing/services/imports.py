@@ -21,7 +21,7 @@ from chargeback.hashing import HashingReader
 from .. import selectors
 from ..ingest import pipeline
 from ..ingest.errors import IngestError
-from ..ingest.writer import sqlite_sorting_on_disk
+from ..ingest.writer import sqlite_temp_storage_closed
 from ..models import (
     Import,
     Source,
@@ -178,8 +178,9 @@ def _import_dry_run(
 ) -> ImportOutcome:
     _refuse_duplicate(sha, force)
     outcome = ImportOutcome(file_name=name, source="", dry_run=True)
+    sqlite_temp_storage_closed()
     try:
-        with sqlite_sorting_on_disk(), transaction.atomic():
+        with transaction.atomic():
             if isinstance(source, str):
                 source, outcome.source_created = source_ensure(name=source)
             outcome.source, outcome.source_name = source.slug, source.display_name
@@ -225,8 +226,9 @@ def import_execute(
         source_name=record.source.display_name,
         import_id=record.pk,
     )
+    sqlite_temp_storage_closed()  # lets the import sort on disk (writer._sorting_on_disk)
     try:
-        with sqlite_sorting_on_disk(), transaction.atomic():
+        with transaction.atomic():
             if pending_sha256 is None:
                 _refuse_duplicate(record.sha256, force, exclude=record.pk)
             _run_import(

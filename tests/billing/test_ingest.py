@@ -1460,33 +1460,52 @@ def test_sqlite_indexes_are_rebuilt_after_a_bulk_insert_and_survive_a_failure(
 
 @pytest.mark.skipif("os.environ.get('DATABASE_URL', '').startswith('postgres')")
 @pytest.mark.django_db(transaction=True)
-def test_sqlite_import_sorts_on_disk_and_gives_the_setting_back(monkeypatch, tmp_path):
+def test_sqlite_indexes_are_built_again_sorting_on_disk(monkeypatch, tmp_path):
     """The connection keeps temporary storage in memory (settings), where SQLite's sorter holds
-    every entry of an index it builds again: an import sorts to temporary files instead
-    (memory then stops growing with its charges), and the connection's setting is back after it.
-    Inside a caller's transaction SQLite may refuse the change: nothing changes there."""
+    every entry of an index it builds: the import builds the charge indexes again sorting to
+    temporary files (memory then stops growing with its charges), inserts as before, and gives
+    the setting back. The temporary database migrations leave open is closed before the import's
+    transaction (SQLite refuses the change while one is open); one opened in a caller's
+    transaction keeps the sort in memory, and the import goes on."""
+    monkeypatch.setattr(writer, "REBUILD_INDEXES_FROM_ROWS", 1)
     services.source_create(slug="aws")
-    seen = []
+    real_execute = writer.CursorWrapper.execute
+    inserting, building = [], []
+
+    def temp_store(cursor) -> int:
+        real_execute(cursor, "PRAGMA temp_store")
+        return cursor.fetchone()[0]
+
+    def execute(self, sql, params=None):
+        if sql.startswith("CREATE INDEX"):
+            building.append(temp_store(self))
+        return real_execute(self, sql, params)
+
     real_write = pipeline.write_charges
 
-    def temp_store() -> int:
-        with connection.cursor() as cursor:
-            cursor.execute("PRAGMA temp_store")
-            return cursor.fetchone()[0]
-
     def write(rows, expected_rows=0):
-        seen.append(temp_store())
+        with connection.cursor() as cursor:
+            inserting.append(temp_store(cursor))
         return real_write(rows, expected_rows)
 
+    monkeypatch.setattr(writer.CursorWrapper, "execute", execute)
     monkeypatch.setattr(pipeline, "write_charges", write)
+    with connection.cursor() as cursor:
+        real_execute(cursor, "CREATE TEMP TABLE left_by_migrations (x)")  # a temporary database open
     path = write_focus(tmp_path / "aws.csv", [focus_row(), focus_row(ResourceId="i-0002")])
     outcome = ingest(path)
-    assert (seen, temp_store(), outcome.charges) == ([1], 2, 2)  # FILE while importing, MEMORY after
+    assert outcome.charges == 2 and len(building) >= 5
+    assert (set(building), inserting) == ({1}, [2])  # FILE while building, MEMORY otherwise
+    with connection.cursor() as cursor:
+        assert temp_store(cursor) == 2
 
-    seen.clear()
-    with transaction.atomic():
-        ingest(path, force=True)
-    assert (seen, temp_store()) == ([2], 2)
+    building.clear()
+    Charge.objects.all().delete()
+    with transaction.atomic(), connection.cursor() as cursor:
+        real_execute(cursor, "CREATE TEMP TABLE scratch (x)")
+        assert ingest(path, force=True).charges == 2
+        assert temp_store(cursor) == 2
+    assert building and set(building) == {2}
 
 
 KILLED_IMPORT = """
