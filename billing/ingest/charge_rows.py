@@ -161,8 +161,8 @@ class ChargeTableBuilder:
     def _table(self, chunk: pa.Table) -> pa.Table:
         n = chunk.num_rows
         text = {name: self.strings.take(chunk.column(name).combine_chunks()) for name in TEXT_COLUMNS}
-        payer = self.resolved.table.take(
-            pa.array(self.resolved.rows_of(chunk.column("attribution"), chunk.column("sub_account_id")))
+        payer = self.resolved.payers(
+            self.resolved.rows_of(chunk.column("attribution"), chunk.column("sub_account_id"))
         )
         groups = payer.column("flag_group").combine_chunks()
         money = {name: self._money(chunk.column(name)) for name in MONEY_NAMES}

@@ -35,7 +35,7 @@ from .charge_rows import (
 from .errors import IngestError, rows_refused
 from .flagging import Flag, FlagContext
 from .memory import release_unused_memory
-from .spill import SpilledCharges, partitions_for, tags_as_text
+from .spill import SpilledCharges, distinct_keys, partitions_for, tags_as_text
 from .writer import ChargeTables, write_charges
 
 __all__ = ["IDENTITY_FIELDS", "CarriedDecision", "WriteResult"]
@@ -45,6 +45,8 @@ COMBINE_EVERY_ROWS = 1_000_000
 # Past this many charges the summing goes on on disk (spill.py): memory then stops growing with the
 # file. OPENCHARGEBACK_INGEST_SPILL_CHARGES overrides it.
 DEFAULT_SPILL_CHARGES = 600_000
+# Partial sums written to the spill at once.
+SPILL_SLICE_ROWS = 100_000
 # Rows handed to the vectorised transform at once (the reader's blocks are smaller).
 TRANSFORM_ROWS = 100_000
 # The first batches are smaller (doubling up to TRANSFORM_ROWS): a file that is bad from its first
@@ -187,25 +189,25 @@ def parse_file(path: Path, billing_settings: BillingSettings, name: str | None =
                 spilled = None
         elif partial is not None and spilled is not None:
             # Spilling: each batch's partial sums go to disk with their Tags text.
-            spilled.add(tags_as_text(partial, tag_reader.raw_texts(partial.column("tags"))))
-            tag_reader.forget_texts()
+            _spill(spilled, [partial], tag_reader)
             del partial
         elif partial is not None:
             partials.append(partial)
             pending_rows += partial.num_rows
             if pending_rows >= min(COMBINE_EVERY_ROWS, spill_bound):
-                if len(partials) > 1:
+                # A file whose charges will pass the bound goes to disk before they are summed in
+                # memory: summing 600k charges took ~400 MB beyond them (the group_by's states).
+                heading_past = _expected_charges(partials, focus.bytes_read(), size) > spill_bound
+                if len(partials) > 1 and not heading_past:
                     partials = [_combined(partials, tag_reader)]
                     pending_rows = partials[0].num_rows
-                if pending_rows > spill_bound:
+                if heading_past or pending_rows > spill_bound:
                     spilled = SpilledCharges(
                         partitions_for(rows_read, focus.bytes_read(), size),
                         getattr(django_settings, "OPENCHARGEBACK_INGEST_SPILL_DIR", None) or None,
                     )
-                    combined = partials.pop()
-                    spilled.add(tags_as_text(combined, tag_reader.raw_texts(combined.column("tags"))))
-                    tag_reader.forget_texts()
-                    del combined
+                    _spill(spilled, partials, tag_reader)
+                    partials.clear()
                     pending_rows = 0
                     release_unused_memory()
     # The batches' temporaries: each batch reuses the memory of the one before (giving it back to the
@@ -224,6 +226,26 @@ def parse_file(path: Path, billing_settings: BillingSettings, name: str | None =
     return ParsedFile(
         charges=charges, stats=stats, tag_reader=tag_reader, texts=texts, periods=sorted(stats.periods)
     )
+
+
+def _expected_charges(partials: list[pa.Table], bytes_read: int, size: int) -> float:
+    """The charges the file is heading for: those of the partial sums so far (counted, not summed),
+    in proportion to the bytes still to read. Charges grow slower than rows, so this errs high:
+    a file it sends to disk that would have stayed below the bound costs time, never memory."""
+    return distinct_keys(partials) * max(size, 1) / max(bytes_read, 1)
+
+
+def _spill(spilled: SpilledCharges, tables: list[pa.Table], tag_reader: transform.TagReader) -> None:
+    """Append partial sums (in file order) to the spill with their Tags text, SPILL_SLICE_ROWS at
+    a time: the first spill holds every partial sum so far, and its text and partition copies
+    made whole were the peak of a large import (about 300 MB at 600k charges)."""
+    for table in tables:
+        for offset in range(0, table.num_rows, SPILL_SLICE_ROWS):
+            piece = table.slice(offset, SPILL_SLICE_ROWS)
+            spilled.add(tags_as_text(piece, tag_reader.raw_texts(piece.column("tags"))))
+            del piece
+            release_unused_memory()
+    tag_reader.forget_texts()
 
 
 def _finish_spilled(

@@ -39,14 +39,27 @@ def partitions_for(rows_so_far: int, bytes_read: int, size: int) -> int:
     return max(2, min(MAX_PARTITIONS, math.ceil(expected_rows / PARTITION_ROWS)))
 
 
-def _partition_of(table: pa.Table, partitions: int) -> np.ndarray:
-    """The partition of each row, from its charge key (a multiplicative hash of the key's ids)."""
+def key_hashes(table: pa.Table) -> np.ndarray:
+    """A 64-bit hash of each row's charge key (a multiplicative hash of the key's ids)."""
     mixed = np.zeros(table.num_rows, dtype=np.uint64)
     for name in KEY_COLUMNS:
         ids = np.asarray(table.column(name).to_numpy(), dtype=np.int64).astype(np.uint64)
         mixed = (mixed ^ ids) * np.uint64(0x9E3779B97F4A7C15)
         mixed ^= mixed >> np.uint64(29)
-    return (mixed % np.uint64(partitions)).astype(np.int64)
+    return mixed
+
+
+def distinct_keys(tables: list[pa.Table]) -> int:
+    """About how many charges these partial sums make (distinct key hashes; a collision of two
+    keys' hashes, which only lowers the count by one, is vanishingly rare)."""
+    if not tables:
+        return 0
+    return len(np.unique(np.concatenate([key_hashes(table) for table in tables])))
+
+
+def _partition_of(table: pa.Table, partitions: int) -> np.ndarray:
+    """The partition of each row, from its charge key."""
+    return (key_hashes(table) % np.uint64(partitions)).astype(np.int64)
 
 
 class SpilledCharges:

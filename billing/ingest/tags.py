@@ -411,6 +411,17 @@ class TagReader:
     def _parts(self) -> pa.Array:
         return pc.split_pattern(self._index.values(), FIELD_SEPARATOR)
 
+    def attribution_count(self) -> int:
+        return len(self._index)
+
+    def attribution_parts(self, start: int, stop: int) -> tuple[list[pa.Array], pa.Array]:
+        """attribution_columns() and ambiguity_column() of ids start..stop-1 only (a file's millions
+        of attributions are resolved a slice at a time)."""
+        parts = pc.split_pattern(self._index.values().slice(start, stop - start), FIELD_SEPARATOR)
+        return [pc.list_element(parts, i) for i in range(len(ATTRIBUTION_FIELDS))], pc.list_element(
+            parts, len(ATTRIBUTION_FIELDS)
+        )
+
     @property
     def attributions(self) -> list[str]:
         """The distinct attributions (see FIELD_SEPARATOR); an attribution id indexes this list."""

@@ -174,8 +174,45 @@ def _indexes_rebuilt_after(cursor: CursorWrapper, table: str, expected_rows: int
     for name, _sql in indexes:
         cursor.execute(f'DROP INDEX "{name}"')
     yield
-    for _name, sql in indexes:
-        cursor.execute(sql)
+    with _sorting_on_disk(cursor):
+        for _name, sql in indexes:
+            cursor.execute(sql)
+
+
+def sqlite_temp_storage_closed() -> None:
+    """SQLite, outside a transaction: close the connection's temporary database (migrations run
+    in the same process leave it open), so that the import can sort on disk inside its
+    transaction (_sorting_on_disk): SQLite refuses to change temp_store in a transaction while a
+    temporary database is open. The connection keeps its setting."""
+    if connection.vendor != "sqlite" or connection.in_atomic_block:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA temp_store")
+        (before,) = cursor.fetchone()
+        # Any change of the setting closes the temporary database; the second puts it back.
+        cursor.execute(f"PRAGMA temp_store = {1 if int(before) == 2 else 2}")
+        cursor.execute(f"PRAGMA temp_store = {int(before)}")
+
+
+@contextmanager
+def _sorting_on_disk(cursor: CursorWrapper) -> Iterator[None]:
+    """SQLite sorts to temporary files in the block (beyond its page cache). Under the
+    connection's temp_store=MEMORY (settings) its sorter never flushes: the indexes built again
+    after a large insert held every entry in memory, which grew with the charges (about 150 MB at
+    2.3M). Only the rebuild: inserting under temp_store=FILE was slower (statement journals go to
+    files; +1.5 s at 490k charges). Refused while the connection has a temporary database open
+    (see sqlite_temp_storage_closed): the sort then stays in memory."""
+    cursor.execute("PRAGMA temp_store")
+    (before,) = cursor.fetchone()
+    try:
+        cursor.execute("PRAGMA temp_store = FILE")
+    except DatabaseError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        cursor.execute(f"PRAGMA temp_store = {int(before)}")
 
 
 @contextmanager

@@ -175,9 +175,7 @@ def subsidies_apply_to_parsed(
     from billing.ingest.transform import MONEY_TYPE
 
     table = parsed.charges
-    payer = resolved.table.take(
-        pa.array(resolved.rows_of(table.column("attribution"), table.column("sub_account_id")))
-    )
+    payer = resolved.payers(resolved.rows_of(table.column("attribution"), table.column("sub_account_id")))
     codes = payer.column("project_code")
     ledger = SubsidyLedger(subsidies, {})
     scope = ledger.projects_in_scope()

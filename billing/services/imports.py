@@ -20,6 +20,7 @@ from chargeback.hashing import HashingReader
 from .. import selectors
 from ..ingest import pipeline
 from ..ingest.errors import IngestError
+from ..ingest.writer import sqlite_temp_storage_closed
 from ..models import (
     Import,
     Source,
@@ -186,6 +187,7 @@ def _import_dry_run(
 ) -> ImportOutcome:
     _refuse_duplicate(sha, force)
     outcome = ImportOutcome(file_name=name, source="", dry_run=True)
+    sqlite_temp_storage_closed()
     try:
         with transaction.atomic():
             if isinstance(source, str):
@@ -233,6 +235,7 @@ def import_execute(
         source_name=record.source.display_name,
         import_id=record.pk,
     )
+    sqlite_temp_storage_closed()  # lets the import sort on disk (writer._sorting_on_disk)
     try:
         with transaction.atomic():
             if pending_sha256 is None:

@@ -9,8 +9,9 @@ import pyarrow as pa
 import pytest
 
 from billing import services
+from billing.ingest import attribution
 from billing.ingest.attribution import _joined
-from billing.models import PI, ChargeFlag, Project
+from billing.models import PI, Charge, ChargeFlag, Import, Project
 from tests.billing.test_ingest import charges_of, focus_row, ingest, tags, write_focus
 from tests.factories import ProjectFactory
 
@@ -109,3 +110,65 @@ def test_joined_keys_differ_whenever_a_value_differs():
     left = [pa.array(["a\x1f", "a", "x\x1e", "x"]), pa.array(["b", "\x1fb", "\x1fy", "\x1e\x1fy"])]
     keys = _joined(*left).to_pylist()
     assert len(set(keys)) == 4
+
+
+def test_attributions_resolved_a_chunk_at_a_time_resolve_as_all_at_once(aws, tmp_path, monkeypatch):
+    """A file's millions of attributions are resolved RESOLVE_CHUNK at a time (memory follows the
+    chunk): PIs, new projects (owned by the first PI naming them, even in a later chunk), account
+    mappings, flags and payers come out exactly as when resolved at once."""
+    services.account_mapping_set(
+        sub_account_id="111100001111", project_id="mapped-lab", pi_email="kim@uni.example", fund_org="NIH-3"
+    )
+    # The same new project named from several chunks: the first attribution's PI owns it.
+    rows = [
+        focus_row(
+            ResourceId="s-1", Tags=tags(pi_email="ada@uni.example", project_id="shared", fund_org="F-1")
+        )
+    ]
+    rows += [
+        focus_row(ResourceId=f"r-{i:02d}", Tags=tags(pi_email=f"pi{i % 3}@uni.example", fund_org=f"G{i}"))
+        for i in range(12)
+    ] + [
+        focus_row(
+            ResourceId="s-2", Tags=tags(pi_email="bo@uni.example", project_id="shared", fund_org="F-2")
+        ),
+        focus_row(ResourceId="s-3", Tags=tags(project_id="shared")),
+        focus_row(ResourceId="m-1", SubAccountId="111100001111", Tags=tags(environment="prod")),
+        focus_row(ResourceId="m-2", SubAccountId="999900009999", Tags=tags(environment="prod")),
+        focus_row(ResourceId="x-1", Tags=tags(pi_email="n/a", project_id="shared")),
+        focus_row(ResourceId="x-2", Tags='{"pi_email": "a@uni.example", "pi_email": "b@uni.example"}'),
+    ]
+    rows += [
+        focus_row(ResourceId=f"r-{i:02d}", Tags=tags(pi_email="zed@uni.example", fund_org="late"))
+        for i in range(3)
+    ]
+    path = write_focus(tmp_path / "aws.csv", rows)
+    fields = ("resource_id", "pi__email", "project__project_id", "pi_email", "project_code", "fund_org")
+    fields += ("attribution_source", "review_state", "flag_summary", "billed_cost", "tags")
+
+    def run() -> tuple[list, list, list]:
+        ingest(path, force=True)
+        charges = sorted(Charge.objects.values_list(*fields), key=repr)
+        flags = sorted(ChargeFlag.objects.values_list("charge__resource_id", "reason", "detail"))
+        owners = sorted(Project.objects.values_list("project_id", "pi__email", "fund_org"))
+        Charge.objects.all().delete()
+        Import.objects.all().delete()
+        Project.objects.exclude(project_id="mapped-lab").delete()
+        return charges, flags, owners
+
+    at_once = run()
+    monkeypatch.setattr(attribution, "RESOLVE_CHUNK", 4)
+    chunks = []
+    real_chunk = attribution._AttributionChunks._chunk
+    monkeypatch.setattr(
+        attribution._AttributionChunks,
+        "_chunk",
+        lambda self, start, stop: chunks.append(stop - start) or real_chunk(self, start, stop),
+    )
+    in_chunks = run()
+
+    assert len(chunks) > 3 * 4 and max(chunks) == 4  # really a chunk at a time, in three passes
+    assert in_chunks == at_once
+    owners = at_once[2]
+    assert ("shared", "ada@uni.example", "F-1") in owners
+    assert {c[0]: c[6] for c in at_once[0]}["m-1"] == "mapping"

@@ -20,7 +20,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Sum
 
 from billing import selectors, services
@@ -427,6 +427,7 @@ def test_charges_summed_on_disk_are_the_charges_summed_in_memory(
     settings.OPENCHARGEBACK_INGEST_BLOCK_BYTES = 16 * 1024
     monkeypatch.setattr(pipeline, "FIRST_TRANSFORM_ROWS", 40)
     monkeypatch.setattr(pipeline, "TRANSFORM_ROWS", 40)
+    monkeypatch.setattr(pipeline, "SPILL_SLICE_ROWS", 30)
     spilled_rows = []
     real_add = pipeline.SpilledCharges.add
     monkeypatch.setattr(
@@ -437,6 +438,8 @@ def test_charges_summed_on_disk_are_the_charges_summed_in_memory(
     on_disk = run()
 
     assert len(spilled_rows) > 50 and max(parts for parts, _ in spilled_rows) > 1  # really spilled
+    # The charges summed before spilling (more than the bound) go to disk a slice at a time.
+    assert max(rows for _, rows in spilled_rows) == 30
     assert on_disk == in_memory
     totals, charges, flags = on_disk
     assert totals[0][1] == manifest["rows"]
@@ -1512,6 +1515,56 @@ def test_sqlite_indexes_are_rebuilt_after_a_bulk_insert_and_survive_a_failure(
         ingest(path, force=True)
     assert charge_indexes() == before
     assert Charge.objects.count() == 0
+
+
+@pytest.mark.skipif("os.environ.get('DATABASE_URL', '').startswith('postgres')")
+@pytest.mark.django_db(transaction=True)
+def test_sqlite_indexes_are_built_again_sorting_on_disk(monkeypatch, tmp_path):
+    """The connection keeps temporary storage in memory (settings), where SQLite's sorter holds
+    every entry of an index it builds: the import builds the charge indexes again sorting to
+    temporary files (memory then stops growing with its charges), inserts as before, and gives
+    the setting back. The temporary database migrations leave open is closed before the import's
+    transaction (SQLite refuses the change while one is open); one opened in a caller's
+    transaction keeps the sort in memory, and the import goes on."""
+    monkeypatch.setattr(writer, "REBUILD_INDEXES_FROM_ROWS", 1)
+    services.source_create(slug="aws")
+    real_execute = writer.CursorWrapper.execute
+    inserting, building = [], []
+
+    def temp_store(cursor) -> int:
+        real_execute(cursor, "PRAGMA temp_store")
+        return cursor.fetchone()[0]
+
+    def execute(self, sql, params=None):
+        if sql.startswith("CREATE INDEX"):
+            building.append(temp_store(self))
+        return real_execute(self, sql, params)
+
+    real_write = pipeline.write_charges
+
+    def write(rows, expected_rows=0):
+        with connection.cursor() as cursor:
+            inserting.append(temp_store(cursor))
+        return real_write(rows, expected_rows)
+
+    monkeypatch.setattr(writer.CursorWrapper, "execute", execute)
+    monkeypatch.setattr(pipeline, "write_charges", write)
+    with connection.cursor() as cursor:
+        real_execute(cursor, "CREATE TEMP TABLE left_by_migrations (x)")  # a temporary database open
+    path = write_focus(tmp_path / "aws.csv", [focus_row(), focus_row(ResourceId="i-0002")])
+    outcome = ingest(path)
+    assert outcome.charges == 2 and len(building) >= 5
+    assert (set(building), inserting) == ({1}, [2])  # FILE while building, MEMORY otherwise
+    with connection.cursor() as cursor:
+        assert temp_store(cursor) == 2
+
+    building.clear()
+    Charge.objects.all().delete()
+    with transaction.atomic(), connection.cursor() as cursor:
+        real_execute(cursor, "CREATE TEMP TABLE scratch (x)")
+        assert ingest(path, force=True).charges == 2
+        assert temp_store(cursor) == 2
+    assert building and set(building) == {2}
 
 
 KILLED_IMPORT = """
