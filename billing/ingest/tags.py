@@ -399,24 +399,13 @@ class TagReader:
             )
         return pa.array(out, pa.string())
 
-    def attribution_columns(self) -> list[pa.Array]:
-        """The attributions as one string column per ATTRIBUTION_FIELDS entry, indexed by id."""
-        parts = self._parts()
-        return [pc.list_element(parts, i) for i in range(len(ATTRIBUTION_FIELDS))]
-
-    def ambiguity_column(self) -> pa.Array:
-        """Per attribution id, why its tags name nobody ("pi_email appears twice"), or ""."""
-        return pc.list_element(self._parts(), len(ATTRIBUTION_FIELDS))
-
-    def _parts(self) -> pa.Array:
-        return pc.split_pattern(self._index.values(), FIELD_SEPARATOR)
-
     def attribution_count(self) -> int:
         return len(self._index)
 
     def attribution_parts(self, start: int, stop: int) -> tuple[list[pa.Array], pa.Array]:
-        """attribution_columns() and ambiguity_column() of ids start..stop-1 only (a file's millions
-        of attributions are resolved a slice at a time)."""
+        """Attributions start..stop-1 as one string column per ATTRIBUTION_FIELDS entry, and per
+        attribution why its tags name nobody ("pi_email appears twice") or "" (a file's millions of
+        attributions are resolved a slice at a time)."""
         parts = pc.split_pattern(self._index.values().slice(start, stop - start), FIELD_SEPARATOR)
         return [pc.list_element(parts, i) for i in range(len(ATTRIBUTION_FIELDS))], pc.list_element(
             parts, len(ATTRIBUTION_FIELDS)

@@ -28,7 +28,7 @@ from .import_outcomes import (  # noqa: F401
     AlreadyImported,
     ImportOutcome,
     ImportPart,
-    _BackgroundSha256,
+    _BackgroundStore,
     _DuplicateImport,
     _refuse_duplicate,
 )

@@ -89,26 +89,25 @@ def _refuse_duplicate(
         )
 
 
-class _BackgroundSha256:
-    """sha256 of a file computed on another core while the import parses it (hashlib and file reads
-    release the GIL); `result()` waits for it.
+class _BackgroundStore:
+    """The sha256 of a file, and its stored copy, made on another core while the import parses it
+    (hashlib and file I/O release the GIL); `result()` waits for the hash.
 
-    With `store_to(destination)` the same pass also writes the import's stored copy (a data folder
-    on this host), so copying no longer stands before the parse: the parse reads the original
+    `store_to(destination)` writes the import's stored copy in the same pass (a data folder on this
+    host), so copying no longer stands before the parse: the parse reads the original
     while the copy is made, and the copy is what is hashed. The copy is written under a temporary
     name and renamed when whole, so an interrupted import never leaves a truncated stored file
     that a later retry would read. `result()` also refuses an original that changed while it was
     read (size or modification time): then the rows parsed might not be the bytes stored.
     """
 
-    def __init__(self, path: Path, *, start: bool = True) -> None:
+    def __init__(self, path: Path) -> None:
+        """Nothing starts yet: `store_to` or `hash_only` says which work it is."""
         self._path = path
         self._stat = _identity(path)
         self._digest = ""
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
-        if start:
-            self._start(None)
 
     def store_to(self, destination: Path) -> None:
         """Copy the file to `destination` and hash the copied bytes, in the background."""
@@ -136,11 +135,11 @@ class _BackgroundSha256:
             self._error = exc
 
     def wait(self) -> None:
-        self.hash_only()
-        assert self._thread is not None
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
 
     def result(self) -> str:
+        self.hash_only()  # a caller that stored the copy itself may not have started the hash yet
         self.wait()
         if self._error is not None:
             raise self._error

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 from ._common import logger
 from .import_outcomes import (
     ImportOutcome,
-    _BackgroundSha256,
+    _BackgroundStore,
     _DuplicateImport,
     _refuse_duplicate,
 )
@@ -88,7 +88,7 @@ def import_file(
             path, source, period, replace, force, pipeline.sha256_of(path), name, rated, replaces
         )
     source_obj, created = source_ensure(name=source) if isinstance(source, str) else (source, False)
-    sha256 = _BackgroundSha256(path, start=False)
+    background = _BackgroundStore(path)
     record = import_create(
         path=path,
         source=source_obj,
@@ -98,13 +98,13 @@ def import_file(
         actor_name=actor_name,
         original_name=name,
         defer_hash=True,
-        stored_by=sha256,
+        stored_by=background,
     )
     outcome = import_execute(
         import_id=record.pk,
         period=period,
         force=force,
-        pending_sha256=sha256,
+        pending_sha256=background,
         rated=rated,
         replaces=replaces,
         # The file given is read, not its stored copy: that is being written in the background
@@ -125,7 +125,7 @@ def import_create(
     actor_name: str = "",
     original_name: str | None = None,
     defer_hash: bool = False,
-    stored_by: _BackgroundSha256 | None = None,
+    stored_by: _BackgroundStore | None = None,
 ) -> Import:
     """Record a pending import with a stored copy of the file; refuses bytes imported before.
 
