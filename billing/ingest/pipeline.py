@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from django.conf import settings as django_settings
@@ -76,6 +77,8 @@ class ParsedFile:
         self.stats, self.tag_reader, self.texts, self.periods = stats, tag_reader, texts, periods
         self.spilled = spilled
         self._attribution_keys = attribution_keys
+        # partition -> (rows, amounts) taken off billed and effective cost (subsidies), on reading.
+        self._subtracted: dict[int, list[tuple[pa.Array, pa.Array]]] = {}
         self.charge_count = (
             charges.num_rows if charges is not None else spilled.charge_count if spilled else 0
         )
@@ -85,21 +88,40 @@ class ParsedFile:
         """Every charge in one table (spilled partitions are read back into memory)."""
         if self._charges is None:
             assert self.spilled is not None
-            self._charges = pa.concat_tables(list(self.spilled.tables()))
+            self._charges = pa.concat_tables(list(self.charge_tables()))
+            self._subtracted.clear()  # applied in the table now
             self.spilled.close()
             self.spilled = None
-        return self._charges
-
-    @charges.setter
-    def charges(self, table: pa.Table) -> None:
-        self._charges = table
+        return self._subtracted_from(0, self._charges)
 
     def charge_tables(self) -> Iterator[pa.Table]:
-        """The charges, a partition at a time when spilled, else the one table."""
+        """The charges, a partition at a time when spilled, else the one table; with what
+        subtract_from_billed took off."""
         if self.spilled is not None and self._charges is None:
-            yield from self.spilled.tables()
+            for index, table in enumerate(self.spilled.tables()):
+                yield self._subtracted_from(index, table)
         else:
             yield self.charges
+
+    def subtract_from_billed(self, partition: int, rows: pa.Array, amounts: pa.Array) -> None:
+        """Take `amounts` off the billed and effective cost of the charges at `rows` (positions,
+        ascending) of the partition `partition` of charge_tables(), each time it is read."""
+        self._subtracted.setdefault(partition, []).append((rows, amounts))
+
+    def _subtracted_from(self, partition: int, table: pa.Table) -> pa.Table:
+        for rows, amounts in self._subtracted.get(partition, ()):
+            mask = np.zeros(table.num_rows, dtype=bool)
+            mask[rows.to_numpy()] = True
+            for name in ("billed_cost", "effective_cost"):
+                column = table.column(name).combine_chunks()
+                # Exact decimal arithmetic (in 256 bits: a 128-bit difference of two 38-digit
+                # values has no type), back in the column's own type (raises on overflow).
+                wide = pa.decimal256(column.type.precision, column.type.scale)
+                reduced = pc.cast(pc.subtract(column.take(rows).cast(wide), amounts.cast(wide)), column.type)
+                table = table.set_column(
+                    table.schema.get_field_index(name), name, pc.replace_with_mask(column, mask, reduced)
+                )
+        return table
 
     def attribution_keys(self) -> pa.Table:
         """A table whose attribution and sub_account_id columns hold every pair the charges use."""

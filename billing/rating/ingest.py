@@ -30,6 +30,9 @@ from .models import ChargeRating, ChargeSubsidy, UsageFile
 from .pricing import RatedRow
 from .subsidies import Applied, SubsidyLedger
 
+# Candidates turned into Python values at once while the ledger runs through them.
+SUBSIDY_SLICE_ROWS = 50_000
+
 if TYPE_CHECKING:
     from billing.ingest.attribution import Resolutions
     from billing.ingest.pipeline import ParsedFile
@@ -172,56 +175,98 @@ def subsidies_apply_to_parsed(
     if not subsidies or selectors.source_is_rated(source):
         return None
     from billing.ingest.pipeline import IDENTITY_FIELDS
-    from billing.ingest.transform import MONEY_TYPE
+    from billing.ingest.transform import KEY_COLUMNS
 
-    table = parsed.charges
-    payer = resolved.payers(resolved.rows_of(table.column("attribution"), table.column("sub_account_id")))
-    codes = payer.column("project_code")
     ledger = SubsidyLedger(subsidies, {})
     scope = ledger.projects_in_scope()
-    candidates = (
-        pc.not_equal(codes, "") if scope is None else pc.is_in(codes, value_set=pa.array(sorted(scope)))
+    months = None if row_periods is None else [parsed.texts.id_of(month) for month in row_periods]
+    # The candidates of every partition, a few columns each: the whole file is never in memory.
+    candidates = pa.concat_tables(
+        _subsidy_candidates(index, table, resolved, scope, months, IDENTITY_FIELDS)
+        for index, table in enumerate(parsed.charge_tables())
     )
-    if row_periods is not None:
-        months = pa.array([parsed.texts.id_of(month) for month in row_periods], table.column("period").type)
-        candidates = pc.and_(candidates, pc.is_in(table.column("period"), value_set=months))
-    rows = pc.indices_nonzero(pc.fill_null(candidates, False)).to_pylist()
-    if not rows:
+    if not candidates.num_rows:
         return None
-    subset = payer.take(pa.array(rows))
-    project_codes = subset.column("project_code").to_pylist()
-    ledger.paid = selectors.subsidy_paid(subsidies=subsidies, projects=project_codes, period=period)
-    emails = subset.column("pi_email").to_pylist()
-    billed = table.column("billed_cost").take(pa.array(rows)).to_pylist()
+    ledger.paid = selectors.subsidy_paid(
+        subsidies=subsidies, projects=pc.unique(candidates.column("project_code")).to_pylist(), period=period
+    )
     strings = parsed.texts.values
-    text_ids = {name: table.column(name).take(pa.array(rows)).to_pylist() for name in IDENTITY_FIELDS[6:]}
-    attribution = {name: subset.column(name).to_pylist() for name in IDENTITY_FIELDS[:6]}
-
+    # The ledger's order (a cap is used up in it): project, resource id, then the rest of the
+    # charge's key — which charge it is, not where the summing put it, so a file summed in memory
+    # or on disk gets the same subsidies.
+    candidates = candidates.append_column(
+        "resource", pa.array(strings, pa.string()).take(candidates.column("resource_id"))
+    )
+    order = ["project_code", "resource", *(name for name in KEY_COLUMNS if name != "resource_id")]
+    candidates = candidates.take(
+        pc.sort_indices(candidates, sort_keys=[(name, "ascending") for name in order])
+    )
     result = ImportSubsidies()
-    new_billed = table.column("billed_cost").to_pylist()
-    new_effective = table.column("effective_cost").to_pylist()
-    order = sorted(range(len(rows)), key=lambda i: (project_codes[i], strings[text_ids["resource_id"][i]], i))
-    for i in order:
-        applied = ledger.apply(billed=billed[i], project_code=project_codes[i], pi_email=emails[i])
-        if not applied:
-            continue
-        paid = sum((a.amount for a in applied), ZERO)
-        new_billed[rows[i]] -= paid
-        new_effective[rows[i]] -= paid
-        result.charges += 1
-        for a in applied:
-            result.totals[a.subsidy.name] += a.amount
-        ident = (
-            *(attribution[name][i] for name in IDENTITY_FIELDS[:6]),
-            *(strings[text_ids[name][i]] for name in IDENTITY_FIELDS[6:]),
-        )
-        result.by_identity[ident].append(applied)
+    paid_rows: dict[int, list[tuple[int, Decimal]]] = defaultdict(list)
+    for start in range(0, candidates.num_rows, SUBSIDY_SLICE_ROWS):
+        piece = candidates.slice(start, SUBSIDY_SLICE_ROWS).to_pydict()
+        for i, billed in enumerate(piece["billed_cost"]):
+            applied = ledger.apply(
+                billed=billed, project_code=piece["project_code"][i], pi_email=piece["pi_email"][i]
+            )
+            if not applied:
+                continue
+            paid = sum((a.amount for a in applied), ZERO)
+            paid_rows[piece["partition"][i]].append((piece["row"][i], paid))
+            result.charges += 1
+            for a in applied:
+                result.totals[a.subsidy.name] += a.amount
+            ident = (
+                *(piece[name][i] for name in IDENTITY_FIELDS[:6]),
+                *(strings[piece[name][i]] for name in IDENTITY_FIELDS[6:]),
+            )
+            result.by_identity[ident].append(applied)
     if not result.charges:
         return None
-    parsed.charges = table.set_column(
-        table.schema.get_field_index("billed_cost"), "billed_cost", pa.array(new_billed, MONEY_TYPE)
-    ).set_column(
-        table.schema.get_field_index("effective_cost"), "effective_cost", pa.array(new_effective, MONEY_TYPE)
-    )
+    money_type = candidates.schema.field("billed_cost").type
+    for partition, taken in paid_rows.items():
+        taken.sort()
+        parsed.subtract_from_billed(
+            partition,
+            pa.array([row for row, _ in taken], pa.int64()),
+            pa.array([amount for _, amount in taken], money_type),
+        )
     parsed.stats.billed_total -= result.total
     return result
+
+
+def _subsidy_candidates(
+    partition: int,
+    table: pa.Table,
+    resolved: Resolutions,
+    scope: set[str] | None,
+    months: list[int] | None,
+    identity_fields: tuple[str, ...],
+) -> pa.Table:
+    """The charges of one partition a subsidy may apply to (a project in scope, a month of the
+    part), with what the ledger and the identity of the charge need."""
+    payer = resolved.payers(resolved.rows_of(table.column("attribution"), table.column("sub_account_id")))
+    codes = payer.column("project_code")
+    wanted = pc.not_equal(codes, "") if scope is None else pc.is_in(codes, value_set=pa.array(sorted(scope)))
+    if months is not None:
+        month_ids = pa.array(months, table.column("period").type)
+        wanted = pc.and_(wanted, pc.is_in(table.column("period"), value_set=month_ids))
+    rows = pc.indices_nonzero(pc.fill_null(wanted, False))
+    attribution = identity_fields[:6]
+    columns = {
+        "partition": pa.array([partition] * len(rows), pa.int32()),
+        "row": pc.cast(rows, pa.int64()),
+        "project_code": payer.column("project_code").take(rows),
+        "pi_email": payer.column("pi_email").take(rows),
+        "billed_cost": table.column("billed_cost").take(rows),
+        **{
+            name: payer.column(name).take(rows)
+            for name in attribution
+            if name not in ("project_code", "pi_email")
+        },
+        **{name: table.column(name).take(rows) for name in identity_fields[6:]},
+        # The rest of the charge's key (transform.KEY_COLUMNS), for the ledger's order.
+        "period": table.column("period").take(rows),
+        "attribution": table.column("attribution").take(rows),
+    }
+    return pa.table(columns)

@@ -451,6 +451,102 @@ def test_charges_summed_on_disk_are_the_charges_summed_in_memory(
     assert list((tmp_path / "spill").iterdir()) == []
 
 
+@pytest.mark.parametrize("period", ["2025-01", None])
+def test_subsidies_on_charges_summed_on_disk_are_those_in_memory(
+    sources, synthetic, settings, monkeypatch, tmp_path, period
+):
+    """A file summed on disk gets its subsidies a partition at a time, never read back into memory
+    whole: every charge's billed and effective cost, every subsidy paid, and the import's totals
+    are those of the same file summed in memory — with caps reached part way through a project's
+    charges, and for a file split by month."""
+    from billing.rating import services as rating_services
+    from billing.rating.models import ChargeSubsidy
+
+    path, _ = synthetic(rows=3000, provider="aws", seed=7, grain="hourly")
+    february = write_focus(
+        tmp_path / "aws_2025-01_feb.csv",
+        [
+            focus_row(BillingPeriodStart="2025-02-01", BilledCost=f"{n}.50", ResourceId=f"i-feb{n}")
+            for n in range(5)
+        ],
+    )
+    combined = write_focus(
+        tmp_path / "aws_2025-01_combined.csv",
+        read_rows(path) + read_rows(february),
+        header=list(read_rows(path)[0]),
+    )
+    # Capped low enough that most projects reach it part way through their charges; a second one
+    # takes its percent of what is left.
+    rating_services.subsidy_add(
+        name="Startup", percent="60", cap="25", source="aws", effective_from="2025-01"
+    )
+    rating_services.subsidy_add(
+        name="College", percent="10", source="aws", effective_from="2025-01", position=200
+    )
+    money = (
+        "resource_id",
+        "service_name",
+        "charge_category",
+        "period__period",
+        "billed_cost",
+        "effective_cost",
+    )
+
+    def run() -> tuple[list, list, list]:
+        outcome = ingest(combined, period=period, force=True)
+        totals = [(p.period, p.charges, p.billed_total) for p in outcome.parts]
+        charges = sorted(Charge.objects.values_list(*money), key=repr)
+        paid = sorted(
+            ChargeSubsidy.objects.values_list(
+                "charge__resource_id", "charge__service_name", "subsidy__name", "amount"
+            ),
+            key=repr,
+        )
+        ChargeSubsidy.objects.all().delete()
+        Charge.objects.all().delete()
+        Import.objects.all().delete()
+        return totals, charges, paid
+
+    in_memory = run()
+    settings.OPENCHARGEBACK_INGEST_SPILL_CHARGES = 50
+    settings.OPENCHARGEBACK_INGEST_SPILL_DIR = str(tmp_path / "spill")
+    (tmp_path / "spill").mkdir()
+    settings.OPENCHARGEBACK_INGEST_BLOCK_BYTES = 16 * 1024
+    monkeypatch.setattr(pipeline, "FIRST_TRANSFORM_ROWS", 40)
+    monkeypatch.setattr(pipeline, "TRANSFORM_ROWS", 40)
+    spilled = []
+    real_add = pipeline.SpilledCharges.add
+    monkeypatch.setattr(
+        pipeline.SpilledCharges,
+        "add",
+        lambda self, table: spilled.append(self.partitions) or real_add(self, table),
+    )
+    whole_reads = []
+    real_charges = pipeline.ParsedFile.charges
+    monkeypatch.setattr(
+        pipeline.ParsedFile,
+        "charges",
+        property(lambda self: whole_reads.append(self.spilled is not None) or real_charges.fget(self)),
+    )
+    on_disk = run()
+
+    assert spilled and max(spilled) > 1  # really summed on disk, in several partitions
+    assert whole_reads.count(True) == 0  # and never read back into one table
+    assert on_disk == in_memory
+    totals, charges, paid = on_disk
+    # What the subsidies paid is exactly what the charges' billed sum lost, to the last decimal.
+    billed_sum = sum((c[money.index("billed_cost")] for c in charges), Decimal(0))
+    assert billed_sum == sum((t[2] for t in totals), Decimal(0))
+    assert billed_sum + sum((amount for *_, amount in paid), Decimal(0)) == file_billed_sum(combined)
+    startup = defaultdict(Decimal)
+    for resource, _service, name, amount in paid:
+        if name == "Startup":
+            startup[resource.split("-r")[0]] += amount
+    assert startup and max(startup.values()) == Decimal("25")  # a cap reached, exactly
+    assert any(name == "College" for *_, name, _ in paid)
+    assert len({p for p, *_ in totals}) == (1 if period else 2)
+
+
 def test_same_file_again_is_refused_and_writes_nothing(sources, synthetic):
     path, _ = synthetic(rows=500, seed=1)
     first = ingest(path)
