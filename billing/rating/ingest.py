@@ -9,29 +9,34 @@
 
 from __future__ import annotations
 
-from collections import defaultdict, deque
-from collections.abc import Iterable
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from django.core.files import File
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from billing.ingest.errors import IngestError
+from billing.ingest.transform import KEY_COLUMNS
 from billing.models import BillingPeriod, Charge, Import, Source
 from chargeback.money import ZERO, format_money
 
 from . import selectors
-from .models import ChargeRating, ChargeSubsidy, UsageFile
+from .models import ChargeRating, ChargeSubsidy, Subsidy, UsageFile
 from .pricing import RatedRow
 from .subsidies import Applied, SubsidyLedger
 
 # Candidates turned into Python values at once while the ledger runs through them.
 SUBSIDY_SLICE_ROWS = 50_000
+# Subsidised charges checked and recorded per statement.
+SUBSIDY_WRITE_BATCH = 5_000
 
 if TYPE_CHECKING:
     from billing.ingest.attribution import Resolutions
@@ -125,12 +130,20 @@ class RatedImport:
 
 @dataclass
 class ImportSubsidies:
-    """Subsidies applied to an imported file's charges before they are written."""
+    """Subsidies applied to an imported file's charges before they are written, kept as columns
+    (not a Python object per charge: a million subsidised charges would take gigabytes).
 
-    # charge identity (billing.ingest.pipeline.IDENTITY_FIELDS) -> subsidies of each charge with it
-    by_identity: dict[tuple, deque[list[Applied]]] = field(default_factory=lambda: defaultdict(deque))
+    A charge is known by its place in the order the import writes its part's charges (`position`):
+    the writer inserts them in that order, so the import's charges by ascending id are the same
+    sequence; `write` checks each subsidised charge's billed amount on the way."""
+
+    subsidies: list[Subsidy] = field(default_factory=list)
     totals: dict[str, Decimal] = field(default_factory=lambda: defaultdict(lambda: ZERO))
     charges: int = 0
+    # One row per subsidy paid on a charge: position, subsidy (index into `subsidies`), amount.
+    paid: pa.Table | None = None
+    # One row per subsidised charge: position, its billed cost once the subsidies are off.
+    billed: pa.Table | None = None
 
     @property
     def total(self) -> Decimal:
@@ -144,17 +157,56 @@ class ImportSubsidies:
         ]
 
     def write(self, import_id: int) -> None:
-        """Record each subsidy on the charges written (matched by identity, in write order)."""
-        from billing.ingest import pipeline
+        """Record each subsidy on the charges written: the import's charges by ascending id are its
+        positions; each subsidised charge's billed amount must be the one worked out here."""
+        if self.paid is None or self.billed is None:
+            return
+        paid = self.paid.take(pc.sort_indices(self.paid, sort_keys=[("position", "ascending")]))
+        billed = self.billed.take(pc.sort_indices(self.billed, sort_keys=[("position", "ascending")]))
+        ids = (
+            Charge.objects.filter(import_run_id=import_id)
+            .order_by("id")
+            .values_list("id", flat=True)
+            .iterator(chunk_size=50_000)
+        )
+        wanted = billed.column("position").to_numpy()
+        found = dict(zip(wanted.tolist(), _ids_at(ids, wanted), strict=True))
+        for start in range(0, billed.num_rows, SUBSIDY_WRITE_BATCH):
+            piece = billed.slice(start, SUBSIDY_WRITE_BATCH).to_pydict()
+            charge_ids = [found[position] for position in piece["position"]]
+            stored = dict(Charge.objects.filter(id__in=charge_ids).values_list("id", "billed_cost"))
+            if [stored[i] for i in charge_ids] != piece["billed_cost"]:
+                raise IngestError(
+                    "the subsidies could not be matched to the charges written; nothing was imported"
+                )
+        for start in range(0, paid.num_rows, SUBSIDY_WRITE_BATCH):
+            piece = paid.slice(start, SUBSIDY_WRITE_BATCH).to_pydict()
+            ChargeSubsidy.objects.bulk_create(
+                ChargeSubsidy(
+                    charge_id=found[position],
+                    subsidy=self.subsidies[index],
+                    name=self.subsidies[index].name,
+                    percent=self.subsidies[index].percent,
+                    amount=amount,
+                )
+                for position, index, amount in zip(
+                    piece["position"], piece["subsidy"], piece["amount"], strict=True
+                )
+            )
 
-        codes = {ident[1] for ident in self.by_identity}
-        rows = []
-        for charge_id, ident in pipeline.charge_identities(import_id, project_code__in=sorted(codes)):
-            queue = self.by_identity.get(ident)
-            if not queue:
-                continue
-            rows += charge_subsidies(charge_id, queue.popleft())
-        ChargeSubsidy.objects.bulk_create(rows, batch_size=5000)
+
+def _ids_at(ids: Iterator[int], positions: np.ndarray) -> Iterator[int]:
+    """The ids at `positions` (ascending, distinct) of the sequence `ids`; raises when it is shorter."""
+    at = iter(positions.tolist())
+    target = next(at, None)
+    for index, charge_id in enumerate(ids):
+        if target is None:
+            return
+        if index == target:
+            yield charge_id
+            target = next(at, None)
+    if target is not None:
+        raise IngestError("the subsidies could not be matched to the charges written; nothing was imported")
 
 
 def subsidies_apply_to_parsed(
@@ -174,17 +226,16 @@ def subsidies_apply_to_parsed(
     subsidies = selectors.subsidies_in_effect(period=period, source=source)
     if not subsidies or selectors.source_is_rated(source):
         return None
-    from billing.ingest.pipeline import IDENTITY_FIELDS
-    from billing.ingest.transform import KEY_COLUMNS
-
     ledger = SubsidyLedger(subsidies, {})
     scope = ledger.projects_in_scope()
     months = None if row_periods is None else [parsed.texts.id_of(month) for month in row_periods]
     # The candidates of every partition, a few columns each: the whole file is never in memory.
-    candidates = pa.concat_tables(
-        _subsidy_candidates(index, table, resolved, scope, months, IDENTITY_FIELDS)
-        for index, table in enumerate(parsed.charge_tables())
-    )
+    pieces, written_before = [], 0
+    for index, table in enumerate(parsed.charge_tables()):
+        piece, written = _subsidy_candidates(index, table, written_before, resolved, scope, months)
+        pieces.append(piece)
+        written_before += written
+    candidates = pa.concat_tables(pieces)
     if not candidates.num_rows:
         return None
     ledger.paid = selectors.subsidy_paid(
@@ -201,35 +252,60 @@ def subsidies_apply_to_parsed(
     candidates = candidates.take(
         pc.sort_indices(candidates, sort_keys=[(name, "ascending") for name in order])
     )
-    result = ImportSubsidies()
-    paid_rows: dict[int, list[tuple[int, Decimal]]] = defaultdict(list)
+    result = ImportSubsidies(subsidies=list(subsidies))
+    index_of = {subsidy.pk: i for i, subsidy in enumerate(result.subsidies)}
+    paid_chunks: list[pa.Table] = []
+    charge_chunks: list[pa.Table] = []
+    money_type = candidates.schema.field("billed_cost").type
     for start in range(0, candidates.num_rows, SUBSIDY_SLICE_ROWS):
         piece = candidates.slice(start, SUBSIDY_SLICE_ROWS).to_pydict()
+        paid_rows: dict[str, list] = {"position": [], "subsidy": [], "amount": []}
+        charge_rows: dict[str, list] = {
+            "partition": [],
+            "row": [],
+            "position": [],
+            "paid": [],
+            "billed_cost": [],
+        }
         for i, billed in enumerate(piece["billed_cost"]):
             applied = ledger.apply(
                 billed=billed, project_code=piece["project_code"][i], pi_email=piece["pi_email"][i]
             )
             if not applied:
                 continue
-            paid = sum((a.amount for a in applied), ZERO)
-            paid_rows[piece["partition"][i]].append((piece["row"][i], paid))
-            result.charges += 1
+            total = sum((a.amount for a in applied), ZERO)
+            for name, value in (
+                ("partition", piece["partition"][i]),
+                ("row", piece["row"][i]),
+                ("position", piece["position"][i]),
+                ("paid", total),
+                ("billed_cost", billed - total),
+            ):
+                charge_rows[name].append(value)
             for a in applied:
                 result.totals[a.subsidy.name] += a.amount
-            ident = (
-                *(piece[name][i] for name in IDENTITY_FIELDS[:6]),
-                *(strings[piece[name][i]] for name in IDENTITY_FIELDS[6:]),
+                paid_rows["position"].append(piece["position"][i])
+                paid_rows["subsidy"].append(index_of[a.subsidy.pk])
+                paid_rows["amount"].append(a.amount)
+        types = {"position": pa.int64(), "subsidy": pa.int32(), "amount": money_type}
+        paid_chunks.append(pa.table({name: pa.array(paid_rows[name], types[name]) for name in paid_rows}))
+        types = {"partition": pa.int32(), "row": pa.int64(), "position": pa.int64()}
+        charge_chunks.append(
+            pa.table(
+                {name: pa.array(values, types.get(name, money_type)) for name, values in charge_rows.items()}
             )
-            result.by_identity[ident].append(applied)
-    if not result.charges:
+        )
+    charges = pa.concat_tables(charge_chunks)
+    if not charges.num_rows:
         return None
-    money_type = candidates.schema.field("billed_cost").type
-    for partition, taken in paid_rows.items():
-        taken.sort()
+    result.charges = charges.num_rows
+    result.paid = pa.concat_tables(paid_chunks)
+    result.billed = charges.select(["position", "billed_cost"])
+    for partition in pc.unique(charges.column("partition")).to_pylist():
+        mine = charges.filter(pc.equal(charges.column("partition"), partition))
+        mine = mine.take(pc.sort_indices(mine, sort_keys=[("row", "ascending")]))
         parsed.subtract_from_billed(
-            partition,
-            pa.array([row for row, _ in taken], pa.int64()),
-            pa.array([amount for _, amount in taken], money_type),
+            partition, mine.column("row").combine_chunks(), mine.column("paid").combine_chunks()
         )
     parsed.stats.billed_total -= result.total
     return result
@@ -238,35 +314,36 @@ def subsidies_apply_to_parsed(
 def _subsidy_candidates(
     partition: int,
     table: pa.Table,
+    written_before: int,
     resolved: Resolutions,
     scope: set[str] | None,
     months: list[int] | None,
-    identity_fields: tuple[str, ...],
-) -> pa.Table:
+) -> tuple[pa.Table, int]:
     """The charges of one partition a subsidy may apply to (a project in scope, a month of the
-    part), with what the ledger and the identity of the charge need."""
+    part), with what the ledger needs and each one's position in the part's write order (the
+    partitions in turn, the rows of the part's months in turn: pipeline.charges_of); and how many
+    of the partition's charges the part writes."""
     payer = resolved.payers(resolved.rows_of(table.column("attribution"), table.column("sub_account_id")))
     codes = payer.column("project_code")
+    in_part = (
+        np.ones(table.num_rows, dtype=bool)
+        if months is None
+        else pc.is_in(table.column("period"), value_set=pa.array(months, table.column("period").type))
+        .to_numpy(zero_copy_only=False)
+        .astype(bool)
+    )
     wanted = pc.not_equal(codes, "") if scope is None else pc.is_in(codes, value_set=pa.array(sorted(scope)))
-    if months is not None:
-        month_ids = pa.array(months, table.column("period").type)
-        wanted = pc.and_(wanted, pc.is_in(table.column("period"), value_set=month_ids))
-    rows = pc.indices_nonzero(pc.fill_null(wanted, False))
-    attribution = identity_fields[:6]
+    wanted = pc.and_(pc.fill_null(wanted, False), pa.array(in_part))
+    rows = pc.indices_nonzero(wanted)
+    rank = np.cumsum(in_part) - 1  # each row's place among the part's rows of the partition
     columns = {
-        "partition": pa.array([partition] * len(rows), pa.int32()),
+        "partition": pa.array(np.full(len(rows), partition, dtype=np.int32)),
         "row": pc.cast(rows, pa.int64()),
-        "project_code": payer.column("project_code").take(rows),
-        "pi_email": payer.column("pi_email").take(rows),
+        "position": pa.array(written_before + rank[rows.to_numpy()]),
         "billed_cost": table.column("billed_cost").take(rows),
-        **{
-            name: payer.column(name).take(rows)
-            for name in attribution
-            if name not in ("project_code", "pi_email")
-        },
-        **{name: table.column(name).take(rows) for name in identity_fields[6:]},
-        # The rest of the charge's key (transform.KEY_COLUMNS), for the ledger's order.
-        "period": table.column("period").take(rows),
-        "attribution": table.column("attribution").take(rows),
+        "project_code": codes.take(rows),
+        "pi_email": payer.column("pi_email").take(rows),
+        # The charge's key (transform.KEY_COLUMNS), for the ledger's order.
+        **{name: table.column(name).take(rows) for name in KEY_COLUMNS},
     }
-    return pa.table(columns)
+    return pa.table(columns), int(in_part.sum())

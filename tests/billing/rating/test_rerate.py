@@ -8,6 +8,7 @@ import datetime as dt
 from decimal import Decimal
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from billing.models import BillingPeriod, Charge, Import
@@ -199,6 +200,41 @@ def test_a_subsidy_applies_to_an_imported_cloud_file_and_is_stated(db, tmp_path)
         Decimal("30"),
     ]
     assert ChargeSubsidy.objects.count() == 2
+
+
+def test_subsidies_that_do_not_match_the_charges_written_fail_the_import_whole(db, tmp_path, monkeypatch):
+    """The subsidies are recorded on the import's charges by their write order; each subsidised
+    charge's billed amount is checked on the way, and a mismatch fails the import with nothing
+    written (here the expected amounts are made wrong by a cent)."""
+    from billing.ingest.errors import IngestError
+    from billing.rating import ingest as rating_ingest
+
+    SourceFactory(slug="aws")
+    services.subsidy_add(name="Cloud Credits", percent="50", source="aws", effective_from="2025-01")
+    tags = '"{""pi_email"": ""ada@uni.edu"", ""project_id"": ""engine"", ""fund_org"": ""ENG-1""}"'
+    path = tmp_path / "aws_2025-02.csv"
+    path.write_text(
+        "BillingPeriodStart,ListCost,BilledCost,ResourceId,ServiceName,Tags\n"
+        + "".join(f"2025-02-01,50.00,40.00,i-{n},Amazon EC2,{tags}\n" for n in range(3))
+    )
+    real_write = rating_ingest.ImportSubsidies.write
+
+    def write_with_a_wrong_amount(self, import_id):
+        billed = self.billed.column("billed_cost").to_pylist()
+        billed[1] += Decimal("0.01")
+        self.billed = self.billed.set_column(1, "billed_cost", pa.array(billed, self.billed.column(1).type))
+        return real_write(self, import_id)
+
+    monkeypatch.setattr(rating_ingest.ImportSubsidies, "write", write_with_a_wrong_amount)
+    with pytest.raises(IngestError, match="could not be matched to the charges written"):
+        import_file(path=path, source="aws", period="2025-02")
+    assert Charge.objects.count() == 0 and ChargeSubsidy.objects.count() == 0
+    assert Import.objects.get().status == Import.Status.FAILED
+
+    monkeypatch.setattr(rating_ingest.ImportSubsidies, "write", real_write)
+    import_file(path=path, source="aws", period="2025-02", force=True)
+    assert sorted(Charge.objects.values_list("billed_cost", flat=True)) == [Decimal("20")] * 3
+    assert sorted(ChargeSubsidy.objects.values_list("amount", flat=True)) == [Decimal("20")] * 3
 
 
 def test_rerate_carries_review_decisions_to_unchanged_charges(hpc, tmp_path):
