@@ -245,12 +245,18 @@ def subsidies_apply_to_parsed(
     # The ledger's order (a cap is used up in it): project, resource id, then the rest of the
     # charge's key — which charge it is, not where the summing put it, so a file summed in memory
     # or on disk gets the same subsidies.
-    candidates = candidates.append_column(
-        "resource", pa.array(strings, pa.string()).take(candidates.column("resource_id"))
+    resources = pa.array(strings, pa.string()).take(candidates.column("resource_id"))
+    order = pc.sort_indices(
+        candidates.append_column("resource", resources),
+        sort_keys=[
+            (name, "ascending")
+            for name in ("project_code", "resource", *(k for k in KEY_COLUMNS if k != "resource_id"))
+        ],
     )
-    order = ["project_code", "resource", *(name for name in KEY_COLUMNS if name != "resource_id")]
-    candidates = candidates.take(
-        pc.sort_indices(candidates, sort_keys=[(name, "ascending") for name in order])
+    del resources
+    # Only what the ledger reads stays; its slices are taken in that order (no sorted copy).
+    candidates = candidates.select(
+        ["partition", "row", "position", "billed_cost", "project_code", "pi_email"]
     )
     result = ImportSubsidies(subsidies=list(subsidies))
     index_of = {subsidy.pk: i for i, subsidy in enumerate(result.subsidies)}
@@ -258,7 +264,7 @@ def subsidies_apply_to_parsed(
     charge_chunks: list[pa.Table] = []
     money_type = candidates.schema.field("billed_cost").type
     for start in range(0, candidates.num_rows, SUBSIDY_SLICE_ROWS):
-        piece = candidates.slice(start, SUBSIDY_SLICE_ROWS).to_pydict()
+        piece = candidates.take(order.slice(start, SUBSIDY_SLICE_ROWS)).to_pydict()
         paid_rows: dict[str, list] = {"position": [], "subsidy": [], "amount": []}
         charge_rows: dict[str, list] = {
             "partition": [],
