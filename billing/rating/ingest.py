@@ -170,28 +170,29 @@ class ImportSubsidies:
             .iterator(chunk_size=50_000)
         )
         wanted = billed.column("position").to_numpy()
-        found = dict(zip(wanted.tolist(), _ids_at(ids, wanted), strict=True))
+        # The id of each subsidised charge, in the order of `wanted` (an array, not a dict: eight
+        # bytes a charge).
+        charge_ids = np.fromiter(_ids_at(ids, wanted), dtype=np.int64, count=len(wanted))
         for start in range(0, billed.num_rows, SUBSIDY_WRITE_BATCH):
-            piece = billed.slice(start, SUBSIDY_WRITE_BATCH).to_pydict()
-            charge_ids = [found[position] for position in piece["position"]]
-            stored = dict(Charge.objects.filter(id__in=charge_ids).values_list("id", "billed_cost"))
-            if [stored[i] for i in charge_ids] != piece["billed_cost"]:
+            batch = charge_ids[start : start + SUBSIDY_WRITE_BATCH].tolist()
+            stored = dict(Charge.objects.filter(id__in=batch).values_list("id", "billed_cost"))
+            expected = billed.column("billed_cost").slice(start, SUBSIDY_WRITE_BATCH).to_pylist()
+            if [stored[i] for i in batch] != expected:
                 raise IngestError(
                     "the subsidies could not be matched to the charges written; nothing was imported"
                 )
+        paid_ids = charge_ids[np.searchsorted(wanted, paid.column("position").to_numpy())]
         for start in range(0, paid.num_rows, SUBSIDY_WRITE_BATCH):
             piece = paid.slice(start, SUBSIDY_WRITE_BATCH).to_pydict()
             ChargeSubsidy.objects.bulk_create(
-                ChargeSubsidy(
-                    charge_id=found[position],
-                    subsidy=self.subsidies[index],
-                    name=self.subsidies[index].name,
-                    percent=self.subsidies[index].percent,
-                    amount=amount,
+                record
+                for charge_id, index, amount in zip(
+                    paid_ids[start : start + SUBSIDY_WRITE_BATCH].tolist(),
+                    piece["subsidy"],
+                    piece["amount"],
+                    strict=True,
                 )
-                for position, index, amount in zip(
-                    piece["position"], piece["subsidy"], piece["amount"], strict=True
-                )
+                for record in charge_subsidies(charge_id, [Applied(self.subsidies[index], amount)])
             )
 
 
