@@ -10,11 +10,11 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import pyarrow as pa
@@ -163,16 +163,22 @@ class ImportSubsidies:
             return
         paid = self.paid.take(pc.sort_indices(self.paid, sort_keys=[("position", "ascending")]))
         billed = self.billed.take(pc.sort_indices(self.billed, sort_keys=[("position", "ascending")]))
-        ids = (
+        ids = cast(
+            Generator[int, None, None],
             Charge.objects.filter(import_run_id=import_id)
             .order_by("id")
             .values_list("id", flat=True)
-            .iterator(chunk_size=50_000)
+            .iterator(chunk_size=50_000),
         )
         wanted = billed.column("position").to_numpy()
         # The id of each subsidised charge, in the order of `wanted` (an array, not a dict: eight
         # bytes a charge).
-        charge_ids = np.fromiter(_ids_at(ids, wanted), dtype=np.int64, count=len(wanted))
+        try:
+            charge_ids = np.fromiter(_ids_at(ids, wanted), dtype=np.int64, count=len(wanted))
+        finally:
+            # Stopped early, the read (a server-side cursor on PostgreSQL) is closed here, inside
+            # the import's transaction, not whenever the generator is collected.
+            ids.close()
         for start in range(0, billed.num_rows, SUBSIDY_WRITE_BATCH):
             batch = charge_ids[start : start + SUBSIDY_WRITE_BATCH].tolist()
             stored = dict(Charge.objects.filter(id__in=batch).values_list("id", "billed_cost"))
