@@ -37,7 +37,7 @@ from .errors import IngestError, rows_refused
 from .flagging import Flag, FlagContext
 from .memory import release_unused_memory
 from .spill import SpilledCharges, distinct_keys, partitions_for, tags_as_text
-from .writer import ChargeTables, write_charges
+from .writer import RowTables, write_charges
 
 __all__ = ["IDENTITY_FIELDS", "CarriedDecision", "WriteResult"]
 
@@ -430,7 +430,7 @@ def build_and_write(
         result=result,
     )
     tables = builder.tables(charges_of(parsed, part))
-    result.charges = write_charges(ChargeTables(tables), expected_rows=parsed.charge_count)
+    result.charges = write_charges(RowTables(tables), expected_rows=parsed.charge_count)
     return result
 
 

@@ -498,7 +498,7 @@ def test_subsidies_on_charges_summed_on_disk_are_those_in_memory(
         charges = sorted(Charge.objects.values_list(*money), key=repr)
         paid = sorted(
             ChargeSubsidy.objects.values_list(
-                "charge__resource_id", "charge__service_name", "subsidy__name", "amount"
+                "charge__resource_id", "charge__service_name", "subsidy__name", "name", "percent", "amount"
             ),
             key=repr,
         )
@@ -514,6 +514,10 @@ def test_subsidies_on_charges_summed_on_disk_are_those_in_memory(
     settings.OPENCHARGEBACK_INGEST_BLOCK_BYTES = 16 * 1024
     monkeypatch.setattr(pipeline, "FIRST_TRANSFORM_ROWS", 40)
     monkeypatch.setattr(pipeline, "TRANSFORM_ROWS", 40)
+    # The charges and the subsidy records written with their tables' indexes dropped and built
+    # again, a few rows to a statement.
+    monkeypatch.setattr(writer, "REBUILD_INDEXES_FROM_ROWS", 10)
+    monkeypatch.setattr(writer, "SQLITE_ROWS_PER_STATEMENT", 7)
     spilled = []
     real_add = pipeline.SpilledCharges.add
     monkeypatch.setattr(
@@ -539,11 +543,14 @@ def test_subsidies_on_charges_summed_on_disk_are_those_in_memory(
     assert billed_sum == sum((t[2] for t in totals), Decimal(0))
     assert billed_sum + sum((amount for *_, amount in paid), Decimal(0)) == file_billed_sum(combined)
     startup = defaultdict(Decimal)
-    for resource, _service, name, amount in paid:
+    for resource, _service, name, _recorded, _percent, amount in paid:
         if name == "Startup":
             startup[resource.split("-r")[0]] += amount
     assert startup and max(startup.values()) == Decimal("25")  # a cap reached, exactly
-    assert any(name == "College" for *_, name, _ in paid)
+    assert any(row[2] == "College" for row in paid)
+    # Each record keeps the subsidy's name and percent as they were.
+    percents = {"Startup": Decimal("60"), "College": Decimal("10")}
+    assert all(name == recorded and percent == percents[name] for _, _, name, recorded, percent, _ in paid)
     assert len({p for p, *_ in totals}) == (1 if period else 2)
 
 
@@ -1581,8 +1588,8 @@ def test_sqlite_indexes_are_rebuilt_after_a_bulk_insert_and_survive_a_failure(
     seen_while_inserting = []
     real_batches = writer._batches_in_background
 
-    def batches(rows, size):
-        for batch in real_batches(rows, size):
+    def batches(*args):
+        for batch in real_batches(*args):
             seen_while_inserting.append(len(charge_indexes()))
             yield batch
 
@@ -1599,8 +1606,8 @@ def test_sqlite_indexes_are_rebuilt_after_a_bulk_insert_and_survive_a_failure(
     assert set(seen_while_inserting) == {len(before)}
 
     # A failure after the drop: the transaction rolls the drop back too.
-    def fail_in_second_batch(rows, size):
-        for number, batch in enumerate(real_batches(rows, size)):
+    def fail_in_second_batch(*args):
+        for number, batch in enumerate(real_batches(*args)):
             if number == 1:
                 raise RuntimeError("disk full")
             yield batch
@@ -1611,6 +1618,64 @@ def test_sqlite_indexes_are_rebuilt_after_a_bulk_insert_and_survive_a_failure(
         ingest(path, force=True)
     assert charge_indexes() == before
     assert Charge.objects.count() == 0
+
+
+@pytest.mark.skipif("os.environ.get('DATABASE_URL', '').startswith('postgres')")
+def test_sqlite_charges_go_in_many_to_a_statement_in_file_order(sources, synthetic, monkeypatch):
+    """SQLite inserts charges by multi-row INSERT statements; where the statements and batches
+    end changes nothing that is written, nor the order of the ids."""
+    path, _ = synthetic(rows=600, seed=12)
+    fields = (
+        "pi_email", "project_code", "resource_id", "sku_id", "charge_period_start", "quantity",
+        "billed_cost", "list_cost", "tags", "review_state", "flag_summary",
+    )  # fmt: skip
+    first = ingest(path)
+    written = list(Charge.objects.filter(import_run_id=first.import_id).order_by("id").values_list(*fields))
+
+    monkeypatch.setattr(writer, "SQLITE_ROWS_PER_STATEMENT", 7)
+    monkeypatch.setattr(writer, "SQLITE_BATCH", 20)
+    statement_rows: list[int] = []
+    real_batches = writer._batches
+
+    def batches(*args):
+        for batch in real_batches(*args):
+            statement_rows.extend(len(params) // len(writer.CHARGE_COLUMNS) for params in batch)
+            yield batch
+
+    monkeypatch.setattr(writer, "_batches", batches)
+    second = ingest(path, force=True)
+    again = Charge.objects.filter(import_run_id=second.import_id).order_by("id")
+    ids = list(again.values_list("id", flat=True))
+    assert list(again.values_list(*fields)) == written
+    assert ids == list(range(ids[0], ids[0] + len(written)))
+    assert sum(statement_rows) == len(written) == second.charges
+    assert max(statement_rows) == 7 and statement_rows.count(7) >= len(statement_rows) - 2
+    assert billed(again) == second.billed_total == first.billed_total
+
+
+@pytest.mark.skipif("os.environ.get('DATABASE_URL', '').startswith('postgres')")
+def test_a_row_sqlite_refuses_raises_djangos_error_and_writes_nothing(db):
+    """The writer inserts through the driver's own cursor; a refusal still comes as Django's error."""
+    from django.db import IntegrityError
+
+    values = dict.fromkeys(writer.CHARGE_COLUMNS, "")
+    values.update(period_id=1, source_id=1, import_run_id=1, pi_id=None, project_id=None, quantity=None)
+    values.update(list_cost=0, contracted_cost=0, billed_cost=0, effective_cost=0, line_count=1)
+    values.update(charge_period_start=None, charge_period_end=None, tags="{}", review_state="bogus")
+    with pytest.raises(IntegrityError, match="CHECK constraint failed"), transaction.atomic():
+        writer.write_charges([tuple(values[name] for name in writer.CHARGE_COLUMNS)])
+    assert Charge.objects.count() == 0
+
+
+def test_rows_given_as_tuples_are_grouped_into_statements():
+    """Rows given one by one (not as tables) are flattened into statements of `per_statement` rows,
+    `size` rows to a batch; the last statement takes what is left."""
+    rows = [(n, f"r{n}") for n in range(11)]
+    batches = list(writer._batches(iter(rows), 4, 2))
+    assert [[len(params) // 2 for params in batch] for batch in batches] == [[2, 2], [2, 2], [2, 1]]
+    assert [value for batch in batches for params in batch for value in params] == [
+        v for row in rows for v in row
+    ]
 
 
 @pytest.mark.skipif("os.environ.get('DATABASE_URL', '').startswith('postgres')")
@@ -1680,8 +1745,8 @@ writer.SQLITE_BATCH = 50
 batches = writer._batches_in_background
 
 
-def die_after_first_batch(rows, size):
-    for number, batch in enumerate(batches(rows, size)):
+def die_after_first_batch(*args):
+    for number, batch in enumerate(batches(*args)):
         if number == 1:  # batch 0 has been inserted, inside the import's transaction
             with connection.cursor() as cursor:
                 seen = {}
