@@ -247,35 +247,60 @@ def subsidies_apply_to_parsed(
     ledger = SubsidyLedger(subsidies, {})
     scope = ledger.projects_in_scope()
     months = None if row_periods is None else [parsed.texts.id_of(month) for month in row_periods]
+    # Who pays, per row of the resolutions (an attribution, or an attribution and sub-account):
+    # the candidates hold that row, not the payer's texts (fewer bytes a charge at millions).
+    payers = resolved.payers(np.arange(resolved.table.num_rows))
+    codes = payers.column("project_code").combine_chunks()
+    in_scope = (
+        pc.not_equal(codes, "") if scope is None else pc.is_in(codes, value_set=pa.array(sorted(scope)))
+    )
+    payer_in_scope = np.asarray(pc.fill_null(in_scope, False).to_numpy(zero_copy_only=False), dtype=bool)
     # The candidates of every partition, a few columns each: the whole file is never in memory.
     pieces, written_before = [], 0
     for index, table in enumerate(parsed.charge_tables()):
-        piece, written = _subsidy_candidates(index, table, written_before, resolved, scope, months)
+        piece, written = _subsidy_candidates(index, table, written_before, resolved, payer_in_scope, months)
         pieces.append(piece)
         written_before += written
     candidates = pa.concat_tables(pieces)
+    del pieces
     if not candidates.num_rows:
         return None
+    code_of, email_of = codes.to_pylist(), payers.column("pi_email").to_pylist()
+    del payers
+    payer_rows = candidates.column("payer").combine_chunks()
     ledger.paid = selectors.subsidy_paid(
-        subsidies=subsidies, projects=pc.unique(candidates.column("project_code")).to_pylist(), period=period
+        subsidies=subsidies,
+        projects=sorted({code_of[row] for row in pc.unique(payer_rows).to_pylist()}),
+        period=period,
     )
-    strings = parsed.texts.values
     # The ledger's order (a cap is used up in it): project, resource id, then the rest of the
     # charge's key — which charge it is, not where the summing put it, so a file summed in memory
-    # or on disk gets the same subsidies.
-    resources = pa.array(strings, pa.string()).take(candidates.column("resource_id"))
+    # or on disk gets the same subsidies. Texts sort by their ranks (equal texts, equal ranks).
+    project_rank = pc.rank(codes, sort_keys="ascending", tiebreaker="dense").take(payer_rows)
+    resource_ids = candidates.column("resource_id").combine_chunks()
+    distinct_resources = pc.unique(resource_ids)
+    resource_rank = pc.rank(
+        pa.array(parsed.texts.values, pa.string()).take(distinct_resources),
+        sort_keys="ascending",
+        tiebreaker="dense",
+    ).take(pc.index_in(resource_ids, value_set=distinct_resources))
+    del resource_ids, distinct_resources
     order = pc.sort_indices(
-        candidates.append_column("resource", resources),
+        pa.table(
+            {
+                "project": project_rank,
+                "resource": resource_rank,
+                **{k: candidates.column(k) for k in KEY_COLUMNS if k != "resource_id"},
+            }
+        ),
         sort_keys=[
             (name, "ascending")
-            for name in ("project_code", "resource", *(k for k in KEY_COLUMNS if k != "resource_id"))
+            for name in ("project", "resource", *(k for k in KEY_COLUMNS if k != "resource_id"))
         ],
     )
-    del resources
+    del project_rank, resource_rank
     # Only what the ledger reads stays; its slices are taken in that order (no sorted copy).
-    candidates = candidates.select(
-        ["partition", "row", "position", "billed_cost", "project_code", "pi_email"]
-    )
+    candidates = candidates.select(["partition", "row", "position", "billed_cost", "payer"])
     result = ImportSubsidies(subsidies=list(subsidies))
     index_of = {subsidy.pk: i for i, subsidy in enumerate(result.subsidies)}
     paid_chunks: list[pa.Table] = []
@@ -292,9 +317,8 @@ def subsidies_apply_to_parsed(
             "billed_cost": [],
         }
         for i, billed in enumerate(piece["billed_cost"]):
-            applied = ledger.apply(
-                billed=billed, project_code=piece["project_code"][i], pi_email=piece["pi_email"][i]
-            )
+            payer = piece["payer"][i]
+            applied = ledger.apply(billed=billed, project_code=code_of[payer], pi_email=email_of[payer])
             if not applied:
                 continue
             total = sum((a.amount for a in applied), ZERO)
@@ -340,15 +364,14 @@ def _subsidy_candidates(
     table: pa.Table,
     written_before: int,
     resolved: Resolutions,
-    scope: set[str] | None,
+    payer_in_scope: np.ndarray,
     months: list[int] | None,
 ) -> tuple[pa.Table, int]:
     """The charges of one partition a subsidy may apply to (a project in scope, a month of the
-    part), with what the ledger needs and each one's position in the part's write order (the
-    partitions in turn, the rows of the part's months in turn: pipeline.charges_of); and how many
-    of the partition's charges the part writes."""
-    payer = resolved.payers(resolved.rows_of(table.column("attribution"), table.column("sub_account_id")))
-    codes = payer.column("project_code")
+    part), with what the ledger needs — each one's payer (its row of the resolutions) and its
+    position in the part's write order (the partitions in turn, the rows of the part's months in
+    turn: pipeline.charges_of); and how many of the partition's charges the part writes."""
+    payer = resolved.rows_of(table.column("attribution"), table.column("sub_account_id"))
     in_part = (
         np.ones(table.num_rows, dtype=bool)
         if months is None
@@ -356,18 +379,16 @@ def _subsidy_candidates(
         .to_numpy(zero_copy_only=False)
         .astype(bool)
     )
-    wanted = pc.not_equal(codes, "") if scope is None else pc.is_in(codes, value_set=pa.array(sorted(scope)))
-    wanted = pc.and_(pc.fill_null(wanted, False), pa.array(in_part))
-    rows = pc.indices_nonzero(wanted)
+    rows = np.nonzero(payer_in_scope[payer] & in_part)[0]
     rank = np.cumsum(in_part) - 1  # each row's place among the part's rows of the partition
+    at = pa.array(rows)
     columns = {
         "partition": pa.array(np.full(len(rows), partition, dtype=np.int32)),
-        "row": pc.cast(rows, pa.int64()),
-        "position": pa.array(written_before + rank[rows.to_numpy()]),
-        "billed_cost": table.column("billed_cost").take(rows),
-        "project_code": codes.take(rows),
-        "pi_email": payer.column("pi_email").take(rows),
+        "row": at,
+        "position": pa.array(written_before + rank[rows]),
+        "billed_cost": table.column("billed_cost").take(at),
+        "payer": pa.array(payer[rows].astype(np.int32)),
         # The charge's key (transform.KEY_COLUMNS), for the ledger's order.
-        **{name: table.column(name).take(rows) for name in KEY_COLUMNS},
+        **{name: table.column(name).take(at) for name in KEY_COLUMNS},
     }
     return pa.table(columns), int(in_part.sum())
