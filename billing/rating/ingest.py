@@ -172,6 +172,8 @@ class ImportSubsidies:
             return
         paid = self.paid.take(pc.sort_indices(self.paid, sort_keys=[("position", "ascending")]))
         billed = self.billed.take(pc.sort_indices(self.billed, sort_keys=[("position", "ascending")]))
+        # Written once: the unsorted columns go now, not after the write (about 100 MB at 2M charges).
+        self.paid = self.billed = None
         wanted = billed.column("position").to_numpy()
         charge_ids = _checked_charge_ids(import_id, wanted, billed.column("billed_cost").combine_chunks())
         paid_ids = charge_ids[np.searchsorted(wanted, paid.column("position").to_numpy())]
