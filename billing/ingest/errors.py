@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import threading
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -79,6 +80,9 @@ class RowErrorLog:
 
     Line numbers: the checks count rows as if every line were a row (line = 2 + row number); rows
     the CSV reader skipped (wrong number of fields) are recorded here and shift the lines after them.
+    The reader records those in its own thread, a batch ahead of the checks (pipeline.py): a lock
+    keeps the two apart, and a row skipped ahead lies after every line of the batch being checked,
+    so it shifts none of them.
     """
 
     def __init__(self, keep: int = MAX_ROW_ERRORS) -> None:
@@ -89,6 +93,7 @@ class RowErrorLog:
         self._sequence = 0
         self._skipped: list[int] = []  # lines of skipped rows, ascending
         self._batch: np.ndarray | None = None
+        self._lock = threading.RLock()
 
     def __bool__(self) -> bool:
         return self.count > 0
@@ -99,31 +104,35 @@ class RowErrorLog:
     @property
     def errors(self) -> list[RowError]:
         """The errors kept, by line (then in the order they were found)."""
-        return [error for _, _, error in sorted(self._heap, key=lambda item: (-item[0], -item[1]))]
+        with self._lock:
+            return [error for _, _, error in sorted(self._heap, key=lambda item: (-item[0], -item[1]))]
 
     def line(self, nominal: int) -> int:
         """The file's line of the row counted as line `nominal` by the checks."""
         line = nominal
-        for skipped in self._skipped:
-            if skipped > line:
-                break
-            line += 1
+        with self._lock:
+            for skipped in self._skipped:
+                if skipped > line:
+                    break
+                line += 1
         return line
 
     def add(self, error: RowError) -> None:
-        self.count += 1
-        self._sequence += 1
-        item = (-(error.line or 0), -self._sequence, error)
-        if len(self._heap) < self.keep:
-            heapq.heappush(self._heap, item)
-        elif item > self._heap[0]:
-            heapq.heapreplace(self._heap, item)
+        with self._lock:
+            self.count += 1
+            self._sequence += 1
+            item = (-(error.line or 0), -self._sequence, error)
+            if len(self._heap) < self.keep:
+                heapq.heappush(self._heap, item)
+            elif item > self._heap[0]:
+                heapq.heapreplace(self._heap, item)
 
     def skipped_row(self, line: int, value: str, message: str) -> None:
         """A row the CSV reader could not split into the header's columns (never seen by the checks)."""
-        bisect.insort(self._skipped, line)
-        self.bad_rows += 1
-        self.add(RowError(line=line, column="", value=value, message=message))
+        with self._lock:
+            bisect.insort(self._skipped, line)
+            self.bad_rows += 1
+            self.add(RowError(line=line, column="", value=value, message=message))
 
     def begin_batch(self, rows: int) -> None:
         self._batch = np.zeros(rows, dtype=bool)
@@ -131,7 +140,8 @@ class RowErrorLog:
     def end_batch(self) -> int:
         """Count the batch's bad rows; returns how many."""
         bad = int(self._batch.sum()) if self._batch is not None else 0
-        self.bad_rows += bad
+        with self._lock:
+            self.bad_rows += bad
         self._batch = None
         return bad
 
@@ -161,7 +171,8 @@ class RowErrorLog:
                     message=message,
                 )
             )
-        self.count += len(positions) - len(shown)
+        with self._lock:
+            self.count += len(positions) - len(shown)
         return len(positions)
 
 

@@ -25,6 +25,7 @@ from chargeback.money import SQLITE_MONEY_LIMIT
 
 from . import attribution, numbers, reader, transform
 from .attribution import Resolutions
+from .background import produced_in_background
 from .charge_rows import (
     IDENTITY_FIELDS,
     MONEY_NAMES,
@@ -53,6 +54,8 @@ TRANSFORM_ROWS = 100_000
 # The first batches are smaller (doubling up to TRANSFORM_ROWS): a file that is bad from its first
 # rows is abandoned after a small batch, in little memory; a good file loses nothing measurable.
 FIRST_TRANSFORM_ROWS = 10_000
+# Batches read ahead of the checks (each up to TRANSFORM_ROWS rows, tens of MB).
+READ_AHEAD_BATCHES = 1
 
 
 class ParsedFile:
@@ -187,7 +190,7 @@ def parse_file(path: Path, billing_settings: BillingSettings, name: str | None =
         max_bytes=django_settings.OPENCHARGEBACK_INGEST_MAX_BYTES,
         max_bad_rows=max_bad_rows,
     )
-    for batch in _regrouped(batches):
+    for batch in _read_ahead(_regrouped(batches)):
         errors.begin_batch(batch.num_rows)
         partial = transform.transform_batch(
             batch, first_line, tag_reader, texts, errors, stats, check_nul=focus.nul_seen
@@ -352,6 +355,18 @@ def _regrouped(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
             target = min(target * 2, TRANSFORM_ROWS)
     if pending:
         yield _concat(pending)
+
+
+def _read_ahead(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """The batches; past the first full-sized one, read a batch ahead in a thread of their own
+    while this one checks and sums them (pyarrow's CSV parser, serial for its line numbers,
+    releases the GIL): a 1M-row file took about 2 s less on two cores. The first, smaller batches
+    are read one at a time: a file bad from its start is refused before more of it is read."""
+    for batch in batches:
+        yield batch
+        if batch.num_rows >= TRANSFORM_ROWS:
+            break
+    yield from produced_in_background(batches, READ_AHEAD_BATCHES, name="focus-reader")
 
 
 def _concat(batches: list[pa.RecordBatch]) -> pa.RecordBatch:

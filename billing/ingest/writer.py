@@ -16,11 +16,9 @@ the import to commit, which only a first import, into a near-empty table, can ma
 from __future__ import annotations
 
 import sqlite3
-import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import chain
-from queue import Queue
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -29,6 +27,8 @@ from django.db.backends.utils import CursorWrapper
 
 from billing import charge_search
 from billing.models import Charge
+
+from .background import produced_in_background
 
 CHARGE_COLUMNS = [
     "period_id",
@@ -123,7 +123,9 @@ def write_rows(
             if isinstance(rows, RowTables):
                 with raw.copy(f"COPY {table} ({names}) FROM STDIN (FORMAT csv)") as copy:
                     # Formatted in a second thread while the server inserts the previous table.
-                    for rows_in, text in _produced_in_background(_csv_texts(rows.tables()), TABLES_AHEAD):
+                    for rows_in, text in produced_in_background(
+                        _csv_texts(rows.tables()), TABLES_AHEAD, name="charge-csv"
+                    ):
                         copy.write(text)
                         count += rows_in
                 return count
@@ -328,48 +330,13 @@ def _pg_set_constraints(cursor: CursorWrapper, mode: str, which: str) -> None:
         cursor.execute(f"SET CONSTRAINTS {', '.join(names)} {mode}")
 
 
-def _produced_in_background(items: Iterator, ahead: int) -> Iterator:
-    """The items, made in a second thread up to `ahead` in advance: pyarrow and the database
-    driver release the GIL while they work, so making and writing overlap on a multi-core machine.
-    The thread never touches the database connection."""
-    queue: Queue = Queue(maxsize=ahead)
-    done = object()
-    failure: list[BaseException] = []
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if stop.is_set():
-                    return
-                queue.put(item)
-        except BaseException as exc:  # handed to the consumer, re-raised there
-            failure.append(exc)
-        finally:
-            queue.put(done)
-
-    thread = threading.Thread(target=produce, name="charge-rows", daemon=True)
-    thread.start()
-    try:
-        while (item := queue.get()) is not done:
-            yield item
-    finally:
-        stop.set()
-        while thread.is_alive():  # unblock a producer waiting on a full queue
-            while not queue.empty():
-                queue.get_nowait()
-            thread.join(timeout=0.1)
-    if failure:
-        raise failure[0]
-
-
 def _batches_in_background(
     rows: Iterable[Sequence] | RowTables, size: int, per_statement: int
 ) -> Iterator[list[list]]:
     """Batches of about `size` rows, each a list of the parameters of one INSERT statement
     (`per_statement` rows' values one after the other), built in a second thread: SQLite releases
     the GIL while it inserts, so the two overlap on a multi-core machine."""
-    return _produced_in_background(_batches(rows, size, per_statement), 8)
+    return produced_in_background(_batches(rows, size, per_statement), 8, name="charge-rows")
 
 
 def _batches(rows: Iterable[Sequence] | RowTables, size: int, per_statement: int) -> Iterator[list[list]]:

@@ -1323,6 +1323,46 @@ def test_bad_input_is_refused_and_nothing_written(sources, tmp_path, case):
     assert BillingPeriod.objects.count() == 0
 
 
+def test_bad_rows_read_ahead_keep_their_lines(sources, tmp_path, settings, monkeypatch):
+    """Past the first full batch the file is read a batch ahead in a thread of its own: rows the
+    reader skips there (wrong number of fields) and rows the checks refuse later are reported at
+    their own lines all the same, and nothing is written."""
+    from billing.ingest import background
+
+    settings.OPENCHARGEBACK_INGEST_BLOCK_BYTES = 2048  # a few rows a block
+    monkeypatch.setattr(pipeline, "FIRST_TRANSFORM_ROWS", 20)
+    monkeypatch.setattr(pipeline, "TRANSFORM_ROWS", 20)
+    threads = []
+    real = background.produced_in_background
+    monkeypatch.setattr(
+        pipeline,
+        "produced_in_background",
+        lambda items, ahead, name: threads.append(name) or real(items, ahead, name=name),
+    )
+    lines = [HEADER] + [_line(ResourceId=f"r-{n}") for n in range(300)]
+    lines[150] = ["2025-01-01", "1"]  # line 151 of the file (the header is line 1)
+    lines[220] = _line(BilledCost="12.3.4")
+    lines[280] = [*_line(Tags="{}"), "extra"]
+    path = tmp_path / "aws_2025-01.csv"
+    path.write_bytes(_csv_text(lines))
+
+    with pytest.raises(IngestError, match="3 bad rows") as caught:
+        ingest(path)
+
+    assert threads == ["focus-reader"]
+    assert caught.value.errors == [
+        RowError(151, "", "2025-01-01,1", "expected 11 fields, found 2"),
+        RowError(221, "BilledCost", "12.3.4", "not a number"),
+        RowError(281, "", ",".join([*_line(Tags="{}"), "extra"]), "expected 11 fields, found 12"),
+    ]
+    assert_nothing_written()
+
+    # The same file without the bad rows imports whole, read ahead the same way.
+    lines[150], lines[220], lines[280] = (_line(ResourceId=f"r-{n}") for n in (149, 219, 279))
+    path.write_bytes(_csv_text(lines))
+    assert ingest(path).rows == 300
+
+
 def test_truncated_gzip_is_refused(sources, tmp_path):
     rows = [focus_row(ResourceId=f"r-{n}", BilledCost=str(n)) for n in range(5000)]
     whole = write_focus(tmp_path / "whole.csv.gz", rows).read_bytes()
