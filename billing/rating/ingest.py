@@ -250,13 +250,16 @@ def subsidies_apply_to_parsed(
     scope = ledger.projects_in_scope()
     months = None if row_periods is None else [parsed.texts.id_of(month) for month in row_periods]
     # Who pays, per row of the resolutions (an attribution, or an attribution and sub-account):
-    # the candidates hold that row, not the payer's texts (fewer bytes a charge at millions).
-    payers = resolved.payers(np.arange(resolved.table.num_rows))
-    codes = payers.column("project_code").combine_chunks()
+    # the candidates hold that row, not the payer's texts (fewer bytes a charge at millions), and
+    # the resolutions' columns stay dictionary-encoded (their rows can be as many as the charges).
+    codes, code_at = _distinct_and_index(resolved.table.column("project_code"))
+    emails, email_at = _distinct_and_index(resolved.table.column("pi_email"))
     in_scope = (
         pc.not_equal(codes, "") if scope is None else pc.is_in(codes, value_set=pa.array(sorted(scope)))
     )
-    payer_in_scope = np.asarray(pc.fill_null(in_scope, False).to_numpy(zero_copy_only=False), dtype=bool)
+    payer_in_scope = np.asarray(pc.fill_null(in_scope, False).to_numpy(zero_copy_only=False), dtype=bool)[
+        code_at
+    ]
     # The candidates of every partition, a few columns each: the whole file is never in memory.
     pieces, written_before = [], 0
     for index, table in enumerate(parsed.charge_tables()):
@@ -267,18 +270,19 @@ def subsidies_apply_to_parsed(
     del pieces
     if not candidates.num_rows:
         return None
-    code_of, email_of = codes.to_pylist(), payers.column("pi_email").to_pylist()
-    del payers
+    code_names, email_names = codes.to_pylist(), emails.to_pylist()
     payer_rows = candidates.column("payer").combine_chunks()
     ledger.paid = selectors.subsidy_paid(
         subsidies=subsidies,
-        projects=sorted({code_of[row] for row in pc.unique(payer_rows).to_pylist()}),
+        projects=sorted({code_names[code_at[row]] for row in pc.unique(payer_rows).to_pylist()}),
         period=period,
     )
     # The ledger's order (a cap is used up in it): project, resource id, then the rest of the
     # charge's key — which charge it is, not where the summing put it, so a file summed in memory
     # or on disk gets the same subsidies. Texts sort by their ranks (equal texts, equal ranks).
-    project_rank = pc.rank(codes, sort_keys="ascending", tiebreaker="dense").take(payer_rows)
+    project_rank = pc.rank(codes, sort_keys="ascending", tiebreaker="dense").take(
+        pa.array(code_at).take(payer_rows)
+    )
     resource_ids = candidates.column("resource_id").combine_chunks()
     distinct_resources = pc.unique(resource_ids)
     resource_rank = pc.rank(
@@ -320,7 +324,9 @@ def subsidies_apply_to_parsed(
         }
         for i, billed in enumerate(piece["billed_cost"]):
             payer = piece["payer"][i]
-            applied = ledger.apply(billed=billed, project_code=code_of[payer], pi_email=email_of[payer])
+            applied = ledger.apply(
+                billed=billed, project_code=code_names[code_at[payer]], pi_email=email_names[email_at[payer]]
+            )
             if not applied:
                 continue
             total = sum((a.amount for a in applied), ZERO)
@@ -359,6 +365,20 @@ def subsidies_apply_to_parsed(
         )
     parsed.stats.billed_total -= result.total
     return result
+
+
+def _distinct_and_index(column: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """A column's distinct values (a null last when it has nulls) and each row's index into them."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.unify_dictionaries() if pa.types.is_dictionary(column.type) else column
+        column = column.combine_chunks()
+    if not pa.types.is_dictionary(column.type):
+        column = pc.dictionary_encode(column)
+    values, indices = column.dictionary, column.indices
+    if indices.null_count:
+        indices = pc.fill_null(indices, len(values))
+        values = pa.concat_arrays([values, pa.nulls(1, values.type)])
+    return values, np.asarray(indices.to_numpy(zero_copy_only=False), dtype=np.int32)
 
 
 def _subsidy_candidates(
