@@ -1,4 +1,5 @@
-"""Bulk writing of charges: PostgreSQL COPY, or multi-row INSERT statements on SQLite.
+"""Bulk writing of charges (and of other import rows, such as subsidy records): PostgreSQL COPY,
+or multi-row INSERT statements on SQLite.
 
 The ORM's bulk_create spends most of its time adapting values field by field; an import
 writes up to a million charges, so they come here as database-ready values: Arrow tables
@@ -103,8 +104,8 @@ def write_charges(rows: Iterable[Sequence] | RowTables, expected_rows: int = 0) 
     """Insert charges: RowTables, or tuples in CHARGE_COLUMNS order of database-ready values
     (money as 10^-10 integer units on SQLite and decimal text on PostgreSQL, timestamps as UTC
     text, tags as JSON text); returns the count. `expected_rows`: about how many there are."""
-    # The admin's search index takes the new rows in one pass at the end (billing.charge_search);
-    # on PostgreSQL, or it is built anew with the other indexes.
+    # The admin's search index takes the new rows in one pass at the end (billing.charge_search),
+    # or, on PostgreSQL, is built anew with the other indexes when write_rows drops them.
     with charge_search.bulk_writing():
         return write_rows(Charge._meta.db_table, CHARGE_COLUMNS, rows, expected_rows)
 
@@ -117,6 +118,8 @@ def write_rows(
     indexes dropped and built again after when that pays; returns the count."""
     count = 0
     names = ", ".join(columns)
+    if isinstance(rows, RowTables):
+        rows = RowTables(_named(rows.tables(), list(columns)))
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor, _pg_indexes_rebuilt_after(cursor, table, expected_rows):
             raw = cursor.cursor  # the psycopg cursor underneath Django's wrapper
@@ -160,6 +163,15 @@ def write_rows(
         finally:
             raw.close()
     return count
+
+
+def _named(tables: Iterator[pa.Table], columns: list[str]) -> Iterator[pa.Table]:
+    """The tables, each checked to hold exactly `columns` in that order: a table that does not
+    would put values in the wrong columns (SQLite's statements are cut by the column count)."""
+    for table in tables:
+        if table.column_names != columns:
+            raise ValueError(f"rows to write have columns {table.column_names}, not {columns}")
+        yield table
 
 
 def _sqlite_parameter_limit() -> int:

@@ -1711,6 +1711,20 @@ def test_a_row_sqlite_refuses_raises_djangos_error_and_writes_nothing(db):
     assert Charge.objects.count() == 0
 
 
+def test_tables_whose_columns_are_not_the_targets_are_refused_before_writing(db):
+    """A table of rows to write must hold exactly the target's columns, in order: else its values
+    would land in the wrong columns. Refused before anything is written, on either database."""
+    import pyarrow as pa
+
+    from billing.rating.ingest import SUBSIDY_COLUMNS
+    from billing.rating.models import ChargeSubsidy
+
+    swapped = pa.table({name: pa.array([1]) for name in reversed(SUBSIDY_COLUMNS)})
+    with pytest.raises(ValueError, match="rows to write have columns"), transaction.atomic():
+        writer.write_rows(ChargeSubsidy._meta.db_table, SUBSIDY_COLUMNS, writer.RowTables([swapped]))
+    assert ChargeSubsidy.objects.count() == 0
+
+
 def test_rows_given_as_tuples_are_grouped_into_statements():
     """Rows given one by one (not as tables) are flattened into statements of `per_statement` rows,
     `size` rows to a batch; the last statement takes what is left."""
